@@ -1,0 +1,487 @@
+/*
+ * backend: one SMTP client connection to the mail server (see backend.h).
+ *
+ * Reading: replies are parsed line by line (smtp_reply) and matched to the
+ * oldest unanswered command. Writing: commands wait in "unsent" until the
+ * RFC 2920 rules allow them out; Postfix 3.9 enforces those rules against
+ * us (smtpd_forbid_unauth_pipelining) and drops a connection that breaks
+ * them. Timeouts: while a reply is owed, the read timeout is that reply's
+ * bound; while idle in the pool it is backend_idle, which recycles the
+ * connection before Postfix's own idle timer would.
+ *
+ * Failure is always reported on a later loop turn (an event owned by the
+ * connection), so no caller is re-entered.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "worker.h"
+
+#define BACKEND_QUIT_WAIT_MS 2000
+#define BACKEND_OUT_LOWAT (64 * 1024)
+
+struct backend_cmd {
+	TAILQ_ENTRY(backend_cmd) link;
+	backend_reply_fn fn;
+	void *arg;
+	bool ends_group;
+	long timeout_ms;
+	size_t len;
+	char line[]; /* with CR LF */
+};
+
+static struct event *backend_fail_ev_make(struct backend *b);
+static void backend_read_cb(struct bufferevent *bev, void *arg);
+static void backend_write_cb(struct bufferevent *bev, void *arg);
+static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
+static void backend_handshake_reply(void *arg, const struct smtp_reply *r);
+
+/* The failure event lives beside the struct: allocated once per connection. */
+struct backend_private {
+	struct backend pub;
+	struct event *fail_ev;
+	int handshake_step;
+};
+
+static struct backend_private *priv(struct backend *b)
+{
+	return (struct backend_private *)b;
+}
+
+static long long now_ms(void)
+{
+	struct timeval tv;
+	event_base_gettimeofday_cached(worker->base, &tv);
+	return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* The write timeout is always backend_timeout: it only runs while output
+ * is pending, so it bounds a backend that stops reading our body. */
+static void set_read_timeout(struct backend *b, long ms)
+{
+	long wms = worker->cfg->backend_timeout_ms;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval wtv = {wms / 1000, (wms % 1000) * 1000};
+	bufferevent_set_timeouts(b->bev, ms > 0 ? &tv : NULL, &wtv);
+}
+
+void backend_set_idle(struct backend *b)
+{
+	set_read_timeout(b, worker->cfg->backend_idle_ms);
+}
+
+static void backend_free_cmds(struct backend *b)
+{
+	struct backend_cmd *c;
+	while ((c = TAILQ_FIRST(&b->unsent))) {
+		TAILQ_REMOVE(&b->unsent, c, link);
+		free(c);
+	}
+	while ((c = TAILQ_FIRST(&b->unanswered))) {
+		TAILQ_REMOVE(&b->unanswered, c, link);
+		free(c);
+	}
+}
+
+static void backend_destroy(struct backend *b)
+{
+	struct backend_private *bp = priv(b);
+	b->state = BACKEND_DEAD;
+	backend_free_cmds(b);
+	if (b->bev)
+		bufferevent_free(b->bev);
+	b->bev = NULL;
+	if (bp->fail_ev)
+		event_free(bp->fail_ev);
+	pool_backend_closed(b->pool, b);
+	free(bp);
+}
+
+static void backend_fail_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct backend *b = arg;
+	if (b->state == BACKEND_CLOSING) {
+		backend_destroy(b);
+		return;
+	}
+	if (b->lent && b->on_fail) {
+		b->on_fail(b->owner);
+		return;
+	}
+	pool_backend_failed(b->pool, b);
+}
+
+static void backend_fail_as(struct backend *b, const char *why, bool quiet)
+{
+	if (b->state == BACKEND_DEAD)
+		return;
+	if (!b->fail_reason[0] && quiet) {
+		snprintf(b->fail_reason, sizeof b->fail_reason, "%s", why);
+	} else if (!b->fail_reason[0]) {
+		snprintf(b->fail_reason, sizeof b->fail_reason, "%s", why);
+		/* A refused connect is the pool's news (one line per outage). */
+		if (b->ready_seen)
+			log_warn("backend: connection failed: %s", why);
+		metrics_inc(METRIC_POOL_FAILURES);
+	}
+	if (b->bev)
+		bufferevent_disable(b->bev, EV_READ | EV_WRITE);
+	backend_free_cmds(b);
+	if (b->state != BACKEND_CLOSING)
+		b->state = BACKEND_DEAD;
+	event_active(priv(b)->fail_ev, 0, 0);
+}
+
+void backend_fail(struct backend *b, const char *why)
+{
+	backend_fail_as(b, why, false);
+}
+
+static struct event *backend_fail_ev_make(struct backend *b)
+{
+	return event_new(worker->base, -1, 0, backend_fail_fire, b);
+}
+
+struct backend *backend_open(struct pool *pool)
+{
+	const struct config *cfg = worker->cfg;
+	struct backend_private *bp = calloc(1, sizeof *bp);
+	if (!bp)
+		return NULL;
+	struct backend *b = &bp->pub;
+	b->pool = pool;
+	TAILQ_INIT(&b->unsent);
+	TAILQ_INIT(&b->unanswered);
+	b->opened_ms = now_ms();
+	bp->fail_ev = backend_fail_ev_make(b);
+	b->bev = bufferevent_socket_new(worker->base, -1,
+					BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!bp->fail_ev || !b->bev) {
+		if (b->bev)
+			bufferevent_free(b->bev);
+		if (bp->fail_ev)
+			event_free(bp->fail_ev);
+		free(bp);
+		return NULL;
+	}
+	b->state = BACKEND_CONNECTING;
+	bufferevent_setcb(b->bev, backend_read_cb, backend_write_cb,
+			  backend_event_cb, b);
+	struct timeval tv = {cfg->backend_connect_timeout_ms / 1000,
+			     (cfg->backend_connect_timeout_ms % 1000) * 1000};
+	bufferevent_set_timeouts(b->bev, &tv, &tv);
+	smtp_reply_init(&b->reply);
+	if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&cfg->backend.ss,
+				       (int)cfg->backend.len) != 0) {
+		/* Reported like any other failure, on a later turn. */
+		backend_fail(b, "connect failed");
+		return b;
+	}
+	metrics_inc(METRIC_POOL_CONNECTS);
+	/* Expect the greeting as the reply to an implicit first command. */
+	b->state = BACKEND_HANDSHAKE;
+	b->group_open = false;
+	struct backend_cmd *greet = calloc(1, sizeof *greet);
+	if (!greet) {
+		backend_fail(b, "out of memory");
+		return b;
+	}
+	greet->fn = backend_handshake_reply;
+	greet->arg = b;
+	greet->ends_group = true;
+	TAILQ_INSERT_TAIL(&b->unanswered, greet, link);
+	bufferevent_enable(b->bev, EV_READ);
+	return b;
+}
+
+static void backend_flush(struct backend *b)
+{
+	struct backend_cmd *c;
+	while ((c = TAILQ_FIRST(&b->unsent))) {
+		bool owed = !TAILQ_EMPTY(&b->unanswered);
+		if (owed && !(b->pipelining && b->group_open))
+			return;
+		TAILQ_REMOVE(&b->unsent, c, link);
+		if (bufferevent_write(b->bev, c->line, c->len) != 0) {
+			free(c);
+			backend_fail(b, "write failed");
+			return;
+		}
+		TAILQ_INSERT_TAIL(&b->unanswered, c, link);
+		b->group_open = !c->ends_group;
+		set_read_timeout(b, c->timeout_ms);
+	}
+}
+
+int backend_command(struct backend *b, const char *line, size_t len,
+		    bool ends_group, long timeout_ms, backend_reply_fn fn,
+		    void *arg)
+{
+	if (b->state == BACKEND_DEAD || b->state == BACKEND_CLOSING)
+		return -1;
+	struct backend_cmd *c = malloc(sizeof *c + len + 3);
+	if (!c) {
+		backend_fail(b, "out of memory");
+		return -1;
+	}
+	c->fn = fn;
+	c->arg = arg;
+	c->ends_group = ends_group;
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : worker->cfg->backend_timeout_ms;
+	memcpy(c->line, line, len);
+	memcpy(c->line + len, "\r\n", 3);
+	c->len = len + 2;
+	TAILQ_INSERT_TAIL(&b->unsent, c, link);
+	backend_flush(b);
+	return 0;
+}
+
+int backend_write(struct backend *b, struct evbuffer *data)
+{
+	if (b->state == BACKEND_DEAD)
+		return -1;
+	if (bufferevent_write_buffer(b->bev, data) != 0) {
+		backend_fail(b, "write failed");
+		return -1;
+	}
+	return 0;
+}
+
+size_t backend_output_pending(const struct backend *b)
+{
+	return b->bev ? evbuffer_get_length(bufferevent_get_output(b->bev)) : 0;
+}
+
+bool backend_idle(const struct backend *b)
+{
+	return b->state == BACKEND_READY && TAILQ_EMPTY(&b->unsent) &&
+	       TAILQ_EMPTY(&b->unanswered) &&
+	       evbuffer_get_length(bufferevent_get_input(b->bev)) == 0;
+}
+
+static void backend_quit_reply(void *arg, const struct smtp_reply *r)
+{
+	backend_destroy(arg);
+}
+
+void backend_close(struct backend *b, bool polite)
+{
+	if (b->state == BACKEND_CLOSING)
+		return;
+	if (!polite || b->state != BACKEND_READY || !TAILQ_EMPTY(&b->unanswered)) {
+		backend_destroy(b);
+		return;
+	}
+	b->lent = false;
+	b->on_fail = NULL;
+	if (backend_command(b, "QUIT", 4, true, BACKEND_QUIT_WAIT_MS,
+			    backend_quit_reply, b) != 0) {
+		backend_destroy(b);
+		return;
+	}
+	b->state = BACKEND_CLOSING;
+}
+
+/* --- the opening handshake ------------------------------------------- */
+
+enum { HS_GREETING, HS_EHLO, HS_STARTTLS, HS_EHLO_TLS };
+
+static void backend_send_ehlo(struct backend *b)
+{
+	char line[300];
+	int n = snprintf(line, sizeof line, "EHLO %s", worker->cfg->myhostname);
+	backend_command(b, line, (size_t)n, true, 0, backend_handshake_reply, b);
+}
+
+void backend_take_caps(struct backend *b, const struct smtp_reply *r)
+{
+	b->pipelining = r->has_pipelining;
+	b->xclient = r->has_xclient;
+	b->smtputf8 = r->has_smtputf8;
+	b->eightbitmime = r->has_8bitmime;
+	b->starttls = r->has_starttls;
+	snprintf(b->xclient_attrs, sizeof b->xclient_attrs, "%s", r->xclient_attrs);
+}
+
+static int backend_start_tls(struct backend *b)
+{
+	SSL *ssl = worker->tls_client ? SSL_new(worker->tls_client) : NULL;
+	if (!ssl)
+		return -1;
+	struct bufferevent *tls = bufferevent_openssl_filter_new(
+		worker->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!tls) {
+		SSL_free(ssl);
+		return -1;
+	}
+	b->bev = tls;
+	b->tls = true;
+	bufferevent_setcb(tls, backend_read_cb, backend_write_cb, backend_event_cb, b);
+	bufferevent_enable(tls, EV_READ);
+	return 0;
+}
+
+static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
+{
+	struct backend *b = arg;
+	struct backend_private *bp = priv(b);
+	char why[160];
+	if (r->code / 100 != 2) {
+		snprintf(why, sizeof why, "handshake step %d answered %d %.100s",
+			 bp->handshake_step, r->code, r->text);
+		backend_fail(b, why);
+		return;
+	}
+	switch (bp->handshake_step) {
+	case HS_GREETING:
+		bp->handshake_step = HS_EHLO;
+		backend_send_ehlo(b);
+		return;
+	case HS_EHLO:
+		backend_take_caps(b, r);
+		if (worker->cfg->backend_tls) {
+			if (!b->starttls) {
+				backend_fail(b, "backend_tls = yes but STARTTLS not offered");
+				return;
+			}
+			bp->handshake_step = HS_STARTTLS;
+			backend_command(b, "STARTTLS", 8, true, 0,
+					backend_handshake_reply, b);
+			return;
+		}
+		break;
+	case HS_STARTTLS:
+		if (backend_start_tls(b) != 0) {
+			backend_fail(b, "cannot start TLS");
+			return;
+		}
+		bp->handshake_step = HS_EHLO_TLS;
+		backend_send_ehlo(b);
+		return;
+	case HS_EHLO_TLS:
+		backend_take_caps(b, r);
+		break;
+	}
+	b->state = BACKEND_READY;
+	b->ready_seen = true;
+	backend_set_idle(b);
+	pool_backend_ready(b->pool, b);
+}
+
+/* --- I/O callbacks ----------------------------------------------------- */
+
+static void backend_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct backend *b = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char line[SMTP_REPLY_LINE_MAX];
+	while (b->state != BACKEND_DEAD) {
+		size_t eol_len = 0;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len,
+							    EVBUFFER_EOL_CRLF_STRICT);
+		if (p.pos < 0) {
+			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX)
+				backend_fail(b, "reply line too long");
+			return;
+		}
+		if ((size_t)p.pos > SMTP_REPLY_LINE_MAX - 2) {
+			backend_fail(b, "reply line too long");
+			return;
+		}
+		size_t len = (size_t)p.pos;
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		struct backend_cmd *c = TAILQ_FIRST(&b->unanswered);
+		if (!c) {
+			/* Idle: Postfix's own "421 timeout" or a desynchronised
+			 * stream; either way this connection is finished. */
+			backend_fail(b, "unsolicited reply");
+			return;
+		}
+		enum smtp_reply_status st = smtp_reply_line(&b->reply, line, len);
+		if (st == SMTP_REPLY_INVALID) {
+			backend_fail(b, "malformed reply");
+			return;
+		}
+		if (st == SMTP_REPLY_MORE)
+			continue;
+		TAILQ_REMOVE(&b->unanswered, c, link);
+		struct smtp_reply *r = &b->reply;
+		if (r->code >= 400)
+			b->errors++;
+		if (r->code == 421 && b->state != BACKEND_CLOSING) {
+			/* The server is closing: nothing after this will work. */
+			c->fn(c->arg, r);
+			free(c);
+			backend_fail(b, "421 from backend");
+			return;
+		}
+		bool closing = b->state == BACKEND_CLOSING;
+		c->fn(c->arg, r);
+		free(c);
+		if (closing)
+			return; /* destroyed by the QUIT handler */
+		/* A handler may have failed the connection, or layered TLS over
+		 * this bufferevent: then these bytes are no longer ours. */
+		if (b->state == BACKEND_DEAD || bev != b->bev)
+			return;
+		smtp_reply_init(&b->reply);
+		if (TAILQ_EMPTY(&b->unanswered)) {
+			b->group_open = false;
+			set_read_timeout(b, b->state == BACKEND_READY && TAILQ_EMPTY(&b->unsent)
+					    ? (b->lent ? 0 : worker->cfg->backend_idle_ms)
+					    : worker->cfg->backend_timeout_ms);
+		}
+		backend_flush(b);
+	}
+}
+
+static void backend_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct backend *b = arg;
+	if (b->on_drain && b->lent)
+		b->on_drain(b->owner);
+}
+
+static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct backend *b = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		bufferevent_setwatermark(bev, EV_WRITE, BACKEND_OUT_LOWAT, 0);
+		return;
+	}
+	if (b->state == BACKEND_CLOSING) {
+		event_active(priv(b)->fail_ev, 0, 0);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (b->state == BACKEND_READY && TAILQ_EMPTY(&b->unanswered) && !b->lent) {
+			/* Idle long enough: recycle before the server drops us. */
+			backend_fail_as(b, "idle recycle", true);
+			return;
+		}
+		backend_fail(b, b->state == BACKEND_CONNECTING ? "connect timeout"
+							       : "reply timeout");
+		return;
+	}
+	char why[96];
+	snprintf(why, sizeof why, "%s%s",
+		 what & BEV_EVENT_EOF ? "connection closed by backend" : "I/O error: ",
+		 what & BEV_EVENT_EOF ? "" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	backend_fail(b, why);
+}

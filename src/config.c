@@ -1,0 +1,928 @@
+/*
+ * config: reads sluice's settings from a Postfix main.cf-style file and
+ * "-o name=value" overrides into a struct config.
+ *
+ * Exports config_defaults, config_load, config_print_nondefault and the
+ * value parsers config_parse_duration_ms, config_parse_size and
+ * config_parse_endpoint (shared with the tests).
+ *
+ * Everything about a setting (its name, type, place in struct config,
+ * default as text, allowed range, one-line doc) lives in one table,
+ * config_settings[]. Defaults are applied by parsing the default text
+ * through the same code as the file, and config_print_nondefault formats
+ * from the same table, so parsing, defaults and output cannot drift.
+ * docs/config.md is written from this table; keep the two in step.
+ *
+ * File syntax, as in Postfix main.cf: "name = value"; a line whose first
+ * non-blank character is '#' is a comment; blank lines and comments are
+ * skipped; a line starting with white space continues the previous logical
+ * line (joined with one space), even across comments. '#' later in a line
+ * is part of the value. A later setting overrides an earlier one; -o
+ * overrides come last.
+ *
+ * Errors carry their place: "FILE:LINE: what" (LINE of the logical line's
+ * first line) or "-o name=value: what". config_load works on a private copy
+ * and only writes *cfg on success, so a failed reload leaves the running
+ * configuration untouched.
+ *
+ * Only start-up code calls this module (it does blocking file I/O).
+ * Rejected: host names in endpoints (they would need DNS at start-up and
+ * make the bound address depend on it).
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+
+enum config_type {
+	CT_ENDPOINT_LIST,
+	CT_ENDPOINT,
+	CT_UINT,
+	CT_BOOL,
+	CT_STRING,
+	CT_SIZE,
+	CT_DURATION,
+	CT_BARE_NEWLINE,
+};
+
+/* Setting flags. */
+#define CF_EMPTY 0x01    /* an empty value is allowed */
+#define CF_UNIX 0x02     /* endpoint may be unix:/path */
+#define CF_PORT53 0x04   /* endpoint port optional, defaults to 53 */
+#define CF_ENABLES 0x08  /* endpoint: bool at aux = "value not empty" */
+#define CF_HOSTNAME 0x10 /* string is a host name */
+
+struct config_setting {
+	const char *name;
+	enum config_type type;
+	unsigned flags;
+	size_t off;
+	size_t aux; /* string: field size; list: offset of the count;
+		       CF_ENABLES: offset of the bool */
+	size_t cap; /* list: capacity */
+	long long min, max;
+	const char *def; /* NULL: computed by config_defaults */
+	const char *doc;
+};
+
+#define OFF(f) offsetof(struct config, f)
+#define FSIZE(f) sizeof(((struct config *)0)->f)
+
+#define SECOND 1000LL
+#define MINUTE (60 * SECOND)
+#define HOUR (60 * MINUTE)
+#define DAY (24 * HOUR)
+#define KB 1024LL
+#define MB (1024 * KB)
+#define GB (1024 * MB)
+
+#define S_LIST(n, fl, f, cnt, d, doc)                                          \
+	{ #n, CT_ENDPOINT_LIST, fl, OFF(f), OFF(cnt),                          \
+	  FSIZE(f) / sizeof(struct endpoint), 0, 0, d, doc }
+#define S_EP(n, fl, aux, d, doc) { #n, CT_ENDPOINT, fl, OFF(n), aux, 0, 0, 0, d, doc }
+#define S_UINT(n, lo, hi, d, doc) { #n, CT_UINT, 0, OFF(n), 0, 0, lo, hi, d, doc }
+#define S_BOOL(n, d, doc) { #n, CT_BOOL, 0, OFF(n), 0, 0, 0, 1, d, doc }
+#define S_STR(n, fl, d, doc) { #n, CT_STRING, fl, OFF(n), FSIZE(n), 0, 0, 0, d, doc }
+#define S_SIZE(n, lo, hi, d, doc) { #n, CT_SIZE, 0, OFF(n), 0, 0, lo, hi, d, doc }
+#define S_DUR(n, lo, hi, d, doc) { #n, CT_DURATION, 0, OFF(n##_ms), 0, 0, lo, hi, d, doc }
+
+static const struct config_setting config_settings[] = {
+	S_LIST(listen, 0, listen, listen_count, "0.0.0.0:25",
+	       "Addresses to accept clients on"),
+	S_EP(backend, CF_UNIX, 0, "127.0.0.1:10025",
+	     "The mail server: host:port or unix:/path"),
+	S_UINT(backend_pool_size, 1, 1024, "8",
+	       "Persistent backend connections per worker"),
+	S_BOOL(backend_xclient, "yes",
+	       "Send XCLIENT with the client's address, name and HELO"),
+	S_BOOL(backend_tls, "no", "Use STARTTLS toward the backend"),
+	S_STR(myhostname, CF_HOSTNAME, NULL,
+	      "Name in the greeting and EHLO (default: the system host name)"),
+	S_SIZE(message_size_limit, 1, 4 * GB, "10240000",
+	       "Largest message accepted, in bytes"),
+	S_UINT(max_recipients, 1, 100000, "1000",
+	       "Recipients per transaction"),
+	S_STR(tls_cert_file, CF_EMPTY, "",
+	      "PEM certificate chain for STARTTLS; empty: no STARTTLS"),
+	S_STR(tls_key_file, CF_EMPTY, "", "PEM private key for tls_cert_file"),
+	S_STR(state_dir, 0, "/var/lib/sluice",
+	      "Directory for the reputation store"),
+	S_STR(spool_dir, 0, "/var/spool/sluice",
+	      "Directory for messages spilled to disk"),
+	S_STR(user, CF_EMPTY, "nobody",
+	      "User the workers run as; empty: do not change user"),
+	S_UINT(workers, 0, 256, "0", "Worker processes; 0: one per core"),
+	S_LIST(dns_servers, CF_EMPTY | CF_PORT53, dns_servers, dns_server_count,
+	       "", "DNS servers (port optional, 53); empty: /etc/resolv.conf"),
+	S_EP(metrics_listen, CF_EMPTY | CF_ENABLES, OFF(metrics_enabled), "",
+	     "Address for the Prometheus /metrics page; empty: off"),
+	{ "bare_newline", CT_BARE_NEWLINE, 0, OFF(bare_newline), 0, 0, 0, 0,
+	  "normalize",
+	  "Bare CR or LF from clients: normalize (to CRLF) or reject" },
+	S_DUR(smtpd_timeout, 1, 30 * DAY, "300s",
+	      "Client idle time allowed per command"),
+	S_DUR(dns_timeout, 1, 30 * DAY, "5s", "Time allowed per DNS query"),
+	S_DUR(backend_connect_timeout, 1, 30 * DAY, "30s",
+	      "Time allowed to connect to the backend"),
+	S_DUR(backend_timeout, 1, 30 * DAY, "300s",
+	      "Time allowed per backend reply"),
+	S_DUR(backend_data_timeout, 1, 30 * DAY, "600s",
+	      "Time allowed for the backend's reply to end-of-data"),
+	S_DUR(backend_idle, 1, 30 * DAY, "240s",
+	      "Idle backend connections are closed after this"),
+	S_DUR(checkout_timeout, 1, 30 * DAY, "120s",
+	      "Longest wait for a free backend connection"),
+	S_DUR(shutdown_timeout, 0, 30 * DAY, "30s",
+	      "Time sessions get to finish on SIGTERM"),
+	S_SIZE(message_memory_max, 0, 1 * GB, "256k",
+	       "Message bytes kept in memory before spilling to disk"),
+	S_SIZE(memory_limit, 64 * KB, 1024 * GB, "512m",
+	       "Message bytes held in memory per worker"),
+	S_UINT(smtpd_hard_error_limit, 1, 1000, "20",
+	       "Errors per session before it is disconnected"),
+};
+
+#define N_SETTINGS (sizeof config_settings / sizeof config_settings[0])
+
+/* ---- value parsers (pure) ---------------------------------------------- */
+
+int config_parse_duration_ms(const char *s, long *ms)
+{
+	static const struct {
+		const char *unit;
+		unsigned long long ms;
+	} units[] = { { "", SECOND }, { "ms", 1 },	  { "s", SECOND },
+		      { "m", MINUTE }, { "h", HOUR }, { "d", DAY } };
+	unsigned long long ip = 0, frac = 0, scale = 1;
+	bool nonzero = false;
+	const char *p = s;
+
+	if (!s || !isdigit((unsigned char)*p))
+		return -1;
+	for (; isdigit((unsigned char)*p); p++) {
+		/* Any duration this large is a typo; stop before overflow. */
+		if (ip > 1000000000000ULL)
+			return -1;
+		ip = ip * 10 + (unsigned)(*p - '0');
+		nonzero |= *p != '0';
+	}
+	if (*p == '.') {
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		for (; isdigit((unsigned char)*p); p++) {
+			nonzero |= *p != '0';
+			/* Digits past a nanosecond of a day change nothing. */
+			if (scale < 1000000000ULL) {
+				frac = frac * 10 + (unsigned)(*p - '0');
+				scale *= 10;
+			}
+		}
+	}
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		if (strcmp(p, units[i].unit) != 0)
+			continue;
+		unsigned long long u = units[i].ms;
+		if (ip > (unsigned long long)LONG_MAX / u)
+			return -1;
+		unsigned long long v = ip * u + (frac * u + scale / 2) / scale;
+		if (v > (unsigned long long)LONG_MAX)
+			return -1;
+		/* "0.1ms" would silently become 0: refuse rather than guess. */
+		if (v == 0 && nonzero)
+			return -1;
+		*ms = (long)v;
+		return 0;
+	}
+	return -1;
+}
+
+int config_parse_size(const char *s, unsigned long long *out)
+{
+	unsigned long long v = 0, mult = 1;
+	const char *p = s;
+
+	if (!s || !isdigit((unsigned char)*p))
+		return -1;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (ULLONG_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	switch (*p) {
+	case '\0':
+		break;
+	case 'k': case 'K':
+		mult = KB;
+		p++;
+		break;
+	case 'm': case 'M':
+		mult = MB;
+		p++;
+		break;
+	case 'g': case 'G':
+		mult = GB;
+		p++;
+		break;
+	default:
+		return -1;
+	}
+	if (*p != '\0' || v > ULLONG_MAX / mult)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+static int config_parse_uint(const char *s, unsigned long long max,
+			     unsigned long long *out)
+{
+	unsigned long long v = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	for (; isdigit((unsigned char)*s); s++) {
+		v = v * 10 + (unsigned)(*s - '0');
+		if (v > max)
+			return -1;
+	}
+	if (*s)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int config_parse_port(const char *s, in_port_t *port)
+{
+	unsigned long long v;
+
+	if (config_parse_uint(s, 65535, &v) != 0 || v == 0)
+		return -1;
+	*port = htons((in_port_t)v);
+	return 0;
+}
+
+/* Parses one endpoint per flags (CF_UNIX, CF_PORT53); on error sets *why. */
+static int config_endpoint(const char *s, unsigned flags, struct endpoint *ep,
+			   const char **why)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL;
+	size_t n = strlen(s);
+
+	memset(ep, 0, sizeof *ep);
+	if (n == 0) {
+		*why = "empty";
+		return -1;
+	}
+	if (n >= sizeof ep->text) {
+		*why = "too long";
+		return -1;
+	}
+	memcpy(ep->text, s, n + 1);
+
+	if (strncmp(s, "unix:", 5) == 0) {
+		struct sockaddr_un *sa_un = (struct sockaddr_un *)&ep->ss;
+		const char *path = s + 5;
+		size_t plen = strlen(path);
+		if (!(flags & CF_UNIX)) {
+			*why = "unix sockets are not allowed here";
+			return -1;
+		}
+		if (plen == 0) {
+			*why = "empty socket path";
+			return -1;
+		}
+		if (plen >= sizeof sa_un->sun_path) {
+			*why = "socket path too long";
+			return -1;
+		}
+		sa_un->sun_family = AF_UNIX;
+		memcpy(sa_un->sun_path, path, plen + 1);
+		ep->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+		return 0;
+	}
+
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ep->ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ep->ss;
+	bool v6;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || (size_t)(close - s - 1) >= sizeof host) {
+			*why = "unbalanced '[' or address too long";
+			return -1;
+		}
+		memcpy(host, s + 1, (size_t)(close - s - 1));
+		host[close - s - 1] = '\0';
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1] != '\0') {
+			*why = "expected ':port' after ']'";
+			return -1;
+		}
+		v6 = true;
+	} else {
+		const char *colon = strchr(s, ':');
+		if ((flags & CF_PORT53) && colon && strchr(colon + 1, ':')) {
+			/* A bare IPv6 address is unambiguous where the port
+			 * is optional. */
+			snprintf(host, sizeof host, "%s", s);
+			v6 = true;
+		} else {
+			if (colon && strchr(colon + 1, ':')) {
+				*why = "IPv6 addresses need brackets: [addr]:port";
+				return -1;
+			}
+			size_t hlen = colon ? (size_t)(colon - s) : n;
+			if (hlen >= sizeof host) {
+				*why = "not a numeric IPv4 address";
+				return -1;
+			}
+			memcpy(host, s, hlen);
+			host[hlen] = '\0';
+			port = colon ? colon + 1 : NULL;
+			v6 = false;
+		}
+	}
+
+	if (v6) {
+		sin6->sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
+			*why = "not a numeric IPv6 address";
+			return -1;
+		}
+		ep->len = sizeof *sin6;
+	} else {
+		sin->sin_family = AF_INET;
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
+			*why = "not a numeric IPv4 address (host names are not accepted)";
+			return -1;
+		}
+		ep->len = sizeof *sin;
+	}
+
+	in_port_t p;
+	if (!port) {
+		if (!(flags & CF_PORT53)) {
+			*why = "port missing";
+			return -1;
+		}
+		p = htons(53);
+	} else if (config_parse_port(port, &p) != 0) {
+		*why = "bad port";
+		return -1;
+	}
+	if (v6)
+		sin6->sin6_port = p;
+	else
+		sin->sin_port = p;
+	return 0;
+}
+
+int config_parse_endpoint(const char *s, struct endpoint *ep)
+{
+	const char *why;
+
+	if (!s)
+		return -1;
+	return config_endpoint(s, CF_UNIX, ep, &why);
+}
+
+/* ---- formatting -------------------------------------------------------- */
+
+static void config_format_duration(long ms, char *buf, size_t cap)
+{
+	static const struct {
+		long long ms;
+		const char *unit;
+	} units[] = { { DAY, "d" }, { HOUR, "h" }, { MINUTE, "m" },
+		      { SECOND, "s" } };
+
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		if (ms != 0 && ms % units[i].ms == 0) {
+			snprintf(buf, cap, "%ld%s", (long)(ms / units[i].ms),
+				 units[i].unit);
+			return;
+		}
+	}
+	snprintf(buf, cap, ms == 0 ? "0s" : "%ldms", ms);
+}
+
+static void config_format_size(unsigned long long v, char *buf, size_t cap)
+{
+	static const struct {
+		unsigned long long mult;
+		const char *unit;
+	} units[] = { { GB, "g" }, { MB, "m" }, { KB, "k" } };
+
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		if (v != 0 && v % units[i].mult == 0) {
+			snprintf(buf, cap, "%llu%s", v / units[i].mult,
+				 units[i].unit);
+			return;
+		}
+	}
+	snprintf(buf, cap, "%llu", v);
+}
+
+/* The value of s in cfg, as text that parses back to the same value. */
+static void config_format(const struct config *cfg,
+			  const struct config_setting *s, char *buf, size_t cap)
+{
+	const char *base = (const char *)cfg;
+	const void *field = base + s->off;
+
+	buf[0] = '\0';
+	switch (s->type) {
+	case CT_ENDPOINT_LIST: {
+		const struct endpoint *eps = field;
+		size_t n = *(const size_t *)(const void *)(base + s->aux), used = 0;
+		for (size_t i = 0; i < n && used < cap; i++) {
+			int w = snprintf(buf + used, cap - used, "%s%s",
+					 i ? ", " : "", eps[i].text);
+			if (w < 0)
+				break;
+			used += (size_t)w;
+		}
+		break;
+	}
+	case CT_ENDPOINT:
+		snprintf(buf, cap, "%s", ((const struct endpoint *)field)->text);
+		break;
+	case CT_UINT:
+		snprintf(buf, cap, "%u", *(const unsigned *)field);
+		break;
+	case CT_BOOL:
+		snprintf(buf, cap, "%s", *(const bool *)field ? "yes" : "no");
+		break;
+	case CT_STRING:
+		snprintf(buf, cap, "%s", (const char *)field);
+		break;
+	case CT_SIZE:
+		config_format_size(*(const unsigned long long *)field, buf, cap);
+		break;
+	case CT_DURATION:
+		config_format_duration(*(const long *)field, buf, cap);
+		break;
+	case CT_BARE_NEWLINE:
+		snprintf(buf, cap, "%s",
+			 *(const enum config_bare_newline *)field == CONFIG_BARE_REJECT
+				 ? "reject" : "normalize");
+		break;
+	}
+}
+
+static void config_format_limit(const struct config_setting *s, long long v,
+				char *buf, size_t cap)
+{
+	if (s->type == CT_DURATION)
+		config_format_duration((long)v, buf, cap);
+	else if (s->type == CT_SIZE)
+		config_format_size((unsigned long long)v, buf, cap);
+	else
+		snprintf(buf, cap, "%lld", v);
+}
+
+/* ---- setting values ---------------------------------------------------- */
+
+static int config_fail(char *what, size_t cap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int config_fail(char *what, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, cap, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int config_range(const struct config_setting *s, long long v,
+			char *what, size_t cap)
+{
+	char lo[32], hi[32];
+
+	if (v >= s->min && v <= s->max)
+		return 0;
+	config_format_limit(s, s->min, lo, sizeof lo);
+	config_format_limit(s, s->max, hi, sizeof hi);
+	return config_fail(what, cap, "%s must be between %s and %s", s->name,
+			   lo, hi);
+}
+
+static bool config_is_hostname(const char *v)
+{
+	if (!*v)
+		return false;
+	for (; *v; v++)
+		if (!isalnum((unsigned char)*v) && !strchr("-._", *v))
+			return false;
+	return true;
+}
+
+static int config_set_list(struct config *cfg, const struct config_setting *s,
+			   const char *value, char *what, size_t cap)
+{
+	char *base = (char *)cfg;
+	struct endpoint *eps = (struct endpoint *)(void *)(base + s->off);
+	size_t *count = (size_t *)(void *)(base + s->aux);
+	size_t n = 0;
+	const char *p = value;
+
+	for (;;) {
+		p += strspn(p, ", \t");
+		if (!*p)
+			break;
+		size_t len = strcspn(p, ", \t");
+		char tok[sizeof eps->text];
+		if (len >= sizeof tok)
+			return config_fail(what, cap, "bad endpoint '%.*s...' for %s: too long",
+					   40, p, s->name);
+		memcpy(tok, p, len);
+		tok[len] = '\0';
+		p += len;
+		if (n == s->cap)
+			return config_fail(what, cap, "too many endpoints for %s (at most %zu)",
+					   s->name, s->cap);
+		const char *why;
+		if (config_endpoint(tok, s->flags, &eps[n], &why) != 0)
+			return config_fail(what, cap, "bad endpoint '%s' for %s: %s",
+					   tok, s->name, why);
+		for (size_t i = 0; i < n; i++)
+			if (eps[i].len == eps[n].len &&
+			    memcmp(&eps[i].ss, &eps[n].ss, eps[n].len) == 0)
+				return config_fail(what, cap, "duplicate endpoint '%s' for %s",
+						   tok, s->name);
+		n++;
+	}
+	if (n == 0 && !(s->flags & CF_EMPTY))
+		return config_fail(what, cap, "%s needs at least one endpoint", s->name);
+	*count = n;
+	return 0;
+}
+
+/* Sets s from value (already trimmed). On error writes the reason, without
+ * a place, into what. */
+static int config_set(struct config *cfg, const struct config_setting *s,
+		      const char *value, char *what, size_t cap)
+{
+	char *field = (char *)cfg + s->off;
+	unsigned long long u;
+	long ms;
+
+	if (!*value && !(s->flags & CF_EMPTY) && s->type != CT_ENDPOINT_LIST &&
+	    s->type != CT_STRING)
+		return config_fail(what, cap, "%s must not be empty", s->name);
+
+	switch (s->type) {
+	case CT_ENDPOINT_LIST:
+		return config_set_list(cfg, s, value, what, cap);
+	case CT_ENDPOINT: {
+		struct endpoint *ep = (struct endpoint *)(void *)field;
+		const char *why;
+		bool on = *value != '\0';
+		if (!on)
+			memset(ep, 0, sizeof *ep);
+		else if (config_endpoint(value, s->flags, ep, &why) != 0)
+			return config_fail(what, cap, "bad endpoint '%s' for %s: %s",
+					   value, s->name, why);
+		if (s->flags & CF_ENABLES)
+			*(bool *)((char *)cfg + s->aux) = on;
+		return 0;
+	}
+	case CT_UINT:
+		if (config_parse_uint(value, UINT_MAX, &u) != 0)
+			return config_fail(what, cap, "bad number '%s' for %s", value,
+					   s->name);
+		if (config_range(s, (long long)u, what, cap) != 0)
+			return -1;
+		*(unsigned *)(void *)field = (unsigned)u;
+		return 0;
+	case CT_BOOL:
+		if (strcmp(value, "yes") == 0)
+			*(bool *)field = true;
+		else if (strcmp(value, "no") == 0)
+			*(bool *)field = false;
+		else
+			return config_fail(what, cap, "bad boolean '%s' for %s (yes or no)",
+					   value, s->name);
+		return 0;
+	case CT_STRING:
+		if (!*value && !(s->flags & CF_EMPTY))
+			return config_fail(what, cap, "%s must not be empty", s->name);
+		if (strlen(value) >= s->aux)
+			return config_fail(what, cap, "value for %s too long (at most %zu bytes)",
+					   s->name, s->aux - 1);
+		if ((s->flags & CF_HOSTNAME) && !config_is_hostname(value))
+			return config_fail(what, cap, "bad host name '%s' for %s", value,
+					   s->name);
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case CT_SIZE:
+		if (config_parse_size(value, &u) != 0)
+			return config_fail(what, cap, "bad size '%s' for %s", value,
+					   s->name);
+		if (config_range(s, u > (unsigned long long)LLONG_MAX
+					    ? LLONG_MAX : (long long)u,
+				 what, cap) != 0)
+			return -1;
+		*(unsigned long long *)(void *)field = u;
+		return 0;
+	case CT_DURATION:
+		if (config_parse_duration_ms(value, &ms) != 0)
+			return config_fail(what, cap, "bad duration '%s' for %s", value,
+					   s->name);
+		if (config_range(s, ms, what, cap) != 0)
+			return -1;
+		*(long *)(void *)field = ms;
+		return 0;
+	case CT_BARE_NEWLINE:
+		if (strcmp(value, "normalize") == 0)
+			*(enum config_bare_newline *)(void *)field = CONFIG_BARE_NORMALIZE;
+		else if (strcmp(value, "reject") == 0)
+			*(enum config_bare_newline *)(void *)field = CONFIG_BARE_REJECT;
+		else
+			return config_fail(what, cap,
+					   "bad value '%s' for %s (normalize or reject)",
+					   value, s->name);
+		return 0;
+	}
+	return config_fail(what, cap, "internal error: type of %s", s->name);
+}
+
+static const struct config_setting *config_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (strlen(config_settings[i].name) == len &&
+		    memcmp(config_settings[i].name, name, len) == 0)
+			return &config_settings[i];
+	return NULL;
+}
+
+/* Trims blanks at both ends, in place. */
+static char *config_trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+		s[--n] = '\0';
+	return s;
+}
+
+/* "name = value" in line (modified): sets it or writes the reason. */
+static int config_assign(struct config *cfg, char *line, char *what, size_t cap)
+{
+	char *eq = strchr(line, '=');
+	if (!eq)
+		return config_fail(what, cap, "expected 'name = value'");
+	*eq = '\0';
+	char *name = config_trim(line);
+	char *value = config_trim(eq + 1);
+	if (!*name)
+		return config_fail(what, cap, "expected 'name = value'");
+	const struct config_setting *s = config_find(name, strlen(name));
+	if (!s)
+		return config_fail(what, cap, "unknown setting '%s'", name);
+	return config_set(cfg, s, value, what, cap);
+}
+
+/* ---- public ------------------------------------------------------------ */
+
+void config_defaults(struct config *cfg)
+{
+	char what[256];
+
+	memset(cfg, 0, sizeof *cfg);
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const struct config_setting *s = &config_settings[i];
+		/* A default that does not parse is a bug in the table above,
+		 * caught by the unit tests; never reached in a release. */
+		if (s->def && config_set(cfg, s, s->def, what, sizeof what) != 0)
+			abort();
+	}
+	if (gethostname(cfg->myhostname, sizeof cfg->myhostname) != 0 ||
+	    cfg->myhostname[sizeof cfg->myhostname - 1] != '\0' ||
+	    !cfg->myhostname[0])
+		snprintf(cfg->myhostname, sizeof cfg->myhostname, "localhost");
+}
+
+static void config_err(char *err, size_t err_len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void config_err(char *err, size_t err_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || err_len == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+/* Reads path into cfg. Returns 0, -1 on error, or 1 if the (default) file
+ * does not exist and missing_ok. */
+static int config_read_file(struct config *cfg, const char *path,
+			    bool missing_ok, char *err, size_t err_len)
+{
+	char what[512];
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		if (errno == ENOENT && missing_ok)
+			return 1;
+		config_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+
+	char *line = NULL, *logical = NULL;
+	size_t line_cap = 0, lcap = 0, llen = 0;
+	unsigned long lineno = 0, start = 0;
+	int rc = 0;
+	bool have = false;
+
+	for (;;) {
+		errno = 0;
+		ssize_t n = getline(&line, &line_cap, f);
+		bool eof = n < 0;
+		if (eof && ferror(f)) {
+			config_err(err, err_len, "%s: read error: %s", path,
+				   strerror(errno ? errno : EIO));
+			rc = -1;
+			break;
+		}
+		if (!eof) {
+			lineno++;
+			if (n > 0 && line[n - 1] == '\n')
+				line[--n] = '\0';
+			if (n > 0 && line[n - 1] == '\r')
+				line[--n] = '\0';
+			const char *t = line + strspn(line, " \t");
+			if (*t == '\0' || *t == '#')
+				continue;
+			if (t != line) {
+				if (!have) {
+					config_err(err, err_len,
+						   "%s:%lu: continuation line without a setting",
+						   path, lineno);
+					rc = -1;
+					break;
+				}
+				/* Join continuation lines with one space. */
+				size_t add = strlen(t) + 1;
+				if (llen + add + 1 > lcap) {
+					size_t ncap = (llen + add + 1) * 2;
+					char *nl = realloc(logical, ncap);
+					if (!nl) {
+						config_err(err, err_len, "%s:%lu: out of memory",
+							   path, lineno);
+						rc = -1;
+						break;
+					}
+					logical = nl;
+					lcap = ncap;
+				}
+				logical[llen++] = ' ';
+				memcpy(logical + llen, t, add);
+				llen += add - 1;
+				continue;
+			}
+		}
+		/* A new logical line starts (or the file ends): apply the
+		 * previous one. */
+		if (have && config_assign(cfg, logical, what, sizeof what) != 0) {
+			config_err(err, err_len, "%s:%lu: %s", path, start, what);
+			rc = -1;
+			break;
+		}
+		have = false;
+		if (eof)
+			break;
+		size_t need = (size_t)n + 1;
+		if (need > lcap) {
+			char *nl = realloc(logical, need * 2);
+			if (!nl) {
+				config_err(err, err_len, "%s:%lu: out of memory", path,
+					   lineno);
+				rc = -1;
+				break;
+			}
+			logical = nl;
+			lcap = need * 2;
+		}
+		memcpy(logical, line, need);
+		llen = (size_t)n;
+		start = lineno;
+		have = true;
+	}
+	free(line);
+	free(logical);
+	if (fclose(f) != 0 && rc == 0) {
+		config_err(err, err_len, "%s: %s", path, strerror(errno));
+		rc = -1;
+	}
+	return rc;
+}
+
+/* Rules between settings; place is the file (or "-o") for the message. */
+static int config_check(const struct config *cfg, const char *place, char *err,
+			size_t err_len)
+{
+	if (!cfg->tls_cert_file[0] != !cfg->tls_key_file[0]) {
+		config_err(err, err_len,
+			   "%s: tls_cert_file and tls_key_file must be set together",
+			   place);
+		return -1;
+	}
+	if (cfg->message_memory_max > cfg->memory_limit) {
+		config_err(err, err_len,
+			   "%s: message_memory_max (%llu) exceeds memory_limit (%llu)",
+			   place, cfg->message_memory_max, cfg->memory_limit);
+		return -1;
+	}
+	return 0;
+}
+
+int config_load(struct config *cfg, const char *path, char *const *overrides,
+		size_t n_overrides, char *err, size_t err_len)
+{
+	char what[512];
+	const char *file = path ? path : CONFIG_DEFAULT_PATH;
+	const char *place = file;
+
+	if (err && err_len)
+		err[0] = '\0';
+	struct config *tmp = malloc(sizeof *tmp);
+	if (!tmp) {
+		config_err(err, err_len, "%s: out of memory", file);
+		return -1;
+	}
+	config_defaults(tmp);
+
+	int rc = config_read_file(tmp, file, path == NULL, err, err_len);
+	if (rc < 0)
+		goto fail;
+	if (rc > 0)
+		place = "-o";
+
+	for (size_t i = 0; i < n_overrides; i++) {
+		const char *o = overrides[i] ? overrides[i] : "";
+		char *copy = strdup(o);
+		if (!copy) {
+			config_err(err, err_len, "-o %s: out of memory", o);
+			goto fail;
+		}
+		if (!strchr(copy, '=')) {
+			config_err(err, err_len, "-o %s: expected name=value", o);
+			free(copy);
+			goto fail;
+		}
+		if (config_assign(tmp, copy, what, sizeof what) != 0) {
+			config_err(err, err_len, "-o %s: %s", o, what);
+			free(copy);
+			goto fail;
+		}
+		free(copy);
+	}
+	if (config_check(tmp, place, err, err_len) != 0)
+		goto fail;
+	*cfg = *tmp;
+	free(tmp);
+	return 0;
+fail:
+	free(tmp);
+	return -1;
+}
+
+void config_print_nondefault(const struct config *cfg, FILE *out)
+{
+	char a[4096], b[4096];
+	struct config *def = malloc(sizeof *def);
+
+	/* Without memory for the defaults, print everything: more lines
+	 * than asked for beats silently hiding a setting. */
+	if (def)
+		config_defaults(def);
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const struct config_setting *s = &config_settings[i];
+		config_format(cfg, s, a, sizeof a);
+		if (def) {
+			config_format(def, s, b, sizeof b);
+			if (strcmp(a, b) == 0)
+				continue;
+		}
+		fprintf(out, "%s = %s\n", s->name, a);
+	}
+	free(def);
+}

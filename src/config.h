@@ -1,0 +1,88 @@
+/*
+ * config: sluice's settings, read from a main.cf-style file ("name = value",
+ * '#' comments, continuation lines start with white space) with -o
+ * overrides. Parsed once at start-up and on SIGHUP in the supervisor; the
+ * struct is plain data afterwards, copied into workers by fork.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_LISTEN_MAX 16
+#define CONFIG_DNS_MAX 8
+#define CONFIG_DEFAULT_PATH "/etc/sluice/sluice.conf"
+
+/* A numeric endpoint: "1.2.3.4:25", "[::1]:25" or "unix:/path".
+ * Host names are not accepted (no DNS at start-up). */
+struct endpoint {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[128]; /* as written in the configuration */
+};
+
+enum config_bare_newline { CONFIG_BARE_NORMALIZE, CONFIG_BARE_REJECT };
+
+struct config {
+	struct endpoint listen[CONFIG_LISTEN_MAX];
+	size_t listen_count;           /* default 0.0.0.0:25 */
+	struct endpoint backend;       /* default 127.0.0.1:10025 */
+	unsigned backend_pool_size;    /* 8 */
+	bool backend_xclient;          /* yes */
+	bool backend_tls;              /* no */
+	char myhostname[256];          /* default: gethostname() */
+	unsigned long long message_size_limit; /* 10240000 (Postfix) */
+	unsigned max_recipients;       /* 1000 */
+	char tls_cert_file[512];       /* "" = no STARTTLS offered */
+	char tls_key_file[512];
+	char state_dir[512];           /* /var/lib/sluice */
+	char spool_dir[512];           /* /var/spool/sluice */
+	char user[64];                 /* "nobody"; "" = do not change user */
+	unsigned workers;              /* 0 = one per core */
+	struct endpoint dns_servers[CONFIG_DNS_MAX];
+	size_t dns_server_count;       /* 0 = /etc/resolv.conf */
+	struct endpoint metrics_listen;
+	bool metrics_enabled;          /* metrics_listen set */
+	enum config_bare_newline bare_newline; /* normalize */
+
+	/* durations in milliseconds */
+	long smtpd_timeout_ms;         /* 300s: client idle per command */
+	long dns_timeout_ms;           /* 5s */
+	long backend_connect_timeout_ms; /* 30s */
+	long backend_timeout_ms;       /* 300s: per backend reply */
+	long backend_data_timeout_ms;  /* 600s: reply after the final dot */
+	long backend_idle_ms;          /* 240s: recycle idle connections */
+	long checkout_timeout_ms;      /* 120s: wait for a pool connection */
+	long shutdown_timeout_ms;      /* 30s: drain on SIGTERM */
+
+	unsigned long long message_memory_max; /* 256k: spill beyond */
+	unsigned long long memory_limit;       /* 512M: buffered per worker */
+	unsigned smtpd_hard_error_limit;       /* 20 */
+};
+
+/* Defaults in *cfg; myhostname from gethostname(). */
+void config_defaults(struct config *cfg);
+
+/*
+ * config_load: defaults, then FILE (NULL: CONFIG_DEFAULT_PATH; a missing
+ * default file is not an error, a missing named file is), then each
+ * "name=value" of overrides in order. On error writes
+ * "FILE:LINE: what is wrong" (or "-o name=value: what") into err and
+ * returns -1.
+ */
+int config_load(struct config *cfg, const char *path,
+		char *const *overrides, size_t n_overrides, char *err,
+		size_t err_len);
+
+/* Prints "name = value" for every setting that differs from its default. */
+void config_print_nondefault(const struct config *cfg, FILE *out);
+
+/* Parsers shared with tests; return 0 or -1. */
+int config_parse_duration_ms(const char *s, long *ms);
+int config_parse_size(const char *s, unsigned long long *out);
+int config_parse_endpoint(const char *s, struct endpoint *ep);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * listener: the listening sockets. Bound by the supervisor (as root, before
+ * fork) with SO_REUSEPORT, one socket per worker and address, so the
+ * kernel spreads connections over the workers; a restarted worker takes
+ * over its predecessor's socket and the connections queued on it.
+ */
+#ifndef SLUICE_LISTENER_H
+#define SLUICE_LISTENER_H
+
+#include <stddef.h>
+
+struct endpoint;
+struct event_base;
+
+/* Returns a listening, non-blocking fd or -1 (errno set). */
+int listener_bind(const struct endpoint *ep);
+
+/* Accepts on fds into session_accept. 0 or -1. */
+int listener_start(struct event_base *base, const int *fds, size_t n);
+
+/* Stops accepting (drain); the sockets stay open in the supervisor. */
+void listener_stop(void);
+
+#endif

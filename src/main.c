@@ -1,0 +1,70 @@
+/*
+ * main: command line. "sluice [-f] [-v] [-c FILE] [-o name=value ...]" runs;
+ * "sluice -n ..." checks the configuration and prints what differs from
+ * the defaults.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "supervisor.h"
+
+#define MAIN_MAX_OVERRIDES 256
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: sluice [-f] [-v] [-n] [-c FILE] [-o name=value ...]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = NULL;
+	static char *overrides[MAIN_MAX_OVERRIDES];
+	size_t n_overrides = 0;
+	int foreground = 0, check = 0, verbose = 0, opt;
+	while ((opt = getopt(argc, argv, "c:fno:vh")) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'f':
+			foreground = 1;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		case 'o':
+			if (n_overrides == MAIN_MAX_OVERRIDES)
+				usage();
+			overrides[n_overrides++] = optarg;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	static struct config cfg;
+	char err[1024];
+	if (config_load(&cfg, path, overrides, n_overrides, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (check) {
+		config_print_nondefault(&cfg, stdout);
+		return 0;
+	}
+	log_init("sluice", foreground, verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO);
+	if (!foreground && daemon(0, 0) != 0) {
+		perror("sluice: daemon");
+		return 1;
+	}
+	return supervisor_run(&cfg, path, overrides, n_overrides);
+}

@@ -1,0 +1,225 @@
+/*
+ * metrics: process-shared counters and gauges, served in the Prometheus text
+ * format.
+ *
+ * Exports metrics_init, metrics_use_slot, metrics_add, metrics_get,
+ * metrics_http_start.
+ *
+ * Memory: metrics_init (supervisor, before fork) makes one anonymous
+ * MAP_SHARED mapping of nworkers + 1 slots, each METRIC_COUNT long longs;
+ * slot 0 is the supervisor's, worker N writes slot N. The mapping lives as
+ * long as the processes; it is never unmapped. Every write is a relaxed
+ * __atomic add to the process's own slot, so pool threads may count too and
+ * no lock is ever taken; a reader sums the slots. Counters are monotonic
+ * per slot. Gauges are plain sums: a restarted worker zeroes the gauges of
+ * its slot (metrics_use_slot), since whatever the dead one held open is
+ * gone, but keeps the counters so totals never go backwards.
+ *
+ * Without metrics_init (unit tests, tools) writes go to a private static
+ * slot, so code that counts never has to ask whether metrics are on.
+ *
+ * HTTP: metrics_http_start listens on a socket it makes from the endpoint
+ * (so IPv6 and the exact address written in the configuration work the
+ * same way) and hands it to evhttp. GET or HEAD /metrics answers 200; any
+ * other path 404, any other method 405. The evhttp object lives until exit.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/util.h>
+
+#include "config.h"
+#include "metrics.h"
+
+/* An HTTP client of the metrics endpoint is a scraper on the local
+ * network; nothing it sends needs to be large or slow. */
+#define METRICS_HTTP_TIMEOUT_S 10
+#define METRICS_HTTP_MAX_HEADERS 8192
+#define METRICS_HTTP_MAX_BODY 1024
+
+struct metrics_desc {
+	const char *name;
+	const char *help;
+	bool counter;
+};
+
+static const struct metrics_desc metrics_descs[METRIC_COUNT] = {
+#define METRICS_DESC(id, m, h, c) [METRIC_##id] = { m, h, c },
+	METRICS(METRICS_DESC)
+#undef METRICS_DESC
+};
+
+static long long metrics_private[METRIC_COUNT];
+static long long *metrics_slots;   /* NULL until metrics_init */
+static unsigned metrics_nslots;
+static long long *metrics_mine = metrics_private;
+static struct evhttp *metrics_http;
+
+int metrics_init(unsigned nworkers)
+{
+	if (metrics_slots) {
+		errno = EALREADY;
+		return -1;
+	}
+	size_t slot_bytes = sizeof(long long) * METRIC_COUNT;
+	if (nworkers >= SIZE_MAX / slot_bytes - 1) {
+		errno = EOVERFLOW;
+		return -1;
+	}
+	size_t n = (size_t)nworkers + 1;
+	void *p = mmap(NULL, n * slot_bytes, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	/* Anonymous mappings start zeroed. Whatever the process counted
+	 * before (config checks, start-up) belongs to the supervisor. */
+	metrics_slots = p;
+	metrics_nslots = (unsigned)n;
+	for (int i = 0; i < METRIC_COUNT; i++)
+		metrics_slots[i] = metrics_private[i];
+	metrics_mine = metrics_slots;
+	return 0;
+}
+
+void metrics_use_slot(unsigned slot)
+{
+	/* Out of range is a programming error; keep writing where we did
+	 * rather than scribble past the mapping. */
+	if (!metrics_slots || slot >= metrics_nslots)
+		return;
+	metrics_mine = metrics_slots + (size_t)slot * METRIC_COUNT;
+	for (int i = 0; i < METRIC_COUNT; i++)
+		if (!metrics_descs[i].counter)
+			__atomic_store_n(&metrics_mine[i], 0, __ATOMIC_RELAXED);
+}
+
+void metrics_add(enum metric_id id, long long delta)
+{
+	if ((unsigned)id >= METRIC_COUNT)
+		return;
+	__atomic_fetch_add(&metrics_mine[id], delta, __ATOMIC_RELAXED);
+}
+
+long long metrics_get(enum metric_id id)
+{
+	if ((unsigned)id >= METRIC_COUNT)
+		return 0;
+	if (!metrics_slots)
+		return __atomic_load_n(&metrics_private[id], __ATOMIC_RELAXED);
+	long long sum = 0;
+	for (unsigned s = 0; s < metrics_nslots; s++)
+		sum += __atomic_load_n(&metrics_slots[(size_t)s * METRIC_COUNT + id],
+				       __ATOMIC_RELAXED);
+	return sum;
+}
+
+static void metrics_reply_error(struct evhttp_request *req, int code,
+				const char *reason)
+{
+	struct evbuffer *b = evbuffer_new();
+	if (b && evbuffer_add_printf(b, "%d %s\n", code, reason) >= 0) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Content-Type", "text/plain; charset=utf-8");
+		evhttp_send_reply(req, code, reason, b);
+	} else {
+		evhttp_send_error(req, code, reason);
+	}
+	if (b)
+		evbuffer_free(b);
+}
+
+static void metrics_page_cb(struct evhttp_request *req, void *arg)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Allow", "GET, HEAD");
+		metrics_reply_error(req, 405, "Method Not Allowed");
+		return;
+	}
+	struct evbuffer *b = evbuffer_new();
+	if (!b) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	for (int i = 0; i < METRIC_COUNT; i++) {
+		const struct metrics_desc *d = &metrics_descs[i];
+		if (evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n",
+					d->name, d->help, d->name,
+					d->counter ? "counter" : "gauge",
+					d->name, metrics_get((enum metric_id)i)) < 0) {
+			evbuffer_free(b);
+			evhttp_send_error(req, HTTP_INTERNAL, NULL);
+			return;
+		}
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, HTTP_OK, "OK", b);
+	evbuffer_free(b);
+}
+
+static void metrics_other_cb(struct evhttp_request *req, void *arg)
+{
+	metrics_reply_error(req, HTTP_NOTFOUND, "Not Found");
+}
+
+/* A listening, non-blocking socket on ep, or -1. */
+static evutil_socket_t metrics_listen_socket(const struct endpoint *ep)
+{
+	evutil_socket_t fd = socket(ep->ss.ss_family,
+				    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if ((ep->ss.ss_family != AF_UNIX &&
+	     evutil_make_listen_socket_reuseable(fd) != 0) ||
+	    bind(fd, (const struct sockaddr *)&ep->ss, ep->len) != 0 ||
+	    listen(fd, 64) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+int metrics_http_start(struct event_base *base, const struct endpoint *ep)
+{
+	if (!base || !ep || metrics_http) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct evhttp *http = evhttp_new(base);
+	if (!http)
+		return -1;
+	evhttp_set_timeout(http, METRICS_HTTP_TIMEOUT_S);
+	evhttp_set_max_headers_size(http, METRICS_HTTP_MAX_HEADERS);
+	evhttp_set_max_body_size(http, METRICS_HTTP_MAX_BODY);
+	if (evhttp_set_cb(http, "/metrics", metrics_page_cb, NULL) != 0) {
+		evhttp_free(http);
+		return -1;
+	}
+	evhttp_set_gencb(http, metrics_other_cb, NULL);
+
+	evutil_socket_t fd = metrics_listen_socket(ep);
+	if (fd < 0) {
+		int e = errno;
+		evhttp_free(http);
+		errno = e;
+		return -1;
+	}
+	if (!evhttp_accept_socket_with_handle(http, fd)) {
+		close(fd);
+		evhttp_free(http);
+		return -1;
+	}
+	metrics_http = http;
+	return 0;
+}

@@ -1,0 +1,66 @@
+/*
+ * metrics: counters and gauges shared by all worker processes through one
+ * anonymous shared mapping made by the supervisor before fork; each worker
+ * writes its own slot, the HTTP endpoint sums the slots. Served in the
+ * Prometheus text format on metrics_listen by the supervisor.
+ */
+#ifndef SLUICE_METRICS_H
+#define SLUICE_METRICS_H
+
+#include <stdbool.h>
+
+struct event_base;
+struct endpoint;
+
+/* X(NAME, "metric_name", "help", counter|gauge) */
+#define METRICS(X)                                                             \
+	X(SESSIONS, "sluice_sessions_total", "Client sessions accepted", 1)    \
+	X(SESSIONS_ACTIVE, "sluice_sessions_active", "Client sessions open", 0) \
+	X(TRANSACTIONS, "sluice_transactions_total", "Messages accepted by the backend and acknowledged", 1) \
+	X(TRANSACTIONS_FAILED, "sluice_transactions_failed_total", "End-of-data answered 4xx/5xx", 1) \
+	X(RECIPIENTS_ACCEPTED, "sluice_recipients_accepted_total", "RCPT answered 2xx", 1) \
+	X(RECIPIENTS_REFUSED, "sluice_recipients_refused_total", "RCPT answered 4xx/5xx", 1) \
+	X(REPLIES_2XX, "sluice_replies_2xx_total", "Replies 2xx/3xx sent to clients", 1) \
+	X(REPLIES_4XX, "sluice_replies_4xx_total", "Replies 4xx sent to clients", 1) \
+	X(REPLIES_5XX, "sluice_replies_5xx_total", "Replies 5xx sent to clients", 1) \
+	X(POOL_OPEN, "sluice_pool_connections", "Backend connections open", 0) \
+	X(POOL_IDLE, "sluice_pool_idle", "Backend connections ready and idle", 0) \
+	X(POOL_CONNECTS, "sluice_pool_connects_total", "Backend connections opened", 1) \
+	X(POOL_FAILURES, "sluice_pool_failures_total", "Backend connections lost or refused", 1) \
+	X(POOL_CHECKOUTS, "sluice_pool_checkouts_total", "Pool checkouts", 1) \
+	X(POOL_WAITING, "sluice_pool_waiting", "Checkouts waiting for a connection", 0) \
+	X(POOL_WAIT_TIMEOUTS, "sluice_pool_wait_timeouts_total", "Checkouts that timed out", 1) \
+	X(SPILLS, "sluice_spills_total", "Messages spilled to disk", 1)      \
+	X(MEMORY_BUFFERED, "sluice_memory_buffered_bytes", "Message bytes held in memory", 0) \
+	X(MEMORY_LIMIT_HITS, "sluice_memory_limit_hits_total", "DATA refused: memory cap", 1) \
+	X(TLS_HANDSHAKES, "sluice_tls_handshakes_total", "STARTTLS handshakes completed", 1) \
+	X(LIMIT_LINE_TOO_LONG, "sluice_limit_line_too_long_total", "Command lines over 512", 1) \
+	X(LIMIT_ERRORS, "sluice_limit_errors_total", "Sessions closed for too many errors", 1) \
+	X(LIMIT_TIMEOUTS, "sluice_limit_timeouts_total", "Sessions closed on command timeout", 1) \
+	X(REFUSED_COMMANDS, "sluice_refused_commands_total", "XCLIENT/XFORWARD/PROXY/AUTH/unknown from clients", 1) \
+	X(BARE_NEWLINES, "sluice_bare_newlines_total", "Bare LF or CR seen from clients", 1) \
+	X(DNS_QUERIES, "sluice_dns_queries_total", "DNS queries sent", 1)    \
+	X(DNS_FAILURES, "sluice_dns_failures_total", "DNS queries timed out or failed", 1) \
+	X(WORKER_RESTARTS, "sluice_worker_restarts_total", "Workers restarted after dying", 1)
+
+enum metric_id {
+#define METRIC_ENUM(name, m, h, c) METRIC_##name,
+	METRICS(METRIC_ENUM)
+#undef METRIC_ENUM
+	METRIC_COUNT
+};
+
+/* Before fork: maps slots for nworkers + 1 (slot 0 = supervisor). */
+int metrics_init(unsigned nworkers);
+/* In a worker after fork: which slot this process writes; the slot is
+ * zeroed for gauges (a restarted worker starts with nothing open). */
+void metrics_use_slot(unsigned slot);
+
+void metrics_add(enum metric_id id, long long delta);
+static inline void metrics_inc(enum metric_id id) { metrics_add(id, 1); }
+long long metrics_get(enum metric_id id); /* sum over slots */
+
+/* Serves GET /metrics on ep. 0 or -1. */
+int metrics_http_start(struct event_base *base, const struct endpoint *ep);
+
+#endif

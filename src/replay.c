@@ -1,0 +1,459 @@
+/*
+ * replay: recipient checks and message replays on pool checkouts (see
+ * replay.h).
+ *
+ * Each step's reply handler starts the next step, so one replay is a chain
+ * of callbacks on one lent connection. The connection is given back as
+ * soon as the exchange ends, clean (RSET or end-of-data answered) or not
+ * (then the pool closes it). A recipient the server refuses at replay
+ * time after accepting it at RCPT time ends the replay with RSET before
+ * DATA and a 451 to the client: never a partial delivery, never a bounce.
+ *
+ * Lifetime: struct replay is freed right before its done callback runs,
+ * or by replay_cancel. The identity and transaction it points to belong to
+ * the session, which outlives it (the session cancels on close).
+ */
+#include "replay.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "spool.h"
+#include "worker.h"
+
+#define REPLAY_XCLIENT_LINES 4
+#define REPLAY_BODY_HIGHWAT (256 * 1024)
+
+enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE };
+
+struct replay {
+	enum replay_kind kind;
+	const struct client_identity *id;
+	struct replay_txn txn;
+	replay_done_fn done;
+	void *arg;
+	struct pool_wait wait;
+	struct backend *b;
+	unsigned owed;          /* envelope replies still to come */
+	bool envelope_failed;
+	bool mail_failed;
+	bool body_started;      /* 354 received: the body is being sent */
+	bool body_reading;      /* a spool read is in flight */
+	bool body_done;
+	bool have_result;
+	enum reply_id local;
+	struct smtp_reply result;
+};
+
+static void replay_finish(struct replay *r, bool clean)
+{
+	if (r->b) {
+		pool_release(worker->pool, r->b, clean);
+		r->b = NULL;
+	}
+	replay_done_fn done = r->done;
+	void *arg = r->arg;
+	struct smtp_reply *result = NULL;
+	static struct smtp_reply copy; /* the loop is single-threaded */
+	if (r->have_result) {
+		copy = r->result;
+		result = &copy;
+	}
+	enum reply_id local = r->local;
+	free(r);
+	done(arg, result, local);
+}
+
+static void replay_fail(struct replay *r, enum reply_id local)
+{
+	r->have_result = false;
+	r->local = local;
+	replay_finish(r, false);
+}
+
+static void replay_keep(struct replay *r, const struct smtp_reply *reply)
+{
+	r->result = *reply;
+	r->have_result = true;
+}
+
+static void replay_conn_failed(void *arg)
+{
+	struct replay *r = arg;
+	log_warn("replay: session=%llu backend connection lost: %s",
+		 r->id->session_id, r->b ? r->b->fail_reason : "");
+	replay_fail(r, REPLY_BACKEND_LOST);
+}
+
+static int replay_send(struct replay *r, const char *line, size_t len,
+		       bool ends_group, long timeout_ms, backend_reply_fn fn)
+{
+	if (len > SMTP_CMD_LINE_MAX - 2) {
+		replay_fail(r, REPLY_LOCAL_ERROR);
+		return -1;
+	}
+	if (backend_command(r->b, line, len, ends_group, timeout_ms, fn, r) != 0) {
+		/* backend_command failed the connection: on_fail follows. */
+		return -1;
+	}
+	return 0;
+}
+
+/* --- XCLIENT ----------------------------------------------------------- */
+
+static bool attr_offered(const char *offered, const char *attr)
+{
+	size_t n = strlen(attr);
+	for (const char *p = offered; *p;) {
+		while (*p == ' ')
+			p++;
+		const char *end = p;
+		while (*end && *end != ' ')
+			end++;
+		if ((size_t)(end - p) == n && strncasecmp(p, attr, n) == 0)
+			return true;
+		p = end;
+	}
+	return false;
+}
+
+size_t replay_xclient_lines(const struct client_identity *id,
+			    const char *offered, char lines[][512],
+			    size_t max_lines)
+{
+	/* Order matters: Postfix re-checks authorization against the new
+	 * address after each XCLIENT, so NAME and ADDR go in the last one. */
+	char attrs[5][300];
+	size_t n = 0;
+	if (attr_offered(offered, "HELO")) {
+		char enc[SMTP_DOMAIN_MAX + 1];
+		size_t len = id->helo ? smtp_xtext_encode(id->helo, strlen(id->helo),
+							  enc, sizeof enc)
+				      : (size_t)-1;
+		snprintf(attrs[n++], sizeof attrs[0], "HELO=%s",
+			 len == (size_t)-1 || len == 0 ? "[UNAVAILABLE]" : enc);
+	}
+	if (attr_offered(offered, "PROTO"))
+		snprintf(attrs[n++], sizeof attrs[0], "PROTO=%s",
+			 id->esmtp ? "ESMTP" : "SMTP");
+	if (attr_offered(offered, "PORT"))
+		snprintf(attrs[n++], sizeof attrs[0], "PORT=%u", id->port);
+	if (attr_offered(offered, "NAME")) {
+		const char *name = id->name_status == DNS_NAME_OK && id->name
+			? id->name
+			: id->name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
+							      : "[UNAVAILABLE]";
+		snprintf(attrs[n++], sizeof attrs[0], "NAME=%s", name);
+	}
+	if (!attr_offered(offered, "ADDR"))
+		return 0; /* without ADDR the server would see sluice itself */
+	snprintf(attrs[n++], sizeof attrs[0], "ADDR=%s%s",
+		 id->family == AF_INET6 ? "IPV6:" : "", id->addr);
+
+	size_t count = 0, len = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t alen = strlen(attrs[i]);
+		/* A new line when this attribute does not fit, and always for
+		 * the NAME/ADDR pair's line so they travel last and together. */
+		if (count == 0 || len + 1 + alen > SMTP_CMD_LINE_MAX - 2) {
+			if (count == max_lines)
+				return 0;
+			len = (size_t)snprintf(lines[count++], 512, "XCLIENT");
+		}
+		lines[count - 1][len++] = ' ';
+		memcpy(lines[count - 1] + len, attrs[i], alen + 1);
+		len += alen;
+	}
+	return count;
+}
+
+static void replay_envelope(struct replay *r);
+
+static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	if (reply->code != 250) {
+		log_warn("replay: session=%llu EHLO after XCLIENT answered %d %.200s",
+			 r->id->session_id, reply->code, reply->text);
+		replay_fail(r, REPLY_XCLIENT_FAILED);
+		return;
+	}
+	backend_take_caps(r->b, reply);
+	r->b->identity = r->id->session_id;
+	replay_envelope(r);
+}
+
+static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	if (reply->code != 220) {
+		log_warn("replay: session=%llu XCLIENT refused: %d %s %.200s",
+			 r->id->session_id, reply->code, reply->enhanced, reply->text);
+		replay_fail(r, REPLY_XCLIENT_FAILED);
+		return;
+	}
+	if (--r->owed > 0)
+		return;
+	char line[SMTP_CMD_LINE_MAX];
+	int n = snprintf(line, sizeof line, "EHLO %s", worker->cfg->myhostname);
+	replay_send(r, line, (size_t)n, true, 0, replay_ehlo_reply);
+}
+
+static void replay_identify(struct replay *r)
+{
+	if (!worker->cfg->backend_xclient || r->b->identity == r->id->session_id) {
+		replay_envelope(r);
+		return;
+	}
+	char lines[REPLAY_XCLIENT_LINES][512];
+	size_t n = r->b->xclient
+		? replay_xclient_lines(r->id, r->b->xclient_attrs, lines,
+				       REPLAY_XCLIENT_LINES)
+		: 0;
+	if (n == 0) {
+		log_warn("replay: session=%llu mail server does not offer XCLIENT "
+			 "(ADDR) to sluice; refusing to relay without it",
+			 r->id->session_id);
+		replay_fail(r, REPLY_XCLIENT_FAILED);
+		return;
+	}
+	r->b->identity = 0; /* unknown until the last XCLIENT is answered */
+	r->owed = (unsigned)n;
+	for (size_t i = 0; i < n; i++)
+		if (replay_send(r, lines[i], strlen(lines[i]), true, 0,
+				replay_xclient_reply) != 0)
+			return;
+}
+
+/* --- envelope ---------------------------------------------------------- */
+
+static void replay_rset_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	replay_finish(r, reply->code == 250);
+}
+
+static void replay_rset(struct replay *r)
+{
+	replay_send(r, "RSET", 4, false, 0, replay_rset_reply);
+}
+
+static void replay_data_reply(void *arg, const struct smtp_reply *reply);
+
+static void replay_envelope_done(struct replay *r)
+{
+	if (r->kind == REPLAY_RCPT || r->envelope_failed) {
+		if (r->kind == REPLAY_MESSAGE && !r->mail_failed) {
+			r->have_result = false;
+			r->local = REPLY_RCPT_CHANGED;
+		}
+		replay_rset(r);
+		return;
+	}
+	replay_send(r, "DATA", 4, true, 0, replay_data_reply);
+}
+
+static void replay_envelope_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	bool ok = reply->code / 100 == 2;
+	if (!r->envelope_failed || r->kind == REPLAY_RCPT) {
+		if (!ok && !r->envelope_failed) {
+			/* The first refusal is the answer the client gets. */
+			r->envelope_failed = true;
+			replay_keep(r, reply);
+		} else if (!r->envelope_failed) {
+			replay_keep(r, reply); /* for a check: the RCPT reply */
+		}
+	}
+	if (--r->owed == 0)
+		replay_envelope_done(r);
+}
+
+static void replay_mail_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	if (reply->code / 100 != 2) {
+		r->mail_failed = true;
+		r->envelope_failed = true;
+		replay_keep(r, reply);
+	}
+	if (--r->owed == 0)
+		replay_envelope_done(r);
+}
+
+static void replay_envelope(struct replay *r)
+{
+	char line[SMTP_CMD_LINE_MAX + 64];
+	const struct smtp_mail_params *pm = r->txn.params;
+	unsigned long long size = r->kind == REPLAY_MESSAGE ? r->txn.body_size
+			      : pm->size > 0 ? (unsigned long long)pm->size : 0;
+	int n = snprintf(line, sizeof line, "MAIL FROM:<%s>", r->txn.sender);
+	if (size > 0)
+		n += snprintf(line + n, sizeof line - (size_t)n, " SIZE=%llu", size);
+	if (pm->body == SMTP_BODY_8BITMIME && r->b->eightbitmime)
+		n += snprintf(line + n, sizeof line - (size_t)n, " BODY=8BITMIME");
+	if (pm->smtputf8 && r->b->smtputf8)
+		n += snprintf(line + n, sizeof line - (size_t)n, " SMTPUTF8");
+	size_t n_rcpts = r->kind == REPLAY_RCPT ? 1 : r->txn.n_rcpts;
+	r->owed = (unsigned)(1 + n_rcpts);
+	if (replay_send(r, line, (size_t)n, false, 0, replay_mail_reply) != 0)
+		return;
+	for (size_t i = 0; i < n_rcpts; i++) {
+		n = snprintf(line, sizeof line, "RCPT TO:<%s>", r->txn.rcpts[i]);
+		if (replay_send(r, line, (size_t)n, false, 0, replay_envelope_reply) != 0)
+			return;
+	}
+}
+
+/* --- body -------------------------------------------------------------- */
+
+static void replay_final_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	replay_keep(r, reply);
+	/* After the end-of-data reply the server is ready for a new MAIL. */
+	replay_finish(r, true);
+}
+
+static void replay_body_next(struct replay *r);
+
+static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
+{
+	struct replay *r = arg;
+	r->body_reading = false;
+	if (status != 0) {
+		/* The transaction is open on the server: the pool closes the
+		 * connection without ".", so nothing is delivered. */
+		replay_fail(r, REPLY_LOCAL_ERROR);
+		return;
+	}
+	if (evbuffer_get_length(chunk) == 0) {
+		r->body_done = true;
+		/* The body always ends in CR LF (smtp_data), so "." starts a line. */
+		replay_send(r, ".", 1, true, worker->cfg->backend_data_timeout_ms,
+			    replay_final_reply);
+		return;
+	}
+	if (backend_write(r->b, chunk) != 0)
+		return; /* on_fail follows */
+	evbuffer_drain(chunk, evbuffer_get_length(chunk));
+	if (backend_output_pending(r->b) < REPLAY_BODY_HIGHWAT)
+		replay_body_next(r);
+}
+
+static void replay_body_next(struct replay *r)
+{
+	if (!r->body_started || r->body_reading || r->body_done)
+		return;
+	r->body_reading = true;
+	spool_read(r->txn.body, replay_body_chunk, r);
+}
+
+static void replay_body_drain(void *arg)
+{
+	replay_body_next(arg);
+}
+
+static void replay_received_header(struct replay *r)
+{
+	/* Only without XCLIENT: the server cannot know the client, so the
+	 * trace of it is ours to write (RFC 5321 4.4). */
+	char date[64], hdr[1024];
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	const struct client_identity *id = r->id;
+	int n = snprintf(hdr, sizeof hdr,
+			 "Received: from %s (%s [%s])\r\n\tby %s (sluice) with %s;\r\n\t%s\r\n",
+			 id->helo ? id->helo : "unknown",
+			 id->name_status == DNS_NAME_OK && id->name ? id->name : "unknown",
+			 id->addr, worker->cfg->myhostname, id->esmtp ? "ESMTP" : "SMTP",
+			 date);
+	struct evbuffer *buf = evbuffer_new();
+	if (buf && n > 0 && (size_t)n < sizeof hdr &&
+	    evbuffer_add(buf, hdr, (size_t)n) == 0)
+		backend_write(r->b, buf);
+	if (buf)
+		evbuffer_free(buf);
+}
+
+static void replay_data_reply(void *arg, const struct smtp_reply *reply)
+{
+	struct replay *r = arg;
+	if (reply->code != 354) {
+		replay_keep(r, reply);
+		replay_rset(r);
+		return;
+	}
+	if (!worker->cfg->backend_xclient)
+		replay_received_header(r);
+	r->body_started = true;
+	replay_body_next(r);
+}
+
+/* --- start and cancel -------------------------------------------------- */
+
+static void replay_conn_ready(void *arg, struct backend *b, enum reply_id err)
+{
+	struct replay *r = arg;
+	if (!b) {
+		replay_fail(r, err);
+		return;
+	}
+	r->b = b;
+	b->owner = r;
+	b->on_fail = replay_conn_failed;
+	b->on_drain = replay_body_drain;
+	replay_identify(r);
+}
+
+static struct replay *replay_start(enum replay_kind kind,
+				   const struct client_identity *id,
+				   const struct replay_txn *txn,
+				   replay_done_fn done, void *arg)
+{
+	struct replay *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->kind = kind;
+	r->id = id;
+	r->txn = *txn;
+	r->done = done;
+	r->arg = arg;
+	pool_checkout(worker->pool, &r->wait, id->session_id,
+		      worker->cfg->checkout_timeout_ms, replay_conn_ready, r);
+	return r;
+}
+
+struct replay *replay_rcpt(const struct client_identity *id,
+			   const struct replay_txn *txn, replay_done_fn done,
+			   void *arg)
+{
+	return replay_start(REPLAY_RCPT, id, txn, done, arg);
+}
+
+struct replay *replay_message(const struct client_identity *id,
+			      const struct replay_txn *txn,
+			      replay_done_fn done, void *arg)
+{
+	return replay_start(REPLAY_MESSAGE, id, txn, done, arg);
+}
+
+void replay_cancel(struct replay *r)
+{
+	if (!r)
+		return;
+	pool_cancel(worker->pool, &r->wait);
+	if (r->b)
+		pool_release(worker->pool, r->b, false);
+	free(r);
+}

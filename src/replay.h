@@ -1,0 +1,72 @@
+/*
+ * replay: the short exchanges sluice has with the mail server on behalf of
+ * one client, each on one pool checkout:
+ *   - a recipient check: [XCLIENT, EHLO,] MAIL, RCPT, RSET;
+ *   - a message: [XCLIENT, EHLO,] MAIL, RCPT..., DATA, body, ".".
+ * The client's identity goes with XCLIENT so the server applies its own
+ * rules to the real client. Without a successful XCLIENT (when
+ * backend_xclient = yes) nothing else is sent: the server would judge
+ * relaying by sluice's own address.
+ *
+ * The outcome is delivered once through the callback, on a later loop turn
+ * than the call; replay_cancel stops it (the session is going away).
+ */
+#ifndef SLUICE_REPLAY_H
+#define SLUICE_REPLAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dns.h"
+#include "replies.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+
+struct spool;
+struct replay;
+
+struct client_identity {
+	unsigned long long session_id;
+	char addr[64];             /* numeric, without brackets */
+	unsigned port;
+	int family;
+	enum dns_name_status name_status;
+	const char *name;          /* confirmed name when name_status OK */
+	const char *helo;          /* NULL before HELO/EHLO */
+	bool esmtp;
+};
+
+struct replay_txn {
+	const char *sender;
+	const struct smtp_mail_params *params;
+	char *const *rcpts;
+	size_t n_rcpts;
+	struct spool *body;        /* message only */
+	unsigned long long body_size;
+};
+
+/* reply: the server's reply to relay (RCPT answer, end-of-data answer);
+ * NULL when sluice answers itself with local (a 4xx from the catalogue). */
+typedef void (*replay_done_fn)(void *arg, const struct smtp_reply *reply,
+			       enum reply_id local);
+
+/* Checks txn->rcpts[0] (only) with the server. */
+struct replay *replay_rcpt(const struct client_identity *id,
+			   const struct replay_txn *txn, replay_done_fn done,
+			   void *arg);
+
+/* Replays the whole transaction. */
+struct replay *replay_message(const struct client_identity *id,
+			      const struct replay_txn *txn,
+			      replay_done_fn done, void *arg);
+
+void replay_cancel(struct replay *r);
+
+/* The XCLIENT command lines for id, given the attributes the server offers.
+ * Writes up to max_lines NUL-terminated lines of at most 510 bytes into
+ * lines; returns the count, 0 when nothing can be sent. Exposed for tests. */
+size_t replay_xclient_lines(const struct client_identity *id,
+			    const char *offered, char lines[][512],
+			    size_t max_lines);
+
+#endif

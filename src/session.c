@@ -1,0 +1,493 @@
+/*
+ * session: lifecycle and I/O of client sessions (see session.h).
+ *
+ * Input: the read callback runs the input loop, which takes complete lines
+ * (command mode) or any bytes (DATA) from the bufferevent's input buffer.
+ * The loop stops while the session is busy (a replay, DNS or the TLS
+ * handshake is in flight), while the client is not reading our replies
+ * (output above SESSION_OUT_HIGHWAT), and after SESSION_CMDS_PER_TURN
+ * commands, so one pipelining client cannot starve the others; it resumes
+ * from a per-session event on a later loop turn.
+ *
+ * Freeing: session_close marks the session CLOSING and lets the last reply
+ * drain; the struct is freed from the reap event, once per loop turn and
+ * never inside one of its own callbacks. Freeing cancels whatever the
+ * session still owns: its DNS look-up, its replay, its message spool.
+ */
+#include "session_priv.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "spool.h"
+#include "worker.h"
+
+#define SESSION_SKIP_MAX (1024 * 1024) /* overlong line bytes skipped before we give up */
+
+static const char *const session_state_names[] = {
+#define SESSION_STATE_NAME(s) #s,
+	SESSION_STATES(SESSION_STATE_NAME)
+#undef SESSION_STATE_NAME
+};
+
+static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
+static TAILQ_HEAD(, session) reap_list = TAILQ_HEAD_INITIALIZER(reap_list);
+static struct event *reap_ev;
+static unsigned n_sessions;
+
+static void session_input(struct session *s);
+
+unsigned session_count(void)
+{
+	return n_sessions;
+}
+
+void session_set_state(struct session *s, enum session_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("session=%llu state %s -> %s", s->ident.session_id,
+		  session_state_names[s->state], session_state_names[st]);
+	s->state = st;
+}
+
+static void session_timeouts(struct session *s, bool reading)
+{
+	long ms = worker->cfg->smtpd_timeout_ms;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	bufferevent_set_timeouts(s->bev, reading ? &tv : NULL, &tv);
+}
+
+/* --- replies ----------------------------------------------------------- */
+
+static void session_count_reply(struct session *s, int code, size_t len)
+{
+	s->bytes_out += len;
+	metrics_inc(code >= 500 ? METRIC_REPLIES_5XX
+		    : code >= 400 ? METRIC_REPLIES_4XX : METRIC_REPLIES_2XX);
+}
+
+void session_reply(struct session *s, enum reply_id id)
+{
+	char buf[600];
+	size_t len = reply_format(id, worker->cfg->myhostname, buf, sizeof buf);
+	if (len == 0 || bufferevent_write(s->bev, buf, len) != 0) {
+		session_close(s, "write failed");
+		return;
+	}
+	session_count_reply(s, reply_code(id), len);
+}
+
+void session_reply_relay(struct session *s, const struct smtp_reply *r)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	size_t before = evbuffer_get_length(out);
+	const char *p = r->text, *end = r->text + r->text_len;
+	do {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *line_end = nl ? nl : end;
+		int last = nl == NULL;
+		if (evbuffer_add_printf(out, "%d%c%s%s%.*s\r\n", r->code,
+					last ? ' ' : '-', r->enhanced,
+					r->enhanced[0] ? " " : "",
+					(int)(line_end - p), p) < 0) {
+			session_close(s, "write failed");
+			return;
+		}
+		p = nl ? nl + 1 : end;
+	} while (p < end);
+	session_count_reply(s, r->code, evbuffer_get_length(out) - before);
+}
+
+/* --- closing and freeing ------------------------------------------------- */
+
+void session_txn_free(struct session *s)
+{
+	struct txn *t = s->txn;
+	if (!t)
+		return;
+	free(t->sender);
+	for (size_t i = 0; i < t->n_rcpts; i++)
+		free(t->rcpts[i]);
+	free(t->rcpts);
+	free(t->pending_rcpt);
+	spool_free(t->body);
+	free(t);
+	s->txn = NULL;
+}
+
+static void session_log_summary(struct session *s)
+{
+	struct timeval now, d;
+	event_base_gettimeofday_cached(worker->base, &now);
+	timersub(&now, &s->started, &d);
+	char helo[120];
+	log_escape(helo, sizeof helo, s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
+	log_info("session=%llu client=%s port=%u name=%s helo=\"%s\" tls=%s "
+		 "transactions=%u rcpt=%u/%u bytes_in=%llu bytes_out=%llu "
+		 "duration=%ld.%03lds outcome=%s",
+		 s->ident.session_id, s->ident.addr, s->ident.port,
+		 s->ident.name_status == DNS_NAME_OK ? s->name
+		 : s->ident.name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
+							    : "[UNAVAILABLE]",
+		 helo, s->tls ? s->tls_info : "no", s->transactions,
+		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
+		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
+		 s->outcome[0] ? s->outcome : "closed");
+}
+
+static void session_free(struct session *s)
+{
+	session_log_summary(s);
+	if (s->dns)
+		dns_ptr_cancel(s->dns);
+	if (s->replay)
+		replay_cancel(s->replay);
+	session_txn_free(s);
+	if (s->defer_ev)
+		event_free(s->defer_ev);
+	if (s->bev)
+		bufferevent_free(s->bev);
+	TAILQ_REMOVE(&sessions, s, link);
+	n_sessions--;
+	metrics_add(METRIC_SESSIONS_ACTIVE, -1);
+	free(s->name);
+	free(s->helo);
+	free(s);
+}
+
+static void session_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s;
+	while ((s = TAILQ_FIRST(&reap_list))) {
+		TAILQ_REMOVE(&reap_list, s, link);
+		TAILQ_INSERT_TAIL(&sessions, s, link); /* session_free removes it */
+		session_free(s);
+	}
+}
+
+static void session_schedule_free(struct session *s)
+{
+	if (s->freed_pending)
+		return;
+	s->freed_pending = true;
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	TAILQ_REMOVE(&sessions, s, link);
+	TAILQ_INSERT_TAIL(&reap_list, s, link);
+	event_active(reap_ev, 0, 0);
+}
+
+void session_close(struct session *s, const char *outcome)
+{
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (!s->outcome[0])
+		snprintf(s->outcome, sizeof s->outcome, "%s", outcome);
+	session_set_state(s, SESSION_CLOSING);
+	if (s->dns) {
+		dns_ptr_cancel(s->dns);
+		s->dns = NULL;
+	}
+	if (s->replay) {
+		replay_cancel(s->replay);
+		s->replay = NULL;
+	}
+	session_txn_free(s);
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		session_schedule_free(s);
+		return;
+	}
+	struct timeval tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
+	bufferevent_set_timeouts(s->bev, NULL, &tv);
+	bufferevent_enable(s->bev, EV_WRITE);
+}
+
+void session_error(struct session *s)
+{
+	if (++s->errors >= worker->cfg->smtpd_hard_error_limit) {
+		metrics_inc(METRIC_LIMIT_ERRORS);
+		log_warn("session=%llu client=%s too many errors (%u)",
+			 s->ident.session_id, s->ident.addr, s->errors);
+		session_reply(s, REPLY_TOO_MANY_ERRORS);
+		session_close(s, "too many errors");
+	}
+}
+
+/* --- DNS --------------------------------------------------------------- */
+
+static void session_dns_done(enum dns_name_status st, const char *name, void *arg)
+{
+	struct session *s = arg;
+	s->dns = NULL;
+	s->ident.name_status = st;
+	if (st == DNS_NAME_OK) {
+		s->name = strdup(name);
+		if (!s->name)
+			s->ident.name_status = DNS_NAME_TEMPFAIL;
+		s->ident.name = s->name;
+	}
+	if (s->after_dns) {
+		void (*then)(struct session *) = s->after_dns;
+		s->after_dns = NULL;
+		then(s);
+	}
+}
+
+bool session_identity_ready(struct session *s, void (*then)(struct session *))
+{
+	if (!s->dns)
+		return true;
+	s->after_dns = then;
+	return false;
+}
+
+/* --- input loop -------------------------------------------------------- */
+
+void session_set_busy(struct session *s, bool busy)
+{
+	s->busy = busy;
+	/* While sluice owes the reply, the client's silence is not idleness. */
+	session_timeouts(s, !busy);
+	if (!busy)
+		session_resume(s);
+}
+
+static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	session_input(arg);
+}
+
+void session_resume(struct session *s)
+{
+	if (s->state != SESSION_CLOSING)
+		event_active(s->defer_ev, 0, 0);
+}
+
+/* Takes one command line from the input; false when none is complete.
+ * An overlong line is skipped up to its real end and answered once: its
+ * tail is never taken for a command of its own (HOSTILE 38, 39). */
+static bool session_next_line(struct session *s, struct evbuffer *in)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	size_t avail = evbuffer_get_length(in);
+	if (p.pos < 0) {
+		if (avail >= SMTP_CMD_LINE_MAX) {
+			s->bytes_in += avail;
+			s->skipped += avail;
+			s->skipping = true;
+			evbuffer_drain(in, avail);
+			if (s->skipped > SESSION_SKIP_MAX) {
+				metrics_inc(METRIC_LIMIT_LINE_TOO_LONG);
+				session_reply(s, REPLY_TOO_LONG);
+				session_close(s, "line too long");
+			}
+		}
+		return false;
+	}
+	size_t len = (size_t)p.pos;
+	s->bytes_in += len + 1;
+	if (s->skipping || len + 1 > SMTP_CMD_LINE_MAX) {
+		s->skipping = false;
+		s->skipped = 0;
+		evbuffer_drain(in, len + 1);
+		metrics_inc(METRIC_LIMIT_LINE_TOO_LONG);
+		log_warn("session=%llu client=%s command too long", s->ident.session_id,
+			 s->ident.addr);
+		session_reply(s, REPLY_TOO_LONG);
+		session_error(s);
+		return true;
+	}
+	char line[SMTP_CMD_LINE_MAX];
+	evbuffer_remove(in, line, len + 1);
+	if (len == 0 || line[len - 1] != '\r') {
+		metrics_inc(METRIC_BARE_NEWLINES);
+		log_warn("session=%llu client=%s bare LF in command", s->ident.session_id,
+			 s->ident.addr);
+		session_reply(s, REPLY_BARE_LF_COMMAND);
+		session_close(s, "bare LF");
+		return true;
+	}
+	session_cmd_line(s, line, len - 1, evbuffer_get_length(in) > 0);
+	return true;
+}
+
+static void session_input(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	unsigned commands = 0;
+	while (!s->busy && !s->quit && s->state != SESSION_CLOSING &&
+	       s->state != SESSION_GREETING) {
+		if (s->state == SESSION_DATA) {
+			if (!session_data_input(s))
+				return;
+			continue;
+		}
+		if (evbuffer_get_length(in) == 0)
+			return;
+		if (evbuffer_get_length(out) > SESSION_OUT_HIGHWAT)
+			return; /* resumed by the write callback */
+		if (commands++ == SESSION_CMDS_PER_TURN) {
+			session_resume(s);
+			return;
+		}
+		if (!session_next_line(s, in))
+			return;
+	}
+}
+
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+	session_input(arg);
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	if (s->state == SESSION_CLOSING) {
+		session_schedule_free(s);
+		return;
+	}
+	if (s->quit) {
+		session_close(s, "quit");
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+		session_input(s);
+}
+
+static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		session_tls_done(s);
+		return;
+	}
+	if (s->state == SESSION_CLOSING) {
+		session_schedule_free(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		metrics_inc(METRIC_LIMIT_TIMEOUTS);
+		log_info("session=%llu client=%s timeout in state %s", s->ident.session_id,
+			 s->ident.addr, session_state_names[s->state]);
+		if (what & BEV_EVENT_READING)
+			session_reply(s, REPLY_TIMEOUT);
+		session_close(s, "timeout");
+		return;
+	}
+	char outcome[48];
+	snprintf(outcome, sizeof outcome, "%s in %s",
+		 what & BEV_EVENT_EOF ? "disconnect" : "connection error",
+		 session_state_names[s->state]);
+	/* Nothing more can be written to this client. */
+	evbuffer_drain(bufferevent_get_output(bev),
+		       evbuffer_get_length(bufferevent_get_output(bev)));
+	session_close(s, outcome);
+}
+
+void session_install_callbacks(struct session *s)
+{
+	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
+	session_timeouts(s, !s->busy);
+}
+
+/* --- accept ------------------------------------------------------------ */
+
+static void session_greet(struct session *s)
+{
+	if (worker->draining) {
+		session_set_state(s, SESSION_INIT);
+		session_reply(s, REPLY_SHUTDOWN);
+		session_close(s, "shutting down");
+		return;
+	}
+	session_set_state(s, SESSION_INIT);
+	session_reply(s, REPLY_GREETING);
+}
+
+void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct session *s = calloc(1, sizeof *s);
+	if (!s) {
+		log_err("session: out of memory; dropping a connection");
+		close(fd);
+		return;
+	}
+	if (!reap_ev && !(reap_ev = event_new(worker->base, -1, 0, session_reap_cb, NULL))) {
+		free(s);
+		close(fd);
+		return;
+	}
+	s->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->defer_ev = event_new(worker->base, -1, 0, session_defer_cb, s);
+	if (!s->bev || !s->defer_ev) {
+		static const char msg[] = "421 4.3.0 Error: out of resources\r\n";
+		if (!s->bev) {
+			ssize_t n = write(fd, msg, sizeof msg - 1);
+			(void)n;
+			close(fd);
+		} else {
+			bufferevent_free(s->bev);
+		}
+		if (s->defer_ev)
+			event_free(s->defer_ev);
+		free(s);
+		return;
+	}
+	s->ident.session_id = ++worker->next_session_id;
+	s->ident.family = addr->sa_family;
+	if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &in->sin_addr, s->ident.addr, sizeof s->ident.addr);
+		s->ident.port = ntohs(in->sin_port);
+	} else if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &in6->sin6_addr, s->ident.addr, sizeof s->ident.addr);
+		s->ident.port = ntohs(in6->sin6_port);
+	}
+	s->ident.name_status = DNS_NAME_TEMPFAIL;
+	event_base_gettimeofday_cached(worker->base, &s->started);
+	TAILQ_INSERT_TAIL(&sessions, s, link);
+	n_sessions++;
+	metrics_inc(METRIC_SESSIONS);
+	metrics_add(METRIC_SESSIONS_ACTIVE, 1);
+	s->state = SESSION_GREETING;
+	session_install_callbacks(s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	log_info("session=%llu connect from %s port=%u", s->ident.session_id,
+		 s->ident.addr, s->ident.port);
+	s->dns = dns_ptr_start(worker->dns, addr, session_dns_done, s);
+	if (!s->dns)
+		log_warn("session=%llu cannot start PTR look-up", s->ident.session_id);
+	session_greet(s);
+}
+
+void session_shutdown_all(void)
+{
+	struct session *s, *next;
+	for (s = TAILQ_FIRST(&sessions); s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		/* A replay in flight finishes first: its client gets the
+		 * server's answer, then the 421 from session_end_replay. */
+		if (s->replay || s->state == SESSION_CLOSING)
+			continue;
+		session_reply(s, REPLY_SHUTDOWN);
+		session_close(s, "shutting down");
+	}
+}

@@ -1,0 +1,18 @@
+/*
+ * session: one client SMTP session, from accept to close. Holds the
+ * dialogue, the envelope and the message, and borrows backend connections
+ * only for replays (replay.h).
+ */
+#ifndef SLUICE_SESSION_H
+#define SLUICE_SESSION_H
+
+#include <sys/socket.h>
+
+/* Takes ownership of fd (non-blocking, accepted). */
+void session_accept(int fd, const struct sockaddr *addr, socklen_t len);
+
+/* Drain: 421 to every session not in a replay; those finish first. */
+void session_shutdown_all(void);
+unsigned session_count(void);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * session internals shared by session.c (lifecycle, I/O, input loop),
+ * session_cmd.c (command table and handlers), session_data.c (DATA and the
+ * end-of-data replay) and session_tls.c (STARTTLS). Not for other modules.
+ */
+#ifndef SLUICE_SESSION_PRIV_H
+#define SLUICE_SESSION_PRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/queue.h>
+#include <sys/time.h>
+
+#include "dns.h"
+#include "replay.h"
+#include "replies.h"
+#include "session.h"
+#include "smtp_data.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+
+struct bufferevent;
+struct spool;
+
+#define SESSION_STATES(X)                                                      \
+	X(GREETING) /* greeting not yet sent */                                \
+	X(INIT)     /* greeted, no HELO yet */                                 \
+	X(READY)    /* HELO/EHLO seen, no transaction */                       \
+	X(MAIL)     /* MAIL accepted */                                        \
+	X(RCPT)     /* at least one RCPT accepted */                           \
+	X(DATA)     /* reading the message body */                             \
+	X(CLOSING)  /* final reply flushing, then freed */
+
+enum session_state {
+#define SESSION_STATE_ENUM(s) SESSION_##s,
+	SESSION_STATES(SESSION_STATE_ENUM)
+#undef SESSION_STATE_ENUM
+};
+
+#define SESSION_CMDS_PER_TURN 32  /* fairness: commands per read event */
+#define SESSION_OUT_HIGHWAT 16384 /* stop reading commands above this */
+#define SESSION_IN_MAX 65536      /* bytes buffered ahead in command mode */
+#define SESSION_FLUSH_TIMEOUT_MS 10000
+
+struct txn {
+	char *sender;
+	struct smtp_mail_params params;
+	char **rcpts;       /* accepted by the server at RCPT time */
+	size_t n_rcpts, cap_rcpts;
+	size_t rcpts_tried; /* RCPT commands answered, accepted or not */
+	char *pending_rcpt; /* under check */
+	struct smtp_data data;
+	struct spool *body;
+	bool data_error;    /* a spool or memory failure during DATA */
+};
+
+struct session {
+	TAILQ_ENTRY(session) link;
+	struct bufferevent *bev;
+	struct client_identity ident;
+	char *name;             /* confirmed PTR name */
+	char *helo;
+	enum session_state state;
+	struct dns_ptr *dns;
+	struct replay *replay;  /* at most one exchange in flight */
+	struct txn *txn;
+	struct event *defer_ev; /* resume input on the next loop turn */
+	struct timeval started;
+	bool busy;              /* waiting for a replay, DNS or TLS */
+	bool wait_dns;          /* a replay waits for the PTR result */
+	bool tls;
+	bool esmtp;
+	bool quit;              /* close once the output is flushed */
+	bool freed_pending;
+	bool skipping;          /* inside an overlong command line */
+	size_t skipped;
+	unsigned errors;
+	unsigned transactions;
+	unsigned rcpt_accepted, rcpt_refused;
+	unsigned long long bytes_in, bytes_out;
+	char outcome[48];
+	char tls_info[96];
+	void (*after_dns)(struct session *s);
+};
+
+/* session.c */
+void session_set_state(struct session *s, enum session_state st);
+void session_reply(struct session *s, enum reply_id id);
+void session_reply_relay(struct session *s, const struct smtp_reply *r);
+void session_close(struct session *s, const char *outcome);
+void session_resume(struct session *s);
+void session_set_busy(struct session *s, bool busy);
+void session_error(struct session *s);
+void session_txn_free(struct session *s);
+bool session_identity_ready(struct session *s, void (*then)(struct session *));
+
+/* session_cmd.c */
+void session_cmd_line(struct session *s, const char *line, size_t len,
+		      bool pipelined);
+void session_cmd_ehlo_reply(struct session *s);
+
+/* session_data.c */
+void session_data_begin(struct session *s);
+bool session_data_input(struct session *s);
+
+void session_install_callbacks(struct session *s);
+
+/* session_tls.c */
+void session_tls_start(struct session *s);
+void session_tls_done(struct session *s);
+
+#endif

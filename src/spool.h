@@ -1,0 +1,41 @@
+/*
+ * spool: the body of one message while sluice holds it. In memory up to
+ * message_memory_max, then spilled to a file in spool_dir by the worker
+ * pool (never written from the event loop). Read back once, in order, for
+ * the replay. Every callback runs on the loop, never from inside the call
+ * that requested it.
+ */
+#ifndef SLUICE_SPOOL_H
+#define SLUICE_SPOOL_H
+
+#include <stddef.h>
+
+struct spool;
+struct evbuffer;
+
+/* status 0: ok; -1: I/O error (spool unusable). For spool_read, chunk holds
+ * the next bytes (move them out); an empty chunk means the end. */
+typedef void (*spool_cb)(void *arg, int status, struct evbuffer *chunk);
+
+struct spool *spool_new(unsigned long long owner_id);
+
+/* Appends canonical message bytes. -1 when out of memory. */
+int spool_append(struct spool *sp, const void *data, size_t len);
+
+unsigned long long spool_size(const struct spool *sp);
+
+/* Calls cb once every spilled byte is on disk (or on a write error). */
+void spool_finish(struct spool *sp, spool_cb cb, void *arg);
+
+/* Fetches the next chunk; one read at a time. */
+void spool_read(struct spool *sp, spool_cb cb, void *arg);
+
+/* Frees the message: memory now, the file through the worker pool. No
+ * callback runs afterwards. */
+void spool_free(struct spool *sp);
+
+/* At start-up (before workers run): removes files left in dir by a
+ * previous run; prefix NULL = all spool files, else those of one pid. */
+void spool_clean_dir(const char *dir, int pid);
+
+#endif

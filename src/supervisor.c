@@ -1,0 +1,357 @@
+/*
+ * supervisor: process management (see supervisor.h).
+ *
+ * Sockets: one SO_REUSEPORT socket per (worker slot, listen address),
+ * created here before any worker exists, kept for the supervisor's life,
+ * and inherited by whichever worker serves that slot. A restarted worker
+ * thus takes over the connections queued for its dead predecessor, and a
+ * reload with unchanged listen addresses loses no queued connection.
+ *
+ * Workers are numbered 1..n; metrics slots alternate between two banks on
+ * each reload so that a draining old worker and its successor do not
+ * share a slot.
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "metrics.h"
+#include "spool.h"
+#include "worker.h"
+
+#define SUP_MAX_WORKERS 256
+#define SUP_RESTART_MIN_MS 200 /* a worker that dies at once is not respawned in a spin */
+#define SUP_KILL_GRACE_MS 5000
+
+struct sup_worker {
+	pid_t pid;
+	unsigned slot;     /* 1..n */
+	unsigned bank;     /* metrics bank */
+	bool draining;     /* old generation, will not be restarted */
+	long long started_ms;
+};
+
+static struct config *cur_cfg;
+static struct config *old_cfgs[8]; /* kept alive: draining workers are forks */
+static const char *cfg_path;
+static char *const *cfg_overrides;
+static size_t cfg_n_overrides;
+static int sockets[SUP_MAX_WORKERS][CONFIG_LISTEN_MAX];
+static unsigned n_slots;
+static struct sup_worker workers[SUP_MAX_WORKERS * 2];
+static size_t n_workers;
+static unsigned bank;
+static unsigned metric_slots_per_bank;
+static bool stopping;
+static long long stop_deadline_ms;
+static struct event_base *base;
+static struct event *restart_ev;
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned effective_workers(const struct config *cfg)
+{
+	unsigned n = cfg->workers;
+	if (n == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 0 ? (unsigned)cpus : 1;
+	}
+	return n > SUP_MAX_WORKERS ? SUP_MAX_WORKERS : n;
+}
+
+static int make_dir(const char *dir, const struct config *cfg)
+{
+	if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+		log_err("cannot create %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (cfg->user[0] && geteuid() == 0) {
+		struct passwd *pw = getpwnam(cfg->user);
+		if (!pw) {
+			log_err("unknown user '%s'", cfg->user);
+			return -1;
+		}
+		if (chown(dir, pw->pw_uid, pw->pw_gid) != 0) {
+			log_err("cannot chown %s: %s", dir, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int bind_slot(const struct config *cfg, unsigned slot)
+{
+	for (size_t i = 0; i < cfg->listen_count; i++) {
+		sockets[slot][i] = listener_bind(&cfg->listen[i]);
+		if (sockets[slot][i] < 0) {
+			log_err("cannot listen on %s: %s", cfg->listen[i].text,
+				strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void close_slot(unsigned slot, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		if (sockets[slot][i] >= 0)
+			close(sockets[slot][i]);
+}
+
+static int spawn(unsigned slot)
+{
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_err("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		/* The supervisor's loop is not the worker's: give it its own
+		 * kernel state (event_reinit) so that freeing it cannot touch
+		 * the parent's epoll set or signal handling. */
+		if (event_reinit(base) == 0)
+			event_base_free(base);
+		base = NULL;
+		/* Keep only this slot's sockets. */
+		for (unsigned s = 0; s < n_slots; s++)
+			if (s != slot - 1)
+				close_slot(s, cur_cfg->listen_count);
+		int code = worker_main(cur_cfg, bank * metric_slots_per_bank + slot,
+				       sockets[slot - 1], cur_cfg->listen_count);
+		_exit(code);
+	}
+	struct sup_worker *w = &workers[n_workers++];
+	w->pid = pid;
+	w->slot = slot;
+	w->bank = bank;
+	w->draining = false;
+	w->started_ms = mono_ms();
+	return 0;
+}
+
+static struct sup_worker *find_worker(pid_t pid)
+{
+	for (size_t i = 0; i < n_workers; i++)
+		if (workers[i].pid == pid)
+			return &workers[i];
+	return NULL;
+}
+
+static void forget_worker(struct sup_worker *w)
+{
+	*w = workers[--n_workers];
+}
+
+static bool slot_served(unsigned slot)
+{
+	for (size_t i = 0; i < n_workers; i++)
+		if (workers[i].slot == slot && !workers[i].draining)
+			return true;
+	return false;
+}
+
+static void respawn_missing(evutil_socket_t fd, short what, void *arg)
+{
+	if (stopping)
+		return;
+	for (unsigned s = 1; s <= n_slots; s++)
+		if (!slot_served(s) && spawn(s) != 0) {
+			struct timeval tv = {1, 0};
+			evtimer_add(restart_ev, &tv);
+			return;
+		}
+}
+
+static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
+{
+	int status;
+	pid_t pid;
+	bool restart = false;
+	long long delay = 0;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct sup_worker *w = find_worker(pid);
+		if (!w)
+			continue;
+		/* Leftover spill files of that process are unreferenced now. */
+		spool_clean_dir(cur_cfg->spool_dir, pid);
+		if (w->draining || stopping) {
+			log_info("worker pid=%d exited", (int)pid);
+		} else {
+			if (WIFSIGNALED(status))
+				log_err("worker %u pid=%d killed by signal %d; restarting",
+					w->slot, (int)pid, WTERMSIG(status));
+			else
+				log_err("worker %u pid=%d exited with status %d; restarting",
+					w->slot, (int)pid, WEXITSTATUS(status));
+			metrics_inc(METRIC_WORKER_RESTARTS);
+			long long age = mono_ms() - w->started_ms;
+			if (age < SUP_RESTART_MIN_MS)
+				delay = SUP_RESTART_MIN_MS * 5;
+			restart = true;
+		}
+		forget_worker(w);
+	}
+	if (stopping && n_workers == 0)
+		event_base_loopexit(base, NULL);
+	if (restart) {
+		struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+		evtimer_add(restart_ev, &tv);
+	}
+}
+
+static void stop_poll(evutil_socket_t fd, short what, void *arg)
+{
+	if (n_workers == 0) {
+		event_base_loopexit(base, NULL);
+		return;
+	}
+	if (mono_ms() > stop_deadline_ms) {
+		for (size_t i = 0; i < n_workers; i++)
+			kill(workers[i].pid, SIGKILL);
+	}
+	struct timeval tv = {0, 200000};
+	event_base_once(base, -1, EV_TIMEOUT, stop_poll, NULL, &tv);
+}
+
+static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (stopping)
+		return;
+	stopping = true;
+	log_info("supervisor: stopping %zu workers", n_workers);
+	for (size_t i = 0; i < n_workers; i++)
+		kill(workers[i].pid, SIGTERM);
+	stop_deadline_ms = mono_ms() + cur_cfg->shutdown_timeout_ms + SUP_KILL_GRACE_MS;
+	stop_poll(-1, 0, NULL);
+}
+
+static bool same_listen(const struct config *a, const struct config *b)
+{
+	if (a->listen_count != b->listen_count)
+		return false;
+	for (size_t i = 0; i < a->listen_count; i++)
+		if (strcmp(a->listen[i].text, b->listen[i].text) != 0)
+			return false;
+	return true;
+}
+
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (stopping)
+		return;
+	struct config *next = malloc(sizeof *next);
+	char err[512];
+	if (!next)
+		return;
+	if (config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, err, sizeof err) != 0) {
+		log_err("reload: %s; keeping the running configuration", err);
+		free(next);
+		return;
+	}
+	unsigned n = effective_workers(next);
+	if (n > metric_slots_per_bank)
+		n = metric_slots_per_bank;
+	if (!same_listen(cur_cfg, next)) {
+		/* New sockets; the old ones close once the old workers are gone
+		 * (their copies stay open in those processes). */
+		for (unsigned s = 0; s < n_slots; s++)
+			close_slot(s, cur_cfg->listen_count);
+		for (unsigned s = 0; s < n; s++)
+			if (bind_slot(next, s) != 0) {
+				log_err("reload: cannot bind the new listen addresses");
+				free(next);
+				return;
+			}
+	} else {
+		for (unsigned s = n_slots; s < n; s++)
+			if (bind_slot(next, s) != 0) {
+				free(next);
+				return;
+			}
+		for (unsigned s = n; s < n_slots; s++)
+			close_slot(s, cur_cfg->listen_count);
+	}
+	if (make_dir(next->spool_dir, next) != 0 || make_dir(next->state_dir, next) != 0) {
+		free(next);
+		return;
+	}
+	for (size_t i = 0; i < n_workers; i++) {
+		workers[i].draining = true;
+		kill(workers[i].pid, SIGTERM);
+	}
+	memmove(old_cfgs + 1, old_cfgs, sizeof old_cfgs - sizeof old_cfgs[0]);
+	old_cfgs[0] = cur_cfg;
+	cur_cfg = next;
+	n_slots = n;
+	bank ^= 1;
+	log_info("supervisor: configuration reloaded; starting %u workers", n);
+	for (unsigned s = 1; s <= n_slots; s++)
+		spawn(s);
+}
+
+int supervisor_run(struct config *cfg, const char *path,
+		   char *const *overrides, size_t n_overrides)
+{
+	cur_cfg = cfg;
+	cfg_path = path;
+	cfg_overrides = overrides;
+	cfg_n_overrides = n_overrides;
+	n_slots = effective_workers(cfg);
+	metric_slots_per_bank = n_slots < 64 ? 64 : n_slots;
+	if (make_dir(cfg->spool_dir, cfg) != 0 || make_dir(cfg->state_dir, cfg) != 0)
+		return 1;
+	spool_clean_dir(cfg->spool_dir, 0);
+	if (metrics_init(metric_slots_per_bank * 2) != 0) {
+		log_err("cannot map metrics");
+		return 1;
+	}
+	for (unsigned s = 0; s < n_slots; s++)
+		if (bind_slot(cfg, s) != 0)
+			return 1;
+	signal(SIGPIPE, SIG_IGN);
+	base = event_base_new();
+	if (!base)
+		return 1;
+	struct event *chld = evsignal_new(base, SIGCHLD, sigchld_cb, NULL);
+	struct event *term = evsignal_new(base, SIGTERM, sigterm_cb, NULL);
+	struct event *intr = evsignal_new(base, SIGINT, sigterm_cb, NULL);
+	struct event *hup = evsignal_new(base, SIGHUP, sighup_cb, NULL);
+	restart_ev = evtimer_new(base, respawn_missing, NULL);
+	if (!chld || !term || !intr || !hup || !restart_ev ||
+	    evsignal_add(chld, NULL) || evsignal_add(term, NULL) ||
+	    evsignal_add(intr, NULL) || evsignal_add(hup, NULL))
+		return 1;
+	if (cfg->metrics_enabled &&
+	    metrics_http_start(base, &cfg->metrics_listen) != 0) {
+		log_err("cannot serve metrics on %s", cfg->metrics_listen.text);
+		return 1;
+	}
+	log_info("sluice: starting %u workers, listening on %s%s, backend %s", n_slots,
+		 cfg->listen[0].text, cfg->listen_count > 1 ? " ..." : "",
+		 cfg->backend.text);
+	for (unsigned s = 1; s <= n_slots; s++)
+		if (spawn(s) != 0)
+			return 1;
+	event_base_dispatch(base);
+	log_info("sluice: stopped");
+	return 0;
+}

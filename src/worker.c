@@ -1,0 +1,145 @@
+/*
+ * worker: a worker process's main loop (see worker.h).
+ *
+ * Start-up (blocking calls allowed here only): TLS contexts, resolver,
+ * thread pool, backend pool, then privileges are dropped and the loop runs.
+ * SIGTERM drains: stop accepting, answer 421 to sessions that are not in a
+ * replay, let replays finish, exit when no session is left or after
+ * shutdown_timeout, whichever comes first. The supervisor handles reload
+ * by starting new workers and draining old ones, so a worker never
+ * re-reads its configuration.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "dns.h"
+#include "listener.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "session.h"
+#include "tls.h"
+#include "workq.h"
+
+#define WORKER_THREADS 2
+#define WORKER_DRAIN_POLL_MS 100
+
+struct worker *worker;
+
+static struct event *drain_ev;
+static long long drain_deadline_ms;
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void worker_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+	if (session_count() == 0 || mono_ms() >= drain_deadline_ms) {
+		if (session_count())
+			log_warn("worker: drain deadline passed with %u sessions open",
+				 session_count());
+		event_base_loopexit(worker->base, NULL);
+		return;
+	}
+	/* Sessions that finished a replay since: 421 them too. */
+	session_shutdown_all();
+	struct timeval tv = {0, WORKER_DRAIN_POLL_MS * 1000};
+	evtimer_add(drain_ev, &tv);
+}
+
+static void worker_term_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (worker->draining)
+		return;
+	worker->draining = true;
+	log_info("worker: draining %u sessions", session_count());
+	listener_stop();
+	session_shutdown_all();
+	drain_deadline_ms = mono_ms() + worker->cfg->shutdown_timeout_ms;
+	worker_drain_poll(-1, 0, NULL);
+}
+
+static int worker_drop_privileges(const struct config *cfg)
+{
+	if (!cfg->user[0] || geteuid() != 0)
+		return 0;
+	struct passwd *pw = getpwnam(cfg->user);
+	if (!pw) {
+		log_err("worker: unknown user '%s'", cfg->user);
+		return -1;
+	}
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 ||
+	    setuid(pw->pw_uid) != 0) {
+		log_err("worker: cannot become %s: %s", cfg->user, strerror(errno));
+		return -1;
+	}
+	/* Allow core dumps for post-mortems after the uid change. */
+	prctl(PR_SET_DUMPABLE, 1);
+	return 0;
+}
+
+int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
+		size_t n_listen)
+{
+	static struct worker w;
+	worker = &w;
+	w.cfg = cfg;
+	w.slot = slot;
+	metrics_use_slot(slot);
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() != 0) {
+		log_err("worker: libevent threads unavailable");
+		return 1;
+	}
+	w.base = event_base_new();
+	if (!w.base)
+		return 1;
+	if (cfg->tls_cert_file[0] && !(w.tls_server = tls_server_ctx(cfg)))
+		return 1;
+	if (cfg->backend_tls && !(w.tls_client = tls_client_ctx(cfg)))
+		return 1;
+	if (!(w.dns = dns_new(w.base, cfg))) {
+		log_err("worker: cannot set up DNS");
+		return 1;
+	}
+	if (!(w.workq = workq_new(w.base, WORKER_THREADS))) {
+		log_err("worker: cannot start threads");
+		return 1;
+	}
+	if (worker_drop_privileges(cfg) != 0)
+		return 1;
+	if (!(w.pool = pool_new()))
+		return 1;
+	if (listener_start(w.base, listen_fds, n_listen) != 0) {
+		log_err("worker: cannot listen");
+		return 1;
+	}
+	struct event *term = evsignal_new(w.base, SIGTERM, worker_term_cb, NULL);
+	drain_ev = evtimer_new(w.base, worker_drain_poll, NULL);
+	if (!term || !drain_ev || evsignal_add(term, NULL) != 0)
+		return 1;
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */
+	log_info("worker %u: ready pid=%d", slot, (int)getpid());
+	event_base_dispatch(w.base);
+	pool_shutdown(w.pool);
+	workq_free(w.workq);
+	log_info("worker %u: exit", slot);
+	return 0;
+}

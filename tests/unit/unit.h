@@ -1,0 +1,56 @@
+/*
+ * unit.h: small helpers shared by the cmocka unit tests. Header-only,
+ * everything static inline so each test binary stays one translation unit.
+ */
+#ifndef SLUICE_UNIT_H
+#define SLUICE_UNIT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+/* A byte-string literal with its length, embedded NULs included. */
+#define UNIT_BYTES(s) (s), (sizeof(s) - 1)
+
+#define UNIT_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* C-escape up to cap-1 bytes of b into buf for failure messages. */
+static inline const char *unit_escape(char *buf, size_t cap, const char *b,
+				      size_t len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 5 < cap; i++) {
+		unsigned char c = (unsigned char)b[i];
+		if (c == '\r')
+			o += (size_t)snprintf(buf + o, cap - o, "\\r");
+		else if (c == '\n')
+			o += (size_t)snprintf(buf + o, cap - o, "\\n");
+		else if (c == '\\')
+			o += (size_t)snprintf(buf + o, cap - o, "\\\\");
+		else if (c < 0x20 || c >= 0x7f)
+			o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o < cap ? o : cap - 1] = '\0';
+	return buf;
+}
+
+/* memmem without relying on _GNU_SOURCE being set by the build. */
+static inline const char *unit_find(const char *hay, size_t hlen,
+				    const char *needle, size_t nlen)
+{
+	if (nlen == 0)
+		return hay;
+	for (size_t i = 0; i + nlen <= hlen; i++)
+		if (memcmp(hay + i, needle, nlen) == 0)
+			return hay + i;
+	return NULL;
+}
+
+#endif
