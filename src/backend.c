@@ -275,7 +275,9 @@ bool backend_idle(const struct backend *b)
 
 static void backend_quit_reply(void *arg, const struct smtp_reply *r)
 {
-	backend_destroy(arg);
+	/* Wait for the server to close its end (EOF, or the QUIT bound):
+	 * until then the connection still counts against the pool's cap as
+	 * the server sees it. */
 }
 
 void backend_close(struct backend *b, bool polite)

@@ -88,6 +88,16 @@ int metrics_init(unsigned nworkers)
 	return 0;
 }
 
+void metrics_clear_gauges(unsigned slot)
+{
+	if (!metrics_slots || slot >= metrics_nslots)
+		return;
+	long long *v = metrics_slots + (size_t)slot * METRIC_COUNT;
+	for (int i = 0; i < METRIC_COUNT; i++)
+		if (!metrics_descs[i].counter)
+			__atomic_store_n(&v[i], 0, __ATOMIC_RELAXED);
+}
+
 void metrics_use_slot(unsigned slot)
 {
 	/* Out of range is a programming error; keep writing where we did

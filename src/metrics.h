@@ -56,6 +56,10 @@ int metrics_init(unsigned nworkers);
  * zeroed for gauges (a restarted worker starts with nothing open). */
 void metrics_use_slot(unsigned slot);
 
+/* In the supervisor when a worker has exited: its gauges (sessions open,
+ * pool connections) are no longer true; its counters stay in the sums. */
+void metrics_clear_gauges(unsigned slot);
+
 void metrics_add(enum metric_id id, long long delta);
 static inline void metrics_inc(enum metric_id id) { metrics_add(id, 1); }
 long long metrics_get(enum metric_id id); /* sum over slots */

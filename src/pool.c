@@ -28,7 +28,7 @@
 
 #define POOL_BACKOFF_MIN_MS 100
 #define POOL_BACKOFF_MAX_MS 10000
-#define POOL_MAX_USES 100   /* recycle: Postfix's counters reset only on mail */
+#define POOL_MAX_USES 50    /* recycle well before Postfix's junk-command limit (100 RSETs) */
 #define POOL_MAX_ERRORS 5   /* below smtpd_soft_error_limit (10) */
 
 struct pool {

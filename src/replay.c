@@ -180,14 +180,30 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 {
 	struct replay *r = arg;
 	if (reply->code != 250) {
-		log_warn("replay: session=%llu EHLO after XCLIENT answered %d %.200s",
+		/* The server refused the client's HELO name under the client's
+		 * identity: that is its access decision, relayed as it is. */
+		log_info("replay: session=%llu EHLO after XCLIENT answered %d %.200s",
 			 r->id->session_id, reply->code, reply->text);
-		replay_fail(r, REPLY_XCLIENT_FAILED);
+		replay_keep(r, reply);
+		replay_finish(r, false);
 		return;
 	}
 	backend_take_caps(r->b, reply);
 	r->b->identity = r->id->session_id;
 	replay_envelope(r);
+}
+
+/* Whether the client's HELO can go on an EHLO line as it is: printable
+ * ASCII, no spaces, within the domain limit. Otherwise the server gets our
+ * name on EHLO and the client's (xtext) in XCLIENT HELO= only. */
+static bool ehlo_name_usable(const char *helo)
+{
+	if (!helo || !*helo || strlen(helo) > SMTP_DOMAIN_MAX)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)helo; *p; p++)
+		if (*p <= ' ' || *p >= 0x7f)
+			return false;
+	return true;
 }
 
 static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
@@ -201,8 +217,13 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 	}
 	if (--r->owed > 0)
 		return;
+	/* XCLIENT starts a new session on the server, and the EHLO that
+	 * follows sets the HELO name it records: it must be the client's own
+	 * (HOSTILE 14, 26), or the server's Received header would name us. */
+	const char *helo = ehlo_name_usable(r->id->helo) ? r->id->helo
+							 : worker->cfg->myhostname;
 	char line[SMTP_CMD_LINE_MAX];
-	int n = snprintf(line, sizeof line, "EHLO %s", worker->cfg->myhostname);
+	int n = snprintf(line, sizeof line, "EHLO %s", helo);
 	replay_send(r, line, (size_t)n, true, 0, replay_ehlo_reply);
 }
 

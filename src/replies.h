@@ -21,6 +21,7 @@
 	X(TLS_GO, 220, "2.0.0", "Ready to start TLS")                          \
 	X(TLS_NOT_OFFERED, 502, "5.5.1", "Error: command not implemented")     \
 	X(TLS_ACTIVE, 554, "5.5.1", "Error: TLS already active")               \
+	X(STARTTLS_SYNTAX, 501, "5.5.4", "Syntax: STARTTLS")                   \
 	X(TLS_LOCAL_PROBLEM, 454, "4.7.0", "TLS not available due to local problem") \
 	X(NOT_IMPLEMENTED, 502, "5.5.1", "Error: command not implemented")     \
 	X(UNKNOWN_COMMAND, 500, "5.5.2", "Error: command not recognized")      \

@@ -189,6 +189,32 @@ static void session_schedule_free(struct session *s)
 	event_active(reap_ev, 0, 0);
 }
 
+/* Bytes still to go to the client: with TLS, the filter's buffer and the
+ * socket's under it. */
+static size_t session_output_pending(const struct session *s)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+	if (under)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+/* CLOSING: free once the last reply is out, or at the flush deadline. The
+ * TLS filter reports its own buffer empty before the socket's is, so this
+ * polls briefly instead of trusting the write callback alone. */
+static void session_flush_check(struct session *s)
+{
+	struct timeval now;
+	event_base_gettimeofday_cached(worker->base, &now);
+	if (session_output_pending(s) == 0 || timercmp(&now, &s->flush_deadline, >)) {
+		session_schedule_free(s);
+		return;
+	}
+	struct timeval tv = {0, 20000};
+	event_add(s->defer_ev, &tv);
+}
+
 void session_close(struct session *s, const char *outcome)
 {
 	if (s->state == SESSION_CLOSING)
@@ -206,13 +232,12 @@ void session_close(struct session *s, const char *outcome)
 	}
 	session_txn_free(s);
 	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
-		session_schedule_free(s);
-		return;
-	}
-	struct timeval tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
+	struct timeval now, tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
+	event_base_gettimeofday_cached(worker->base, &now);
+	timeradd(&now, &tv, &s->flush_deadline);
 	bufferevent_set_timeouts(s->bev, NULL, &tv);
 	bufferevent_enable(s->bev, EV_WRITE);
+	session_flush_check(s);
 }
 
 void session_error(struct session *s)
@@ -267,7 +292,11 @@ void session_set_busy(struct session *s, bool busy)
 
 static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	session_input(arg);
+	struct session *s = arg;
+	if (s->state == SESSION_CLOSING)
+		session_flush_check(s);
+	else
+		session_input(s);
 }
 
 void session_resume(struct session *s)
@@ -359,7 +388,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 	if (s->state == SESSION_CLOSING) {
-		session_schedule_free(s);
+		session_flush_check(s);
 		return;
 	}
 	if (s->quit) {

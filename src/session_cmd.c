@@ -65,8 +65,9 @@ static const struct cmd_def cmd_table[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_QUIT] = {SMTP_VERB_QUIT, ST_ANY, CMD_ENDS_GROUP, cmd_quit},
 	[SMTP_VERB_VRFY] = {SMTP_VERB_VRFY, ST_ANY, 0, cmd_vrfy},
 	[SMTP_VERB_HELP] = {SMTP_VERB_HELP, ST_ANY, 0, cmd_help},
-	[SMTP_VERB_STARTTLS] = {SMTP_VERB_STARTTLS, ST(INIT) | ST(READY),
-				CMD_ENDS_GROUP, cmd_starttls},
+	/* Ends a group, but what follows it is discarded (session_tls), as
+	 * Postfix does, rather than refused: the TLS client then goes on. */
+	[SMTP_VERB_STARTTLS] = {SMTP_VERB_STARTTLS, ST_ANY, 0, cmd_starttls},
 	[SMTP_VERB_EXPN] = {SMTP_VERB_EXPN, ST_ANY, 0, cmd_refused},
 	[SMTP_VERB_XCLIENT] = {SMTP_VERB_XCLIENT, ST_ANY, 0, cmd_refused},
 	[SMTP_VERB_XFORWARD] = {SMTP_VERB_XFORWARD, ST_ANY, 0, cmd_refused},
@@ -93,8 +94,6 @@ static enum reply_id cmd_wrong_state(const struct session *s, enum smtp_verb v)
 		if (s->state == SESSION_MAIL && s->txn && s->txn->rcpts_tried > 0)
 			return REPLY_NO_VALID_RCPT;
 		return s->state == SESSION_MAIL ? REPLY_NEED_RCPT : REPLY_NEED_MAIL;
-	case SMTP_VERB_STARTTLS:
-		return s->tls ? REPLY_TLS_ACTIVE : REPLY_NESTED_MAIL;
 	default:
 		return REPLY_BAD_SYNTAX;
 	}
@@ -410,7 +409,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (cmd->arg_len) {
-		session_reply(s, REPLY_BAD_SYNTAX);
+		session_reply(s, REPLY_STARTTLS_SYNTAX);
 		session_error(s);
 		return;
 	}

@@ -66,6 +66,7 @@ struct session {
 	struct txn *txn;
 	struct event *defer_ev; /* resume input on the next loop turn */
 	struct timeval started;
+	struct timeval flush_deadline; /* CLOSING: free by then at the latest */
 	bool busy;              /* waiting for a replay, DNS or TLS */
 	bool wait_dns;          /* a replay waits for the PTR result */
 	bool tls;

@@ -193,6 +193,7 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 			continue;
 		/* Leftover spill files of that process are unreferenced now. */
 		spool_clean_dir(cur_cfg->spool_dir, pid);
+		metrics_clear_gauges(w->bank * metric_slots_per_bank + w->slot);
 		if (w->draining || stopping) {
 			log_info("worker pid=%d exited", (int)pid);
 		} else {
@@ -316,7 +317,7 @@ int supervisor_run(struct config *cfg, const char *path,
 	cfg_overrides = overrides;
 	cfg_n_overrides = n_overrides;
 	n_slots = effective_workers(cfg);
-	metric_slots_per_bank = n_slots < 64 ? 64 : n_slots;
+	metric_slots_per_bank = n_slots < 64 ? 64 : n_slots + 1;
 	if (make_dir(cfg->spool_dir, cfg) != 0 || make_dir(cfg->state_dir, cfg) != 0)
 		return 1;
 	spool_clean_dir(cfg->spool_dir, 0);

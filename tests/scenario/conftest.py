@@ -180,7 +180,8 @@ def sluice_settings(workdir, dns, tls_cert):
 
 
 @pytest.fixture
-def sluice(request, workdir, dns, tls_cert):
+def sluice(request, workdir, dns, tls_cert, postfix):
+    # Depends on postfix so that sluice is always stopped before Postfix.
     started = []
 
     def make(pf, pool=4, tls=False, overrides=(), **settings):
