@@ -41,7 +41,7 @@ awk '
 		else { np[k]++; p[k, np[k]] = f["msgps"]; r[k, np[k]] = f["msgps"] / last[k]
 		       c[k, np[k]] = f["sluice_cpu_us_per_msg"] } }
 	END {
-		print "| size | sessions | workers | pool | direct msg/s | proxied msg/s | proxied/direct | sluice CPU µs/msg | all delivered |"
+		print "| size | sessions | workers | pool | direct msg/s (min–max) | proxied msg/s (min–max) | proxied/direct | sluice CPU µs/msg | all delivered |"
 		print "|---:|---:|---:|---:|---:|---:|---:|---:|:---|"
 		for (i = 1; i <= nk; i++) {
 			k = order[i]; split(k, a, " ")
@@ -50,9 +50,11 @@ awk '
 			delete x; for (j = 1; j <= np[k]; j++) x[j] = r[k, j]; mr = median(x, np[k])
 			delete x; for (j = 1; j <= np[k]; j++) x[j] = c[k, j]; mc = median(x, np[k])
 			sz = a[1] >= 1024 ? sprintf("%d KiB", a[1] / 1024) : a[1] " B"
-			rng = ""; lo = hi = p[k, 1]
+			dlo = dhi = d[k, 1]
+			for (j = 2; j <= nd[k]; j++) { if (d[k, j] < dlo) dlo = d[k, j]; if (d[k, j] > dhi) dhi = d[k, j] }
+			lo = hi = p[k, 1]
 			for (j = 2; j <= np[k]; j++) { if (p[k, j] < lo) lo = p[k, j]; if (p[k, j] > hi) hi = p[k, j] }
-			printf "| %s | %d | %d | %d | %.0f | %.0f (%d–%d) | %.2f | %.0f | %s |\n",
-				sz, a[2], a[3], a[4], md, mp, lo, hi, mr, mc,
-				bad[k] ? "NO (" bad[k] " runs)" : "yes (" nd[k] "×" np[k] " runs)" } }' "$out"
+			printf "| %s | %d | %d | %d | %.0f (%d–%d) | %.0f (%d–%d) | %.2f | %.0f | %s |\n",
+				sz, a[2], a[3], a[4], md, dlo, dhi, mp, lo, hi, mr, mc,
+				bad[k] ? "NO (" bad[k] " of " nd[k] + np[k] " runs failed)" : "yes (" nd[k] " + " np[k] " runs)" } }' "$out"
 exit "$status"

@@ -26,9 +26,15 @@ run_one() {
 }
 set --
 for f in build-fuzz/fuzz_*; do
-	case $f in *.log|*-*) continue ;; esac
-	[ -x "$f" ] && set -- "$@" "$(basename "$f")"
+	n=$(basename "$f")
+	case $n in *.log|*-*|*.*) continue ;; esac
+	[ -f "$f" ] && [ -x "$f" ] && set -- "$@" "$n"
 done
+if [ $# -eq 0 ]; then
+	echo "fuzz: no targets built" >&2
+	exit 1
+fi
+echo "fuzz: $# targets, ${secs}s each"
 # two at a time: the machines have two cores
 while [ $# -gt 0 ]; do
 	a=$1; shift
