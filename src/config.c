@@ -149,9 +149,64 @@ static const struct config_setting config_settings[] = {
 	       "Message bytes held in memory per worker"),
 	S_UINT(smtpd_hard_error_limit, 1, 1000, "20",
 	       "Errors per session before it is disconnected"),
+	S_STR(dnsbl_sites, CF_EMPTY, "",
+	      "DNS block and allow lists, postscreen syntax: site[=filter][*weight], ..."),
+	S_DUR(greet_wait, 0, 5 * MINUTE, "6s",
+	      "Wait before the greeting for clients without a pass; talkers are flagged"),
+	S_UINT(shape_threshold, 1, 1000000, "3",
+	       "Score at which a session is shaped"),
+	S_UINT(reject_threshold, 0, 1000000, "0",
+	       "Score at which a client gets 554 5.7.1 after its greeting; 0: never"),
+	S_UINT(shape_rate, 1, 1000000, "5",
+	       "Bytes per second, each way, for a shaped session"),
+	S_DUR(shape_time, 0, 1 * DAY, "90s",
+	      "Longest total time one session is held back by shaping"),
+	S_DUR(pass_ttl, 0, 365 * DAY, "1d",
+	      "A client that passed is not held or shaped again for this long"),
+	S_DUR(reputation_halflife, 1, 365 * DAY, "7d",
+	      "Half-life of local reputation evidence"),
+	S_STR(cidr_allow_file, CF_EMPTY, "",
+	      "File of networks never shaped; empty: none"),
+	S_STR(cidr_deny_file, CF_EMPTY, "",
+	      "File of networks always shaped (weight_deny); empty: none"),
+	S_UINT(weight_ptr_missing, 0, 1000, "1", "Score for a client without PTR"),
+	S_UINT(weight_ptr_unconfirmed, 0, 1000, "1",
+	       "Score for a PTR whose name does not resolve back to the client"),
+	S_UINT(weight_ptr_generic, 0, 1000, "1",
+	       "Score for a generic or dynamic-looking PTR name"),
+	S_UINT(weight_pregreet, 0, 1000, "3",
+	       "Score for talking before the greeting"),
+	S_UINT(weight_helo, 0, 1000, "1",
+	       "Score for a bad HELO (foreign literal, not a FQDN, our name, localhost)"),
+	S_UINT(weight_pipelining, 0, 1000, "3",
+	       "Score for commands pipelined without PIPELINING"),
+	S_UINT(weight_bare_newline, 0, 1000, "2", "Score for bare LF or CR"),
+	S_UINT(weight_non_smtp, 0, 1000, "3",
+	       "Score for HTTP or other non-SMTP commands"),
+	S_UINT(weight_errors, 0, 1000, "1",
+	       "Score for a session with several protocol errors"),
+	S_UINT(weight_deny, 0, 1000000, "100",
+	       "Score for a client in cidr_deny_file"),
+	S_UINT(weight_reputation, 0, 1000, "3",
+	       "Score for the worst local reputation (scaled down for better ones)"),
 };
 
 #define N_SETTINGS (sizeof config_settings / sizeof config_settings[0])
+
+size_t config_setting_count(void)
+{
+	return N_SETTINGS;
+}
+
+const char *config_setting_name(size_t i)
+{
+	return i < N_SETTINGS ? config_settings[i].name : NULL;
+}
+
+const char *config_setting_default(size_t i)
+{
+	return i < N_SETTINGS ? config_settings[i].def : NULL;
+}
 
 /* ---- value parsers (pure) ---------------------------------------------- */
 

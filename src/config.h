@@ -61,6 +61,29 @@ struct config {
 	unsigned long long message_memory_max; /* 256k: spill beyond */
 	unsigned long long memory_limit;       /* 512M: buffered per worker */
 	unsigned smtpd_hard_error_limit;       /* 20 */
+
+	/* classification and shaping */
+	char dnsbl_sites[2048];        /* postscreen syntax; "" = none */
+	long greet_wait_ms;            /* 6s for unknown clients */
+	unsigned shape_threshold;      /* 3 */
+	unsigned reject_threshold;     /* 0 = off */
+	unsigned shape_rate;           /* 5 bytes per second */
+	long shape_time_ms;            /* total hold-back per session */
+	long pass_ttl_ms;              /* 1d */
+	long reputation_halflife_ms;   /* 7d */
+	char cidr_allow_file[512];
+	char cidr_deny_file[512];
+	unsigned weight_ptr_missing;     /* 1 */
+	unsigned weight_ptr_unconfirmed; /* 1 */
+	unsigned weight_ptr_generic;     /* 1 */
+	unsigned weight_pregreet;        /* 3 */
+	unsigned weight_helo;            /* 1 */
+	unsigned weight_pipelining;      /* 3 */
+	unsigned weight_bare_newline;    /* 2 */
+	unsigned weight_non_smtp;        /* 3 */
+	unsigned weight_errors;          /* 1 */
+	unsigned weight_deny;            /* 100 */
+	unsigned weight_reputation;      /* 3: at the worst reputation */
 };
 
 /* Defaults in *cfg; myhostname from gethostname(). */
@@ -79,6 +102,12 @@ int config_load(struct config *cfg, const char *path,
 
 /* Prints "name = value" for every setting that differs from its default. */
 void config_print_nondefault(const struct config *cfg, FILE *out);
+
+/* The settings table, for tests and docs: name and default text of
+ * setting i (default NULL when computed at start-up, e.g. myhostname). */
+size_t config_setting_count(void);
+const char *config_setting_name(size_t i);
+const char *config_setting_default(size_t i);
 
 /* Parsers shared with tests; return 0 or -1. */
 int config_parse_duration_ms(const char *s, long *ms);
