@@ -6,8 +6,9 @@
 #   bench/matrix.sh                        all configurations
 #   MSGS=5000 REPS=3 POOL=8 SIZES="4096 102400" SESSIONS="20 100" WORKERS_LIST="1 2"
 #   NODELAY=1 SLUICE=./sluice             passed on to throughput.sh
+#   BENCH=bench/throughput-postfix.py     real Postfix backend (XCLIENT_ALL=1 too)
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 msgs=${MSGS:-5000}
 reps=${REPS:-3}
 sizes=${SIZES:-4096 102400}
@@ -19,7 +20,7 @@ status=0
 for size in $sizes; do
 	for s in $sessions_list; do
 		for w in $workers_list; do
-			WORKERS=$w REPS=$reps bench/throughput.sh "$msgs" "$s" "$size" \
+			WORKERS=$w REPS=$reps ${BENCH:-bench/throughput.sh} "$msgs" "$s" "$size" \
 				>>"$out" 2>>"$out.stderr" || status=1
 			tail -n 4 "$out" >&2
 		done

@@ -32,7 +32,7 @@
 #                      would; without it every session waits dns_timeout
 #   sluice             listen -> smtp-sink, backend_pool_size=$POOL
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 msgs=${1:-5000}
 sessions=${2:-20}
@@ -52,13 +52,13 @@ done
 
 dir=$(mktemp -d /tmp/sluice-bench.XXXXXX) || exit 2
 chmod 755 "$dir"
-sink_pid= sluice_pid= dns_pid=
+sink_pid='' sluice_pid='' dns_pid=''
 
 stop_pid() { # pid: TERM, wait at most 10 s, then KILL
-	local pid=$1 i
+	local pid=$1
 	[ -n "$pid" ] || return 0
 	kill -TERM "$pid" 2>/dev/null || return 0
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
 		sleep 0.1
 	done
@@ -80,8 +80,8 @@ trap 'exit 130' INT TERM
 # the ones already taken by this run.
 taken=" "
 free_port() {
-	local p i
-	for i in $(seq 200); do
+	local p
+	for _ in $(seq 200); do
 		p=$((20000 + RANDOM % 40000))
 		case "$taken" in *" $p "*) continue ;; esac
 		[ -z "$(ss -Htuan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] || continue
@@ -93,8 +93,7 @@ free_port() {
 }
 port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 wait_port() { # port what pid: at most 10 s
-	local i
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		port_open "$1" && return 0
 		kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $dir)"
 		sleep 0.1
@@ -167,10 +166,11 @@ failed=0
 
 # run MODE PORT REP: one smtp-source run; prints one key=value line
 run() {
-	local mode=$1 port=$2 rep=$3 before after start end rc sent=- cpu0 cpu1 i
+	local mode=$1 port=$2 rep=$3 before after start end rc sent=- cpu0 cpu1
 	local out="$dir/source.$mode.$rep"
 	before=$(sink_mesg)
-	local sent_before=$(grep -c 'status=sent' "$dir/sluice.log")
+	local sent_before
+	sent_before=$(grep -c 'status=sent' "$dir/sluice.log")
 	cpu0=$(sluice_cpu)
 	start=$(date +%s.%N)
 	timeout "$run_timeout" /usr/sbin/smtp-source -s "$sessions" -m "$msgs" \
@@ -180,7 +180,7 @@ run() {
 	end=$(date +%s.%N)
 	cpu1=$(sluice_cpu)
 	# smtp-sink updates its counter right after answering "."; allow it 5 s.
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		after=$(sink_mesg)
 		[ $((after - before)) -ge "$msgs" ] && break
 		sleep 0.1

@@ -19,6 +19,8 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -465,6 +467,14 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct backend *b = arg;
 	if (what & BEV_EVENT_CONNECTED) {
 		bufferevent_setwatermark(bev, EV_WRITE, BACKEND_OUT_LOWAT, 0);
+		/* The final "." of a body is a short segment right after large
+		 * ones: with Nagle it waits for the server's delayed ACK
+		 * (40 ms per message, measured in bench/). Every write here is
+		 * a whole command or a body chunk, so nothing is gained by
+		 * coalescing. Best effort: fails harmlessly on unix sockets. */
+		int on = 1;
+		(void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &on,
+				 sizeof on);
 		return;
 	}
 	if (b->state == BACKEND_CLOSING) {

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dnsbl.h"
 
 enum config_type {
 	CT_ENDPOINT_LIST,
@@ -60,6 +61,7 @@ enum config_type {
 #define CF_PORT53 0x04   /* endpoint port optional, defaults to 53 */
 #define CF_ENABLES 0x08  /* endpoint: bool at aux = "value not empty" */
 #define CF_HOSTNAME 0x10 /* string is a host name */
+#define CF_DNSBL 0x20    /* string is postscreen dnsbl_sites syntax */
 
 struct config_setting {
 	const char *name;
@@ -149,7 +151,7 @@ static const struct config_setting config_settings[] = {
 	       "Message bytes held in memory per worker"),
 	S_UINT(smtpd_hard_error_limit, 1, 1000, "20",
 	       "Errors per session before it is disconnected"),
-	S_STR(dnsbl_sites, CF_EMPTY, "",
+	S_STR(dnsbl_sites, CF_EMPTY | CF_DNSBL, "",
 	      "DNS block and allow lists, postscreen syntax: site[=filter][*weight], ..."),
 	S_DUR(greet_wait, 0, 5 * MINUTE, "6s",
 	      "Wait before the greeting for clients without a pass; talkers are flagged"),
@@ -586,6 +588,22 @@ static bool config_is_hostname(const char *v)
 	return true;
 }
 
+/* Checks a dnsbl_sites value so a mistake is reported with its place; the
+ * value is parsed again where the lists are used. */
+static int config_check_dnsbl(const char *value, char *what, size_t cap)
+{
+	char why[256];
+	struct dnsbl_list *list = malloc(sizeof *list);
+
+	if (!list)
+		return config_fail(what, cap, "out of memory checking dnsbl_sites");
+	int rc = dnsbl_parse(value, strlen(value), list, why, sizeof why);
+	free(list);
+	if (rc != 0)
+		return config_fail(what, cap, "bad dnsbl_sites: %s", why);
+	return 0;
+}
+
 static int config_set_list(struct config *cfg, const struct config_setting *s,
 			   const char *value, char *what, size_t cap)
 {
@@ -682,6 +700,8 @@ static int config_set(struct config *cfg, const struct config_setting *s,
 		if ((s->flags & CF_HOSTNAME) && !config_is_hostname(value))
 			return config_fail(what, cap, "bad host name '%s' for %s", value,
 					   s->name);
+		if ((s->flags & CF_DNSBL) && config_check_dnsbl(value, what, cap) != 0)
+			return -1;
 		memcpy(field, value, strlen(value) + 1);
 		return 0;
 	case CT_SIZE:

@@ -15,14 +15,16 @@ struct dns_ptr;
 
 enum dns_name_status {
 	DNS_NAME_OK,          /* forward-confirmed name */
-	DNS_NAME_UNAVAILABLE, /* no PTR, or PTR not confirmed, or bad syntax */
+	DNS_NAME_UNAVAILABLE, /* no PTR, or a PTR name of bad syntax */
+	DNS_NAME_UNCONFIRMED, /* PTR name that does not resolve back */
 	DNS_NAME_TEMPFAIL,    /* timeout or server failure */
 };
 
 #define DNS_NAME_MAX 255
 
-/* name is the confirmed name for DNS_NAME_OK, else "". Called on the loop,
- * never from inside dns_ptr_start. */
+/* name: the confirmed name for DNS_NAME_OK, the unconfirmed PTR name for
+ * DNS_NAME_UNCONFIRMED (a signal only: never to be trusted), else "".
+ * Called on the loop, never from inside dns_ptr_start. */
 typedef void (*dns_ptr_cb)(enum dns_name_status st, const char *name,
 			   void *arg);
 

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "log.h"
 #include "session.h"
+#include "throttle.h"
 
 #define LISTENER_BACKLOG 4096
 #define LISTENER_PAUSE_MS 1000
@@ -38,6 +39,7 @@ int listener_bind(const struct endpoint *ep)
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
 	    (fam == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) != 0) ||
+	    throttle_listener(fd) != 0 ||
 	    bind(fd, (const struct sockaddr *)&ep->ss, ep->len) != 0 ||
 	    listen(fd, LISTENER_BACKLOG) != 0) {
 		int e = errno;

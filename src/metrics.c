@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -161,10 +162,21 @@ static void metrics_page_cb(struct evhttp_request *req, void *arg)
 	}
 	for (int i = 0; i < METRIC_COUNT; i++) {
 		const struct metrics_desc *d = &metrics_descs[i];
-		if (evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n",
-					d->name, d->help, d->name,
-					d->counter ? "counter" : "gauge",
-					d->name, metrics_get((enum metric_id)i)) < 0) {
+		/* Labelled series ("name{phase=...}") of one metric follow each
+		 * other in the table and share one HELP/TYPE header. */
+		int base = (int)strcspn(d->name, "{");
+		const char *prev = i ? metrics_descs[i - 1].name : "";
+		bool same = i && strncmp(prev, d->name, (size_t)base) == 0 &&
+			    (prev[base] == '{' || prev[base] == 0);
+		if (!same && evbuffer_add_printf(b, "# HELP %.*s %s\n# TYPE %.*s %s\n",
+						 base, d->name, d->help, base, d->name,
+						 d->counter ? "counter" : "gauge") < 0) {
+			evbuffer_free(b);
+			evhttp_send_error(req, HTTP_INTERNAL, NULL);
+			return;
+		}
+		if (evbuffer_add_printf(b, "%s %lld\n", d->name,
+					metrics_get((enum metric_id)i)) < 0) {
 			evbuffer_free(b);
 			evhttp_send_error(req, HTTP_INTERNAL, NULL);
 			return;

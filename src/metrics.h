@@ -41,7 +41,36 @@ struct endpoint;
 	X(BARE_NEWLINES, "sluice_bare_newlines_total", "Bare LF or CR seen from clients", 1) \
 	X(DNS_QUERIES, "sluice_dns_queries_total", "DNS queries sent", 1)    \
 	X(DNS_FAILURES, "sluice_dns_failures_total", "DNS queries timed out or failed", 1) \
-	X(WORKER_RESTARTS, "sluice_worker_restarts_total", "Workers restarted after dying", 1)
+	X(WORKER_RESTARTS, "sluice_worker_restarts_total", "Workers restarted after dying", 1) \
+	X(SIGNAL_DNSBL, "sluice_signals_total{signal=\"DNSBL\"}", "Classification signals seen", 1) \
+	X(SIGNAL_DNSWL, "sluice_signals_total{signal=\"DNSWL\"}", "", 1) \
+	X(SIGNAL_NOPTR, "sluice_signals_total{signal=\"NOPTR\"}", "", 1) \
+	X(SIGNAL_PTRUNCONFIRMED, "sluice_signals_total{signal=\"PTRUNCONFIRMED\"}", "", 1) \
+	X(SIGNAL_PTRGENERIC, "sluice_signals_total{signal=\"PTRGENERIC\"}", "", 1) \
+	X(SIGNAL_PREGREET, "sluice_signals_total{signal=\"PREGREET\"}", "", 1) \
+	X(SIGNAL_HELO, "sluice_signals_total{signal=\"HELO\"}", "", 1) \
+	X(SIGNAL_PIPELINING, "sluice_signals_total{signal=\"PIPELINING\"}", "", 1) \
+	X(SIGNAL_BARENEWLINE, "sluice_signals_total{signal=\"BARENEWLINE\"}", "", 1) \
+	X(SIGNAL_NONSMTP, "sluice_signals_total{signal=\"NONSMTP\"}", "", 1) \
+	X(SIGNAL_ERRORS, "sluice_signals_total{signal=\"ERRORS\"}", "", 1) \
+	X(SIGNAL_DENYLIST, "sluice_signals_total{signal=\"DENYLIST\"}", "", 1) \
+	X(SIGNAL_ALLOWLIST, "sluice_signals_total{signal=\"ALLOWLIST\"}", "", 1) \
+	X(SIGNAL_REPUTATION, "sluice_signals_total{signal=\"REPUTATION\"}", "", 1) \
+	X(SIGNAL_PASS, "sluice_signals_total{signal=\"PASS\"}", "", 1) \
+	X(SHAPED, "sluice_shaped_sessions_total", "Sessions shaped", 1) \
+	X(SHAPED_ACTIVE, "sluice_shaped_sessions", "Sessions being shaped now", 0) \
+	X(SHAPED_DELIVERIES, "sluice_shaped_deliveries_total", "Messages delivered from sessions that were shaped", 1) \
+	X(REJECTED_CLIENTS, "sluice_rejected_clients_total", "Sessions at reject_threshold", 1) \
+	X(EARLY_CLOSE, "sluice_early_close_total", "Messages not replayed: the client closed before its reply", 1) \
+	X(HANGUP_GREETING, "sluice_shaped_hangups_total{phase=\"greeting\"}", "Shaped sessions that hung up, by phase", 1) \
+	X(HANGUP_HELO, "sluice_shaped_hangups_total{phase=\"helo\"}", "", 1) \
+	X(HANGUP_MAIL, "sluice_shaped_hangups_total{phase=\"mail\"}", "", 1) \
+	X(HANGUP_RCPT, "sluice_shaped_hangups_total{phase=\"rcpt\"}", "", 1) \
+	X(HANGUP_DATA, "sluice_shaped_hangups_total{phase=\"data\"}", "", 1) \
+	X(HANGUP_0_10, "sluice_shaped_hangups_by_time_total{seconds=\"0-10\"}", "Shaped sessions that hung up, by time shaped", 1) \
+	X(HANGUP_10_30, "sluice_shaped_hangups_by_time_total{seconds=\"10-30\"}", "", 1) \
+	X(HANGUP_30_60, "sluice_shaped_hangups_by_time_total{seconds=\"30-60\"}", "", 1) \
+	X(HANGUP_60_PLUS, "sluice_shaped_hangups_by_time_total{seconds=\"60+\"}", "", 1)
 
 enum metric_id {
 #define METRIC_ENUM(name, m, h, c) METRIC_##name,

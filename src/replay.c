@@ -175,6 +175,7 @@ size_t replay_xclient_lines(const struct client_identity *id,
 }
 
 static void replay_envelope(struct replay *r);
+static void replay_rset(struct replay *r);
 
 static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 {
@@ -270,7 +271,9 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply);
 
 static void replay_envelope_done(struct replay *r)
 {
-	if (r->kind == REPLAY_RCPT || r->envelope_failed) {
+	if (r->kind == REPLAY_RCPT)
+		return; /* its RSET went out in the same group; its reply ends it */
+	if (r->envelope_failed) {
 		if (r->kind == REPLAY_MESSAGE && !r->mail_failed) {
 			r->have_result = false;
 			r->local = REPLY_RCPT_CHANGED;
@@ -332,6 +335,11 @@ static void replay_envelope(struct replay *r)
 		if (replay_send(r, line, (size_t)n, false, 0, replay_envelope_reply) != 0)
 			return;
 	}
+	/* A check always ends in RSET, whatever the answers: pipelined with
+	 * MAIL and RCPT (RFC 2920 lets RSET follow them), it costs no extra
+	 * round trip. */
+	if (r->kind == REPLAY_RCPT)
+		replay_rset(r);
 }
 
 /* --- body -------------------------------------------------------------- */

@@ -60,7 +60,8 @@
 	X(BACKEND_PROTOCOL, 451, "4.3.0", "Error: mail server protocol error, try again later") \
 	X(XCLIENT_FAILED, 451, "4.3.0", "Error: cannot pass client identity to mail server, try again later") \
 	X(RCPT_CHANGED, 451, "4.3.0", "Error: recipient no longer accepted, try again later") \
-	X(LOCAL_ERROR, 451, "4.3.0", "Error: local error, try again later")
+	X(LOCAL_ERROR, 451, "4.3.0", "Error: local error, try again later")    \
+	X(REJECTED, 554, "5.7.1", "Error: service unavailable; client blocked by local policy")
 
 enum reply_id {
 #define REPLY_ENUM(id, c, e, t) REPLY_##id,

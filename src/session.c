@@ -35,6 +35,7 @@
 #include "worker.h"
 
 #define SESSION_SKIP_MAX (1024 * 1024) /* overlong line bytes skipped before we give up */
+#define SESSION_ERRORS_SIGNAL 3        /* protocol errors before ERRORS fires */
 
 static const char *const session_state_names[] = {
 #define SESSION_STATE_NAME(s) #s,
@@ -135,14 +136,19 @@ static void session_log_summary(struct session *s)
 	timersub(&now, &s->started, &d);
 	char helo[120];
 	log_escape(helo, sizeof helo, s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
+	char signals[200];
 	log_info("session=%llu client=%s port=%u name=%s helo=\"%s\" tls=%s "
+		 "score=%d signals=%s shaped=%s shaped_s=%ld phase=%s "
 		 "transactions=%u rcpt=%u/%u bytes_in=%llu bytes_out=%llu "
 		 "duration=%ld.%03lds outcome=%s",
 		 s->ident.session_id, s->ident.addr, s->ident.port,
 		 s->ident.name_status == DNS_NAME_OK ? s->name
 		 : s->ident.name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
 							    : "[UNAVAILABLE]",
-		 helo, s->tls ? s->tls_info : "no", s->transactions,
+		 helo, s->tls ? s->tls_info : "no", s->cls.score,
+		 classify_list(&s->cls, signals, sizeof signals),
+		 s->ever_shaped ? "yes" : "no", session_shaped_ms(s) / 1000,
+		 s->phase_reached, s->transactions,
 		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
 		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
 		 s->outcome[0] ? s->outcome : "closed");
@@ -150,6 +156,7 @@ static void session_log_summary(struct session *s)
 
 static void session_free(struct session *s)
 {
+	session_shape_end(s, false);
 	session_log_summary(s);
 	if (s->dns)
 		dns_ptr_cancel(s->dns);
@@ -221,6 +228,8 @@ void session_close(struct session *s, const char *outcome)
 		return;
 	if (!s->outcome[0])
 		snprintf(s->outcome, sizeof s->outcome, "%s", outcome);
+	s->phase_reached = session_phase(s);
+	session_shape_end(s, strncmp(outcome, "disconnect", 10) == 0);
 	session_set_state(s, SESSION_CLOSING);
 	if (s->dns) {
 		dns_ptr_cancel(s->dns);
@@ -242,7 +251,9 @@ void session_close(struct session *s, const char *outcome)
 
 void session_error(struct session *s)
 {
-	if (++s->errors >= worker->cfg->smtpd_hard_error_limit) {
+	if (++s->errors == SESSION_ERRORS_SIGNAL)
+		session_signal(s, SIGNAL_ERRORS, NULL);
+	if (s->state != SESSION_CLOSING && s->errors >= worker->cfg->smtpd_hard_error_limit) {
 		metrics_inc(METRIC_LIMIT_ERRORS);
 		log_warn("session=%llu client=%s too many errors (%u)",
 			 s->ident.session_id, s->ident.addr, s->errors);
@@ -264,6 +275,7 @@ static void session_dns_done(enum dns_name_status st, const char *name, void *ar
 			s->ident.name_status = DNS_NAME_TEMPFAIL;
 		s->ident.name = s->name;
 	}
+	session_shape_dns_done(s, st, name);
 	if (s->after_dns) {
 		void (*then)(struct session *) = s->after_dns;
 		s->after_dns = NULL;
@@ -295,6 +307,8 @@ static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 	if (s->state == SESSION_CLOSING)
 		session_flush_check(s);
+	else if (s->state == SESSION_GREETING)
+		session_shape_greet_timer(s);
 	else
 		session_input(s);
 }
@@ -344,8 +358,7 @@ static bool session_next_line(struct session *s, struct evbuffer *in)
 	evbuffer_remove(in, line, len + 1);
 	if (len == 0 || line[len - 1] != '\r') {
 		metrics_inc(METRIC_BARE_NEWLINES);
-		log_warn("session=%llu client=%s bare LF in command", s->ident.session_id,
-			 s->ident.addr);
+		session_signal(s, SIGNAL_BARENEWLINE, "in a command");
 		session_reply(s, REPLY_BARE_LF_COMMAND);
 		session_close(s, "bare LF");
 		return true;
@@ -438,7 +451,7 @@ void session_install_callbacks(struct session *s)
 
 /* --- accept ------------------------------------------------------------ */
 
-static void session_greet(struct session *s)
+void session_greet(struct session *s)
 {
 	if (worker->draining) {
 		session_set_state(s, SESSION_INIT);
@@ -491,6 +504,9 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		s->ident.port = ntohs(in6->sin6_port);
 	}
 	s->ident.name_status = DNS_NAME_TEMPFAIL;
+	if (len <= sizeof s->peer)
+		memcpy(&s->peer, addr, len);
+	s->phase_reached = "greeting";
 	event_base_gettimeofday_cached(worker->base, &s->started);
 	TAILQ_INSERT_TAIL(&sessions, s, link);
 	n_sessions++;
@@ -504,7 +520,7 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 	s->dns = dns_ptr_start(worker->dns, addr, session_dns_done, s);
 	if (!s->dns)
 		log_warn("session=%llu cannot start PTR look-up", s->ident.session_id);
-	session_greet(s);
+	session_shape_accept(s, addr);
 }
 
 void session_shutdown_all(void)

@@ -28,7 +28,8 @@
 #define ST_ANY (ST(INIT) | ST(READY) | ST(MAIL) | ST(RCPT))
 
 enum {
-	CMD_ENDS_GROUP = 1 << 0, /* nothing may be pipelined after it */
+	CMD_ENDS_GROUP = 1 << 0,  /* nothing may be pipelined after it */
+	CMD_TRANSACTION = 1 << 1, /* refused in reject mode */
 };
 
 typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
@@ -57,9 +58,9 @@ static void cmd_forbidden(struct session *s, const struct smtp_cmd *cmd);
 static const struct cmd_def cmd_table[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_HELO] = {SMTP_VERB_HELO, ST_ANY, CMD_ENDS_GROUP, cmd_helo},
 	[SMTP_VERB_EHLO] = {SMTP_VERB_EHLO, ST_ANY, CMD_ENDS_GROUP, cmd_helo},
-	[SMTP_VERB_MAIL] = {SMTP_VERB_MAIL, ST(READY), 0, cmd_mail},
-	[SMTP_VERB_RCPT] = {SMTP_VERB_RCPT, ST(MAIL) | ST(RCPT), 0, cmd_rcpt},
-	[SMTP_VERB_DATA] = {SMTP_VERB_DATA, ST(RCPT), CMD_ENDS_GROUP, cmd_data},
+	[SMTP_VERB_MAIL] = {SMTP_VERB_MAIL, ST(READY), CMD_TRANSACTION, cmd_mail},
+	[SMTP_VERB_RCPT] = {SMTP_VERB_RCPT, ST(MAIL) | ST(RCPT), CMD_TRANSACTION, cmd_rcpt},
+	[SMTP_VERB_DATA] = {SMTP_VERB_DATA, ST(RCPT), CMD_ENDS_GROUP | CMD_TRANSACTION, cmd_data},
 	[SMTP_VERB_RSET] = {SMTP_VERB_RSET, ST_ANY, 0, cmd_rset},
 	[SMTP_VERB_NOOP] = {SMTP_VERB_NOOP, ST_ANY, 0, cmd_noop},
 	[SMTP_VERB_QUIT] = {SMTP_VERB_QUIT, ST_ANY, CMD_ENDS_GROUP, cmd_quit},
@@ -131,8 +132,7 @@ void session_cmd_line(struct session *s, const char *line, size_t len,
 	 * commands (HOSTILE 51, 52). */
 	if (pipelined && ((def->flags & CMD_ENDS_GROUP && cmd.verb != SMTP_VERB_QUIT) ||
 			  (!s->esmtp && s->state != SESSION_INIT))) {
-		log_warn("session=%llu client=%s improper pipelining after %s",
-			 s->ident.session_id, s->ident.addr, smtp_verb_name(cmd.verb));
+		session_signal(s, SIGNAL_PIPELINING, smtp_verb_name(cmd.verb));
 		session_reply(s, REPLY_SYNC_ERROR);
 		session_close(s, "pipelining violation");
 		return;
@@ -140,6 +140,18 @@ void session_cmd_line(struct session *s, const char *line, size_t len,
 	if (!(def->states & (1u << s->state))) {
 		session_reply(s, cmd_wrong_state(s, cmd.verb));
 		session_error(s);
+		return;
+	}
+	if (s->reject_mode && def->flags & CMD_TRANSACTION) {
+		/* reject_threshold: the client is refused, but only after its
+		 * shaped greeting and at the envelope, so the refusal is logged
+		 * with the sender and the recipient it tried (as postscreen's
+		 * "enforce" does). */
+		char arg[120];
+		log_escape(arg, sizeof arg, cmd.arg, cmd.arg_len);
+		log_info("session=%llu client=%s REJECT %s %s", s->ident.session_id,
+			 s->ident.addr, smtp_verb_name(cmd.verb), arg);
+		session_reply(s, REPLY_REJECTED);
 		return;
 	}
 	def->fn(s, &cmd);
@@ -186,6 +198,7 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
 	s->ident.esmtp = ehlo;
 	session_txn_free(s);
 	session_set_state(s, SESSION_READY);
+	session_shape_helo(s);
 	if (!ehlo) {
 		char line[300];
 		int n = snprintf(line, sizeof line, "250 %s\r\n", worker->cfg->myhostname);
@@ -310,6 +323,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 		s->rcpt_refused++;
 		metrics_inc(METRIC_RECIPIENTS_REFUSED);
 	}
+	session_shape_rcpt(s, code);
 	if (reply)
 		session_reply_relay(s, reply);
 	else
@@ -428,8 +442,7 @@ static void cmd_refused(struct session *s, const struct smtp_cmd *cmd)
 static void cmd_forbidden(struct session *s, const struct smtp_cmd *cmd)
 {
 	metrics_inc(METRIC_REFUSED_COMMANDS);
-	log_warn("session=%llu client=%s non-SMTP command %s", s->ident.session_id,
-		 s->ident.addr, smtp_verb_name(cmd->verb));
+	session_signal(s, SIGNAL_NONSMTP, smtp_verb_name(cmd->verb));
 	session_reply(s, REPLY_FORBIDDEN_COMMAND);
 	session_close(s, "non-SMTP command");
 }

@@ -49,6 +49,7 @@ void session_data_begin(struct session *s)
 		       cfg->message_size_limit);
 	session_set_state(s, SESSION_DATA);
 	session_reply(s, REPLY_DATA_GO);
+	session_shape_body(s, true);
 }
 
 /* Feeds what has arrived; false when more input is needed or the session
@@ -99,6 +100,7 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 	} else {
 		metrics_inc(METRIC_TRANSACTIONS_FAILED);
 	}
+	session_shape_delivered(s, code);
 	char sender[120], text[200];
 	log_escape(sender, sizeof sender, t->sender, strlen(t->sender));
 	if (reply)
@@ -154,6 +156,14 @@ static void data_spooled(void *arg, int status, struct evbuffer *chunk)
 		session_set_busy(s, false);
 		return;
 	}
+	if (session_shape_client_gone(s)) {
+		metrics_inc(METRIC_EARLY_CLOSE);
+		log_info("session=%llu client=%s EARLYCLOSE: client closed before its "
+			 "end-of-data reply; message not delivered",
+			 s->ident.session_id, s->ident.addr);
+		session_close(s, "closed before end-of-data reply");
+		return;
+	}
 	if (session_identity_ready(s, data_replay_start))
 		data_replay_start(s);
 }
@@ -162,8 +172,11 @@ static void data_end(struct session *s)
 {
 	struct txn *t = s->txn;
 	enum reply_id refuse = REPLY_OK;
-	if (t->data.bare_lf || t->data.bare_cr)
+	if (t->data.bare_lf || t->data.bare_cr) {
 		metrics_inc(METRIC_BARE_NEWLINES);
+		session_signal(s, SIGNAL_BARENEWLINE, t->data.bare_cr ? "CR in data" : "LF in data");
+	}
+	session_shape_body(s, false);
 	if (t->data.bare_cr || (t->data.bare_lf && t->data.mode == SMTP_BARE_REJECT))
 		refuse = REPLY_BARE_NEWLINE_DATA;
 	else if (t->data.too_big)

@@ -11,6 +11,7 @@
 #include <sys/queue.h>
 #include <sys/time.h>
 
+#include "classify.h"
 #include "dns.h"
 #include "replay.h"
 #include "replies.h"
@@ -58,6 +59,7 @@ struct session {
 	TAILQ_ENTRY(session) link;
 	struct bufferevent *bev;
 	struct client_identity ident;
+	struct sockaddr_storage peer;
 	char *name;             /* confirmed PTR name */
 	char *helo;
 	enum session_state state;
@@ -80,8 +82,23 @@ struct session {
 	unsigned rcpt_accepted, rcpt_refused;
 	unsigned long long bytes_in, bytes_out;
 	char outcome[48];
+	const char *phase_reached; /* for the summary: where it ended */
 	char tls_info[96];
 	void (*after_dns)(struct session *s);
+
+	/* classification and shaping (session_shape.c) */
+	struct classify cls;
+	struct dnsbl_req *dnsbl;
+	struct event *shape_ev;      /* end of the shape_time budget */
+	struct timeval shaped_since; /* while shaped */
+	long shaped_ms;              /* shaped time before shaped_since */
+	bool shaped;                 /* the rate limit is on */
+	bool shape_spent;            /* shape_time used up: never again */
+	bool ever_shaped;
+	bool trusted;                /* allow list or pass cache */
+	bool reject_mode;            /* score reached reject_threshold */
+	bool greet_waiting;          /* greet_wait over, DNS still running */
+	bool shape_ended;            /* session_shape_end ran */
 };
 
 /* session.c */
@@ -105,6 +122,22 @@ void session_data_begin(struct session *s);
 bool session_data_input(struct session *s);
 
 void session_install_callbacks(struct session *s);
+void session_greet(struct session *s);
+
+/* session_shape.c */
+void session_shape_accept(struct session *s, const struct sockaddr *addr);
+void session_shape_greet_timer(struct session *s);
+void session_shape_dns_done(struct session *s, enum dns_name_status st,
+			    const char *name);
+void session_signal(struct session *s, enum signal_id sig, const char *detail);
+void session_shape_helo(struct session *s);
+void session_shape_body(struct session *s, bool in_body);
+bool session_shape_client_gone(struct session *s);
+void session_shape_delivered(struct session *s, int code);
+void session_shape_rcpt(struct session *s, int code);
+void session_shape_end(struct session *s, bool hangup);
+long session_shaped_ms(const struct session *s);
+const char *session_phase(const struct session *s);
 
 /* session_tls.c */
 void session_tls_start(struct session *s);

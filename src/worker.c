@@ -25,16 +25,21 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "dnsbl.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
 #include "session.h"
+#include "signals.h"
+#include "store.h"
+#include "throttle.h"
 #include "tls.h"
 #include "workq.h"
 
 #define WORKER_THREADS 2
 #define WORKER_DRAIN_POLL_MS 100
+#define WORKER_STORE_MAP_SIZE (64ULL * 1024 * 1024)
 
 struct worker *worker;
 
@@ -94,6 +99,37 @@ static int worker_drop_privileges(const struct config *cfg)
 	return 0;
 }
 
+/* Lists and rates used by classification (start-up: reads files). */
+static int worker_classify_init(struct worker *w)
+{
+	const struct config *cfg = w->cfg;
+	char err[256];
+	if (throttle_init(cfg) != 0) {
+		log_err("worker: cannot set up shaping");
+		return -1;
+	}
+	if (cfg->dnsbl_sites[0]) {
+		static struct dnsbl_list list;
+		if (dnsbl_parse(cfg->dnsbl_sites, strlen(cfg->dnsbl_sites), &list, err,
+				sizeof err) != 0) {
+			log_err("worker: dnsbl_sites: %s", err);
+			return -1;
+		}
+		w->dnsbl = &list;
+	}
+	if (cfg->cidr_allow_file[0] &&
+	    !(w->allow = cidr_load(cfg->cidr_allow_file, err, sizeof err))) {
+		log_err("worker: %s: %s", cfg->cidr_allow_file, err);
+		return -1;
+	}
+	if (cfg->cidr_deny_file[0] &&
+	    !(w->deny = cidr_load(cfg->cidr_deny_file, err, sizeof err))) {
+		log_err("worker: %s: %s", cfg->cidr_deny_file, err);
+		return -1;
+	}
+	return 0;
+}
+
 int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		size_t n_listen)
 {
@@ -122,8 +158,17 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		log_err("worker: cannot start threads");
 		return 1;
 	}
+	if (worker_classify_init(&w) != 0)
+		return 1;
 	if (worker_drop_privileges(cfg) != 0)
 		return 1;
+	/* LMDB environments must not cross fork, and the files belong to the
+	 * unprivileged user: open after both. A store that cannot be opened
+	 * costs reputation and passes, never mail. */
+	w.store = store_open(cfg->state_dir, w.workq, cfg->reputation_halflife_ms,
+			     WORKER_STORE_MAP_SIZE);
+	if (!w.store)
+		log_warn("worker: running without the reputation store in %s", cfg->state_dir);
 	if (!(w.pool = pool_new()))
 		return 1;
 	if (listener_start(w.base, listen_fds, n_listen) != 0) {
@@ -139,7 +184,8 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	log_info("worker %u: ready pid=%d", slot, (int)getpid());
 	event_base_dispatch(w.base);
 	pool_shutdown(w.pool);
-	workq_free(w.workq);
+	workq_free(w.workq); /* finishes pending store writes */
+	store_close(w.store);
 	log_info("worker %u: exit", slot);
 	return 0;
 }

@@ -17,6 +17,9 @@ struct evdns_base;
 struct workq;
 struct pool;
 struct event;
+struct dnsbl_list;
+struct cidr_list;
+struct store;
 
 struct worker {
 	struct event_base *base;
@@ -31,6 +34,10 @@ struct worker {
 	unsigned long long next_session_id;
 	bool draining;
 	bool backend_smtputf8; /* the mail server's last EHLO offered it */
+	struct dnsbl_list *dnsbl;     /* NULL: no lists configured */
+	struct cidr_list *allow;      /* cidr_allow_file */
+	struct cidr_list *deny;       /* cidr_deny_file */
+	struct store *store;          /* NULL: run without reputation */
 };
 
 extern struct worker *worker;

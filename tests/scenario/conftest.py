@@ -161,6 +161,9 @@ def _settings(workdir, dns, pf, pool, tls, tls_cert, settings):
         "smtpd_timeout": "60s",
         "backend_timeout": "30s",
         "checkout_timeout": "60s",
+        # The core tests are about the relay, not the pre-greeting wait;
+        # shaping tests set greet_wait themselves.
+        "greet_wait": "0s",
     }
     if tls:
         s["tls_cert_file"], s["tls_key_file"] = tls_cert

@@ -168,11 +168,32 @@ static void test_http(void **state)
 		"sluice_pool_connections 5\n"));
 	assert_non_null(strstr(f->body, "\nsluice_memory_buffered_bytes 4096\n"));
 	assert_non_null(strstr(f->body, "\nsluice_worker_restarts_total 1\n"));
-	/* Every metric appears with HELP, TYPE and a value. */
-	int helps = 0;
-	for (const char *p = f->body; (p = strstr(p, "# HELP ")) != NULL; p++)
-		helps++;
-	assert_int_equal(helps, METRIC_COUNT);
+	/* Every series has a value line; every metric name (labelled series
+	 * share one) has exactly one HELP and one TYPE line, before its first
+	 * series. */
+	int helps = 0, values = 0, names = 0;
+	char last[128] = "";
+	for (const char *p = f->body; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		if (len > 7 && strncmp(p, "# HELP ", 7) == 0) {
+			helps++;
+		} else if (len && *p != '#') {
+			values++;
+			size_t stem = strcspn(p, "{ ");
+			if (stem >= sizeof last || strncmp(last, p, stem) != 0 || last[stem]) {
+				names++;
+				snprintf(last, sizeof last, "%.*s", (int)stem, p);
+			}
+		}
+		p += len + (nl != NULL);
+	}
+	assert_int_equal(values, METRIC_COUNT);
+	assert_int_equal(helps, names);
+	assert_non_null(strstr(f->body,
+		"# TYPE sluice_shaped_hangups_total counter\n"
+		"sluice_shaped_hangups_total{phase=\"greeting\"} 0\n"
+		"sluice_shaped_hangups_total{phase=\"helo\"} 0\n"));
 
 	fetch(base, port, EVHTTP_REQ_GET, "/metrics?x=1", f);
 	assert_int_equal(f->code, 200);
