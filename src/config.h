@@ -61,6 +61,9 @@ struct config {
 	unsigned long long message_memory_max; /* 256k: spill beyond */
 	unsigned long long memory_limit;       /* 512M: buffered per worker */
 	unsigned smtpd_hard_error_limit;       /* 20 */
+	unsigned client_connection_limit;      /* 50 sessions per address */
+	unsigned session_limit;                /* 10000 sessions per worker */
+	unsigned command_limit;                /* 10000 commands per session */
 
 	/* classification and shaping */
 	char dnsbl_sites[2048];        /* postscreen syntax; "" = none */

@@ -91,8 +91,15 @@ int listener_start(struct event_base *base, const int *fds, size_t n)
 
 void listener_stop(void)
 {
-	for (size_t i = 0; i < n_listeners; i++)
-		evconnlistener_disable(listeners[i]);
+	/* Close this process's copies: the sockets stay open in the
+	 * supervisor and in the next worker of the slot, and a socket
+	 * nobody will accept on must leave the SO_REUSEPORT group. */
+	for (size_t i = 0; i < n_listeners; i++) {
+		evutil_socket_t fd = evconnlistener_get_fd(listeners[i]);
+		evconnlistener_free(listeners[i]);
+		close(fd);
+	}
+	n_listeners = 0;
 	if (resume_ev)
 		evtimer_del(resume_ev);
 }

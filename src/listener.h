@@ -18,7 +18,8 @@ int listener_bind(const struct endpoint *ep);
 /* Accepts on fds into session_accept. 0 or -1. */
 int listener_start(struct event_base *base, const int *fds, size_t n);
 
-/* Stops accepting (drain); the sockets stay open in the supervisor. */
+/* Stops accepting for good (drain); the sockets stay open in the
+ * supervisor and the slot's next worker. */
 void listener_stop(void);
 
 #endif

@@ -37,6 +37,9 @@ struct endpoint;
 	X(LIMIT_LINE_TOO_LONG, "sluice_limit_line_too_long_total", "Command lines over 512", 1) \
 	X(LIMIT_ERRORS, "sluice_limit_errors_total", "Sessions closed for too many errors", 1) \
 	X(LIMIT_TIMEOUTS, "sluice_limit_timeouts_total", "Sessions closed on command timeout", 1) \
+	X(LIMIT_CLIENT_SESSIONS, "sluice_limit_client_sessions_total", "Connections refused: client_connection_limit", 1) \
+	X(LIMIT_SESSIONS, "sluice_limit_sessions_total", "Connections refused: session_limit", 1) \
+	X(LIMIT_COMMANDS, "sluice_limit_commands_total", "Sessions closed: command_limit", 1) \
 	X(REFUSED_COMMANDS, "sluice_refused_commands_total", "XCLIENT/XFORWARD/PROXY/AUTH/unknown from clients", 1) \
 	X(BARE_NEWLINES, "sluice_bare_newlines_total", "Bare LF or CR seen from clients", 1) \
 	X(DNS_QUERIES, "sluice_dns_queries_total", "DNS queries sent", 1)    \

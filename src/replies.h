@@ -50,6 +50,9 @@
 	X(MESSAGE_TOO_BIG, 552, "5.3.4", "Error: message file too big")        \
 	X(TOO_MANY_RCPTS, 452, "4.5.3", "Error: too many recipients")          \
 	X(TOO_MANY_ERRORS, 421, "4.7.0", "%H Error: too many errors")          \
+	X(TOO_MANY_COMMANDS, 421, "4.7.0", "%H Error: too many commands")      \
+	X(TOO_MANY_CLIENT_SESSIONS, 421, "4.7.0", "%H Error: too many connections from your address") \
+	X(TOO_MANY_SESSIONS, 421, "4.3.2", "%H Error: too many sessions, try again later") \
 	X(TIMEOUT, 421, "4.4.2", "%H Error: timeout exceeded")                 \
 	X(SHUTDOWN, 421, "4.3.2", "%H Service shutting down, closing transmission channel") \
 	X(RESOURCES, 421, "4.3.0", "%H Error: out of resources, closing transmission channel") \

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "spool.h"
@@ -156,6 +157,8 @@ static void session_log_summary(struct session *s)
 
 static void session_free(struct session *s)
 {
+	if (s->counted)
+		limits_client_leave((const struct sockaddr *)&s->peer);
 	session_shape_end(s, false);
 	session_log_summary(s);
 	if (s->dns)
@@ -364,6 +367,7 @@ static bool session_next_line(struct session *s, struct evbuffer *in)
 		return true;
 	}
 	session_cmd_line(s, line, len - 1, evbuffer_get_length(in) > 0);
+	session_arm_command_deadline(s);
 	return true;
 }
 
@@ -392,9 +396,34 @@ static void session_input(struct session *s)
 	}
 }
 
+void session_arm_command_deadline(struct session *s)
+{
+	long ms = worker->cfg->smtpd_timeout_ms;
+	struct timeval now, tv = {ms / 1000, (ms % 1000) * 1000};
+	event_base_gettimeofday_cached(worker->base, &now);
+	timeradd(&now, &tv, &s->cmd_deadline);
+}
+
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
-	session_input(arg);
+	struct session *s = arg;
+	/* smtpd_timeout bounds each command, not each read: a client that
+	 * dribbles a line byte by byte (slowloris) is cut off all the same. */
+	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
+	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec) {
+		struct timeval now;
+		event_base_gettimeofday_cached(worker->base, &now);
+		if (timercmp(&now, &s->cmd_deadline, >)) {
+			metrics_inc(METRIC_LIMIT_TIMEOUTS);
+			log_info("session=%llu client=%s command deadline passed in state %s",
+				 s->ident.session_id, s->ident.addr,
+				 session_state_names[s->state]);
+			session_reply(s, REPLY_TIMEOUT);
+			session_close(s, "timeout");
+			return;
+		}
+	}
+	session_input(s);
 }
 
 static void session_write_cb(struct bufferevent *bev, void *arg)
@@ -461,6 +490,40 @@ void session_greet(struct session *s)
 	}
 	session_set_state(s, SESSION_INIT);
 	session_reply(s, REPLY_GREETING);
+	session_arm_command_deadline(s);
+}
+
+/* Refuses the session at once, before any look-up, when a limit is hit:
+ * a flood must cost as little as possible. */
+static bool session_over_limits(struct session *s, const struct sockaddr *addr)
+{
+	const struct config *cfg = worker->cfg;
+	enum reply_id refuse = REPLY_OK;
+	if (n_sessions > cfg->session_limit) {
+		metrics_inc(METRIC_LIMIT_SESSIONS);
+		refuse = REPLY_TOO_MANY_SESSIONS;
+	} else {
+		unsigned count = limits_client_enter(addr);
+		s->counted = count > 0;
+		if (count == 0) {
+			refuse = REPLY_RESOURCES;
+		} else if (count > cfg->client_connection_limit) {
+			metrics_inc(METRIC_LIMIT_CLIENT_SESSIONS);
+			refuse = REPLY_TOO_MANY_CLIENT_SESSIONS;
+		}
+	}
+	if (refuse == REPLY_OK)
+		return false;
+	log_warn("session=%llu client=%s refused: %s (sessions=%u)", s->ident.session_id,
+		 s->ident.addr, refuse == REPLY_TOO_MANY_SESSIONS ? "session_limit"
+				: refuse == REPLY_RESOURCES ? "out of memory"
+							  : "client_connection_limit",
+		 n_sessions);
+	s->shape_ended = true; /* nothing to classify */
+	session_set_state(s, SESSION_INIT);
+	session_reply(s, refuse);
+	session_close(s, "limit");
+	return true;
 }
 
 void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
@@ -515,6 +578,8 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 	s->state = SESSION_GREETING;
 	session_install_callbacks(s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (session_over_limits(s, addr))
+		return;
 	log_info("session=%llu connect from %s port=%u", s->ident.session_id,
 		 s->ident.addr, s->ident.port);
 	s->dns = dns_ptr_start(worker->dns, addr, session_dns_done, s);

@@ -114,6 +114,14 @@ static bool looks_like_header(const char *line, size_t len)
 void session_cmd_line(struct session *s, const char *line, size_t len,
 		      bool pipelined)
 {
+	if (++s->commands > worker->cfg->command_limit) {
+		metrics_inc(METRIC_LIMIT_COMMANDS);
+		log_warn("session=%llu client=%s command_limit reached", s->ident.session_id,
+			 s->ident.addr);
+		session_reply(s, REPLY_TOO_MANY_COMMANDS);
+		session_close(s, "too many commands");
+		return;
+	}
 	struct smtp_cmd cmd;
 	enum smtp_parse_status st = smtp_cmd_parse(line, len, &cmd);
 	if (st != SMTP_PARSE_OK) {

@@ -78,6 +78,9 @@ struct session {
 	bool skipping;          /* inside an overlong command line */
 	size_t skipped;
 	unsigned errors;
+	unsigned commands;
+	bool counted;             /* in limits' per-address count */
+	struct timeval cmd_deadline; /* the next command is due by then */
 	unsigned transactions;
 	unsigned rcpt_accepted, rcpt_refused;
 	unsigned long long bytes_in, bytes_out;
@@ -123,6 +126,7 @@ bool session_data_input(struct session *s);
 
 void session_install_callbacks(struct session *s);
 void session_greet(struct session *s);
+void session_arm_command_deadline(struct session *s);
 
 /* session_shape.c */
 void session_shape_accept(struct session *s, const struct sockaddr *addr);

@@ -295,9 +295,11 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 		free(next);
 		return;
 	}
+	/* The old workers retire (SIGUSR1): their sessions carry on to
+	 * their natural end; the new generation takes the sockets. */
 	for (size_t i = 0; i < n_workers; i++) {
 		workers[i].draining = true;
-		kill(workers[i].pid, SIGTERM);
+		kill(workers[i].pid, SIGUSR1);
 	}
 	memmove(old_cfgs + 1, old_cfgs, sizeof old_cfgs - sizeof old_cfgs[0]);
 	old_cfgs[0] = cur_cfg;

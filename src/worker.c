@@ -5,9 +5,10 @@
  * thread pool, backend pool, then privileges are dropped and the loop runs.
  * SIGTERM drains: stop accepting, answer 421 to sessions that are not in a
  * replay, let replays finish, exit when no session is left or after
- * shutdown_timeout, whichever comes first. The supervisor handles reload
- * by starting new workers and draining old ones, so a worker never
- * re-reads its configuration.
+ * shutdown_timeout, whichever comes first. SIGUSR1 retires the worker
+ * after a reload: the supervisor has started its successor, so it stops
+ * accepting and exits once its sessions have ended on their own. A
+ * worker never re-reads its configuration.
  */
 #include "worker.h"
 
@@ -53,9 +54,12 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static bool retiring; /* reload: sessions end on their own */
+
 static void worker_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
-	if (session_count() == 0 || mono_ms() >= drain_deadline_ms) {
+	if (session_count() == 0 ||
+	    (worker->draining && mono_ms() >= drain_deadline_ms)) {
 		if (session_count())
 			log_warn("worker: drain deadline passed with %u sessions open",
 				 session_count());
@@ -63,20 +67,39 @@ static void worker_drain_poll(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	/* Sessions that finished a replay since: 421 them too. */
-	session_shutdown_all();
+	if (worker->draining)
+		session_shutdown_all();
 	struct timeval tv = {0, WORKER_DRAIN_POLL_MS * 1000};
 	evtimer_add(drain_ev, &tv);
 }
 
+/* SIGTERM: shut down. 421 to every session not in a replay, replays
+ * finish, exit by shutdown_timeout at the latest. */
 static void worker_term_cb(evutil_socket_t sig, short what, void *arg)
 {
 	if (worker->draining)
 		return;
 	worker->draining = true;
 	log_info("worker: draining %u sessions", session_count());
-	listener_stop();
+	if (!retiring)
+		listener_stop();
+	retiring = true;
 	session_shutdown_all();
 	drain_deadline_ms = mono_ms() + worker->cfg->shutdown_timeout_ms;
+	worker_drain_poll(-1, 0, NULL);
+}
+
+/* SIGUSR1 (reload): a new worker serves the slot; this one stops
+ * accepting and lets its sessions end as they would anyway (each is
+ * bounded by smtpd_timeout and command_limit), as Postfix's master lets
+ * old processes finish their client. A SIGTERM later still applies. */
+static void worker_retire_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (retiring || worker->draining)
+		return;
+	retiring = true;
+	log_info("worker: retiring after reload with %u sessions", session_count());
+	listener_stop();
 	worker_drain_poll(-1, 0, NULL);
 }
 
@@ -176,8 +199,10 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		return 1;
 	}
 	struct event *term = evsignal_new(w.base, SIGTERM, worker_term_cb, NULL);
+	struct event *retire = evsignal_new(w.base, SIGUSR1, worker_retire_cb, NULL);
 	drain_ev = evtimer_new(w.base, worker_drain_poll, NULL);
-	if (!term || !drain_ev || evsignal_add(term, NULL) != 0)
+	if (!term || !retire || !drain_ev || evsignal_add(term, NULL) != 0 ||
+	    evsignal_add(retire, NULL) != 0)
 		return 1;
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */

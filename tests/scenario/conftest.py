@@ -5,8 +5,9 @@ server (dnsmasq) and the real sluice binary, all on 127.0.0.0/8.
   workdir        per-test directory (mode 0755), kept when the test fails
   dns            session-wide dnsmasq (see harness.Dnsmasq for its records)
   tls_cert       session-wide self-signed (cert, key) for sluice.test
-  postfix        factory: postfix(xclient_hosts=, bare_newline=, allow_log=)
-                 -> started harness.Postfix; stopped at teardown
+  postfix        factory: postfix(xclient_hosts=, bare_newline=, allow_log=,
+                 extra=, name=, master_extra=) -> started harness.Postfix;
+                 stopped at teardown
   sluice         factory: sluice(pf, pool=4, tls=False, overrides=(), **settings)
                  -> started harness.Sluice; SIGTERM then SIGKILL at teardown
   sluice_settings  the same settings sluice() would write, without starting
@@ -120,10 +121,11 @@ def postfix(request, workdir):
     started = []
 
     def make(xclient_hosts="127.0.0.1", bare_newline="reject", allow_log=(),
-             extra=None, name="postfix"):
+             extra=None, name="postfix", master_extra=()):
         pf = harness.Postfix(os.path.join(workdir, name),
                              xclient_hosts=xclient_hosts,
-                             bare_newline=bare_newline, extra=extra)
+                             bare_newline=bare_newline, extra=extra,
+                             master_extra=master_extra)
         pf.allow_log = tuple(allow_log)
         pf.write_config()
         started.append(pf)

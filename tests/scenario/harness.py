@@ -55,6 +55,9 @@ NO_PTR_ADDRS = ("127.0.0.66", "127.0.0.67")
 # uses them, so core clients are never on a list).
 BLOCKLISTED = "127.0.0.99"
 ALLOWLISTED = "127.0.0.98"
+# A second blocklisted address (bl.test only, no PTR), for tests that need
+# two listed clients whose logs must not mix.
+BLOCKLISTED2 = "127.0.0.97"
 
 
 def bulk_client_addrs(n):
@@ -378,7 +381,10 @@ def postfix_main_cf(d, port, xclient_hosts="127.0.0.1",
     return "".join("%s = %s\n" % kv for kv in p)
 
 
-def postfix_master_cf(port):
+def postfix_master_cf(port, extra_rows=()):
+    """master.cf text; extra_rows (tuples of the 8 columns) are appended,
+    e.g. ("smtp", "unix", "-", "-", "n", "-", "-", "smtp") for an
+    instance that sends mail out."""
     rows = [
         ("127.0.0.1:%d" % port, "inet", "n", "-", "n", "-", "-", "smtpd"),
         ("pickup", "unix", "n", "-", "n", "60", "1", "pickup"),
@@ -400,7 +406,7 @@ def postfix_master_cf(port):
         ("anvil", "unix", "-", "-", "n", "-", "1", "anvil"),
         ("scache", "unix", "-", "-", "n", "-", "1", "scache"),
         ("postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"),
-    ]
+    ] + [tuple(r) for r in extra_rows]
     return "".join("%-12s %-10s %-3s %-3s %-3s %-6s %-3s %s\n" % r
                    for r in rows)
 
@@ -410,13 +416,15 @@ class Postfix:
     127.0.0.1:port. Call write_config() then start(); stop() always."""
 
     def __init__(self, d, port=None, xclient_hosts="127.0.0.1",
-                 bare_newline="reject", users=USERS, extra=None):
+                 bare_newline="reject", users=USERS, extra=None,
+                 master_extra=()):
         self.dir = os.path.abspath(d)
         self.port = port or free_port()
         self.xclient_hosts = xclient_hosts
         self.bare_newline = bare_newline
         self.users = tuple(users)
         self.extra = extra or {}
+        self.master_extra = tuple(master_extra or ())
         self.config_dir = os.path.join(self.dir, "etc")
         self.maillog_path = os.path.join(self.dir, "maillog")
         self.maildir_base = os.path.join(self.dir, "mail")
@@ -443,7 +451,7 @@ class Postfix:
                                     self.bare_newline, self.users,
                                     self.extra))
         with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
-            f.write(postfix_master_cf(self.port))
+            f.write(postfix_master_cf(self.port, self.master_extra))
         if not os.path.exists(self.maillog_path):
             open(self.maillog_path, "a").close()
         return self
@@ -652,6 +660,7 @@ class Dnsmasq:
             "txt-record=2.0.0.127.bl.test,\"listed for testing\"",
             "host-record=%s.bl.test,127.0.0.2" % _rev(BLOCKLISTED),
             "txt-record=%s.bl.test,\"listed for testing\"" % _rev(BLOCKLISTED),
+            "host-record=%s.bl.test,127.0.0.2" % _rev(BLOCKLISTED2),
             "host-record=2.0.0.127.wl.test,127.0.0.2",
             "host-record=%s.wl.test,127.0.0.2" % _rev(ALLOWLISTED),
             "host-record=%s,%s" % (SLUICE_HOSTNAME, "127.0.0.1"),

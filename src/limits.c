@@ -1,0 +1,97 @@
+/*
+ * limits: sessions per client address (see limits.h).
+ *
+ * A chained hash of addresses with a session count, entries freed when
+ * their count drops to zero, so memory follows the number of distinct
+ * clients connected now, not the history. The hash seed is random per
+ * process so a client cannot aim many addresses at one chain.
+ */
+#include "limits.h"
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define LIMITS_BUCKETS 4096 /* power of two */
+
+struct client_count {
+	struct client_count *next;
+	unsigned count;
+	uint8_t len;
+	uint8_t addr[16];
+};
+
+static struct client_count *buckets[LIMITS_BUCKETS];
+static uint64_t seed;
+static bool seeded;
+
+static size_t addr_key(const struct sockaddr *sa, uint8_t key[16])
+{
+	if (sa->sa_family == AF_INET) {
+		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 4;
+	}
+	if (sa->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		return 16;
+	}
+	return 0;
+}
+
+static size_t bucket_of(const uint8_t *key, size_t len)
+{
+	if (!seeded) {
+		if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
+			seed = (uint64_t)(uintptr_t)&seed ^ 0x9e3779b97f4a7c15ULL;
+		seeded = true;
+	}
+	/* FNV-1a over the seed and the address. */
+	uint64_t h = 1469598103934665603ULL ^ seed;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ key[i]) * 1099511628211ULL;
+	return (size_t)(h ^ (h >> 29)) & (LIMITS_BUCKETS - 1);
+}
+
+static struct client_count **find(const uint8_t *key, size_t len)
+{
+	struct client_count **p = &buckets[bucket_of(key, len)];
+	while (*p && ((*p)->len != len || memcmp((*p)->addr, key, len) != 0))
+		p = &(*p)->next;
+	return p;
+}
+
+unsigned limits_client_enter(const struct sockaddr *addr)
+{
+	uint8_t key[16];
+	size_t len = addr_key(addr, key);
+	if (!len)
+		return 1;
+	struct client_count **p = find(key, len);
+	if (!*p) {
+		struct client_count *c = calloc(1, sizeof *c);
+		if (!c)
+			return 0;
+		c->len = (uint8_t)len;
+		memcpy(c->addr, key, len);
+		*p = c;
+	}
+	return ++(*p)->count;
+}
+
+void limits_client_leave(const struct sockaddr *addr)
+{
+	uint8_t key[16];
+	size_t len = addr_key(addr, key);
+	if (!len)
+		return;
+	struct client_count **p = find(key, len);
+	if (!*p)
+		return;
+	if (--(*p)->count == 0) {
+		struct client_count *dead = *p;
+		*p = dead->next;
+		free(dead);
+	}
+}
