@@ -815,10 +815,14 @@ static void config_err(char *err, size_t err_len, const char *fmt, ...)
 
 /* Reads path into cfg. Returns 0, -1 on error, or 1 if the (default) file
  * does not exist and missing_ok. */
+static int config_read_stream(struct config *cfg, FILE *f, const char *path,
+			      char *err, size_t err_len);
+static int config_check(const struct config *cfg, const char *place, char *err,
+			size_t err_len);
+
 static int config_read_file(struct config *cfg, const char *path,
 			    bool missing_ok, char *err, size_t err_len)
 {
-	char what[512];
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		if (errno == ENOENT && missing_ok)
@@ -826,7 +830,30 @@ static int config_read_file(struct config *cfg, const char *path,
 		config_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
 		return -1;
 	}
+	return config_read_stream(cfg, f, path, err, err_len);
+}
 
+int config_parse_text(struct config *cfg, const char *name, const char *text,
+		      size_t len, char *err, size_t err_len)
+{
+	config_defaults(cfg);
+	if (len == 0)
+		return config_check(cfg, name, err, err_len);
+	FILE *f = fmemopen((void *)text, len, "r");
+	if (!f) {
+		config_err(err, err_len, "%s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (config_read_stream(cfg, f, name, err, err_len) != 0)
+		return -1;
+	return config_check(cfg, name, err, err_len);
+}
+
+/* Reads settings from f (closes it). */
+static int config_read_stream(struct config *cfg, FILE *f, const char *path,
+			      char *err, size_t err_len)
+{
+	char what[512];
 	char *line = NULL, *logical = NULL;
 	size_t line_cap = 0, lcap = 0, llen = 0;
 	unsigned long lineno = 0, start = 0;

@@ -103,6 +103,12 @@ int config_load(struct config *cfg, const char *path,
 		char *const *overrides, size_t n_overrides, char *err,
 		size_t err_len);
 
+/* Parses a configuration held in memory (len bytes of untrusted text; no
+ * limit on its size beyond memory) over the defaults, named name in
+ * errors. For tests and the fuzz target. 0 or -1. */
+int config_parse_text(struct config *cfg, const char *name, const char *text,
+		      size_t len, char *err, size_t err_len);
+
 /* Prints "name = value" for every setting that differs from its default. */
 void config_print_nondefault(const struct config *cfg, FILE *out);
 
