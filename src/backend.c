@@ -57,6 +57,7 @@ struct backend_private {
 	struct backend pub;
 	struct event *fail_ev;
 	int handshake_step;
+	bool close_requested; /* freed from fail_ev, never inside a callback */
 };
 
 static struct backend_private *priv(struct backend *b)
@@ -116,7 +117,7 @@ static void backend_destroy(struct backend *b)
 static void backend_fail_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct backend *b = arg;
-	if (b->state == BACKEND_CLOSING) {
+	if (b->state == BACKEND_CLOSING || priv(b)->close_requested) {
 		backend_destroy(b);
 		return;
 	}
@@ -282,19 +283,30 @@ static void backend_quit_reply(void *arg, const struct smtp_reply *r)
 	 * the server sees it. */
 }
 
-void backend_close(struct backend *b, bool polite)
+/* Frees the connection on the next loop turn: backend_close is often
+ * called from inside one of this connection's own reply handlers. */
+static void backend_close_now(struct backend *b)
 {
-	if (b->state == BACKEND_CLOSING)
-		return;
-	if (!polite || b->state != BACKEND_READY || !TAILQ_EMPTY(&b->unanswered)) {
-		backend_destroy(b);
-		return;
-	}
+	priv(b)->close_requested = true;
+	b->state = BACKEND_DEAD;
 	b->lent = false;
 	b->on_fail = NULL;
-	if (backend_command(b, "QUIT", 4, true, BACKEND_QUIT_WAIT_MS,
+	if (b->bev)
+		bufferevent_disable(b->bev, EV_READ | EV_WRITE);
+	backend_free_cmds(b);
+	event_active(priv(b)->fail_ev, 0, 0);
+}
+
+void backend_close(struct backend *b, bool polite)
+{
+	if (b->state == BACKEND_CLOSING || priv(b)->close_requested)
+		return;
+	b->lent = false;
+	b->on_fail = NULL;
+	if (!polite || b->state != BACKEND_READY || !TAILQ_EMPTY(&b->unanswered) ||
+	    backend_command(b, "QUIT", 4, true, BACKEND_QUIT_WAIT_MS,
 			    backend_quit_reply, b) != 0) {
-		backend_destroy(b);
+		backend_close_now(b);
 		return;
 	}
 	b->state = BACKEND_CLOSING;
@@ -399,11 +411,14 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len,
 							    EVBUFFER_EOL_CRLF_STRICT);
 		if (p.pos < 0) {
-			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX)
+			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX) {
+				b->protocol_error = true;
 				backend_fail(b, "reply line too long");
+			}
 			return;
 		}
 		if ((size_t)p.pos > SMTP_REPLY_LINE_MAX - 2) {
+			b->protocol_error = true;
 			backend_fail(b, "reply line too long");
 			return;
 		}
@@ -414,11 +429,13 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		if (!c) {
 			/* Idle: Postfix's own "421 timeout" or a desynchronised
 			 * stream; either way this connection is finished. */
+			b->protocol_error = !(len >= 3 && memcmp(line, "421", 3) == 0);
 			backend_fail(b, "unsolicited reply");
 			return;
 		}
 		enum smtp_reply_status st = smtp_reply_line(&b->reply, line, len);
 		if (st == SMTP_REPLY_INVALID) {
+			b->protocol_error = true;
 			backend_fail(b, "malformed reply");
 			return;
 		}

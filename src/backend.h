@@ -53,6 +53,7 @@ struct backend {
 	long long opened_ms;
 	bool lent;
 	bool ready_seen; /* completed its opening handshake once */
+	bool protocol_error; /* failed on a malformed or out-of-step reply */
 	TAILQ_HEAD(, backend_cmd) unsent;
 	TAILQ_HEAD(, backend_cmd) unanswered;
 	bool group_open; /* last written command lets another follow */

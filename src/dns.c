@@ -25,6 +25,8 @@
 #include "log.h"
 #include "metrics.h"
 
+#define DNS_MAX_INFLIGHT "4096"
+
 struct dns_ptr {
 	struct evdns_base *dns;
 	struct evdns_request *pending; /* the evdns request in flight */
@@ -57,8 +59,11 @@ struct evdns_base *dns_new(struct event_base *base, const struct config *cfg)
 	snprintf(timeout, sizeof timeout, "%.3f", cfg->dns_timeout_ms / 1000.0);
 	/* randomize-case stays on (libevent's default): 0x20 mixing makes
 	 * forged answers to our PTR and DNSBL queries harder (HOSTILE 83). */
+	/* max-inflight: evdns queues beyond it (default 64); a burst of new
+	 * clients needs a PTR, a forward and one query per list each. */
 	if (evdns_base_set_option(dns, "timeout:", timeout) != 0 ||
-	    evdns_base_set_option(dns, "attempts:", "2") != 0) {
+	    evdns_base_set_option(dns, "attempts:", "2") != 0 ||
+	    evdns_base_set_option(dns, "max-inflight:", DNS_MAX_INFLIGHT) != 0) {
 		evdns_base_free(dns, 0);
 		return NULL;
 	}
@@ -104,12 +109,17 @@ static void dns_finish(struct dns_ptr *req, enum dns_name_status st)
 static enum dns_name_status dns_fail_status(int result)
 {
 	switch (result) {
-	case DNS_ERR_NOTEXIST:
-	case DNS_ERR_NODATA:
-		return DNS_NAME_UNAVAILABLE;
-	default:
+	case DNS_ERR_SERVERFAILED:
+	case DNS_ERR_TIMEOUT:
+	case DNS_ERR_SHUTDOWN:
+	case DNS_ERR_CANCEL:
 		metrics_inc(METRIC_DNS_FAILURES);
 		return DNS_NAME_TEMPFAIL;
+	default:
+		/* NXDOMAIN, no data, and answers evdns could not parse (a PTR
+		 * name with bytes no host name has): no usable name, as
+		 * Postfix says for a bad name. */
+		return DNS_NAME_UNAVAILABLE;
 	}
 }
 

@@ -87,9 +87,28 @@ static void replay_keep(struct replay *r, const struct smtp_reply *reply)
 static void replay_conn_failed(void *arg)
 {
 	struct replay *r = arg;
-	log_warn("replay: session=%llu backend connection lost: %s",
-		 r->id->session_id, r->b ? r->b->fail_reason : "");
-	replay_fail(r, REPLY_BACKEND_LOST);
+	bool protocol = r->b && r->b->protocol_error;
+	log_warn("replay: session=%llu backend connection %s: %s", r->id->session_id,
+		 protocol ? "out of protocol" : "lost", r->b ? r->b->fail_reason : "");
+	replay_fail(r, protocol ? REPLY_BACKEND_PROTOCOL : REPLY_BACKEND_LOST);
+}
+
+/* A reply of a class its command cannot have (a 354 to RCPT, a 250 to
+ * DATA): the exchange is out of step, and nothing it says may reach the
+ * client. The connection is closed. */
+static bool replay_out_of_step(struct replay *r, const struct smtp_reply *reply,
+			       bool want_354)
+{
+	int cls = reply->code / 100;
+	bool ok = want_354 ? reply->code == 354 || cls == 4 || cls == 5
+			   : cls == 2 || cls == 4 || cls == 5;
+	if (ok)
+		return false;
+	log_warn("replay: session=%llu backend reply %d out of step; closing",
+		 r->id->session_id, reply->code);
+	r->b->protocol_error = true;
+	replay_fail(r, REPLY_BACKEND_PROTOCOL);
+	return true;
 }
 
 static int replay_send(struct replay *r, const char *line, size_t len,
@@ -259,6 +278,8 @@ static void replay_identify(struct replay *r)
 static void replay_rset_reply(void *arg, const struct smtp_reply *reply)
 {
 	struct replay *r = arg;
+	if (replay_out_of_step(r, reply, false))
+		return;
 	replay_finish(r, reply->code == 250);
 }
 
@@ -287,6 +308,8 @@ static void replay_envelope_done(struct replay *r)
 static void replay_envelope_reply(void *arg, const struct smtp_reply *reply)
 {
 	struct replay *r = arg;
+	if (replay_out_of_step(r, reply, false))
+		return;
 	bool ok = reply->code / 100 == 2;
 	if (!r->envelope_failed || r->kind == REPLAY_RCPT) {
 		if (!ok && !r->envelope_failed) {
@@ -304,6 +327,8 @@ static void replay_envelope_reply(void *arg, const struct smtp_reply *reply)
 static void replay_mail_reply(void *arg, const struct smtp_reply *reply)
 {
 	struct replay *r = arg;
+	if (replay_out_of_step(r, reply, false))
+		return;
 	if (reply->code / 100 != 2) {
 		r->mail_failed = true;
 		r->envelope_failed = true;
@@ -347,6 +372,8 @@ static void replay_envelope(struct replay *r)
 static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 {
 	struct replay *r = arg;
+	if (replay_out_of_step(r, reply, false))
+		return;
 	replay_keep(r, reply);
 	/* After the end-of-data reply the server is ready for a new MAIL. */
 	replay_finish(r, true);
@@ -418,6 +445,8 @@ static void replay_received_header(struct replay *r)
 static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 {
 	struct replay *r = arg;
+	if (replay_out_of_step(r, reply, true))
+		return;
 	if (reply->code != 354) {
 		replay_keep(r, reply);
 		replay_rset(r);

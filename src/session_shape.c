@@ -42,6 +42,8 @@
 #include "throttle.h"
 #include "worker.h"
 
+#define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
+
 static int session_fd(const struct session *s)
 {
 	struct bufferevent *under = bufferevent_get_underlying(s->bev);
@@ -71,6 +73,11 @@ const char *session_phase(const struct session *s)
 	case SESSION_GREETING:
 		return "greeting";
 	case SESSION_INIT:
+		/* A slowed greeting still on its way out: the client never
+		 * saw the end of it. */
+		if (s->commands == 0 &&
+		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+			return "greeting";
 		return "helo";
 	case SESSION_READY:
 		return "mail";
@@ -166,6 +173,8 @@ void session_signal(struct session *s, enum signal_id sig, const char *detail)
 
 /* --- accept and the greeting ------------------------------------------- */
 
+static void shape_lookup_done(struct session *s);
+
 static void session_dnsbl_done(void *arg, int score, const char *hits)
 {
 	struct session *s = arg;
@@ -176,8 +185,7 @@ static void session_dnsbl_done(void *arg, int score, const char *hits)
 	else if (score < 0)
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_DNSWL,
 			     score, hits);
-	if (s->greet_waiting && !s->dns)
-		session_shape_greet_timer(s);
+	shape_lookup_done(s);
 }
 
 void session_shape_accept(struct session *s, const struct sockaddr *addr)
@@ -211,6 +219,10 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 		s->dnsbl = dnsbl_start(worker->dns, worker->dnsbl, addr,
 				       session_dnsbl_done, s);
 	throttle_window(fd, s->trusted);
+	/* Until the verdict, read only enough to see who talks first: a
+	 * client that may be shaped must not get 64 KiB in ahead of it. */
+	if (!s->trusted)
+		bufferevent_setwatermark(s->bev, EV_READ, 0, SHAPE_PREGREET_MAX);
 	long wait = s->trusted ? 0 : cfg->greet_wait_ms;
 	struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
 	/* The greeting runs from the session's own event, never inside
@@ -218,6 +230,26 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	 * common timeout queue keeps ten thousand waits O(1). */
 	const struct timeval *ctv = event_base_init_common_timeout(worker->base, &tv);
 	event_add(s->defer_ev, ctv ? ctv : &tv);
+}
+
+/* The verdict, then the greeting (shaped or not). */
+static void shape_greet(struct session *s)
+{
+	s->greet_waiting = false;
+	event_del(s->defer_ev);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
+	shape_decide(s);
+	if (!s->shaped)
+		throttle_window(session_fd(s), true);
+	session_greet(s);
+}
+
+/* A look-up finished: greet now if greet_wait is over and nothing else is
+ * outstanding. */
+static void shape_lookup_done(struct session *s)
+{
+	if (s->greet_waiting && !s->dns && !s->dnsbl && s->state == SESSION_GREETING)
+		shape_greet(s);
 }
 
 void session_shape_greet_timer(struct session *s)
@@ -230,16 +262,18 @@ void session_shape_greet_timer(struct session *s)
 			     SIGNAL_PREGREET, classify_weight(SIGNAL_PREGREET), detail);
 		store_record(worker->store, session_addr(s), STORE_BAD_SIGNAL);
 	}
-	/* The verdict needs the look-ups; they are bounded by dns_timeout. */
-	if (!s->trusted && (s->dns || s->dnsbl)) {
+	/* The verdict waits for the look-ups, but the greeting waits at most
+	 * dns_timeout more for them: a slow or flooded resolver must not hold
+	 * every client. A late answer can still start shaping afterwards. */
+	if (!s->trusted && (s->dns || s->dnsbl) && !s->greet_waiting) {
 		s->greet_waiting = true;
+		long ms = worker->cfg->dns_timeout_ms;
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		const struct timeval *ctv = event_base_init_common_timeout(worker->base, &tv);
+		event_add(s->defer_ev, ctv ? ctv : &tv);
 		return;
 	}
-	s->greet_waiting = false;
-	shape_decide(s);
-	if (!s->shaped)
-		throttle_window(session_fd(s), true);
-	session_greet(s);
+	shape_greet(s);
 }
 
 void session_shape_dns_done(struct session *s, enum dns_name_status st,
@@ -254,8 +288,7 @@ void session_shape_dns_done(struct session *s, enum dns_name_status st,
 		    rdns_generic(name, strlen(name), session_addr(s)))
 			session_signal(s, SIGNAL_PTRGENERIC, name);
 	}
-	if (s->greet_waiting && !s->dnsbl)
-		session_shape_greet_timer(s);
+	shape_lookup_done(s);
 }
 
 void session_shape_helo(struct session *s)

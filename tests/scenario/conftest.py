@@ -133,14 +133,21 @@ def postfix(request, workdir):
         return pf
 
     yield make
+    forbidden = []
     for pf in started:
         try:
             pf.stop()
         finally:
             for line in harness.forbidden_log_lines(pf.maillog(), pf.allow_log):
                 _LOG_FINDINGS.append((request.node.name, line))
+                forbidden.append(line)
             if _failed(request):
                 print("\n--- %r maillog (tail) ---\n%s" % (pf, pf.maillog()[-6000:]))
+    # Checked per test as well as at the end (test_core_99): with several
+    # pytest workers, each only sees its own tests' backends.
+    if forbidden:
+        pytest.fail("backend log shows sluice breaking Postfix's rules (G7):\n"
+                    + "\n".join(forbidden[:20]), pytrace=False)
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ class Conn:
 def xtext_decode(s):
     out, i = [], 0
     while i < len(s):
-        if s[i] == "+" and i + 2 < len(s) + 0 and re.match(r"[0-9A-F]{2}", s[i + 1:i + 3]):
+        if s[i] == "+" and re.match(r"[0-9A-F]{2}", s[i + 1:i + 3]):
             out.append(chr(int(s[i + 1:i + 3], 16)))
             i += 3
         else:
@@ -156,6 +156,7 @@ class EvilBackend:
         self.violations = []
         self.sent_replies = []  # (conn no, stage, first line str)
         self.fault_log = []     # (conn no, stage, k, fault repr)
+        self.cmd_log = []       # (monotonic time, conn no, command line)
         self._stop = threading.Event()
         self._sock = None
         self._threads = []
@@ -245,6 +246,23 @@ class EvilBackend:
                             out.add(l.decode("latin-1"))
             return out
 
+    def conn_stats(self):
+        """Per connection: (no, error replies sent, RSET+NOOP commands,
+        MAIL commands)."""
+        with self.lock:
+            out = []
+            for c in self.conns:
+                errs = sum(1 for r in c.replies if r[:1] in (b"4", b"5"))
+                junk = sum(1 for l in c.commands
+                           if l.split(" ", 1)[0].upper() in ("RSET", "NOOP"))
+                mails = sum(1 for l in c.commands if l.upper().startswith("MAIL"))
+                out.append((c.no, errs, junk, mails))
+            return out
+
+    def idle_421s(self):
+        with self.lock:
+            return [x for x in self.sent_replies if x[1] == "idle"]
+
     def summary(self):
         with self.lock:
             return ("conns=%d open=%d messages=%d violations=%r faults_hit=%r"
@@ -317,11 +335,13 @@ class _Session:
         self.esmtp = False
         self.helo = None
         self.xclient_done = False
+        self.pipelining = False
         self.reset_txn()
 
     def reset_txn(self):
         self.mail_from = None
         self.rcpts = []
+        self.rcpts_tried = []
 
     # -------------------------------------------------------------- I/O
 
@@ -469,19 +489,24 @@ class _Session:
 
     # ------------------------------------------------------------ protocol
 
+    def cap(self, name):
+        v = getattr(self.srv, name)
+        return v(self.conn.no) if callable(v) else v
+
     def ehlo_reply(self, name):
+        self.pipelining = bool(self.cap("pipelining"))
         lines = [self.srv.hostname]
-        if self.srv.pipelining:
+        if self.pipelining:
             lines.append("PIPELINING")
-        lines.append("SIZE %d" % self.srv.size)
+        lines.append("SIZE %d" % self.cap("size"))
         lines.append("VRFY")
         lines.append("ETRN")
-        if self.srv.starttls:
+        if self.cap("starttls"):
             lines.append("STARTTLS")
         lines.append("ENHANCEDSTATUSCODES")
         lines.append("8BITMIME")
         lines.append("DSN")
-        if self.srv.smtputf8:
+        if self.cap("smtputf8"):
             lines.append("SMTPUTF8")
         if self.srv.xclient and (not self.xclient_done or self.srv.xclient_reuse):
             lines.append("XCLIENT " + self.srv.xclient_attrs)
@@ -511,12 +536,13 @@ class _Session:
                 srv._violation(conn, "command line without CR LF: %r" % raw[:80])
             with srv.lock:
                 conn.commands.append(line)
+                srv.cmd_log.append((time.monotonic(), conn.no, line))
             verb = line.split(" ", 1)[0].upper()
             arg = line[len(verb) + 1:] if " " in line else ""
             # Pipelining without permission: more input already here when
             # a non-group-ending command is read.
             if verb not in GROUP_END and self.buf and \
-                    (not srv.pipelining or not self.esmtp):
+                    (not self.pipelining or not self.esmtp):
                 srv._violation(conn, "pipelining without PIPELINING/ESMTP "
                                "after %r: %r" % (line[:40], self.buf[:60]))
             if not self.command(verb, arg, line):
@@ -572,8 +598,8 @@ class _Session:
                 return True
             m = re.match(r"(?i)TO:\s*<([^>]*)>", arg)
             addr = m.group(1) if m else arg
-            k = len(self.rcpts_tried) + 1 if hasattr(self, "rcpts_tried") else 1
-            self.rcpts_tried = getattr(self, "rcpts_tried", []) + [addr]
+            self.rcpts_tried.append(addr)
+            k = len(self.rcpts_tried)
             if addr.lower().startswith("nobody"):
                 normal = ("550 5.1.1 <%s>: Recipient address rejected: User "
                           "unknown in virtual mailbox table\r\n" % addr)
@@ -586,11 +612,11 @@ class _Session:
         if verb == "RSET":
             self.reply("rset", "250 2.0.0 Ok\r\n")
             self.reset_txn()
-            self.rcpts_tried = []
             return True
         if verb == "NOOP":
-            self.reply("noop", "250 2.0.0 Ok\r\n", group_end=True) \
-                if False else self.send("250 2.0.0 Ok\r\n", "noop")
+            if self.pending_input(self.srv.check_delay):
+                self.srv._violation(self.conn, "command pipelined after NOOP")
+            self.send("250 2.0.0 Ok\r\n", "noop")
             return True
         if verb == "QUIT":
             self.send("221 2.0.0 Bye\r\n", "quit")
@@ -616,7 +642,6 @@ class _Session:
         if not self.reply("data", "354 End data with <CR><LF>.<CR><LF>\r\n",
                           group_end=True):
             self.reset_txn()
-            self.rcpts_tried = []
             return True
         body = []
         mid = None
@@ -676,8 +701,319 @@ class _Session:
             with srv.lock:
                 srv.messages.append(record)
         self.reset_txn()
-        self.rcpts_tried = []
         if f is None:
             self.send(normal, "after_dot")
             return True
         return self.apply(f, "after_dot", normal) or True
+
+
+# ====================================================================
+# Client side: transactions through sluice and the invariants of G4.
+# (Used by test_hostile_j.py and test_faults.py.)
+# ====================================================================
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+ENH_RX = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?: |$)")
+
+
+def token(tag):
+    return "evil-%s-%s" % (tag, uuid.uuid4().hex[:10])
+
+
+def message_bytes(tok, body=None, to="alice@example.com"):
+    body = body if body is not None else (
+        b"Line one of the test body.\r\n.a line with a leading dot\r\n"
+        b"..two dots\r\nlast line\r\n")
+    return (b"From: Evil Test <a@example.net>\r\n"
+            b"To: <" + to.encode() + b">\r\n"
+            b"Subject: " + tok.encode() + b"\r\n"
+            b"Message-ID: <" + tok.encode() + b"@example.net>\r\n"
+            b"\r\n" + body)
+
+
+def dot_stuff(msg):
+    if not msg.endswith(b"\r\n"):
+        msg += b"\r\n"
+    out = [(b"." + l) if l.startswith(b".") else l
+           for l in msg.split(b"\r\n")[:-1]]
+    return b"\r\n".join(out) + b"\r\n"
+
+
+class Reply:
+    def __init__(self, step, code, lines, secs):
+        self.step, self.code, self.lines, self.secs = step, code, lines, secs
+        m = ENH_RX.match(lines[0]) if lines else None
+        self.enhanced = m.group(1) if m else ""
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+    @property
+    def key(self):
+        """"451 4.4.2" style."""
+        return ("%d %s" % (self.code, self.enhanced)).strip()
+
+    def __repr__(self):
+        return "<%s %d %s (%.2fs)>" % (self.step, self.code, " | ".join(self.lines)[:160],
+                                      self.secs)
+
+
+class TxnResult:
+    def __init__(self, tok, msg):
+        self.tok = tok
+        self.msg = msg            # the message bytes (unstuffed)
+        self.replies = []
+        self.error = None         # connection lost / timeout (str)
+        self.started = time.monotonic()
+        self.ended = None
+
+    @property
+    def final(self):
+        """The reply that decided the transaction (the last one read
+        before QUIT)."""
+        rs = [r for r in self.replies if r.step != "quit"]
+        return rs[-1] if rs else None
+
+    @property
+    def accepted(self):
+        f = self.final
+        return f is not None and f.step == "dot" and f.code == 250
+
+    def reply(self, step):
+        for r in self.replies:
+            if r.step == step:
+                return r
+        return None
+
+    @property
+    def elapsed(self):
+        return (self.ended or time.monotonic()) - self.started
+
+    def __repr__(self):
+        return "<txn %s %r error=%r %.2fs>" % (self.tok, self.replies, self.error,
+                                               self.elapsed)
+
+
+def run_txn(sl, tok=None, rcpts=("alice@example.com",), source="127.0.0.23",
+            helo="client23.example", pipelined=False, body=None, timeout=15,
+            tls=False, quit=True):
+    """One client transaction through sluice: greeting, EHLO, [STARTTLS,
+    EHLO,] MAIL, RCPT..., DATA, body, ".", QUIT. Stops at the first
+    failure. Every reply and its wait is recorded."""
+    import harness
+    tok = tok or token("t")
+    msg = message_bytes(tok, body, rcpts[0] if rcpts else "alice@example.com")
+    res = TxnResult(tok, msg)
+    c = None
+
+    def rd(step):
+        t0 = time.monotonic()
+        code, lines = c.read_reply(timeout)
+        r = Reply(step, code, lines, time.monotonic() - t0)
+        res.replies.append(r)
+        return r
+
+    try:
+        c = harness.SmtpRaw(sl.host, sl.port, source=source, timeout=timeout)
+        if rd("greeting").code != 220:
+            return res
+        c.send("EHLO %s\r\n" % helo)
+        if rd("ehlo").code != 250:
+            return res
+        if tls:
+            c.send("STARTTLS\r\n")
+            if rd("starttls").code != 220:
+                return res
+            c.starttls(harness.unverified_tls_context())
+            c.send("EHLO %s\r\n" % helo)
+            if rd("ehlo").code != 250:
+                return res
+        if pipelined:
+            c.send("MAIL FROM:<a@example.net>\r\n"
+                   + "".join("RCPT TO:<%s>\r\n" % r for r in rcpts) + "DATA\r\n")
+            if rd("mail").code != 250:
+                for r in rcpts:
+                    rd("rcpt")
+                rd("data")
+                return res
+            ok = [rd("rcpt").code // 100 == 2 for r in rcpts]
+            d = rd("data")
+            if d.code != 354:
+                return res
+        else:
+            c.send("MAIL FROM:<a@example.net>\r\n")
+            if rd("mail").code != 250:
+                return res
+            ok = []
+            for r in rcpts:
+                c.send("RCPT TO:<%s>\r\n" % r)
+                ok.append(rd("rcpt").code // 100 == 2)
+            if not any(ok):
+                return res
+            c.send("DATA\r\n")
+            if rd("data").code != 354:
+                return res
+        c.send(dot_stuff(msg) + b".\r\n")
+        rd("dot")
+        if quit:
+            try:
+                c.send("QUIT\r\n")
+                rd("quit")
+            except (OSError, harness.SmtpError):
+                pass
+    except (OSError, harness.SmtpError) as e:
+        res.error = "%s: %s" % (type(e).__name__, e)
+    finally:
+        res.ended = time.monotonic()
+        if c is not None:
+            c.close()
+    return res
+
+
+def sanitizer_findings(log):
+    """ASan/UBSan reports and worker crashes in a sluice log."""
+    out = []
+    for l in log.splitlines():
+        if ("ERROR: AddressSanitizer" in l or "runtime error:" in l
+                or "ERROR: LeakSanitizer" in l or "killed by signal" in l
+                or "SUMMARY: " in l):
+            out.append(l)
+    return out
+
+
+def check_invariants(evil, sl, results, reply_bound, allow_dup=False,
+                     expect_violations=False, killed_ok=False):
+    """G4's assertions over finished transactions:
+      - a client got 250 at the end of data only if the backend recorded
+        the message (loss = 0), once (duplicates only with allow_dup);
+      - what the backend recorded is exactly what the client sent (nothing
+        incomplete or altered is delivered);
+      - a message the client saw refused with 5xx was not recorded;
+      - every 5xx a client got is one the backend sent (no invented 5xx);
+      - no reply took longer than reply_bound seconds (deadline);
+      - the backend saw no RFC 2920 / XCLIENT violation;
+      - sluice is alive, no worker crashed, no sanitizer report."""
+    problems = []
+    sent = evil.sent_texts()
+    for res in results:
+        n = evil.count(res.tok)
+        if res.accepted and n == 0:
+            problems.append("LOSS: client got 250 but the backend has no %s: %r"
+                            % (res.tok, res))
+        if n > 1 and not allow_dup:
+            problems.append("DUPLICATE: %s recorded %d times: %r" % (res.tok, n, res))
+        for m in evil.by_token(res.tok):
+            if m["data"] != res.msg:
+                problems.append("ALTERED/INCOMPLETE message %s at the backend: "
+                                "%r != %r" % (res.tok, m["data"][:200], res.msg[:200]))
+        f = res.final
+        if f is not None and f.step == "dot" and f.code >= 500 and n:
+            problems.append("client got %r but the backend queued %s" % (f, res.tok))
+        for r in res.replies:
+            if r.code >= 500 and r.step not in ("greeting",):
+                first = "%d %s" % (r.code, r.lines[0])
+                if first not in sent:
+                    problems.append("INVENTED 5xx: client got %r which the backend "
+                                    "never sent" % r)
+            if r.secs > reply_bound:
+                problems.append("DEADLINE: %s reply took %.2f s > %.2f s: %r"
+                                % (r.step, r.secs, reply_bound, res))
+        if res.error and "timed out" in res.error:
+            problems.append("DEADLINE: client timed out: %r" % res)
+    if evil.violations and not expect_violations:
+        problems.append("backend saw protocol violations: %r" % evil.violations[:5])
+    if not killed_ok:
+        if not sl.alive():
+            problems.append("sluice exited")
+        problems += ["sluice log: " + l for l in sanitizer_findings(sl.log())]
+    return problems
+
+
+def deliver_after_recovery(evil, sl, window=6.0, tag="recover", **kw):
+    """A normal delivery works again within window seconds (the pool
+    recovers). Returns (TxnResult of the success or last try, tries)."""
+    deadline = time.monotonic() + window
+    tries = 0
+    res = None
+    while True:
+        tries += 1
+        res = run_txn(sl, token(tag), timeout=window, **kw)
+        if res.accepted and evil.count(res.tok) == 1:
+            return res, tries
+        if time.monotonic() >= deadline:
+            return res, tries
+        time.sleep(0.1)
+
+
+def worker_pids(sl):
+    """Live worker pids from the sluice log ("worker N: ready pid=P")."""
+    pids = []
+    for m in re.finditer(r"worker (\d+): ready pid=(\d+)", sl.log()):
+        pid = int(m.group(2))
+        if os.path.exists("/proc/%d" % pid):
+            pids.append(pid)
+    return pids
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+
+# ---------------------------------------------------------------- catalogue
+
+def _load_replies():
+    """sluice's own replies from src/replies.h: {ID: (code, enhanced, text)}."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "src", "replies.h")
+    out = {}
+    with open(path) as f:
+        src = f.read()
+    for m in re.finditer(r'X\((\w+),\s*(\d+),\s*"([^"]*)",\s*"((?:[^"\\]|\\.)*)"\)', src):
+        out[m.group(1)] = (int(m.group(2)), m.group(3),
+                           m.group(4).replace('\\"', '"'))
+    return out
+
+
+SLUICE_REPLIES = _load_replies()
+
+
+def is_sluice_reply(r, rid, hostname="sluice.test"):
+    """Whether client reply r is sluice's catalogue reply rid, exactly."""
+    code, enh, text = SLUICE_REPLIES[rid]
+    text = text.replace("%H", hostname)
+    want = ("%s %s" % (enh, text)) if enh else text
+    return r.code == code and r.enhanced == enh and r.lines[0] == want
+
+
+def which_sluice_reply(r, hostname="sluice.test"):
+    for rid in SLUICE_REPLIES:
+        if is_sluice_reply(r, rid, hostname):
+            return rid
+    return None
+
+
+try:
+    import pytest
+
+    @pytest.fixture
+    def evil():
+        """Factory: evil(**EvilBackend kwargs) -> started EvilBackend;
+        stopped at teardown (request it before `sluice`)."""
+        started = []
+
+        def make(**kw):
+            e = EvilBackend(**kw).start()
+            started.append(e)
+            return e
+
+        yield make
+        for e in started:
+            e.stop()
+except ImportError:  # used outside pytest
+    pass

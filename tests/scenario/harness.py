@@ -665,8 +665,9 @@ class Dnsmasq:
             "host-record=%s.wl.test,127.0.0.2" % _rev(ALLOWLISTED),
             "host-record=%s,%s" % (SLUICE_HOSTNAME, "127.0.0.1"),
         ]
-        if self.daemon:
-            lines.append("pid-file=%s" % self.pid_file)
+        # Always a private pid file: the default /var/run/dnsmasq.pid is
+        # shared, and two instances starting at once (pytest -n) collide.
+        lines.append("pid-file=%s" % self.pid_file)
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         if not os.path.exists(self.log_path):
