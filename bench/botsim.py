@@ -175,6 +175,8 @@ class Dns:
 
     def start(self):
         for addr in DNS_ADDRS:
+            if harness.is_listening(53, addr):
+                continue  # another botsim run: its answers would look like ours
             self.write(addr)
             self.proc = subprocess.Popen(
                 ["/usr/sbin/dnsmasq", "--conf-file=%s/dnsmasq.conf" % self.dir,
@@ -192,7 +194,8 @@ class Dns:
                 except OSError:
                     return False
             r = harness.wait_until(ok, 10, 0.1)
-            if r is True:
+            time.sleep(0.3)
+            if r is True and self.proc.poll() is None:
                 self.addr = addr
                 return self
             self.stop()
@@ -688,7 +691,7 @@ def sluice_setup(a, d, pf, dns_addr, name, shape_time, trickle=False):
         smtpd_timeout="%dms" % round(SMTPD_TIMEOUT * 1000 / K),
         dnsbl_sites="bl.test" if a.dnsbl_weight == 1 else "bl.test*%d" % a.dnsbl_weight,
         greet_wait="%dms" % round(SLUICE_GREET_WAIT * 1000 / K),
-        shape_rate=str(int(round(SLUICE_SHAPE_RATE * K))),
+        shape_rate=str(int(round(a.shape_rate * K))),
         shape_time="%dms" % round(shape_time * 1000 / K),
     )
     if trickle:
@@ -844,6 +847,8 @@ def main():
     ap.add_argument("--setups", default="direct,sluice,postscreen")
     ap.add_argument("--shape-time", default="90",
                     help="sluice shape_time(s) in real seconds, comma list")
+    ap.add_argument("--shape-rate", type=float, default=SLUICE_SHAPE_RATE,
+                    help="sluice shape_rate in real bytes/s (multiplied by K)")
     ap.add_argument("--dnsbl-weight", type=int, default=1,
                     help="weight of bl.test for sluice (1: no weight given)")
     ap.add_argument("--bots", type=int, default=200)
@@ -928,7 +933,7 @@ def main():
                   K, a.bots, a.legit, a.legit_listed,
                   ",".join(s[0] for s in setups), a.sluice, dns.addr, pf.port,
                   ps_port, pf.postscreen_greet_wait, SLUICE_GREET_WAIT / K,
-                  SLUICE_SHAPE_RATE * K, a.dnsbl_weight,
+                  a.shape_rate * K, a.dnsbl_weight,
                   a.backend_forbid_pipelining), flush=True)
         runid = "%x" % (int(time.time()) & 0xffffff)
         for profile in profiles:

@@ -19,13 +19,15 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
 
-#define DNS_MAX_INFLIGHT "4096"
+#define DNS_MAX_INFLIGHT "128"
 
 struct dns_ptr {
 	struct evdns_base *dns;
@@ -38,10 +40,83 @@ struct dns_ptr {
 		struct in6_addr v6;
 	} addr;
 	char name[DNS_NAME_MAX + 1];
+	int ttl;                       /* smallest TTL of the answers used */
+	struct event *cached;          /* delivery of a cache hit */
+	enum dns_name_status cached_status;
 };
+
+/*
+ * A small per-worker cache of client names (HOSTILE 81: a client that
+ * reconnects, or many sessions from one server, cost one look-up). Direct
+ * mapped by address hash: a collision just replaces the older entry. Kept
+ * for the answers' TTL within [DNS_CACHE_MIN_S, DNS_CACHE_MAX_S]; a
+ * temporary failure for DNS_CACHE_FAIL_S, so a dead resolver is not asked
+ * again for every connection.
+ */
+#define DNS_CACHE_SLOTS 2048
+#define DNS_CACHE_MIN_S 30
+#define DNS_CACHE_MAX_S 3600
+#define DNS_CACHE_FAIL_S 15
+
+struct dns_cache_entry {
+	int family; /* 0: empty */
+	union {
+		struct in_addr v4;
+		struct in6_addr v6;
+	} addr;
+	enum dns_name_status status;
+	time_t expires;
+	char name[DNS_NAME_MAX + 1];
+};
+
+static struct dns_cache_entry *dns_cache;
+static struct event_base *dns_event_base; /* the worker's loop */
+
+static struct dns_cache_entry *dns_cache_slot(int family, const void *addr)
+{
+	if (!dns_cache && !(dns_cache = calloc(DNS_CACHE_SLOTS, sizeof *dns_cache)))
+		return NULL;
+	size_t len = family == AF_INET ? 4 : 16;
+	const unsigned char *p = addr;
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return &dns_cache[h % DNS_CACHE_SLOTS];
+}
+
+static void dns_cache_put(const struct dns_ptr *req, enum dns_name_status st)
+{
+	struct dns_cache_entry *e = dns_cache_slot(req->family, &req->addr);
+	if (!e)
+		return;
+	int ttl = st == DNS_NAME_TEMPFAIL ? DNS_CACHE_FAIL_S : req->ttl;
+	if (ttl < DNS_CACHE_MIN_S && st != DNS_NAME_TEMPFAIL)
+		ttl = DNS_CACHE_MIN_S;
+	if (ttl > DNS_CACHE_MAX_S)
+		ttl = DNS_CACHE_MAX_S;
+	e->family = req->family;
+	e->addr.v6 = req->addr.v6;
+	if (req->family == AF_INET)
+		e->addr.v4 = req->addr.v4;
+	e->status = st;
+	e->expires = time(NULL) + ttl;
+	snprintf(e->name, sizeof e->name, "%s", req->name);
+}
+
+static const struct dns_cache_entry *dns_cache_get(int family, const void *addr)
+{
+	struct dns_cache_entry *e = dns_cache_slot(family, addr);
+	if (!e || e->family != family || e->expires <= time(NULL) ||
+	    memcmp(&e->addr, addr, family == AF_INET ? 4 : 16) != 0)
+		return NULL;
+	return e;
+}
+
+static void dns_cached_cb(evutil_socket_t fd, short what, void *arg);
 
 struct evdns_base *dns_new(struct event_base *base, const struct config *cfg)
 {
+	dns_event_base = base;
 	struct evdns_base *dns =
 		evdns_base_new(base, cfg->dns_server_count ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
 	if (!dns)
@@ -59,8 +134,10 @@ struct evdns_base *dns_new(struct event_base *base, const struct config *cfg)
 	snprintf(timeout, sizeof timeout, "%.3f", cfg->dns_timeout_ms / 1000.0);
 	/* randomize-case stays on (libevent's default): 0x20 mixing makes
 	 * forged answers to our PTR and DNSBL queries harder (HOSTILE 83). */
-	/* max-inflight: evdns queues beyond it (default 64); a burst of new
-	 * clients needs a PTR, a forward and one query per list each. */
+	/* max-inflight: the cap on queries sent and unanswered; evdns queues
+	 * the rest (HOSTILE 81: an attacker choosing many addresses must not
+	 * turn sluice into a DNS flood). Greetings do not wait on the queue
+	 * beyond dns_timeout (session_shape.c). */
 	if (evdns_base_set_option(dns, "timeout:", timeout) != 0 ||
 	    evdns_base_set_option(dns, "attempts:", "2") != 0 ||
 	    evdns_base_set_option(dns, "max-inflight:", DNS_MAX_INFLIGHT) != 0) {
@@ -96,11 +173,15 @@ int dns_name_valid(const char *name, size_t len)
 
 static void dns_finish(struct dns_ptr *req, enum dns_name_status st)
 {
+	if (!req->cached)
+		dns_cache_put(req, st);
 	dns_ptr_cb cb = req->cb;
 	void *arg = req->arg;
 	char name[DNS_NAME_MAX + 1];
 	snprintf(name, sizeof name, "%s",
 		 st == DNS_NAME_OK || st == DNS_NAME_UNCONFIRMED ? req->name : "");
+	if (req->cached)
+		event_free(req->cached);
 	free(req);
 	if (cb)
 		cb(st, name, arg);
@@ -128,6 +209,8 @@ static void dns_forward_cb(int result, char type, int count, int ttl,
 {
 	struct dns_ptr *req = arg;
 	req->pending = NULL;
+	if (ttl < req->ttl)
+		req->ttl = ttl;
 	if (!req->cb || result == DNS_ERR_CANCEL) {
 		free(req);
 		return;
@@ -157,6 +240,8 @@ static void dns_reverse_cb(int result, char type, int count, int ttl,
 {
 	struct dns_ptr *req = arg;
 	req->pending = NULL;
+	if (ttl < req->ttl)
+		req->ttl = ttl;
 	if (!req->cb || result == DNS_ERR_CANCEL) {
 		free(req);
 		return;
@@ -193,6 +278,24 @@ struct dns_ptr *dns_ptr_start(struct evdns_base *dns,
 	req->cb = cb;
 	req->arg = arg;
 	req->family = addr->sa_family;
+	req->ttl = DNS_CACHE_MAX_S;
+	const void *a = addr->sa_family == AF_INET
+		? (const void *)&((const struct sockaddr_in *)addr)->sin_addr
+		: (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+	const struct dns_cache_entry *hit =
+		addr->sa_family == AF_INET || addr->sa_family == AF_INET6
+			? dns_cache_get(addr->sa_family, a) : NULL;
+	if (hit) {
+		/* Delivered on the next turn, never inside this call. */
+		req->cached = event_new(dns_event_base, -1, 0,
+					dns_cached_cb, req);
+		if (req->cached) {
+			req->cached_status = hit->status;
+			snprintf(req->name, sizeof req->name, "%s", hit->name);
+			event_active(req->cached, 0, 0);
+			return req;
+		}
+	}
 	metrics_inc(METRIC_DNS_QUERIES);
 	if (addr->sa_family == AF_INET) {
 		req->addr.v4 = ((const struct sockaddr_in *)addr)->sin_addr;
@@ -210,10 +313,21 @@ struct dns_ptr *dns_ptr_start(struct evdns_base *dns,
 	return req;
 }
 
+static void dns_cached_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_ptr *req = arg;
+	dns_finish(req, req->cached_status);
+}
+
 void dns_ptr_cancel(struct dns_ptr *req)
 {
 	if (!req)
 		return;
+	if (req->cached) {
+		event_free(req->cached);
+		free(req);
+		return;
+	}
 	req->cb = NULL;
 	/* evdns calls dns_*_cb with DNS_ERR_CANCEL later; that frees req. */
 	evdns_cancel_request(req->dns, req->pending);
