@@ -11,8 +11,8 @@
  *   - a DNS server on a loopback UDP port (evdns server) that answers PTR,
  *     A/AAAA and DNSBL queries, or fails them, or never answers;
  *   - the client: one end of a socketpair, the other end handed to
- *     session_accept with a fake peer address (TEST-NET / documentation
- *     prefixes). No traffic leaves the process but loopback.
+ *     session_accept with a fake peer address (documentation and
+ *     benchmarking prefixes). No traffic leaves the process but loopback.
  *
  * Input layout (FUZZ_SESSION_HEAD bytes, then the client's bytes):
  *   byte 0  backend fault: low nibble the stage (fuzz_session_stage; 0 and
@@ -29,7 +29,9 @@
  *           greeting (else wait for it).
  *   byte 3  bit 0 message_memory_max = 512 (spill to spool_dir); bit 1
  *           reject_threshold = 2; bit 2 two pool connections; bits 3-7
- *           the peer's last address byte.
+ *           the peer's last address byte in 192.0.2.0/24 or 2001:db8::/64;
+ *           0: a new peer for every run (198.18.0.0/15, 2001:db8:ffff::/96),
+ *           so that sluice's cache of client names does not answer.
  *
  * FUZZ_SESSION_SKIP_STAGES=3,4,9 turns off faults at those stages (to fuzz
  * past a known bug); FUZZ_SESSION_LOG=1 logs sluice's lines to stderr.
@@ -722,7 +724,9 @@ static uint32_t fuzz_session_rand(uint32_t *s)
  * Lockstep: the length of the next group an RFC 2920 client would send
  * before waiting for replies. MAIL, RCPT and RSET may be followed by more;
  * any other line ends the group; DATA starts a body, which ends with its
- * "." line.
+ * "." line. STARTTLS does not end it: this client cannot speak TLS, so
+ * what follows STARTTLS is sent in the same flight, which is the command
+ * injection case (CVE-2011-0411 class) that must be discarded.
  */
 static size_t fuzz_session_group(const uint8_t *p, size_t len, bool *in_body)
 {
@@ -746,7 +750,8 @@ static size_t fuzz_session_group(const uint8_t *p, size_t len, bool *in_body)
 		}
 		if (n < 4 || (strncasecmp((const char *)line, "MAIL", 4) &&
 			      strncasecmp((const char *)line, "RCPT", 4) &&
-			      strncasecmp((const char *)line, "RSET", 4)))
+			      strncasecmp((const char *)line, "RSET", 4) &&
+			      (n < 8 || strncasecmp((const char *)line, "STARTTLS", 8))))
 			return off;
 	}
 	return off;
@@ -947,14 +952,27 @@ static void fuzz_session_configure(const uint8_t *h)
 	fz.w.draining = false;
 	fz.w.backend_smtputf8 = false;
 
+	/* sluice caches client names for 30 s and more: a peer of its own
+	 * for each run keeps the DNS modes above in force. A fixed peer
+	 * (bits 3-7 not 0) may hit the cache instead. */
+	static uint32_t serial;
+	unsigned host = h[3] >> 3;
+	uint32_t unique = ++serial;
 	memset(&fz.peer, 0, sizeof fz.peer);
-	unsigned host = 1 + (h[3] >> 3);
 	if (h[1] & 0x04) {
 		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&fz.peer;
 		in6->sin6_family = AF_INET6;
 		in6->sin6_port = htons(40000 + host);
-		inet_pton(AF_INET6, "2001:db8::", &in6->sin6_addr);
-		in6->sin6_addr.s6_addr[15] = (uint8_t)host;
+		inet_pton(AF_INET6, host ? "2001:db8::" : "2001:db8:ffff::",
+			  &in6->sin6_addr);
+		if (host) {
+			in6->sin6_addr.s6_addr[15] = (uint8_t)host;
+		} else {
+			in6->sin6_addr.s6_addr[12] = (uint8_t)(unique >> 24);
+			in6->sin6_addr.s6_addr[13] = (uint8_t)(unique >> 16);
+			in6->sin6_addr.s6_addr[14] = (uint8_t)(unique >> 8);
+			in6->sin6_addr.s6_addr[15] = (uint8_t)unique;
+		}
 		fz.peer_len = sizeof *in6;
 		char a[INET6_ADDRSTRLEN];
 		inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof a);
@@ -963,7 +981,9 @@ static void fuzz_session_configure(const uint8_t *h)
 		struct sockaddr_in *in4 = (struct sockaddr_in *)&fz.peer;
 		in4->sin_family = AF_INET;
 		in4->sin_port = htons(40000 + host);
-		in4->sin_addr.s_addr = htonl(0xc0000200u | host); /* 192.0.2.x */
+		/* 192.0.2.x, or one of 198.18.0.0/15 in turn (RFC 2544) */
+		in4->sin_addr.s_addr = htonl(host ? 0xc0000200u | host
+						  : 0xc6120000u | (unique & 0x1ffff));
 		fz.peer_len = sizeof *in4;
 		inet_ntop(AF_INET, &in4->sin_addr, fz.peer_text, sizeof fz.peer_text);
 	}

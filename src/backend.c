@@ -457,11 +457,13 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		free(c);
 		if (closing)
 			return; /* destroyed by the QUIT handler */
-		/* A handler may have failed the connection, or layered TLS over
-		 * this bufferevent: then these bytes are no longer ours. */
-		if (b->state == BACKEND_DEAD || bev != b->bev)
+		if (b->state == BACKEND_DEAD)
 			return;
 		smtp_reply_init(&b->reply);
+		/* A handler may have layered TLS over this bufferevent: then the
+		 * bytes after this reply are no longer ours to read. */
+		if (bev != b->bev)
+			return;
 		if (TAILQ_EMPTY(&b->unanswered)) {
 			b->group_open = false;
 			set_read_timeout(b, b->state == BACKEND_READY && TAILQ_EMPTY(&b->unsent)

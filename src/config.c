@@ -157,6 +157,8 @@ static const struct config_setting config_settings[] = {
 	       "Sessions at once, per worker"),
 	S_UINT(command_limit, 1, 100000000, "10000",
 	       "Commands in one session"),
+	S_UINT(tls_session_rate_limit, 0, 1000000, "0",
+	       "New TLS sessions per client address per minute; 0: no limit"),
 	S_STR(dnsbl_sites, CF_EMPTY | CF_DNSBL, "",
 	      "DNS block and allow lists, postscreen syntax: site[=filter][*weight], ..."),
 	S_DUR(greet_wait, 0, 5 * MINUTE, "6s",

@@ -64,6 +64,7 @@ struct config {
 	unsigned client_connection_limit;      /* 50 sessions per address */
 	unsigned session_limit;                /* 10000 sessions per worker */
 	unsigned command_limit;                /* 10000 commands per session */
+	unsigned tls_session_rate_limit;       /* per address per minute; 0 off */
 
 	/* classification and shaping */
 	char dnsbl_sites[2048];        /* postscreen syntax; "" = none */

@@ -162,8 +162,11 @@ int dns_name_valid(const char *name, size_t len)
 			label = 0;
 			continue;
 		}
+		/* Letters, digits and hyphens only (RFC 952/1123): what goes
+		 * into XCLIENT NAME= and the Received header must be a host
+		 * name, not merely a DNS label (HOSTILE 30). */
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
+		      (c >= '0' && c <= '9') || c == '-'))
 			return 0;
 		if (++label > 63)
 			return 0;

@@ -39,7 +39,7 @@ struct dns_ptr *dns_ptr_start(struct evdns_base *dns,
 /* The callback will not be called after this; frees the request. */
 void dns_ptr_cancel(struct dns_ptr *req);
 
-/* Whether name is a plausible host name: letters, digits, '-', '_', '.',
+/* Whether name is a plausible host name: letters, digits, '-', '.',
  * labels 1..63, total <= 253. Untrusted bytes, len bytes. */
 int dns_name_valid(const char *name, size_t len);
 

@@ -13,12 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #define LIMITS_BUCKETS 4096 /* power of two */
 
 struct client_count {
 	struct client_count *next;
-	unsigned count;
+	unsigned count;      /* sessions now; the entry lives while > 0 */
+	unsigned tls_count;  /* TLS sessions started in tls_minute */
+	time_t tls_minute;
 	uint8_t len;
 	uint8_t addr[16];
 };
@@ -94,4 +97,25 @@ void limits_client_leave(const struct sockaddr *addr)
 		*p = dead->next;
 		free(dead);
 	}
+}
+
+unsigned limits_tls_rate(const struct sockaddr *addr)
+{
+	/* Only clients connected now can start TLS, so the session count's
+	 * entry is there to carry the rate (and goes with the last session:
+	 * a client that reconnects per handshake is still counted while it
+	 * overlaps, which a flood does). */
+	uint8_t key[16];
+	size_t len = addr_key(addr, key);
+	if (!len)
+		return 1;
+	struct client_count **p = find(key, len);
+	if (!*p)
+		return 1;
+	time_t minute = time(NULL) / 60;
+	if ((*p)->tls_minute != minute) {
+		(*p)->tls_minute = minute;
+		(*p)->tls_count = 0;
+	}
+	return ++(*p)->tls_count;
 }

@@ -15,4 +15,8 @@
 unsigned limits_client_enter(const struct sockaddr *addr);
 void limits_client_leave(const struct sockaddr *addr);
 
+/* Counts a new TLS session from addr; returns how many it started in the
+ * current minute (a fixed window), this one included. */
+unsigned limits_tls_rate(const struct sockaddr *addr);
+
 #endif

@@ -44,6 +44,7 @@ struct replay {
 	unsigned owed;          /* envelope replies still to come */
 	bool envelope_failed;
 	bool mail_failed;
+	bool identifying;       /* XCLIENT and its EHLO under way */
 	bool body_started;      /* 354 received: the body is being sent */
 	bool body_reading;      /* a spool read is in flight */
 	bool body_done;
@@ -90,7 +91,9 @@ static void replay_conn_failed(void *arg)
 	bool protocol = r->b && r->b->protocol_error;
 	log_warn("replay: session=%llu backend connection %s: %s", r->id->session_id,
 		 protocol ? "out of protocol" : "lost", r->b ? r->b->fail_reason : "");
-	replay_fail(r, protocol ? REPLY_BACKEND_PROTOCOL : REPLY_BACKEND_LOST);
+	/* Lost while passing the identity: the identity failed (HOSTILE 28). */
+	replay_fail(r, r->identifying ? REPLY_XCLIENT_FAILED
+		       : protocol ? REPLY_BACKEND_PROTOCOL : REPLY_BACKEND_LOST);
 }
 
 /* A reply of a class its command cannot have (a 354 to RCPT, a 250 to
@@ -210,6 +213,7 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 	}
 	backend_take_caps(r->b, reply);
 	r->b->identity = r->id->session_id;
+	r->identifying = false;
 	replay_envelope(r);
 }
 
@@ -232,6 +236,17 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 	if (reply->code != 220) {
 		log_warn("replay: session=%llu XCLIENT refused: %d %s %.200s",
 			 r->id->session_id, reply->code, reply->enhanced, reply->text);
+		/* 550, 501, 503 and 421 are about sluice's right to send
+		 * XCLIENT: a 451 to the client. Any other 4xx/5xx is the
+		 * server's connection-level verdict on the client itself
+		 * (XCLIENT_README): relayed as this exchange's answer. */
+		int c = reply->code;
+		if ((c / 100 == 4 || c / 100 == 5) && c != 550 && c != 501 &&
+		    c != 503 && c != 421) {
+			replay_keep(r, reply);
+			replay_finish(r, false);
+			return;
+		}
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}
@@ -266,6 +281,7 @@ static void replay_identify(struct replay *r)
 		return;
 	}
 	r->b->identity = 0; /* unknown until the last XCLIENT is answered */
+	r->identifying = true;
 	r->owed = (unsigned)n;
 	for (size_t i = 0; i < n; i++)
 		if (replay_send(r, lines[i], strlen(lines[i]), true, 0,
@@ -295,10 +311,11 @@ static void replay_envelope_done(struct replay *r)
 	if (r->kind == REPLAY_RCPT)
 		return; /* its RSET went out in the same group; its reply ends it */
 	if (r->envelope_failed) {
-		if (r->kind == REPLAY_MESSAGE && !r->mail_failed) {
-			r->have_result = false;
-			r->local = REPLY_RCPT_CHANGED;
-		}
+		/* What the server accepted at RCPT time it now refuses: the
+		 * client gets a 451 and tries again later, never a refusal
+		 * sluice cannot stand behind (HOSTILE 35). */
+		r->have_result = false;
+		r->local = r->mail_failed ? REPLY_ENVELOPE_CHANGED : REPLY_RCPT_CHANGED;
 		replay_rset(r);
 		return;
 	}

@@ -25,8 +25,8 @@ int reply_code(enum reply_id id)
 	return reply_table[id].code;
 }
 
-size_t reply_format(enum reply_id id, const char *myhostname, char *dst,
-		    size_t dst_cap)
+size_t reply_format(enum reply_id id, const char *myhostname,
+		    const char *client, char *dst, size_t dst_cap)
 {
 	const struct reply_entry *r = &reply_table[id];
 	int n = *r->enhanced ? snprintf(dst, dst_cap, "%d %s ", r->code,
@@ -38,9 +38,9 @@ size_t reply_format(enum reply_id id, const char *myhostname, char *dst,
 	for (const char *p = r->text; *p; p++) {
 		const char *piece = p;
 		size_t piece_len = 1;
-		if (p[0] == '%' && p[1] == 'H') {
-			piece = myhostname;
-			piece_len = strlen(myhostname);
+		if (p[0] == '%' && (p[1] == 'H' || p[1] == 'C')) {
+			piece = p[1] == 'H' ? myhostname : client ? client : "";
+			piece_len = strlen(piece);
 			p++;
 		}
 		if (len + piece_len + 3 > dst_cap)

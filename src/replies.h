@@ -9,7 +9,8 @@
 
 #include <stddef.h>
 
-/* X(ID, code, "enhanced", "text"). "%H" in text is replaced by myhostname. */
+/* X(ID, code, "enhanced", "text"). "%H" in text is replaced by myhostname,
+ * "%C" by the client's address. */
 #define REPLIES(X)                                                             \
 	X(GREETING, 220, "", "%H ESMTP")                                       \
 	X(BYE, 221, "2.0.0", "Bye")                                            \
@@ -23,9 +24,13 @@
 	X(TLS_ACTIVE, 554, "5.5.1", "Error: TLS already active")               \
 	X(STARTTLS_SYNTAX, 501, "5.5.4", "Syntax: STARTTLS")                   \
 	X(TLS_LOCAL_PROBLEM, 454, "4.7.0", "TLS not available due to local problem") \
+	X(TLS_RATE, 454, "4.7.0", "Error: too many new TLS sessions from %C") \
 	X(NOT_IMPLEMENTED, 502, "5.5.1", "Error: command not implemented")     \
 	X(UNKNOWN_COMMAND, 500, "5.5.2", "Error: command not recognized")      \
 	X(BAD_SYNTAX, 500, "5.5.2", "Error: bad syntax")                       \
+	X(BAD_UTF8, 500, "5.5.2", "Error: bad UTF-8 syntax")                   \
+	X(SENDER_TOO_LONG, 501, "5.1.7", "Error: sender address too long")     \
+	X(RCPT_TOO_LONG, 501, "5.1.3", "Error: recipient address too long")    \
 	X(TOO_LONG, 500, "5.5.2", "%H Error: command too long")                \
 	X(BARE_LF_COMMAND, 500, "5.5.2", "Error: bare <LF> received")          \
 	X(BARE_NEWLINE_DATA, 550, "5.5.2", "%H Error: bare <LF> received")     \
@@ -51,7 +56,7 @@
 	X(TOO_MANY_RCPTS, 452, "4.5.3", "Error: too many recipients")          \
 	X(TOO_MANY_ERRORS, 421, "4.7.0", "%H Error: too many errors")          \
 	X(TOO_MANY_COMMANDS, 421, "4.7.0", "%H Error: too many commands")      \
-	X(TOO_MANY_CLIENT_SESSIONS, 421, "4.7.0", "%H Error: too many connections from your address") \
+	X(TOO_MANY_CLIENT_SESSIONS, 421, "4.7.0", "%H Error: too many connections from %C") \
 	X(TOO_MANY_SESSIONS, 421, "4.3.2", "%H Error: too many sessions, try again later") \
 	X(TIMEOUT, 421, "4.4.2", "%H Error: timeout exceeded")                 \
 	X(SHUTDOWN, 421, "4.3.2", "%H Service shutting down, closing transmission channel") \
@@ -63,6 +68,7 @@
 	X(BACKEND_PROTOCOL, 451, "4.3.0", "Error: mail server protocol error, try again later") \
 	X(XCLIENT_FAILED, 451, "4.3.0", "Error: cannot pass client identity to mail server, try again later") \
 	X(RCPT_CHANGED, 451, "4.3.0", "Error: recipient no longer accepted, try again later") \
+	X(ENVELOPE_CHANGED, 451, "4.3.0", "Error: sender no longer accepted, try again later") \
 	X(LOCAL_ERROR, 451, "4.3.0", "Error: local error, try again later")    \
 	X(REJECTED, 554, "5.7.1", "Error: service unavailable; client blocked by local policy")
 
@@ -77,7 +83,7 @@ int reply_code(enum reply_id id);
 
 /* Formats the reply line(s) with CR LF into dst; returns length or 0 if it
  * does not fit. */
-size_t reply_format(enum reply_id id, const char *myhostname, char *dst,
-		    size_t dst_cap);
+size_t reply_format(enum reply_id id, const char *myhostname,
+		    const char *client, char *dst, size_t dst_cap);
 
 #endif

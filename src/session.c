@@ -84,7 +84,7 @@ static void session_count_reply(struct session *s, int code, size_t len)
 void session_reply(struct session *s, enum reply_id id)
 {
 	char buf[600];
-	size_t len = reply_format(id, worker->cfg->myhostname, buf, sizeof buf);
+	size_t len = reply_format(id, worker->cfg->myhostname, s->ident.addr, buf, sizeof buf);
 	if (len == 0 || bufferevent_write(s->bev, buf, len) != 0) {
 		session_close(s, "write failed");
 		return;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -30,7 +31,13 @@
 enum {
 	CMD_ENDS_GROUP = 1 << 0,  /* nothing may be pipelined after it */
 	CMD_TRANSACTION = 1 << 1, /* refused in reject mode */
+	CMD_JUNK = 1 << 2,        /* counted against SESSION_JUNK_LIMIT */
 };
+
+/* As Postfix's smtpd_junk_command_limit: past it, each NOOP, RSET, VRFY
+ * or HELP also counts as an error, so a client that idles with junk still
+ * meets smtpd_hard_error_limit. */
+#define SESSION_JUNK_LIMIT 100
 
 typedef void (*cmd_fn)(struct session *s, const struct smtp_cmd *cmd);
 
@@ -61,11 +68,11 @@ static const struct cmd_def cmd_table[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_MAIL] = {SMTP_VERB_MAIL, ST(READY), CMD_TRANSACTION, cmd_mail},
 	[SMTP_VERB_RCPT] = {SMTP_VERB_RCPT, ST(MAIL) | ST(RCPT), CMD_TRANSACTION, cmd_rcpt},
 	[SMTP_VERB_DATA] = {SMTP_VERB_DATA, ST(RCPT), CMD_ENDS_GROUP | CMD_TRANSACTION, cmd_data},
-	[SMTP_VERB_RSET] = {SMTP_VERB_RSET, ST_ANY, 0, cmd_rset},
-	[SMTP_VERB_NOOP] = {SMTP_VERB_NOOP, ST_ANY, 0, cmd_noop},
+	[SMTP_VERB_RSET] = {SMTP_VERB_RSET, ST_ANY, CMD_JUNK, cmd_rset},
+	[SMTP_VERB_NOOP] = {SMTP_VERB_NOOP, ST_ANY, CMD_JUNK, cmd_noop},
 	[SMTP_VERB_QUIT] = {SMTP_VERB_QUIT, ST_ANY, CMD_ENDS_GROUP, cmd_quit},
-	[SMTP_VERB_VRFY] = {SMTP_VERB_VRFY, ST_ANY, 0, cmd_vrfy},
-	[SMTP_VERB_HELP] = {SMTP_VERB_HELP, ST_ANY, 0, cmd_help},
+	[SMTP_VERB_VRFY] = {SMTP_VERB_VRFY, ST_ANY, CMD_JUNK, cmd_vrfy},
+	[SMTP_VERB_HELP] = {SMTP_VERB_HELP, ST_ANY, CMD_JUNK, cmd_help},
 	/* Ends a group, but what follows it is discarded (session_tls), as
 	 * Postfix does, rather than refused: the TLS client then goes on. */
 	[SMTP_VERB_STARTTLS] = {SMTP_VERB_STARTTLS, ST_ANY, 0, cmd_starttls},
@@ -163,6 +170,9 @@ void session_cmd_line(struct session *s, const char *line, size_t len,
 		return;
 	}
 	def->fn(s, &cmd);
+	if (def->flags & CMD_JUNK && ++s->junk > SESSION_JUNK_LIMIT &&
+	    s->state != SESSION_CLOSING)
+		session_error(s);
 }
 
 /* --- handlers ---------------------------------------------------------- */
@@ -249,8 +259,11 @@ static enum reply_id mail_parse_reply(enum smtp_parse_status st, bool rcpt)
 		return REPLY_BAD_PARAM;
 	case SMTP_PARSE_NON_ASCII:
 		return REPLY_NEED_SMTPUTF8;
-	case SMTP_PARSE_BAD_CHAR:
 	case SMTP_PARSE_TOO_LONG:
+		return rcpt ? REPLY_RCPT_TOO_LONG : REPLY_SENDER_TOO_LONG;
+	case SMTP_PARSE_BAD_UTF8:
+		return REPLY_BAD_UTF8;
+	case SMTP_PARSE_BAD_CHAR:
 		return REPLY_BAD_SYNTAX;
 	default:
 		return rcpt ? REPLY_RCPT_SYNTAX : REPLY_MAIL_SYNTAX;
@@ -433,6 +446,14 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 	if (cmd->arg_len) {
 		session_reply(s, REPLY_STARTTLS_SYNTAX);
 		session_error(s);
+		return;
+	}
+	unsigned limit = worker->cfg->tls_session_rate_limit;
+	if (limit && limits_tls_rate((const struct sockaddr *)&s->peer) > limit) {
+		metrics_inc(METRIC_LIMIT_TLS_RATE);
+		log_warn("session=%llu client=%s too many new TLS sessions (tls_session_rate_limit=%u)",
+			 s->ident.session_id, s->ident.addr, limit);
+		session_reply(s, REPLY_TLS_RATE);
 		return;
 	}
 	session_tls_start(s);

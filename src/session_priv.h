@@ -79,6 +79,7 @@ struct session {
 	size_t skipped;
 	unsigned errors;
 	unsigned commands;
+	unsigned junk;            /* NOOP, RSET, VRFY, HELP */
 	bool counted;             /* in limits' per-address count */
 	struct timeval cmd_deadline; /* the next command is due by then */
 	unsigned transactions;

@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "throttle.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -44,6 +45,13 @@ void session_tls_start(struct session *s)
 		SSL_free(ssl);
 		session_close(s, "TLS set-up failed");
 		return;
+	}
+	/* The handshake runs on the socket below: lift any rate limit there
+	 * (a shaped client could never finish a handshake at 5 B/s) and put
+	 * it on the TLS layer, so SMTP bytes stay shaped. */
+	if (s->shaped) {
+		throttle_apply(s->bev, false);
+		throttle_apply(tls, true);
 	}
 	s->bev = tls;
 	s->tls = true; /* from here on, even a failed handshake is "TLS" */

@@ -573,7 +573,7 @@ enum smtp_parse_status smtp_mail_parse(const char *arg, size_t len, char *path,
 	if (p.eight_bit && !params->smtputf8)
 		return SMTP_PARSE_NON_ASCII;
 	if (p.bad_utf8)
-		return SMTP_PARSE_BAD_ADDRESS;
+		return SMTP_PARSE_BAD_UTF8;
 	return smtp_copy_path(arg, &p, path, path_cap);
 }
 
@@ -606,7 +606,7 @@ enum smtp_parse_status smtp_rcpt_parse(const char *arg, size_t len, char *path,
 	if (p.eight_bit && !smtputf8)
 		return SMTP_PARSE_NON_ASCII;
 	if (p.bad_utf8)
-		return SMTP_PARSE_BAD_ADDRESS;
+		return SMTP_PARSE_BAD_UTF8;
 	return smtp_copy_path(arg, &p, path, path_cap);
 }
 

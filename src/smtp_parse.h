@@ -39,6 +39,7 @@ enum smtp_parse_status {
 	SMTP_PARSE_UNKNOWN_PARAM, /* 555 5.5.4 */
 	SMTP_PARSE_BAD_PARAM,     /* known parameter, bad value: 501 5.5.4 */
 	SMTP_PARSE_NON_ASCII,     /* 8-bit address without SMTPUTF8: 553 5.6.7 */
+	SMTP_PARSE_BAD_UTF8,      /* malformed UTF-8 with SMTPUTF8: 500 5.5.2 */
 };
 
 struct smtp_cmd {

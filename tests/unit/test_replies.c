@@ -14,7 +14,7 @@ static size_t format_all(char *buf, size_t cap)
 {
 	size_t len = 0;
 	for (int id = 0; id < REPLY_COUNT; id++) {
-		size_t n = reply_format((enum reply_id)id, "mx.example", buf + len, cap - len);
+		size_t n = reply_format((enum reply_id)id, "mx.example", "192.0.2.1", buf + len, cap - len);
 		assert_true(n > 0);
 		len += n;
 	}
@@ -25,7 +25,7 @@ static void test_well_formed(void **state)
 {
 	for (int id = 0; id < REPLY_COUNT; id++) {
 		char line[600];
-		size_t n = reply_format((enum reply_id)id, "mx.example", line, sizeof line);
+		size_t n = reply_format((enum reply_id)id, "mx.example", "192.0.2.1", line, sizeof line);
 		assert_true(n > 6);
 		assert_memory_equal(line + n - 2, "\r\n", 2);
 		assert_null(memchr(line, '\n', n - 1));
@@ -38,7 +38,7 @@ static void test_well_formed(void **state)
 			assert_int_equal(line[4] - '0', code / 100 == 3 ? 2 : code / 100);
 	}
 	char tiny[8];
-	assert_int_equal(reply_format(REPLY_GREETING, "mx.example", tiny, sizeof tiny), 0);
+	assert_int_equal(reply_format(REPLY_GREETING, "mx.example", NULL, tiny, sizeof tiny), 0);
 }
 
 static void test_golden(void **state)

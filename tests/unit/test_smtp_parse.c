@@ -270,13 +270,13 @@ static const struct mail_row mail_rows[] = {
 	/* cases 43, 44 */
 	MAIL("8bit without utf8", "FROM:<j\xc3\xb6rg@example.org>", NON_ASCII,
 	     "", -1, NONE, 0),
-	MAIL("overlong utf8", "FROM:<\xc0\xaf@x> SMTPUTF8", BAD_ADDR, "", -1,
+	MAIL("overlong utf8", "FROM:<\xc0\xaf@x> SMTPUTF8", SMTP_PARSE_BAD_UTF8, "", -1,
 	     NONE, 1),
-	MAIL("surrogate", "FROM:<\xed\xa0\x80@x> SMTPUTF8", BAD_ADDR, "", -1,
+	MAIL("surrogate", "FROM:<\xed\xa0\x80@x> SMTPUTF8", SMTP_PARSE_BAD_UTF8, "", -1,
 	     NONE, 1),
-	MAIL("truncated utf8", "FROM:<\xe2\x82@x> SMTPUTF8", BAD_ADDR, "", -1,
+	MAIL("truncated utf8", "FROM:<\xe2\x82@x> SMTPUTF8", SMTP_PARSE_BAD_UTF8, "", -1,
 	     NONE, 1),
-	MAIL("ff", "FROM:<\xff@x> SMTPUTF8", BAD_ADDR, "", -1, NONE, 1),
+	MAIL("ff", "FROM:<\xff@x> SMTPUTF8", SMTP_PARSE_BAD_UTF8, "", -1, NONE, 1),
 	MAIL("ff without utf8", "FROM:<\xff@x>", NON_ASCII, "", -1, NONE, 0),
 };
 
@@ -399,7 +399,7 @@ static const struct rcpt_row rcpt_rows[] = {
 	RCPT("param", "TO:<a@b> NOTIFY=NEVER", 0, UNKNOWN_PARAM, ""),
 	RCPT("orcpt", "TO:<a@b> ORCPT=rfc822;a+2Bb@x", 0, UNKNOWN_PARAM, ""),
 	RCPT("utf8 refused", "TO:<\xc3\xa9@b>", 0, NON_ASCII, ""),
-	RCPT("bad utf8", "TO:<\xc3@b>", 1, BAD_ADDR, ""),
+	RCPT("bad utf8", "TO:<\xc3@b>", 1, SMTP_PARSE_BAD_UTF8, ""),
 	RCPT("NUL", "TO:<a@b>\0", 0, BAD_CHAR, ""),
 	RCPT("empty", "", 0, SYNTAX, ""),
 };
