@@ -33,8 +33,9 @@
  *           0: a new peer for every run (198.18.0.0/15, 2001:db8:ffff::/96),
  *           so that sluice's cache of client names does not answer.
  *
- * FUZZ_SESSION_SKIP_STAGES=3,4,9 turns off faults at those stages (to fuzz
- * past a known bug); FUZZ_SESSION_LOG=1 logs sluice's lines to stderr.
+ * FUZZ_SESSION_SKIP=3,1:9 turns off faults at stage 3 and of kind 9 at
+ * stage 1 (to fuzz past a known bug); FUZZ_SESSION_LOG=1 logs sluice's
+ * lines to stderr.
  *
  * Per input: a fresh backend pool; the client's bytes written in chunks
  * with a non-blocking loop pass after each; the loop run until quiet or
@@ -98,6 +99,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 #define FUZZ_SESSION_BUDGET_MS 50    /* loop time for one session */
 #define FUZZ_SESSION_FREE_MS 3000    /* bound for a freed session, pool */
 #define FUZZ_SESSION_QUIET_PASSES 3  /* idle loop passes that mean "quiet" */
+#define FUZZ_SESSION_LIVELOCK_MS 1000 /* one loop run that never goes idle */
 #define FUZZ_SESSION_LOCKSTEP 7      /* byte 2 bits 4-6: line by line */
 #define FUZZ_SESSION_DNS_WAIT_MS 10  /* per dropped query: dns_timeout 5 ms + slack */
 #define FUZZ_SESSION_BACKEND_WAIT_MS 15 /* backend timeouts 10 ms + slack */
@@ -162,12 +164,14 @@ static struct {
 	struct evconnlistener *backend;
 	struct evdns_server_port *dns_port;
 	struct event *tick;
+	struct event *watchdog;      /* ends a loop run that never goes idle */
+	bool livelock;
 	LIST_HEAD(, fuzz_session_conn) conns;
 	unsigned n_conns;
 	unsigned long long activity; /* bumped by every callback of ours */
 
 	/* this input */
-	unsigned skip_stages;        /* FUZZ_SESSION_SKIP_STAGES: no faults there */
+	uint16_t skip[STAGE_OTHER + 1]; /* FUZZ_SESSION_SKIP: kinds per stage */
 	enum fuzz_session_stage fault_stage;
 	enum fuzz_session_fault fault_kind;
 	enum fuzz_session_dns dns_mode;
@@ -653,11 +657,33 @@ static bool fuzz_session_busy(void)
 	       workq_pending(fz.w.workq) > 0;
 }
 
-/* One loop pass that does not block, then what sluice said. */
+static void fuzz_session_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	fz.livelock = true;
+	event_base_loopbreak(fz.w.base);
+}
+
+/*
+ * One run of the loop, then what sluice said. EVLOOP_NONBLOCK returns
+ * only once a turn finds nothing active (EVLOOP_ONCE likewise): if sluice keeps itself
+ * busy with no input from us for FUZZ_SESSION_LIVELOCK_MS, that is a
+ * finding (a reconnect storm, a callback that re-arms itself).
+ */
+static void fuzz_session_loop(int flags)
+{
+	struct timeval tv = {FUZZ_SESSION_LIVELOCK_MS / 1000,
+			     FUZZ_SESSION_LIVELOCK_MS % 1000 * 1000};
+	evtimer_add(fz.watchdog, &tv);
+	event_base_loop(fz.w.base, flags);
+	evtimer_del(fz.watchdog);
+	if (fz.livelock)
+		fuzz_session_die("the loop never went idle for 1 s", "livelock");
+	fuzz_session_client_read();
+}
+
 static void fuzz_session_pass(void)
 {
-	event_base_loop(fz.w.base, EVLOOP_NONBLOCK);
-	fuzz_session_client_read();
+	fuzz_session_loop(EVLOOP_NONBLOCK);
 }
 
 /*
@@ -684,8 +710,7 @@ static void fuzz_session_settle(long long deadline, bool (*done)(void))
 			return;
 		struct timeval tv = {0, 1000};
 		evtimer_add(fz.tick, &tv);
-		event_base_loop(fz.w.base, EVLOOP_ONCE);
-		fuzz_session_client_read();
+		fuzz_session_loop(EVLOOP_ONCE);
 		quiet = 0;
 	}
 }
@@ -837,17 +862,18 @@ static void fuzz_session_setup(void)
 		fuzz_session_die("mkdtemp", strerror(errno));
 	fz.client = -1;
 	LIST_INIT(&fz.conns);
-	/* "3,4,9": faults at these stages are not injected, to fuzz past a
-	 * known bug there until it is fixed (docs/fuzzing.md). */
-	for (const char *p = getenv("FUZZ_SESSION_SKIP_STAGES"); p && *p;) {
+	/* "3,1:9": no fault at stage 3, nor of kind 9 at stage 1; to fuzz
+	 * past a known bug until it is fixed (docs/fuzzing.md). */
+	for (const char *p = getenv("FUZZ_SESSION_SKIP"); p && *p;) {
 		char *end;
-		unsigned long st = strtoul(p, &end, 10);
-		if (end == p || st > STAGE_OTHER)
-			fuzz_session_die("FUZZ_SESSION_SKIP_STAGES", p);
-		fz.skip_stages |= 1u << st;
-		p = *end == ',' ? end + 1 : end;
-		if (*end && *end != ',')
-			fuzz_session_die("FUZZ_SESSION_SKIP_STAGES", end);
+		unsigned long st = strtoul(p, &end, 10), kind = 16;
+		if (end != p && *end == ':')
+			kind = strtoul(p = end + 1, &end, 10);
+		if (end == p || st > STAGE_OTHER || kind > 16 ||
+		    (*end && *end != ','))
+			fuzz_session_die("bad FUZZ_SESSION_SKIP", p);
+		fz.skip[st] |= kind == 16 ? 0xffff : 1u << kind;
+		p = *end ? end + 1 : end;
 	}
 
 	struct config *cfg = &fz.cfg;
@@ -878,6 +904,7 @@ static void fuzz_session_setup(void)
 	if (evthread_use_pthreads() != 0 || !(fz.w.base = event_base_new()))
 		fuzz_session_die("event base", NULL);
 	fz.tick = evtimer_new(fz.w.base, fuzz_session_tick_cb, NULL);
+	fz.watchdog = evtimer_new(fz.w.base, fuzz_session_watchdog_cb, NULL);
 
 	/* DNS server: loopback UDP, port chosen by the kernel. */
 	int dfd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
@@ -937,9 +964,9 @@ static void fuzz_session_configure(const uint8_t *h)
 	fz.fault_stage = (enum fuzz_session_stage)(h[0] & 0x0f);
 	if (fz.fault_stage > STAGE_OTHER)
 		fz.fault_stage = STAGE_NONE;
-	if (fz.skip_stages & (1u << fz.fault_stage))
-		fz.fault_stage = STAGE_NONE;
 	fz.fault_kind = (enum fuzz_session_fault)(h[0] >> 4);
+	if (fz.skip[fz.fault_stage] & (1u << fz.fault_kind))
+		fz.fault_stage = STAGE_NONE;
 	fz.dns_mode = (enum fuzz_session_dns)(h[1] & 3);
 	fz.w.tls_server = h[1] & 0x08 ? fz.tls : NULL;
 	cfg->shape_time_ms = h[1] & 0x10 ? 60000 : 0;

@@ -20,8 +20,6 @@
 struct client_count {
 	struct client_count *next;
 	unsigned count;      /* sessions now; the entry lives while > 0 */
-	unsigned tls_count;  /* TLS sessions started in tls_minute */
-	time_t tls_minute;
 	uint8_t len;
 	uint8_t addr[16];
 };
@@ -99,23 +97,34 @@ void limits_client_leave(const struct sockaddr *addr)
 	}
 }
 
+/* TLS session starts per address and minute: a direct-mapped table that
+ * outlives the sessions (a handshake flood reconnects for every try). A
+ * collision overwrites the older address: it can only forget, never
+ * blame the wrong client. */
+#define LIMITS_TLS_SLOTS 4096
+
+struct tls_rate {
+	uint8_t len;
+	uint8_t addr[16];
+	unsigned count;
+	time_t minute;
+};
+
+static struct tls_rate tls_rates[LIMITS_TLS_SLOTS];
+
 unsigned limits_tls_rate(const struct sockaddr *addr)
 {
-	/* Only clients connected now can start TLS, so the session count's
-	 * entry is there to carry the rate (and goes with the last session:
-	 * a client that reconnects per handshake is still counted while it
-	 * overlaps, which a flood does). */
 	uint8_t key[16];
 	size_t len = addr_key(addr, key);
 	if (!len)
 		return 1;
-	struct client_count **p = find(key, len);
-	if (!*p)
-		return 1;
+	struct tls_rate *t = &tls_rates[bucket_of(key, len) % LIMITS_TLS_SLOTS];
 	time_t minute = time(NULL) / 60;
-	if ((*p)->tls_minute != minute) {
-		(*p)->tls_minute = minute;
-		(*p)->tls_count = 0;
+	if (t->len != len || memcmp(t->addr, key, len) != 0 || t->minute != minute) {
+		t->len = (uint8_t)len;
+		memcpy(t->addr, key, len);
+		t->minute = minute;
+		t->count = 0;
 	}
-	return ++(*p)->tls_count;
+	return ++t->count;
 }

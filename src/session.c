@@ -376,7 +376,7 @@ static void session_input(struct session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	unsigned commands = 0;
-	while (!s->busy && !s->quit && s->state != SESSION_CLOSING &&
+	while (!s->busy && s->state != SESSION_CLOSING &&
 	       s->state != SESSION_GREETING) {
 		if (s->state == SESSION_DATA) {
 			if (!session_data_input(s))
@@ -433,8 +433,8 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 		session_flush_check(s);
 		return;
 	}
-	if (s->quit) {
-		session_close(s, "quit");
+	if (s->tls_pending) {
+		session_tls_flushed(s);
 		return;
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)

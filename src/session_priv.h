@@ -72,8 +72,8 @@ struct session {
 	bool busy;              /* waiting for a replay, DNS or TLS */
 	bool wait_dns;          /* a replay waits for the PTR result */
 	bool tls;
+	bool tls_pending;       /* STARTTLS answered; TLS once the 220 is out */
 	bool esmtp;
-	bool quit;              /* close once the output is flushed */
 	bool freed_pending;
 	bool skipping;          /* inside an overlong command line */
 	size_t skipped;
@@ -147,5 +147,6 @@ const char *session_phase(const struct session *s);
 /* session_tls.c */
 void session_tls_start(struct session *s);
 void session_tls_done(struct session *s);
+void session_tls_flushed(struct session *s);
 
 #endif

@@ -23,6 +23,32 @@
 #include "tls.h"
 #include "worker.h"
 
+/* Layers TLS over the socket once the 220 has left it. */
+static void session_tls_begin(struct session *s)
+{
+	s->tls_pending = false;
+	SSL *ssl = SSL_new(worker->tls_server);
+	struct bufferevent *tls = ssl ? bufferevent_openssl_filter_new(
+		worker->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		BEV_OPT_CLOSE_ON_FREE) : NULL;
+	if (!tls) {
+		if (ssl)
+			SSL_free(ssl);
+		session_close(s, "TLS set-up failed");
+		return;
+	}
+	/* No rate limit during the handshake, on either layer (the TLS
+	 * layer's limit would meter the handshake's reads too): a shaped
+	 * client could never finish one at 5 B/s. SMTP bytes are shaped
+	 * again on the TLS layer once it is up (session_tls_done). */
+	if (s->shaped)
+		throttle_apply(s->bev, false);
+	s->bev = tls;
+	session_install_callbacks(s); /* the read timeout bounds the handshake */
+	s->busy = true;
+	bufferevent_enable(tls, EV_READ | EV_WRITE);
+}
+
 void session_tls_start(struct session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -32,32 +58,9 @@ void session_tls_start(struct session *s)
 			 s->ident.session_id, s->ident.addr, injected);
 		evbuffer_drain(in, injected);
 	}
-	SSL *ssl = SSL_new(worker->tls_server);
-	if (!ssl) {
-		session_reply(s, REPLY_TLS_LOCAL_PROBLEM);
-		return;
-	}
 	session_reply(s, REPLY_TLS_GO);
-	struct bufferevent *tls = bufferevent_openssl_filter_new(
-		worker->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		BEV_OPT_CLOSE_ON_FREE);
-	if (!tls) {
-		SSL_free(ssl);
-		session_close(s, "TLS set-up failed");
-		return;
-	}
-	/* The handshake runs on the socket below: lift any rate limit there
-	 * (a shaped client could never finish a handshake at 5 B/s) and put
-	 * it on the TLS layer, so SMTP bytes stay shaped. */
-	if (s->shaped) {
-		throttle_apply(s->bev, false);
-		throttle_apply(tls, true);
-	}
-	s->bev = tls;
 	s->tls = true; /* from here on, even a failed handshake is "TLS" */
-	session_install_callbacks(s); /* the read timeout bounds the handshake */
 	s->busy = true;
-	bufferevent_enable(tls, EV_READ | EV_WRITE);
 	session_txn_free(s);
 	free(s->helo);
 	s->helo = NULL;
@@ -65,6 +68,17 @@ void session_tls_start(struct session *s)
 	s->esmtp = false;
 	s->ident.esmtp = false;
 	session_set_state(s, SESSION_INIT);
+	/* The 220 goes out like any reply (shaped, if the session is); TLS
+	 * starts when it has left, from the write callback. */
+	s->tls_pending = true;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		session_tls_begin(s);
+}
+
+void session_tls_flushed(struct session *s)
+{
+	if (s->tls_pending)
+		session_tls_begin(s);
 }
 
 void session_tls_done(struct session *s)
@@ -72,6 +86,8 @@ void session_tls_done(struct session *s)
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 	if (ssl)
 		tls_describe(ssl, s->tls_info, sizeof s->tls_info);
+	if (s->shaped)
+		throttle_apply(s->bev, true);
 	metrics_inc(METRIC_TLS_HANDSHAKES);
 	log_info("session=%llu client=%s TLS established %s", s->ident.session_id,
 		 s->ident.addr, s->tls_info);

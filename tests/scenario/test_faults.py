@@ -339,7 +339,7 @@ def _disconnect_client(sl, point, tls, pipelined, tok):
         c.close()
 
 
-def _settle(sl, be, pid, baseline_fds, pool, timeout=4.0):
+def _settle(sl, be, pid, baseline_fds, pool, timeout=6.0):
     def ok():
         return fd_count(pid) == baseline_fds and be.open_count() == pool
     harness.wait_until(ok, timeout)
@@ -357,9 +357,10 @@ def test_client_disconnect_matrix(evil, sluice, point, tls, pipelined):
     pool = 2
     be = evil()
     sl = sluice(be, pool=pool, tls=tls, **FAST)
+    log0 = len(sl.log())  # the log file may hold earlier runs' lines
     pids = harness.wait_until(lambda: worker_pids(sl), 5)
-    assert len(pids) == 1, pids
-    pid = pids[0]
+    assert len(pids) >= 1, pids
+    pid = pids[-1]
     # baseline: a full delivery first (warms DNS, TLS, spool, pool)
     warm = run_txn(sl, token("warm"), tls=tls, timeout=8)
     assert warm.accepted, warm
@@ -389,7 +390,7 @@ def test_client_disconnect_matrix(evil, sluice, point, tls, pipelined):
             problems.append("altered message delivered: %r" % m["data"][:200])
     if be.violations:
         problems.append("backend violations: %r" % be.violations)
-    log = sl.log()
+    log = sl.log()[log0:]
     m = re.search(r"session=(\d+) connect from 127\.0\.0\.23 port=%d\b" % port, log)
     if point != "connect" or m:
         if not m:

@@ -70,7 +70,7 @@ static void test_xclient_lines(void **state)
 
 /* A 255-octet HELO that xtext-encodes past 255 goes as [UNAVAILABLE], and
  * no line ever exceeds 510 octets; NAME and ADDR travel in the last one. */
-static void test_xclient_long_values(void **state)
+static void test_hostile_027_xclient_split(void **state)
 {
 	char helo[256], name[254];
 	memset(helo, 'h', 255);
@@ -106,7 +106,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_xclient_lines),
-		cmocka_unit_test(test_xclient_long_values),
+		cmocka_unit_test(test_hostile_027_xclient_split),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
