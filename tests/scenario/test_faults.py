@@ -66,6 +66,11 @@ LOST_P = ("BACKEND_LOST", "BACKEND_PROTOCOL")  # malformed: a backend fault
 UNAVAIL = ("BACKEND_UNAVAILABLE",)
 XCF = ("XCLIENT_FAILED",)
 CHANGED = ("RCPT_CHANGED",)
+# MAIL refused at replay after it passed the check: sluice's own 451
+ENV_CHANGED = ("ENVELOPE_CHANGED", "RCPT_CHANGED")
+# a fault while passing the client's identity (XCLIENT, EHLO after it):
+# the connection-level reply or the "cannot pass client identity" one
+ID_FAULT = ("BACKEND_LOST", "BACKEND_PROTOCOL", "XCLIENT_FAILED")
 
 R421 = "421 4.7.0 pf.evil.test Error: too many errors"
 R451 = "451 4.3.0 Error: queue file write error"
@@ -113,23 +118,23 @@ def _scen():
         add("ehlo-" + n, [F("ehlo", kind, arg)], "rcpt", exp)
     add("ehlo-slow-ok", [F("ehlo", "slow", 0.3)], None, OK)
     # -- XCLIENT (first recipient check)
-    for kind, arg, exp in [("close", None, LOST), ("rst", None, LOST),
-                           ("accept_close", None, LOST),
-                           ("reply", R421, XCF + LOST), ("reply", R451, XCF),
+    for kind, arg, exp in [("close", None, ID_FAULT), ("rst", None, ID_FAULT),
+                           ("accept_close", None, ID_FAULT),
+                           ("reply", R421, ID_FAULT), ("reply", R451, XCF + (RELAY,)),
                            ("reply", "550 5.7.0 Error: insufficient authorization", XCF),
-                           ("slow", 3, LOST), ("partial", None, LOST),
-                           ("mixed", None, LOST_P), ("badsep", None, LOST_P),
-                           ("overlong", None, LOST_P), ("garbage", None, LOST_P),
-                           ("barelf", None, LOST_P), ("extra", None, ANY451)]:
+                           ("slow", 3, ID_FAULT), ("partial", None, ID_FAULT),
+                           ("mixed", None, ID_FAULT), ("badsep", None, ID_FAULT),
+                           ("overlong", None, ID_FAULT), ("garbage", None, ID_FAULT),
+                           ("barelf", None, ID_FAULT), ("extra", None, ANY451)]:
         n = kind if kind != "reply" else "reply" + arg[:3]
         add("xclient-" + n, [F("xclient", kind, arg, times=1)], "rcpt", exp)
     add("xclient-slow-ok", [F("xclient", "slow", 0.3)], None, OK)
     # -- EHLO after XCLIENT (first recipient check)
-    for kind, arg, exp in [("close", None, LOST), ("reply", R421, LOST),
+    for kind, arg, exp in [("close", None, ID_FAULT), ("reply", R421, ID_FAULT),
                            ("reply", R451, RELAY), ("reply", R550, RELAY),
-                           ("slow", 3, LOST), ("mixed", None, LOST_P),
-                           ("badsep", None, LOST_P), ("manylines", None, LOST_P),
-                           ("huge", None, LOST_P)]:
+                           ("slow", 3, ID_FAULT), ("mixed", None, ID_FAULT),
+                           ("badsep", None, ID_FAULT), ("manylines", None, ID_FAULT),
+                           ("huge", None, ID_FAULT)]:
         n = kind if kind != "reply" else "reply" + arg[:3]
         add("ehlo2-" + n, [F("ehlo2", kind, arg, times=1)], "rcpt", exp)
     # -- MAIL in the recipient check, and in the replay
@@ -141,8 +146,8 @@ def _scen():
         add("mail-check-" + n, [F("mail", kind, arg, times=1)], "rcpt", exp)
     add("mail-check-slow-ok", [F("mail", "slow", 0.3)], None, OK)
     for kind, arg, exp in [("close", None, LOST), ("reply", R421, LOST),
-                           ("reply", R451, CHANGED + (RELAY,)),
-                           ("reply", R550, CHANGED), ("slow", 3, LOST),
+                           ("reply", R451, ENV_CHANGED + (RELAY,)),
+                           ("reply", R550, ENV_CHANGED), ("slow", 3, LOST),
                            ("extra", None, ANY451)]:
         n = kind if kind != "reply" else "reply" + arg[:3]
         add("mail-replay-" + n, [F("mail", kind, arg, skip=2, times=1)], "dot", exp)
@@ -199,12 +204,13 @@ def _scen():
     for sid, faults, where, exp in [
             ("pipelined-rcpt2-550", [F("rcpt", "reply", R550_RCPT, k=2)], "dot", CHANGED),
             ("pipelined-afterdot-close", [F("after_dot", "close")], "dot", LOST),
-            ("pipelined-xclient-451", [F("xclient", "reply", R451, times=1)], "rcpt", XCF)]:
+            ("pipelined-xclient-451", [F("xclient", "reply", R451, times=1)], "rcpt",
+             XCF + (RELAY,))]:
         add(sid, faults, where, exp, pipelined=True)
     for sid, faults, where, exp in [
             ("reuse-afterdot-close", [F("after_dot", "close")], "dot", LOST),
             ("reuse-mail-replay-451", [F("mail", "reply", R451, skip=2, times=1)],
-             "dot", CHANGED + (RELAY,)),
+             "dot", ENV_CHANGED + (RELAY,)),
             ("reuse-data-close", [F("data", "close")], "dot", LOST)]:
         add(sid, faults, where, exp, xclient_reuse=True)
     return s

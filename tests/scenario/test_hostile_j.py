@@ -477,7 +477,7 @@ def test_hostile_098_backend_capabilities_change(evil, sluice):
 @pytest.mark.deadline(40)
 @pytest.mark.parametrize("stage,kind,step,rid", [
     ("ehlo", "manylines", "rcpt", "BACKEND_UNAVAILABLE"),
-    ("ehlo2", "manylines", "rcpt", ("BACKEND_LOST", "BACKEND_PROTOCOL")),
+    ("ehlo2", "manylines", "rcpt", ("BACKEND_LOST", "BACKEND_PROTOCOL", "XCLIENT_FAILED")),
     ("mail", "huge", "rcpt", ("BACKEND_LOST", "BACKEND_PROTOCOL")),
     ("after_dot", "huge", "dot", ("BACKEND_LOST", "BACKEND_PROTOCOL")),
 ], ids=["ehlo-10000-lines", "ehlo-after-xclient-10000-lines", "mail-1MB-line",

@@ -588,7 +588,7 @@ static void child_keep_open(const char *path, int ready_fd, int wait_fd)
 	_exit(0);
 }
 
-static void test_killed_reader_cleared_at_open(void **state)
+static void test_hostile_109_killed_reader_cleared_at_open(void **state)
 {
 	struct fixture *f = *state;
 	int ready[2], hold[2], status;
@@ -682,7 +682,7 @@ static void test_map_full_prunes_decayed(void **state)
 	fx_close(f);
 }
 
-static void test_map_full_pauses_writes_reads_go_on(void **state)
+static void test_hostile_112_map_full_pauses_writes_reads_go_on(void **state)
 {
 	struct fixture *f = *state;
 
@@ -727,11 +727,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_other_process_writes,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
-			test_killed_reader_cleared_at_open, setup, teardown),
+			test_hostile_109_killed_reader_cleared_at_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_full_prunes_decayed,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
-			test_map_full_pauses_writes_reads_go_on, setup,
+			test_hostile_112_map_full_pauses_writes_reads_go_on, setup,
 			teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
