@@ -935,6 +935,16 @@ def main():
                   ps_port, pf.postscreen_greet_wait, SLUICE_GREET_WAIT / K,
                   a.shape_rate * K, a.dnsbl_weight,
                   a.backend_forbid_pipelining), flush=True)
+        rate = int(round(a.shape_rate * K))
+        per_tick = 1 if rate < 10 else rate // 10
+        prod_tick = 1 if a.shape_rate < 10 else int(a.shape_rate) // 10
+        print("# sluice token bucket: %d byte(s) per tick at shape_rate=%d "
+              "(unscaled shape_rate=%g: %d)%s" % (
+                  per_tick, rate, a.shape_rate, prod_tick,
+                  "" if per_tick == prod_tick else
+                  " -- differs: shaped reads come in larger chunks than in "
+                  "production, which lets sluice see more pipelining "
+                  "(see bench/botsim.md)"), flush=True)
         runid = "%x" % (int(time.time()) & 0xffffff)
         for profile in profiles:
             sessions = population(a, profile, bots, patient, legit)

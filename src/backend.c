@@ -42,6 +42,7 @@ struct backend_cmd {
 	void *arg;
 	bool ends_group;
 	long timeout_ms;
+	unsigned long long end; /* output offset just past this command */
 	size_t len;
 	char line[]; /* with CR LF */
 };
@@ -80,6 +81,19 @@ static void set_read_timeout(struct backend *b, long ms)
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	struct timeval wtv = {wms / 1000, (wms % 1000) * 1000};
 	bufferevent_set_timeouts(b->bev, ms > 0 ? &tv : NULL, &wtv);
+}
+
+/* Counts the bytes that left the output buffer, for the check above. */
+static void backend_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+			   void *arg)
+{
+	struct backend *b = arg;
+	b->out_sent += info->n_deleted;
+}
+
+static int backend_watch_output(struct backend *b)
+{
+	return evbuffer_add_cb(bufferevent_get_output(b->bev), backend_out_cb, b) ? 0 : -1;
 }
 
 void backend_set_idle(struct backend *b)
@@ -184,6 +198,10 @@ struct backend *backend_open(struct pool *pool)
 	b->state = BACKEND_CONNECTING;
 	bufferevent_setcb(b->bev, backend_read_cb, backend_write_cb,
 			  backend_event_cb, b);
+	if (backend_watch_output(b) != 0) {
+		backend_fail(b, "out of memory");
+		return b;
+	}
 	struct timeval tv = {cfg->backend_connect_timeout_ms / 1000,
 			     (cfg->backend_connect_timeout_ms % 1000) * 1000};
 	bufferevent_set_timeouts(b->bev, &tv, &tv);
@@ -224,6 +242,7 @@ static void backend_flush(struct backend *b)
 			backend_fail(b, "write failed");
 			return;
 		}
+		c->end = b->out_sent + evbuffer_get_length(bufferevent_get_output(b->bev));
 		TAILQ_INSERT_TAIL(&b->unanswered, c, link);
 		b->group_open = !c->ends_group;
 		set_read_timeout(b, c->timeout_ms);
@@ -330,6 +349,7 @@ void backend_take_caps(struct backend *b, const struct smtp_reply *r)
 	b->smtputf8 = r->has_smtputf8;
 	b->eightbitmime = r->has_8bitmime;
 	b->starttls = r->has_starttls;
+	b->size_max = r->size_max > 0 ? (unsigned long long)r->size_max : 0;
 	snprintf(b->xclient_attrs, sizeof b->xclient_attrs, "%s", r->xclient_attrs);
 }
 
@@ -348,6 +368,10 @@ static int backend_start_tls(struct backend *b)
 	b->bev = tls;
 	b->tls = true;
 	bufferevent_setcb(tls, backend_read_cb, backend_write_cb, backend_event_cb, b);
+	/* A fresh output buffer: offsets restart with it. */
+	b->out_sent = 0;
+	if (backend_watch_output(b) != 0)
+		return -1;
 	bufferevent_enable(tls, EV_READ);
 	return 0;
 }
@@ -431,6 +455,15 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 			 * stream; either way this connection is finished. */
 			b->protocol_error = !(len >= 3 && memcmp(line, "421", 3) == 0);
 			backend_fail(b, "unsolicited reply");
+			return;
+		}
+		/* A reply cannot answer a command the server has not been sent
+		 * in full: one that comes earlier (during a body, or queued
+		 * behind a 220 before our EHLO left) is a desynchronised
+		 * stream, never the answer (HOSTILE 8, 91). */
+		if (b->reply.lines == 0 && b->out_sent < c->end) {
+			b->protocol_error = true;
+			backend_fail(b, "reply before its command was sent");
 			return;
 		}
 		enum smtp_reply_status st = smtp_reply_line(&b->reply, line, len);

@@ -47,6 +47,7 @@ struct backend {
 	/* what the last EHLO offered */
 	bool pipelining, xclient, smtputf8, eightbitmime, starttls;
 	char xclient_attrs[256];
+	unsigned long long size_max; /* SIZE it offered; 0: none given */
 	unsigned long long identity; /* session whose XCLIENT is in force, 0 none */
 	unsigned uses;     /* checkouts so far */
 	unsigned errors;   /* 4xx/5xx replies: Postfix counts them too */
@@ -54,6 +55,7 @@ struct backend {
 	bool lent;
 	bool ready_seen; /* completed its opening handshake once */
 	bool protocol_error; /* failed on a malformed or out-of-step reply */
+	unsigned long long out_sent; /* bytes that left the output buffer */
 	TAILQ_HEAD(, backend_cmd) unsent;
 	TAILQ_HEAD(, backend_cmd) unanswered;
 	bool group_open; /* last written command lets another follow */

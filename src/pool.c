@@ -290,6 +290,7 @@ void pool_backend_ready(struct pool *p, struct backend *b)
 		log_info("pool: mail server is back");
 	p->down = false;
 	worker->backend_smtputf8 = b->smtputf8;
+	worker->backend_size_max = b->size_max;
 	pool_serve(p);
 	pool_schedule_fill(p);
 }

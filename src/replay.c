@@ -59,6 +59,12 @@ static void replay_finish(struct replay *r, bool clean)
 		pool_release(worker->pool, r->b, clean);
 		r->b = NULL;
 	}
+	/* A 421 is the server closing on sluice, not a verdict on the client:
+	 * it never reaches the client as it is (HOSTILE 94). */
+	if (r->have_result && r->result.code == 421) {
+		r->have_result = false;
+		r->local = REPLY_BACKEND_LOST;
+	}
 	replay_done_fn done = r->done;
 	void *arg = r->arg;
 	struct smtp_reply *result = NULL;
@@ -465,7 +471,13 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 	if (replay_out_of_step(r, reply, true))
 		return;
 	if (reply->code != 354) {
-		replay_keep(r, reply);
+		/* Every recipient was accepted, yet DATA is refused: the
+		 * server changed its mind; RSET and a 451, never a bounce
+		 * (HOSTILE 92). */
+		log_warn("replay: session=%llu DATA refused after accepted recipients: %d %.200s",
+			 r->id->session_id, reply->code, reply->text);
+		r->have_result = false;
+		r->local = REPLY_DATA_REFUSED;
 		replay_rset(r);
 		return;
 	}

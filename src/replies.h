@@ -69,6 +69,7 @@
 	X(XCLIENT_FAILED, 451, "4.3.0", "Error: cannot pass client identity to mail server, try again later") \
 	X(RCPT_CHANGED, 451, "4.3.0", "Error: recipient no longer accepted, try again later") \
 	X(ENVELOPE_CHANGED, 451, "4.3.0", "Error: sender no longer accepted, try again later") \
+	X(DATA_REFUSED, 451, "4.3.0", "Error: message data not accepted now, try again later") \
 	X(LOCAL_ERROR, 451, "4.3.0", "Error: local error, try again later")    \
 	X(REJECTED, 554, "5.7.1", "Error: service unavailable; client blocked by local policy")
 

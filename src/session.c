@@ -410,7 +410,8 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 	/* smtpd_timeout bounds each command, not each read: a client that
 	 * dribbles a line byte by byte (slowloris) is cut off all the same. */
 	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
-	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec) {
+	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
 		struct timeval now;
 		event_base_gettimeofday_cached(worker->base, &now);
 		if (timercmp(&now, &s->cmd_deadline, >)) {
@@ -436,6 +437,12 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	if (s->tls_pending) {
 		session_tls_flushed(s);
 		return;
+	}
+	/* The client could not answer before our reply had left: with a
+	 * shaped reply, that is seconds. The command's time starts now. */
+	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING) {
+		session_arm_command_deadline(s);
+		session_timeouts(s, true);
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 		session_input(s);

@@ -234,10 +234,7 @@ void session_cmd_ehlo_reply(struct session *s)
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	size_t before = evbuffer_get_length(out);
 	evbuffer_add_printf(out, "250-%s\r\n250-PIPELINING\r\n", cfg->myhostname);
-	if (cfg->message_size_limit)
-		evbuffer_add_printf(out, "250-SIZE %llu\r\n", cfg->message_size_limit);
-	else
-		evbuffer_add_printf(out, "250-SIZE\r\n");
+	evbuffer_add_printf(out, "250-SIZE %llu\r\n", worker_size_limit());
 	if (worker->tls_server && !s->tls)
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
@@ -290,7 +287,7 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
 		session_error(s);
 		return;
 	}
-	const unsigned long long limit = worker->cfg->message_size_limit;
+	const unsigned long long limit = worker_size_limit();
 	if (limit && params.size > 0 && (unsigned long long)params.size > limit) {
 		session_reply(s, REPLY_SIZE_EXCEEDED);
 		return;

@@ -46,7 +46,7 @@ void session_data_begin(struct session *s)
 	}
 	smtp_data_init(&t->data, cfg->bare_newline == CONFIG_BARE_REJECT
 					 ? SMTP_BARE_REJECT : SMTP_BARE_NORMALIZE,
-		       cfg->message_size_limit);
+		       worker_size_limit());
 	session_set_state(s, SESSION_DATA);
 	session_reply(s, REPLY_DATA_GO);
 	session_shape_body(s, true);

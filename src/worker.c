@@ -44,6 +44,14 @@
 
 struct worker *worker;
 
+unsigned long long worker_size_limit(void)
+{
+	unsigned long long limit = worker->cfg->message_size_limit;
+	if (worker->backend_size_max && worker->backend_size_max < limit)
+		limit = worker->backend_size_max;
+	return limit;
+}
+
 static struct event *drain_ev;
 static long long drain_deadline_ms;
 

@@ -34,6 +34,7 @@ struct worker {
 	unsigned long long next_session_id;
 	bool draining;
 	bool backend_smtputf8; /* the mail server's last EHLO offered it */
+	unsigned long long backend_size_max; /* its SIZE; 0: none given */
 	struct dnsbl_list *dnsbl;     /* NULL: no lists configured */
 	struct cidr_list *allow;      /* cidr_allow_file */
 	struct cidr_list *deny;       /* cidr_deny_file */
@@ -41,6 +42,10 @@ struct worker {
 };
 
 extern struct worker *worker;
+
+/* The message size limit in force: message_size_limit, or the mail
+ * server's own SIZE when that is smaller (HOSTILE 98). */
+unsigned long long worker_size_limit(void);
 
 /* Runs the worker loop until drained; returns the process exit code.
  * listen_fds are already bound (by the supervisor, as root). */

@@ -346,10 +346,14 @@ def _disconnect_client(sl, point, tls, pipelined, tok):
 
 
 def _settle(sl, be, pid, baseline_fds, pool, timeout=6.0):
-    def ok():
-        return fd_count(pid) == baseline_fds and be.open_count() == pool
-    harness.wait_until(ok, timeout)
-    return fd_count(pid), be.open_count()
+    """Polls until one sample has the worker's fd count at baseline and
+    the pool at its size; returns that sample (or the last one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sample = (fd_count(pid), be.open_count())
+        if sample == (baseline_fds, pool) or time.monotonic() >= deadline:
+            return sample
+        time.sleep(0.05)
 
 
 @pytest.mark.deadline(30)
