@@ -66,10 +66,10 @@ build-san/unit-bins: $(UNIT_BIN)
 
 fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang \
-		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -DSLUICE_FUZZING" \
+		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -DSLUICE_FUZZING" \
 		build-fuzz/libsluice.a
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-		clang -std=c17 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
+		clang -std=c17 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		-o build-fuzz/$$n $$f build-fuzz/libsluice.a $(LDLIBS); done
 
 fuzz-smoke: fuzz

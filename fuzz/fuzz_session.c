@@ -46,8 +46,14 @@
  * the configuration is short (a leak or a hang), buffered-message memory
  * not back to zero, a malformed reply line to the client, and toward the
  * backend: a bare CR or LF, a verb sluice never sends, a command written
- * while a reply is owed (RFC 2920), or an XCLIENT ADDR/NAME other than
- * the real peer's.
+ * while a reply is owed (RFC 2920), a NUL in a command, or an XCLIENT
+ * ADDR/NAME other than the real peer's; and a loop run that never goes
+ * idle for FUZZ_SESSION_LIVELOCK_MS (a livelock).
+ *
+ * Ownership: the process-wide state (fz: loop, servers, TLS context, the
+ * temporary directory) lives until exit, which removes the directory;
+ * each input's pool, session and backend connections are gone before
+ * LLVMFuzzerTestOneInput returns, so LeakSanitizer sees no growth.
  *
  * Rejected: forking a real worker (no coverage feedback, slow), a
  * listening socket for the client (accept adds nothing the parser or
@@ -851,6 +857,20 @@ static void fuzz_session_endpoint(struct endpoint *ep, const char *text)
 		fuzz_session_die("bad endpoint", text);
 }
 
+/* atexit: the files of fuzz_session_setup, and the directory. */
+static void fuzz_session_cleanup(void)
+{
+	static const char *const files[] = {"backend.sock", "cert.pem", "key.pem"};
+	char path[128];
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", fz.dir, files[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof path, "%s/spool", fz.dir);
+	rmdir(path);
+	rmdir(fz.dir);
+}
+
 static void fuzz_session_setup(void)
 {
 	char path[128], err[256];
@@ -860,6 +880,7 @@ static void fuzz_session_setup(void)
 	snprintf(fz.dir, sizeof fz.dir, "/tmp/sluice-fuzz-XXXXXX");
 	if (!mkdtemp(fz.dir))
 		fuzz_session_die("mkdtemp", strerror(errno));
+	atexit(fuzz_session_cleanup);
 	fz.client = -1;
 	LIST_INIT(&fz.conns);
 	/* "3,1:9": no fault at stage 3, nor of kind 9 at stage 1; to fuzz
@@ -977,7 +998,8 @@ static void fuzz_session_configure(const uint8_t *h)
 	cfg->reject_threshold = h[3] & 0x02 ? 2 : 0;
 	cfg->backend_pool_size = h[3] & 0x04 ? 2 : 1;
 	fz.w.draining = false;
-	fz.w.backend_smtputf8 = false;
+	fz.w.backend_smtputf8 = false; /* what the last pool's EHLO said */
+	fz.w.backend_size_max = 0;
 
 	/* sluice caches client names for 30 s and more: a peer of its own
 	 * for each run keeps the DNS modes above in force. A fixed peer

@@ -8,6 +8,14 @@ secs=${1:-30}
 fail=0
 run_one() {
 	name=$1
+	# Every crash once found stays a regression test.
+	regress=fuzz/regress/${name#fuzz_}
+	if [ -d "$regress" ] && [ -n "$(ls -A "$regress")" ]; then
+		if ! build-fuzz/$name -runs=0 "$regress"/* >build-fuzz/$name.regress.log 2>&1; then
+			echo "fuzz: $name FAILED on a regression input"; tail -40 build-fuzz/$name.regress.log
+			return 1
+		fi
+	fi
 	corpus=fuzz/corpus/${name#fuzz_}
 	work=build-fuzz/corpus-$name
 	mkdir -p "$work"

@@ -463,7 +463,7 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		 * stream, never the answer (HOSTILE 8, 91). */
 		if (b->reply.lines == 0 && b->out_sent < c->end) {
 			b->protocol_error = true;
-			backend_fail(b, "reply before its command was sent");
+			backend_fail(b, "unsolicited reply (before its command was sent)");
 			return;
 		}
 		enum smtp_reply_status st = smtp_reply_line(&b->reply, line, len);

@@ -306,7 +306,14 @@ void pool_backend_closed(struct pool *p, struct backend *b)
 	p->open--;
 	if (!b->ready_seen)
 		p->connecting--;
-	if (!b->ready_seen && !p->shutting_down) {
+	/* A connection that failed before it was ever lent (refused, bad
+	 * greeting, or broken right after its EHLO) says the server is not
+	 * serving: back off, or a server that fails just after its handshake
+	 * would be reconnected to in a loop (found by fuzz_session). */
+	bool unusable = !b->ready_seen ||
+			(b->uses == 0 && b->fail_reason[0] &&
+			 strcmp(b->fail_reason, "idle recycle") != 0);
+	if (unusable && !p->shutting_down) {
 		/* Failed before it was ever ready: the server is not answering.
 		 * Connections opened together fail together: one step of
 		 * back-off per probe, not per connection. */

@@ -472,12 +472,16 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 		return;
 	if (reply->code != 354) {
 		/* Every recipient was accepted, yet DATA is refused: the
-		 * server changed its mind; RSET and a 451, never a bounce
-		 * (HOSTILE 92). */
+		 * server changed its mind. A 4xx is relayed; a 5xx becomes a
+		 * 451, never a bounce sluice cannot stand behind (HOSTILE 92). */
 		log_warn("replay: session=%llu DATA refused after accepted recipients: %d %.200s",
 			 r->id->session_id, reply->code, reply->text);
-		r->have_result = false;
-		r->local = REPLY_DATA_REFUSED;
+		if (reply->code / 100 == 4) {
+			replay_keep(r, reply);
+		} else {
+			r->have_result = false;
+			r->local = REPLY_DATA_REFUSED;
+		}
 		replay_rset(r);
 		return;
 	}

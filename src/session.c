@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -322,6 +323,20 @@ void session_resume(struct session *s)
 		event_active(s->defer_ev, 0, 0);
 }
 
+/* Whether the client sent more after the line just taken: in our buffer,
+ * or still in the kernel's (a shaped session reads a byte at a time, so a
+ * pipelining bot's next command waits there, not here). */
+static bool session_more_input(struct session *s, struct evbuffer *in)
+{
+	if (evbuffer_get_length(in) > 0)
+		return true;
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+	int pending = 0;
+	if (ioctl((int)bufferevent_getfd(under ? under : s->bev), FIONREAD, &pending) != 0)
+		return false;
+	return pending > 0;
+}
+
 /* Takes one command line from the input; false when none is complete.
  * An overlong line is skipped up to its real end and answered once: its
  * tail is never taken for a command of its own (HOSTILE 38, 39). */
@@ -366,7 +381,7 @@ static bool session_next_line(struct session *s, struct evbuffer *in)
 		session_close(s, "bare LF");
 		return true;
 	}
-	session_cmd_line(s, line, len - 1, evbuffer_get_length(in) > 0);
+	session_cmd_line(s, line, len - 1, session_more_input(s, in));
 	session_arm_command_deadline(s);
 	return true;
 }
