@@ -21,6 +21,8 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +96,16 @@ static void backend_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *
 static int backend_watch_output(struct backend *b)
 {
 	return evbuffer_add_cb(bufferevent_get_output(b->bev), backend_out_cb, b) ? 0 : -1;
+}
+
+size_t backend_unacked(const struct backend *b)
+{
+	struct bufferevent *under = bufferevent_get_underlying(b->bev);
+	int fd = (int)bufferevent_getfd(under ? under : b->bev);
+	int queued = 0;
+	if (fd < 0 || ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0)
+		return 0;
+	return (size_t)queued + backend_output_pending(b);
 }
 
 void backend_set_idle(struct backend *b)
@@ -462,7 +474,9 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		 * behind a 220 before our EHLO left) is a desynchronised
 		 * stream, never the answer (HOSTILE 8, 91). */
 		if (b->reply.lines == 0 && b->out_sent < c->end) {
-			b->protocol_error = true;
+			/* A 421 is the server going away, which it may announce
+			 * at any time; anything else is out of step. */
+			b->protocol_error = !(len >= 3 && memcmp(line, "421", 3) == 0);
 			backend_fail(b, "unsolicited reply (before its command was sent)");
 			return;
 		}

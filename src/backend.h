@@ -93,6 +93,10 @@ void backend_close(struct backend *b, bool polite);
  * pool) hears of it on the next loop turn. */
 void backend_fail(struct backend *b, const char *why);
 
+/* Bytes written that the server has not acknowledged yet (our buffer and
+ * the kernel's send queue); 0 when unknown. */
+size_t backend_unacked(const struct backend *b);
+
 /* Records what an EHLO reply offered. */
 void backend_take_caps(struct backend *b, const struct smtp_reply *r);
 

@@ -397,6 +397,18 @@ static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 	struct replay *r = arg;
 	if (replay_out_of_step(r, reply, false))
 		return;
+	/* The server answers "." after it has read it, and its reply's
+	 * segment acknowledges everything before: an answer while part of
+	 * the message is still unacknowledged was sent before the server saw
+	 * the end, so it cannot be the answer (an unsolicited mid-body reply
+	 * would otherwise become a 250 for a message never queued). */
+	if (backend_unacked(r->b) > 0) {
+		log_warn("replay: session=%llu reply %d before the end of data reached the server; "
+			 "closing", r->id->session_id, reply->code);
+		r->b->protocol_error = true;
+		replay_fail(r, REPLY_BACKEND_PROTOCOL);
+		return;
+	}
 	replay_keep(r, reply);
 	/* After the end-of-data reply the server is ready for a new MAIL. */
 	replay_finish(r, true);
