@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -207,17 +208,27 @@ static enum dns_name_status dns_fail_status(int result)
 	}
 }
 
-static void dns_forward_cb(int result, char type, int count, int ttl,
-			   void *addresses, void *arg)
+/* What every evdns answer does first: the request is no longer in
+ * flight, the smallest TTL is kept for the cache, and a cancelled
+ * request is freed here. Returns false when req is gone. */
+static bool dns_answer_begin(struct dns_ptr *req, int result, int ttl)
 {
-	struct dns_ptr *req = arg;
 	req->pending = NULL;
 	if (ttl < req->ttl)
 		req->ttl = ttl;
 	if (!req->cb || result == DNS_ERR_CANCEL) {
 		free(req);
-		return;
+		return false;
 	}
+	return true;
+}
+
+static void dns_forward_cb(int result, char type, int count, int ttl,
+			   void *addresses, void *arg)
+{
+	struct dns_ptr *req = arg;
+	if (!dns_answer_begin(req, result, ttl))
+		return;
 	if (result != DNS_ERR_NONE) {
 		enum dns_name_status st = dns_fail_status(result);
 		dns_finish(req, st == DNS_NAME_UNAVAILABLE ? DNS_NAME_UNCONFIRMED : st);
@@ -242,13 +253,8 @@ static void dns_reverse_cb(int result, char type, int count, int ttl,
 			   void *addresses, void *arg)
 {
 	struct dns_ptr *req = arg;
-	req->pending = NULL;
-	if (ttl < req->ttl)
-		req->ttl = ttl;
-	if (!req->cb || result == DNS_ERR_CANCEL) {
-		free(req);
+	if (!dns_answer_begin(req, result, ttl))
 		return;
-	}
 	if (result != DNS_ERR_NONE) {
 		enum dns_name_status st = dns_fail_status(result);
 		dns_finish(req, st);

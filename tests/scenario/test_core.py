@@ -108,7 +108,9 @@ def test_core_00_backend_and_dns_sanity(postfix, dns):
     pf.stop()
     assert not pf.running()
     pf.start()  # same port again; start() waits for the 220 greeting
-    assert pf.maillog().count("daemon started") == 2
+    # master logs through postlogd, a moment after it accepts connections
+    assert harness.wait_until(lambda: pf.maillog().count("daemon started") == 2, 10), \
+        pf.maillog()[-2000:]
 
 
 # ----------------------------------------------------------- 01 byte exact
