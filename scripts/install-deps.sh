@@ -5,7 +5,8 @@
 set -eu
 
 PKGS="build-essential pkg-config clang llvm libevent-dev libssl-dev liblmdb-dev
-libcmocka-dev postfix dnsmasq-base swaks python3 python3-pytest python3-pytest-xdist openssl
+libcmocka-dev postfix dnsmasq-base swaks python3 python3-pytest python3-pytest-xdist
+python3-pytest-rerunfailures openssl
 procps iproute2 lsof"
 
 missing=""

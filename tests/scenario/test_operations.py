@@ -349,6 +349,10 @@ def test_ops_03_sighup_reload_new_setting_old_session_kept(shared_pf, sluice):
         os.kill(sup, signal.SIGHUP)
         assert wait_log(sl, r"configuration reloaded", 10), \
             "no reload in the log:\n" + sl.log()[-3000:]
+        # Until an old worker has handled its SIGUSR1 it may still accept
+        # (it shares the socket with its successor): wait for it to retire.
+        assert wait_log(sl, r"retiring after reload", 10), \
+            "old worker did not retire:\n" + sl.log()[-3000:]
 
         # New sessions get the new name (the new worker may take a moment
         # to be ready; connections wait in the listen queue meanwhile).
