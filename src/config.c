@@ -169,7 +169,7 @@ static const struct config_setting config_settings[] = {
 	       "Score at which a client gets 554 5.7.1 after its greeting; 0: never"),
 	S_UINT(shape_rate, 1, 1000000, "5",
 	       "Bytes per second, each way, for a shaped session"),
-	S_DUR(shape_time, 0, 1 * DAY, "30s",
+	S_DUR(shape_time, 0, 1 * DAY, "120s",
 	      "Longest total time one session is held back by shaping"),
 	S_DUR(pass_ttl, 0, 365 * DAY, "1d",
 	      "A client that passed is not held or shaped again for this long"),

@@ -145,6 +145,22 @@ static void data_replay_start(struct session *s)
 	}
 }
 
+/* The message is complete and its end-of-data reply is due (after the
+ * hold, for a shaped session): replay it unless the client has gone. */
+static void data_release(struct session *s)
+{
+	if (session_shape_client_gone(s)) {
+		metrics_inc(METRIC_EARLY_CLOSE);
+		log_info("session=%llu client=%s EARLYCLOSE: client closed before its "
+			 "end-of-data reply; message not delivered",
+			 s->ident.session_id, s->ident.addr);
+		session_close(s, "closed before end-of-data reply");
+		return;
+	}
+	if (session_identity_ready(s, data_replay_start))
+		data_replay_start(s);
+}
+
 static void data_spooled(void *arg, int status, struct evbuffer *chunk)
 {
 	struct session *s = arg;
@@ -156,16 +172,8 @@ static void data_spooled(void *arg, int status, struct evbuffer *chunk)
 		session_set_busy(s, false);
 		return;
 	}
-	if (session_shape_client_gone(s)) {
-		metrics_inc(METRIC_EARLY_CLOSE);
-		log_info("session=%llu client=%s EARLYCLOSE: client closed before its "
-			 "end-of-data reply; message not delivered",
-			 s->ident.session_id, s->ident.addr);
-		session_close(s, "closed before end-of-data reply");
-		return;
-	}
-	if (session_identity_ready(s, data_replay_start))
-		data_replay_start(s);
+	if (!session_shape_hold(s, data_release))
+		data_release(s);
 }
 
 static void data_end(struct session *s)

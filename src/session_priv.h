@@ -94,6 +94,8 @@ struct session {
 	struct classify cls;
 	struct dnsbl_req *dnsbl;
 	struct event *shape_ev;      /* end of the shape_time budget */
+	struct event *hold_ev;       /* end of the end-of-data hold */
+	void (*hold_then)(struct session *s); /* runs when the hold ends */
 	struct timeval shaped_since; /* while shaped */
 	long shaped_ms;              /* shaped time before shaped_since */
 	bool shaped;                 /* the rate limit is on */
@@ -138,6 +140,7 @@ void session_signal(struct session *s, enum signal_id sig, const char *detail);
 void session_shape_helo(struct session *s);
 void session_shape_body(struct session *s, bool in_body);
 bool session_shape_client_gone(struct session *s);
+bool session_shape_hold(struct session *s, void (*then)(struct session *));
 void session_shape_delivered(struct session *s, int code);
 void session_shape_rcpt(struct session *s, int code);
 void session_shape_end(struct session *s, bool hangup);

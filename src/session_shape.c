@@ -15,7 +15,10 @@
  * filter, above the socket), and a message body, which is read at full
  * speed with a wide window because the sender's socket buffer swallows the
  * whole body at once and only the final reply's clock (about ten minutes)
- * is left; the final reply is slowed instead.
+ * is left; the final reply is held instead: silent, for the rest of the
+ * shape_time budget (session_shape_hold), which is what stops the bots
+ * that a trickle alone does not (deadlines of a minute or two, idle
+ * timers that a steady trickle keeps alive).
  *
  * Why a score and not a verdict per signal: one weak sign (no PTR, a
  * sloppy HELO) is common among legitimate servers; shaping costs them a
@@ -43,6 +46,7 @@
 #include "worker.h"
 
 #define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
+#define SHAPE_HOLD_MAX_MS 120000 /* end-of-data hold; see session_shape_hold */
 
 static int session_fd(const struct session *s)
 {
@@ -83,6 +87,9 @@ const char *session_phase(const struct session *s)
 		return "mail";
 	case SESSION_MAIL:
 	case SESSION_RCPT:
+		/* The body is in; the end-of-data reply is held or replaying. */
+		if (s->txn && s->txn->body && s->busy)
+			return "data";
 		return "rcpt";
 	case SESSION_DATA:
 		return "data";
@@ -327,6 +334,45 @@ bool session_shape_client_gone(struct session *s)
 	       ti.tcpi_state == TCP_LAST_ACK;
 }
 
+static void shape_hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	void (*then)(struct session *) = s->hold_then;
+	s->hold_then = NULL;
+	then(s);
+}
+
+/* The end-of-data reply of a shaped session waits, silently, for the rest
+ * of its shape_time budget, but at most SHAPE_HOLD_MAX_MS, before the
+ * message is replayed. Bots that are patient for a minute or so outlast a
+ * trickle (idle timers never fire while bytes keep coming), but not
+ * silence after the dot: their deadline or idle timer fires, they hang up,
+ * and the early-close check drops the message. A legitimate sender waits
+ * up to ten minutes here (RFC 5321 4.5.3.2.6; Postfix 600 s, Exim 10 min)
+ * and its whole body is already in, so this is the one place where
+ * waiting costs it nothing but time. The bound keeps the final reply,
+ * replay and trickled text included, well inside 150 s. */
+bool session_shape_hold(struct session *s, void (*then)(struct session *))
+{
+	if (!s->shaped || session_shape_client_gone(s))
+		return false;
+	long left = worker->cfg->shape_time_ms - session_shaped_ms(s);
+	if (left > SHAPE_HOLD_MAX_MS)
+		left = SHAPE_HOLD_MAX_MS;
+	if (left <= 0)
+		return false;
+	if (!s->hold_ev && !(s->hold_ev = evtimer_new(worker->base, shape_hold_cb, s)))
+		return false; /* no timer, no hold: reply now */
+	struct timeval tv = {left / 1000, (left % 1000) * 1000};
+	if (evtimer_add(s->hold_ev, &tv) != 0)
+		return false;
+	s->hold_then = then;
+	metrics_inc(METRIC_FINAL_HOLDS);
+	log_info("session=%llu client=%s HOLD end-of-data reply for %ld s", s->ident.session_id,
+		 s->ident.addr, (left + 500) / 1000);
+	return true;
+}
+
 void session_shape_rcpt(struct session *s, int code)
 {
 	if (code / 100 == 5)
@@ -336,8 +382,13 @@ void session_shape_rcpt(struct session *s, int code)
 void session_shape_delivered(struct session *s, int code)
 {
 	if (code / 100 == 2) {
-		store_record(worker->store, session_addr(s), STORE_DELIVERED);
-		if (s->ever_shaped) {
+		/* The server took the message; that proves it wanted it only
+		 * for a client that looked clean. From a shaped session it
+		 * proves patience, and spam from patient bots must not clean
+		 * their address or network. */
+		if (!s->ever_shaped) {
+			store_record(worker->store, session_addr(s), STORE_DELIVERED);
+		} else {
 			metrics_inc(METRIC_SHAPED_DELIVERIES);
 			/* Patience proven: no more waiting for this client. */
 			store_pass_grant(worker->store, session_addr(s),
@@ -363,6 +414,11 @@ void session_shape_end(struct session *s, bool hangup)
 	if (s->shape_ev) {
 		event_free(s->shape_ev);
 		s->shape_ev = NULL;
+	}
+	if (s->hold_ev) {
+		event_free(s->hold_ev);
+		s->hold_ev = NULL;
+		s->hold_then = NULL;
 	}
 	if (hangup && was_shaped) {
 		static const enum metric_id by_phase[] = {

@@ -637,3 +637,66 @@ def test_shape_08_summary_line_of_a_shaped_session(postfix, sluice):
     assert 2 <= int(shaped_s) <= 4, line
     assert phase in PHASES, line
     assert_alive(sl)
+
+
+# ------------------------------------------- 09 the end-of-data reply is held
+
+@pytest.mark.deadline(90)
+def test_shape_09_final_reply_held_for_the_rest_of_shape_time(postfix, sluice):
+    """A shaped session's end-of-data reply waits, silent, for the rest of
+    its shape_time budget before the replay: a patient sender gets its 250
+    after the hold and its message is delivered; a bot that gives up on
+    silence (closes 3 s after its dot) gets nothing delivered and is
+    counted as a hang-up in the data phase; an unshaped client is not
+    held at all."""
+    pf = postfix()
+    mport = harness.free_port()
+    # A fast trickle so that the dialogue takes well under a second and
+    # nearly all of shape_time is left for the hold.
+    sl = sluice(pf, **shaping(greet_wait="0s", shape_time="10s", shape_rate=2000,
+                              metrics_listen="127.0.0.1:%d" % mport))
+    tok_patient, tok_bot, tok_clean = token("09p"), token("09b"), token("09c")
+
+    def send(source, tok, helo, wait_reply):
+        with SmtpRaw(sl.host, sl.port, source=source, timeout=60) as c:
+            assert c.read_reply()[0] == 220
+            c.expect("HELO %s" % helo, 250)
+            c.expect("MAIL FROM:<a@example.net>", 250)
+            c.expect("RCPT TO:<alice@example.com>", 250)
+            c.expect("DATA", 354)
+            c.send(dot_stuff(message(tok)) + b".\r\n")
+            t_dot = time.monotonic()
+            if not wait_reply:
+                ready = select.select([c.sock], [], [], 3.0)[0]
+                return (None, ready, time.monotonic() - t_dot)
+            final = c.read_reply()
+            took = time.monotonic() - t_dot
+            c.cmd("QUIT")
+            return (final, None, took)
+
+    (pfinal, _, ptook), (_, bot_heard, _), (cfinal, _, ctook) = parallel(
+        lambda: send(BLOCKLISTED, tok_patient, "patient.example", True),
+        lambda: send(BLOCKLISTED2, tok_bot, "bot.example", False),
+        lambda: send(CLIENT23, tok_clean, CLIENT23_NAME, True),
+        timeout=60)
+
+    assert pfinal[0] == 250 and pfinal[1][0].startswith("2.0.0"), pfinal
+    assert 7.0 <= ptook <= 14.0, "patient sender's 250 came %.1f s after its dot" % ptook
+    assert cfinal[0] == 250, cfinal
+    assert ctook < 3.0, "an unshaped client waited %.1f s for its 250" % ctook
+    assert not bot_heard, "the held bot heard something within 3 s of its dot"
+
+    got = pf.wait_messages(2, 20, lambda m: m.subject in (tok_patient, tok_clean))
+    assert sorted(m.subject for m in got) == sorted([tok_patient, tok_clean]), got
+    assert wait_log(sl, r"client=%s HOLD end-of-data reply for \d+ s"
+                    % re.escape(BLOCKLISTED), 5), "\n".join(session_log(sl, BLOCKLISTED))
+    line = wait_log(sl, r"client=%s HANGUP after \d+ s in (\w+)"
+                    % re.escape(BLOCKLISTED2), 15)
+    assert line and line.group(1) == "data", "\n".join(session_log(sl, BLOCKLISTED2))
+    assert not [l for l in session_log(sl, CLIENT23) if " HOLD " in l]
+    time.sleep(1.0)
+    assert not [m for m in pf.messages() if m.subject == tok_bot], pf.messages()
+    text = metrics_text(mport)
+    assert metric(text, "sluice_final_holds_total") == 2, text
+    assert metric(text, 'sluice_shaped_hangups_total{phase="data"}') == 1, text
+    assert_alive(sl)
