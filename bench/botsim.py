@@ -19,12 +19,13 @@ population of sessions (same seed) is run against each set-up in turn:
   postscreen  postscreen (dnsbl enforce, greet enforce, deep tests) -> smtpd
   trickle     sluice configured as "a relay that only trickles replies to
               listed clients": bl.test*3, every other weight 0, no greet
-              wait, shape_time = 1d (sluice's early-close and pipelining
-              checks cannot be switched off, so they still act)
+              wait, shape_time = 1d, no end-of-data hold (sluice's
+              early-close and pipelining checks cannot be switched off, so
+              they still act)
 
 Time is compressed by K for every set-up alike: every duration (bot
-deadlines, RFC timeouts, retry interval, greet_wait, shape_time, smtpd
-timeouts, arrival window) is divided by K and shape_rate multiplied by K.
+deadlines, RFC timeouts, retry interval, greet_wait, shape_time,
+shape_final_hold, smtpd timeouts, arrival window) is divided by K and shape_rate multiplied by K.
 Results are printed in real (unscaled) seconds. Root, Debian 12,
 /usr/bin/python3; addresses 127.0.0.0/8 only. Every process started here is
 stopped at the end, every wait and loop is bounded.
@@ -53,6 +54,7 @@ RFC = {"greeting": 300, "ehlo": 300, "mail": 300, "rcpt": 300, "data": 120,
        "block": 180, "dot": 600, "quit": 300}
 RETRY_DELAY = 300      # a real MTA's first retry (Postfix: ~5 min), unscaled
 SLUICE_GREET_WAIT = 6  # sluice and postscreen defaults, unscaled
+SLUICE_FINAL_HOLD = 120  # sluice default shape_final_hold, unscaled
 SLUICE_SHAPE_RATE = 5
 SMTPD_TIMEOUT = 300
 DNS_ADDRS = ("127.0.53.53", "127.0.53.54", "127.0.53.55")
@@ -693,10 +695,11 @@ def sluice_setup(a, d, pf, dns_addr, name, shape_time, trickle=False):
         greet_wait="%dms" % round(SLUICE_GREET_WAIT * 1000 / K),
         shape_rate=str(int(round(a.shape_rate * K))),
         shape_time="%dms" % round(shape_time * 1000 / K),
+        shape_final_hold="%dms" % round(SLUICE_FINAL_HOLD * 1000 / K),
     )
     if trickle:
         st.update(dnsbl_sites="bl.test*3", greet_wait="0s", shape_time="1d",
-                  weight_reputation="0")
+                  shape_final_hold="0s", weight_reputation="0")
         for w in ("ptr_missing", "ptr_unconfirmed", "ptr_generic", "pregreet",
                   "helo", "pipelining", "bare_newline", "non_smtp", "errors"):
             st["weight_" + w] = "0"

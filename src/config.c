@@ -171,6 +171,8 @@ static const struct config_setting config_settings[] = {
 	       "Bytes per second, each way, for a shaped session"),
 	S_DUR(shape_time, 0, 1 * DAY, "120s",
 	      "Longest total time one session is held back by shaping"),
+	S_DUR(shape_final_hold, 0, 150 * SECOND, "120s",
+	      "Longest silent wait before a shaped session's end-of-data reply"),
 	S_DUR(pass_ttl, 0, 365 * DAY, "1d",
 	      "A client that passed is not held or shaped again for this long"),
 	S_DUR(reputation_halflife, 1, 365 * DAY, "7d",

@@ -72,7 +72,8 @@ struct config {
 	unsigned shape_threshold;      /* 3 */
 	unsigned reject_threshold;     /* 0 = off */
 	unsigned shape_rate;           /* 5 bytes per second */
-	long shape_time_ms;            /* 30s: total hold-back per session */
+	long shape_time_ms;            /* 120s: total hold-back per session */
+	long shape_final_hold_ms;      /* 120s: silent wait before a shaped end-of-data reply */
 	long pass_ttl_ms;              /* 1d */
 	long reputation_halflife_ms;   /* 7d */
 	char cidr_allow_file[512];

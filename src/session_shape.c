@@ -46,7 +46,6 @@
 #include "worker.h"
 
 #define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
-#define SHAPE_HOLD_MAX_MS 120000 /* end-of-data hold; see session_shape_hold */
 
 static int session_fd(const struct session *s)
 {
@@ -343,7 +342,7 @@ static void shape_hold_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The end-of-data reply of a shaped session waits, silently, for the rest
- * of its shape_time budget, but at most SHAPE_HOLD_MAX_MS, before the
+ * of its shape_time budget, but at most shape_final_hold, before the
  * message is replayed. Bots that are patient for a minute or so outlast a
  * trickle (idle timers never fire while bytes keep coming), but not
  * silence after the dot: their deadline or idle timer fires, they hang up,
@@ -357,8 +356,8 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 	if (!s->shaped || session_shape_client_gone(s))
 		return false;
 	long left = worker->cfg->shape_time_ms - session_shaped_ms(s);
-	if (left > SHAPE_HOLD_MAX_MS)
-		left = SHAPE_HOLD_MAX_MS;
+	if (left > worker->cfg->shape_final_hold_ms)
+		left = worker->cfg->shape_final_hold_ms;
 	if (left <= 0)
 		return false;
 	if (!s->hold_ev && !(s->hold_ev = evtimer_new(worker->base, shape_hold_cb, s)))
