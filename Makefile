@@ -15,7 +15,7 @@ CFLAGS  ?= -O2 -g
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS   = $(PKG_LIBS) -llmdb -lpthread -lm
+LDLIBS   = $(PKG_LIBS) -llmdb -lhiredis -lpthread -lm
 
 SRC      = $(sort $(wildcard src/*.c))
 LIB_SRC  = $(filter-out src/main.c,$(SRC))

@@ -5,8 +5,8 @@
 set -eu
 
 PKGS="build-essential pkg-config clang llvm libevent-dev libssl-dev liblmdb-dev
-libcmocka-dev postfix dnsmasq-base swaks python3 python3-pytest python3-pytest-xdist
-python3-pytest-rerunfailures openssl
+libhiredis-dev libcmocka-dev postfix dnsmasq-base redis-server swaks python3
+python3-pytest python3-pytest-xdist python3-pytest-rerunfailures openssl
 procps iproute2 lsof"
 
 missing=""

@@ -53,6 +53,7 @@ enum config_type {
 	CT_SIZE,
 	CT_DURATION,
 	CT_BARE_NEWLINE,
+	CT_STORE,
 };
 
 /* Setting flags. */
@@ -177,6 +178,14 @@ static const struct config_setting config_settings[] = {
 	      "A client that passed is not held or shaped again for this long"),
 	S_DUR(reputation_halflife, 1, 365 * DAY, "7d",
 	      "Half-life of local reputation evidence"),
+	{ "store", CT_STORE, 0, OFF(store), 0, 0, 0, 0, "lmdb",
+	  "Where reputation and passes live: lmdb (this machine) or redis (shared)" },
+	S_EP(redis_server, CF_UNIX, 0, "127.0.0.1:6379",
+	     "Redis for store = redis: host:port or unix:/path"),
+	S_DUR(redis_timeout, 1, 10 * SECOND, "200ms",
+	      "Longest wait for one Redis look-up before the default classification"),
+	S_STR(redis_prefix, CF_EMPTY, "sluice:",
+	      "Prefix of every Redis key sluice writes"),
 	S_STR(cidr_allow_file, CF_EMPTY, "",
 	      "File of networks never shaped; empty: none"),
 	S_STR(cidr_deny_file, CF_EMPTY, "",
@@ -546,6 +555,11 @@ static void config_format(const struct config *cfg,
 			 *(const enum config_bare_newline *)field == CONFIG_BARE_REJECT
 				 ? "reject" : "normalize");
 		break;
+	case CT_STORE:
+		snprintf(buf, cap, "%s",
+			 *(const enum config_store *)field == CONFIG_STORE_REDIS
+				 ? "redis" : "lmdb");
+		break;
 	}
 }
 
@@ -740,6 +754,16 @@ static int config_set(struct config *cfg, const struct config_setting *s,
 		else
 			return config_fail(what, cap,
 					   "bad value '%s' for %s (normalize or reject)",
+					   value, s->name);
+		return 0;
+	case CT_STORE:
+		if (strcmp(value, "lmdb") == 0)
+			*(enum config_store *)(void *)field = CONFIG_STORE_LMDB;
+		else if (strcmp(value, "redis") == 0)
+			*(enum config_store *)(void *)field = CONFIG_STORE_REDIS;
+		else
+			return config_fail(what, cap,
+					   "bad value '%s' for %s (lmdb or redis)",
 					   value, s->name);
 		return 0;
 	}

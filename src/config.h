@@ -26,6 +26,9 @@ struct endpoint {
 
 enum config_bare_newline { CONFIG_BARE_NORMALIZE, CONFIG_BARE_REJECT };
 
+/* Where reputation and the pass cache live (store.h). */
+enum config_store { CONFIG_STORE_LMDB, CONFIG_STORE_REDIS };
+
 struct config {
 	struct endpoint listen[CONFIG_LISTEN_MAX];
 	size_t listen_count;           /* default 0.0.0.0:25 */
@@ -76,6 +79,10 @@ struct config {
 	long shape_final_hold_ms;      /* 120s: silent wait before a shaped end-of-data reply */
 	long pass_ttl_ms;              /* 1d */
 	long reputation_halflife_ms;   /* 7d */
+	enum config_store store;       /* lmdb */
+	struct endpoint redis_server;  /* 127.0.0.1:6379 */
+	long redis_timeout_ms;         /* 200ms: per look-up */
+	char redis_prefix[64];         /* "sluice:" */
 	char cidr_allow_file[512];
 	char cidr_deny_file[512];
 	unsigned weight_ptr_missing;     /* 1 */

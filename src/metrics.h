@@ -75,7 +75,15 @@ struct endpoint;
 	X(HANGUP_0_10, "sluice_shaped_hangups_by_time_total{seconds=\"0-10\"}", "Shaped sessions that hung up, by time shaped", 1) \
 	X(HANGUP_10_30, "sluice_shaped_hangups_by_time_total{seconds=\"10-30\"}", "", 1) \
 	X(HANGUP_30_60, "sluice_shaped_hangups_by_time_total{seconds=\"30-60\"}", "", 1) \
-	X(HANGUP_60_PLUS, "sluice_shaped_hangups_by_time_total{seconds=\"60+\"}", "", 1)
+	X(HANGUP_60_PLUS, "sluice_shaped_hangups_by_time_total{seconds=\"60+\"}", "", 1) \
+	X(STORE_REDIS_CONNECTED, "sluice_store_redis_connected", "Workers connected to Redis (store = redis)", 0) \
+	X(STORE_REDIS_CONNECT_FAILURES, "sluice_store_redis_connection_failures_total", "Redis connections refused, lost, timed out or dropped as stalled", 1) \
+	X(STORE_REDIS_LOOKUPS, "sluice_store_redis_lookups_total", "Redis look-ups started at accept", 1) \
+	X(STORE_REDIS_LOOKUP_FAILURES, "sluice_store_redis_lookup_failures_total", "Redis look-ups that failed (down, backlog, connection lost): default classification", 1) \
+	X(STORE_REDIS_LOOKUP_TIMEOUTS, "sluice_store_redis_lookup_timeouts_total", "Redis look-ups past redis_timeout: default classification", 1) \
+	X(STORE_REDIS_WRITES, "sluice_store_redis_writes_total", "Redis writes (evidence, passes) attempted", 1) \
+	X(STORE_REDIS_WRITE_FAILURES, "sluice_store_redis_write_failures_total", "Redis writes dropped (down, backlog), lost or refused", 1) \
+	X(STORE_REDIS_BAD_REPLIES, "sluice_store_redis_bad_replies_total", "Redis replies not in sluice's format, read as no record", 1)
 
 enum metric_id {
 #define METRIC_ENUM(name, m, h, c) METRIC_##name,

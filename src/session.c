@@ -34,6 +34,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "spool.h"
+#include "store.h"
 #include "worker.h"
 
 #define SESSION_SKIP_MAX (1024 * 1024) /* overlong line bytes skipped before we give up */
@@ -162,6 +163,8 @@ static void session_free(struct session *s)
 		limits_client_leave((const struct sockaddr *)&s->peer);
 	session_shape_end(s, false);
 	session_log_summary(s);
+	if (s->store_req)
+		store_lookup_cancel(s->store_req);
 	if (s->dns)
 		dns_ptr_cancel(s->dns);
 	if (s->replay)
@@ -235,6 +238,10 @@ void session_close(struct session *s, const char *outcome)
 	s->phase_reached = session_phase(s);
 	session_shape_end(s, strncmp(outcome, "disconnect", 10) == 0);
 	session_set_state(s, SESSION_CLOSING);
+	if (s->store_req) {
+		store_lookup_cancel(s->store_req);
+		s->store_req = NULL;
+	}
 	if (s->dns) {
 		dns_ptr_cancel(s->dns);
 		s->dns = NULL;

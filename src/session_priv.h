@@ -22,6 +22,7 @@
 
 struct bufferevent;
 struct spool;
+struct store_lookup;
 
 #define SESSION_STATES(X)                                                      \
 	X(GREETING) /* greeting not yet sent */                                \
@@ -93,6 +94,7 @@ struct session {
 	/* classification and shaping (session_shape.c) */
 	struct classify cls;
 	struct dnsbl_req *dnsbl;
+	struct store_lookup *store_req; /* store = redis: pass + reputation */
 	struct event *shape_ev;      /* end of the shape_time budget */
 	struct event *hold_ev;       /* end of the end-of-data hold */
 	void (*hold_then)(struct session *s); /* runs when the hold ends */

@@ -2,7 +2,10 @@
  * session_shape: classification and shaping of one session.
  *
  * At accept: allow and deny lists, the pass cache and local reputation are
- * read (all local), and the PTR and DNSBL look-ups start. Clients without
+ * read (all local), and the PTR and DNSBL look-ups start. With store =
+ * redis the pass and the reputation are a look-up too, and the verdict
+ * waits for it as for DNS (session_store_done); a pass that comes then
+ * greets at once, as a local pass does. Clients without
  * a pass wait greet_wait for the greeting, which gives the look-ups time to
  * answer and shows who talks first (PREGREET). When the greeting is due,
  * the score decides: at shape_threshold the session is shaped (replies and
@@ -194,15 +197,55 @@ static void session_dnsbl_done(void *arg, int score, const char *hits)
 	shape_lookup_done(s);
 }
 
+static void shape_reputation(struct session *s, double rep)
+{
+	if (rep < 0) {
+		char detail[32];
+		snprintf(detail, sizeof detail, "reputation=%.2f", rep);
+		int w = (int)lround(-rep * worker->cfg->weight_reputation);
+		if (w > 0)
+			classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+				     SIGNAL_REPUTATION, w, detail);
+	}
+}
+
+/* store = redis: the pass and reputation read at accept. */
+static void session_store_done(void *arg, const struct store_answer *a)
+{
+	struct session *s = arg;
+	s->store_req = NULL;
+	if (s->shape_ended)
+		return;
+	bool greeting = s->state == SESSION_GREETING;
+	/* A pass counts only before the verdict, and the deny list wins. */
+	if (a->pass && greeting && !(s->cls.fired & (1u << SIGNAL_DENYLIST))) {
+		s->trusted = true;
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_PASS,
+			     0, NULL);
+		if (s->dnsbl) {
+			dnsbl_cancel(s->dnsbl);
+			s->dnsbl = NULL;
+		}
+	}
+	shape_reputation(s, a->reputation);
+	if (!greeting)
+		shape_decide(s);
+	else if (s->trusted)
+		session_shape_greet_timer(s); /* as a local pass: no waiting */
+	else
+		shape_lookup_done(s);
+}
+
 void session_shape_accept(struct session *s, const struct sockaddr *addr)
 {
 	const struct config *cfg = worker->cfg;
 	int fd = session_fd(s);
+	bool async = store_async(worker->store);
 	if (worker->allow && cidr_match(worker->allow, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_ALLOWLIST, 0, NULL);
-	} else if (store_pass_check(worker->store, addr)) {
+	} else if (!async && store_pass_check(worker->store, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_PASS,
 			     0, NULL);
@@ -212,15 +255,11 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_DENYLIST, classify_weight(SIGNAL_DENYLIST), NULL);
 	}
-	double rep = store_reputation(worker->store, addr);
-	if (rep < 0) {
-		char detail[32];
-		snprintf(detail, sizeof detail, "reputation=%.2f", rep);
-		int w = (int)lround(-rep * cfg->weight_reputation);
-		if (w > 0)
-			classify_add(&s->cls, s->ident.session_id, s->ident.addr,
-				     SIGNAL_REPUTATION, w, detail);
-	}
+	if (!async)
+		shape_reputation(s, store_reputation(worker->store, addr));
+	else if (!s->trusted) /* NULL: nothing to wait for, the default holds */
+		s->store_req = store_lookup_start(worker->store, addr,
+						  session_store_done, s);
 	if (worker->dnsbl && !s->trusted)
 		s->dnsbl = dnsbl_start(worker->dns, worker->dnsbl, addr,
 				       session_dnsbl_done, s);
@@ -254,7 +293,8 @@ static void shape_greet(struct session *s)
  * outstanding. */
 static void shape_lookup_done(struct session *s)
 {
-	if (s->greet_waiting && !s->dns && !s->dnsbl && s->state == SESSION_GREETING)
+	if (s->greet_waiting && !s->dns && !s->dnsbl && !s->store_req &&
+	    s->state == SESSION_GREETING)
 		shape_greet(s);
 }
 
@@ -271,7 +311,7 @@ void session_shape_greet_timer(struct session *s)
 	/* The verdict waits for the look-ups, but the greeting waits at most
 	 * dns_timeout more for them: a slow or flooded resolver must not hold
 	 * every client. A late answer can still start shaping afterwards. */
-	if (!s->trusted && (s->dns || s->dnsbl) && !s->greet_waiting) {
+	if (!s->trusted && (s->dns || s->dnsbl || s->store_req) && !s->greet_waiting) {
 		s->greet_waiting = true;
 		long ms = worker->cfg->dns_timeout_ms;
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};

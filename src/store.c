@@ -3,7 +3,16 @@
  * machine, in one LMDB environment (see store.h).
  *
  * Exports store_open, store_close, store_reputation, store_record,
- * store_pass_check, store_pass_grant, store_decay.
+ * store_pass_check, store_pass_grant, store_decay, and the reputation
+ * arithmetic that store_redis.c shares (store_combine,
+ * store_event_weights, store_now_ms).
+ *
+ * store = redis: store_open_redis makes a struct store that only holds
+ * the store_redis connection, and every function here hands over to it
+ * (writes) or answers "unknown" (the synchronous reads: Redis is read
+ * with store_lookup_start). One handle for the worker either way, so the
+ * callers do not care which store they have, except for when reads
+ * answer.
  *
  * Layout. One file set: <state_dir>/sluice.mdb and sluice.mdb-lock
  * (MDB_NOSUBDIR, mode 0600, created by the worker's own unprivileged user
@@ -111,6 +120,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "store_redis.h"
 #include "workq.h"
 
 #define STORE_FILE             "sluice.mdb"
@@ -184,6 +194,7 @@ struct store_ratelog {
 };
 
 struct store {
+	struct store_redis *redis; /* store = redis: nothing else is used */
 	MDB_env *env;
 	MDB_dbi rep, pass, meta;
 	struct workq *wq;
@@ -213,7 +224,7 @@ static const struct {
 	[STORE_HANGUP_SHAPED] = { 0.0, 1.0 },
 };
 
-static int64_t store_now_ms(void)
+long long store_now_ms(void)
 {
 	struct timespec ts;
 
@@ -315,6 +326,39 @@ static double store_score(const struct store_rep *r)
 	if (isnan(s)) /* inf/inf from weights near DBL_MAX */
 		return 0;
 	return s < -1.0 ? -1.0 : s > 1.0 ? 1.0 : s;
+}
+
+double store_combine(const struct store_evidence *host,
+		     const struct store_evidence *net, long long now_ms,
+		     long halflife_ms)
+{
+	double host_score = 0;
+	double net_score = 1; /* a network without enough evidence: no say */
+	struct store_rep r;
+
+	if (host) {
+		r = (struct store_rep){ host->good, host->bad, host->updated_ms };
+		r.good = store_decay(r.good, now_ms - r.updated_ms, halflife_ms);
+		r.bad = store_decay(r.bad, now_ms - r.updated_ms, halflife_ms);
+		host_score = store_score(&r);
+	}
+	if (net) {
+		r = (struct store_rep){ net->good, net->bad, net->updated_ms };
+		r.good = store_decay(r.good, now_ms - r.updated_ms, halflife_ms);
+		r.bad = store_decay(r.bad, now_ms - r.updated_ms, halflife_ms);
+		if (r.good + r.bad >= STORE_NET_MIN_EVIDENCE)
+			net_score = store_score(&r);
+	}
+	return net_score < host_score ? net_score : host_score;
+}
+
+bool store_event_weights(enum store_event ev, double *good, double *bad)
+{
+	if ((unsigned)ev >= sizeof store_weights / sizeof store_weights[0])
+		return false;
+	*good = store_weights[ev].good;
+	*bad = store_weights[ev].bad;
+	return true;
 }
 
 /* ---- writes: pool thread ---------------------------------------------- */
@@ -729,11 +773,11 @@ double store_reputation(struct store *st, const struct sockaddr *addr)
 {
 	struct store_key host, net;
 	struct store_rep r;
+	struct store_evidence he, ne;
+	bool have_host = false, have_net = false;
 	MDB_val v;
-	double host_score = 0;
-	double net_score = 1; /* a network without enough evidence: no say */
 
-	if (!st || !store_keys(addr, &host, &net))
+	if (!st || st->redis || !store_keys(addr, &host, &net))
 		return 0;
 	MDB_txn *txn = store_read_begin(st);
 	if (!txn)
@@ -741,17 +785,17 @@ double store_reputation(struct store *st, const struct sockaddr *addr)
 	int64_t now = store_now_ms();
 	if (store_get(st, txn, st->rep, &host, &v) &&
 	    store_rep_decode(&v, &r)) {
-		store_rep_decay(st, &r, now);
-		host_score = store_score(&r);
+		he = (struct store_evidence){ r.good, r.bad, r.updated_ms };
+		have_host = true;
 	}
 	if (store_get(st, txn, st->rep, &net, &v) &&
 	    store_rep_decode(&v, &r)) {
-		store_rep_decay(st, &r, now);
-		if (r.good + r.bad >= STORE_NET_MIN_EVIDENCE)
-			net_score = store_score(&r);
+		ne = (struct store_evidence){ r.good, r.bad, r.updated_ms };
+		have_net = true;
 	}
 	store_read_end(st);
-	return net_score < host_score ? net_score : host_score;
+	return store_combine(have_host ? &he : NULL, have_net ? &ne : NULL, now,
+			     st->halflife_ms);
 }
 
 void store_record(struct store *st, const struct sockaddr *addr,
@@ -761,6 +805,11 @@ void store_record(struct store *st, const struct sockaddr *addr,
 
 	if (!st || (unsigned)ev >= sizeof store_weights / sizeof store_weights[0])
 		return;
+	if (st->redis) {
+		store_redis_record(st->redis, addr, store_weights[ev].good,
+				   store_weights[ev].bad);
+		return;
+	}
 	memset(ops, 0, sizeof ops);
 	if (!store_keys(addr, &ops[0].key, &ops[1].key))
 		return;
@@ -781,7 +830,7 @@ bool store_pass_check(struct store *st, const struct sockaddr *addr)
 	int64_t expires;
 	bool pass = false;
 
-	if (!st || !store_keys(addr, &host, &net))
+	if (!st || st->redis || !store_keys(addr, &host, &net))
 		return false;
 	MDB_txn *txn = store_read_begin(st);
 	if (!txn)
@@ -801,6 +850,10 @@ void store_pass_grant(struct store *st, const struct sockaddr *addr,
 
 	if (!st || ttl_ms <= 0)
 		return;
+	if (st->redis) {
+		store_redis_pass_grant(st->redis, addr, ttl_ms);
+		return;
+	}
 	memset(&op, 0, sizeof op);
 	if (!store_keys(addr, &op.key, &net))
 		return;
@@ -905,6 +958,11 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	if (st->redis) {
+		store_redis_close(st->redis);
+		free(st);
+		return;
+	}
 	if (st->rtxn) {
 		mdb_txn_abort(st->rtxn);
 		st->rtxn = NULL;
@@ -928,4 +986,45 @@ void store_close(struct store *st)
 	st->closing = true;
 	if (!st->inflight)
 		store_destroy(st);
+}
+
+/* ---- store = redis -------------------------------------------------- */
+
+struct store *store_open_redis(struct event_base *base,
+			       const struct endpoint *server,
+			       const char *prefix, long timeout_ms,
+			       long halflife_ms)
+{
+	struct store *st = calloc(1, sizeof *st);
+	if (!st) {
+		log_err("store: out of memory: running without reputation");
+		return NULL;
+	}
+	st->halflife_ms = halflife_ms;
+	st->redis = store_redis_open(base, server, prefix, timeout_ms,
+				     halflife_ms);
+	if (!st->redis) {
+		free(st);
+		return NULL;
+	}
+	return st;
+}
+
+bool store_async(const struct store *st)
+{
+	return st && st->redis;
+}
+
+struct store_lookup *store_lookup_start(struct store *st,
+					const struct sockaddr *addr,
+					store_lookup_cb *cb, void *arg)
+{
+	if (!st || !st->redis)
+		return NULL;
+	return store_redis_lookup(st->redis, addr, cb, arg);
+}
+
+void store_lookup_cancel(struct store_lookup *l)
+{
+	store_redis_cancel(l);
 }

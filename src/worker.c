@@ -195,11 +195,21 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		return 1;
 	/* LMDB environments must not cross fork, and the files belong to the
 	 * unprivileged user: open after both. A store that cannot be opened
-	 * costs reputation and passes, never mail. */
-	w.store = store_open(cfg->state_dir, w.workq, cfg->reputation_halflife_ms,
-			     WORKER_STORE_MAP_SIZE);
-	if (!w.store)
-		log_warn("worker: running without the reputation store in %s", cfg->state_dir);
+	 * costs reputation and passes, never mail. Redis: one connection per
+	 * worker, made on the loop (it never fails here for want of Redis). */
+	if (cfg->store == CONFIG_STORE_REDIS) {
+		w.store = store_open_redis(w.base, &cfg->redis_server, cfg->redis_prefix,
+					   cfg->redis_timeout_ms,
+					   cfg->reputation_halflife_ms);
+		if (!w.store)
+			log_warn("worker: running without the reputation store");
+	} else {
+		w.store = store_open(cfg->state_dir, w.workq, cfg->reputation_halflife_ms,
+				     WORKER_STORE_MAP_SIZE);
+		if (!w.store)
+			log_warn("worker: running without the reputation store in %s",
+				 cfg->state_dir);
+	}
 	if (!(w.pool = pool_new()))
 		return 1;
 	if (listener_start(w.base, listen_fds, n_listen) != 0) {

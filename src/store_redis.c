@@ -1,0 +1,847 @@
+/*
+ * store_redis: reputation and the pass cache in Redis (store = redis), so
+ * that several sluice machines in front of one domain share them
+ * (DESIGN.md "Scaling out"). Reached through store.c, which hands writes
+ * here and starts look-ups with store_lookup_start.
+ *
+ * Exports store_redis_open, store_redis_close, store_redis_lookup,
+ * store_redis_cancel, store_redis_record, store_redis_pass_grant, and for
+ * tests store_redis_keys and the reply parsers.
+ *
+ * Connection. One per worker, through hiredis' async API on the worker's
+ * libevent loop (adapters/libevent.h); nothing here ever blocks: the
+ * connect is non-blocking and redis_server is numeric (config.c accepts no
+ * host names, so hiredis' getaddrinfo never asks DNS). States: down (no
+ * context, a back-off timer reconnects: STORE_REDIS_BACKOFF_MIN_MS doubling
+ * to STORE_REDIS_BACKOFF_MAX_MS, reset by the first reply), connecting (a
+ * context, the same timer bounds the connect: hiredis 0.14 has no connect
+ * timeout) and up. A connection that owes replies and has answered nothing
+ * for stall_ms (SIGSTOPped Redis, a peer gone without a FIN) is dropped and
+ * made again: its owed callbacks run with no reply, which ends their
+ * look-ups and writes.
+ *
+ * Layout (text keys, so an operator can read them with redis-cli):
+ *   <prefix>rep:<addr>        hash g (good), b (bad), t (ms, CLOCK_REALTIME)
+ *   <prefix>rep:<net>/24|/64  the same for the network
+ *   <prefix>pass:<addr>       string: expiry in ms, with PX at that expiry
+ * Reputation is stored as LMDB stores it (weights plus the time they were
+ * last decayed to), not decay-normalised, so that store_combine (store.c)
+ * reads both stores with one arithmetic: store_decay on read, and a write
+ * is read-decay-add-write in one Lua script (Redis runs a script
+ * atomically, as LMDB runs one write transaction), with the writer's clock
+ * as LMDB uses the writer's clock. Lua's 2^x and C's exp2 agree to the last
+ * bit or two; the numbers are written with %.17g so nothing else is lost.
+ * Rejected: HINCRBYFLOAT of weights scaled by 2^(t/halflife) (atomic
+ * without a script, but the scale overflows a double after about 1000
+ * half-lives: a year at the shortest useful half-life); WATCH/MULTI (a
+ * round trip per write, and retries). Keys expire: reputation
+ * STORE_REDIS_REP_TTL_HALFLIVES half-lives after its last write (weight
+ * down to 1/256), a pass when it ends, so Redis never needs a prune. A key
+ * of another type is replaced by the next write, as LMDB overwrites a
+ * damaged record.
+ *
+ * Only reputation and passes are ever written here, never delivery state
+ * (HOSTILE L.110): a Redis that loses writes only changes shaping.
+ *
+ * Reads. A look-up is three commands pipelined (HMGET host, HMGET net, GET
+ * pass; not one script, so they work on a Redis Cluster proxy too), one
+ * struct store_lookup, one deadline (redis_timeout, one libevent common
+ * timeout). Its callback runs once: with the answer when the third reply
+ * comes, or with the default (no reputation, no pass) at the deadline or
+ * when the connection is lost (HOSTILE M.111). A look-up whose callback has
+ * run, or that was cancelled, stays allocated until hiredis has handed back
+ * all of its replies (hiredis calls every reply callback exactly once,
+ * with NULL when the context goes), then frees itself: a late answer finds
+ * no session, only the detached look-up. While down, or past
+ * STORE_REDIS_PENDING_MAX owed replies, a look-up fails at once (NULL,
+ * counted), so sessions never wait for a Redis that is known to be gone.
+ *
+ * Writes are fire and forget (one EVAL each, callback only for counting).
+ * While down they are dropped and counted; nothing is queued for later
+ * (the evidence is a heuristic, and a queue would be one more thing to
+ * bound).
+ *
+ * Replies are untrusted bytes: every reply's type and element count is
+ * checked, numbers are at most STORE_REDIS_FIELD_MAX bytes of
+ * [0-9.eE+-] and must be finite; anything else reads as no record and is
+ * counted. hiredis itself bounds nothing (a hostile Redis could make it
+ * buffer a huge reply): redis_server must be a Redis of one's own.
+ *
+ * Threads: loop thread only. Logs: one line per kind of trouble per
+ * STORE_REDIS_LOG_INTERVAL_MS, with the count suppressed meanwhile.
+ */
+#include "store_redis.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libevent.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+
+#define STORE_REDIS_PENDING_MAX    4096  /* replies owed before refusing */
+#define STORE_REDIS_BACKOFF_MIN_MS 100
+#define STORE_REDIS_BACKOFF_MAX_MS 2000
+#define STORE_REDIS_STALL_MIN_MS   1000  /* no reply for this long: drop */
+#define STORE_REDIS_STALL_TIMEOUTS 5     /* ... or this many redis_timeouts */
+#define STORE_REDIS_LOG_INTERVAL_MS 60000
+#define STORE_REDIS_FIELD_MAX      64    /* bytes of one number in a reply */
+#define STORE_REDIS_REP_TTL_HALFLIVES 8
+#define STORE_REDIS_READS          3     /* commands per look-up */
+
+/* KEYS[1] rep key; ARGV good, bad, now_ms, halflife_ms, ttl_ms. */
+static const char store_redis_rep_script[] =
+	"if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then "
+	"redis.call('DEL', KEYS[1]) end "
+	"local t = tonumber(ARGV[3]) "
+	"local g, b = 0, 0 "
+	"local v = redis.call('HMGET', KEYS[1], 'g', 'b', 't') "
+	"local og, ob, ot = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]) "
+	"if og and ob and ot and og >= 0 and ob >= 0 and og < math.huge "
+	"and ob < math.huge then "
+	"local h, age = tonumber(ARGV[4]), t - ot "
+	"if h > 0 and age > 0 then local f = 2 ^ (-age / h) "
+	"og, ob = og * f, ob * f end "
+	"g, b = og, ob "
+	"if ot > t then t = ot end "
+	"end "
+	"redis.call('HSET', KEYS[1], "
+	"'g', string.format('%.17g', g + tonumber(ARGV[1])), "
+	"'b', string.format('%.17g', b + tonumber(ARGV[2])), "
+	"'t', string.format('%.0f', t)) "
+	"if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) "
+	"end "
+	"return 1";
+
+/* KEYS[1] pass key; ARGV expires_ms, ttl_ms. The later expiry wins. */
+static const char store_redis_pass_script[] =
+	"if redis.call('TYPE', KEYS[1]).ok ~= 'string' then "
+	"redis.call('DEL', KEYS[1]) end "
+	"local old = tonumber(redis.call('GET', KEYS[1])) "
+	"if old and old >= tonumber(ARGV[1]) then return 0 end "
+	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+	"return 1";
+
+struct store_redis_ratelog {
+	long long next_ms;
+	unsigned long suppressed;
+};
+
+struct store_lookup {
+	TAILQ_ENTRY(store_lookup) link; /* in live while cb is set */
+	struct store_redis *sr;
+	store_lookup_cb *cb; /* NULL: answered, timed out or cancelled */
+	void *arg;
+	struct event *timer;
+	unsigned queued, answered; /* commands sent, replies handed back */
+	bool lost;                 /* a reply never came */
+	int have[2];               /* host, net: store_redis_parse_rep */
+	struct store_evidence rec[2];
+	int have_pass;
+	long long pass_expires;
+};
+
+TAILQ_HEAD(store_lookup_list, store_lookup);
+
+struct store_redis {
+	struct event_base *base;
+	struct endpoint server;
+	char prefix[STORE_REDIS_PREFIX_MAX + 1];
+	long timeout_ms, halflife_ms, stall_ms;
+	const struct timeval *timeout_tv; /* common timeout: redis_timeout */
+
+	redisAsyncContext *ac;  /* NULL: down */
+	bool connected;         /* ac has connected */
+	bool ever_connected;
+	bool down_logged;       /* a "down" line went out since the last up */
+	struct event *timer;    /* down: reconnect; connecting: deadline */
+	long backoff_ms;
+	unsigned pending;       /* replies hiredis still owes */
+	long long waiting_since_ms; /* monotonic: last reply, or first owed */
+	struct store_lookup_list live;
+	struct store_redis_ratelog log_down, log_timeout, log_write, log_bad,
+		log_backlog;
+};
+
+static long long store_redis_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool store_redis_ratelog_ok(struct store_redis_ratelog *rl,
+				   unsigned long *suppressed)
+{
+	long long now = store_redis_mono_ms();
+
+	if (now < rl->next_ms) {
+		rl->suppressed++;
+		return false;
+	}
+	*suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	rl->next_ms = now + STORE_REDIS_LOG_INTERVAL_MS;
+	return true;
+}
+
+/* ---- keys and replies (pure) ------------------------------------------ */
+
+bool store_redis_keys(const char *prefix, const struct sockaddr *sa,
+		      struct store_redis_keys *k)
+{
+	char host[INET6_ADDRSTRLEN], net[INET6_ADDRSTRLEN];
+	const char *bits;
+
+	if (!sa || !prefix || strlen(prefix) > STORE_REDIS_PREFIX_MAX)
+		return false;
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+		unsigned char v4[4];
+		bool is_v4 = sa->sa_family == AF_INET;
+		struct in6_addr a6;
+		if (is_v4) {
+			struct sockaddr_in sin;
+			memcpy(&sin, sa, sizeof sin);
+			memcpy(v4, &sin.sin_addr, 4);
+		} else {
+			struct sockaddr_in6 sin6;
+			memcpy(&sin6, sa, sizeof sin6);
+			a6 = sin6.sin6_addr;
+			if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+				memcpy(v4, a6.s6_addr + 12, 4);
+				is_v4 = true;
+			}
+		}
+		if (is_v4) {
+			inet_ntop(AF_INET, v4, host, sizeof host);
+			v4[3] = 0;
+			inet_ntop(AF_INET, v4, net, sizeof net);
+			bits = "24";
+		} else {
+			inet_ntop(AF_INET6, &a6, host, sizeof host);
+			memset(a6.s6_addr + 8, 0, 8);
+			inet_ntop(AF_INET6, &a6, net, sizeof net);
+			bits = "64";
+		}
+	} else {
+		return false;
+	}
+	/* Fits: the prefix is bounded and an address is at most 45 bytes. */
+	snprintf(k->host, sizeof k->host, "%srep:%s", prefix, host);
+	snprintf(k->net, sizeof k->net, "%srep:%s/%s", prefix, net, bits);
+	snprintf(k->pass, sizeof k->pass, "%spass:%s", prefix, host);
+	return true;
+}
+
+/* A bulk string of at most STORE_REDIS_FIELD_MAX bytes of [0-9.eE+-],
+ * NUL-terminated into buf; false for anything else. */
+static bool store_redis_field(const redisReply *r,
+			      char buf[STORE_REDIS_FIELD_MAX + 1])
+{
+	if (!r || r->type != REDIS_REPLY_STRING || !r->str || r->len == 0 ||
+	    r->len > STORE_REDIS_FIELD_MAX)
+		return false;
+	memcpy(buf, r->str, r->len);
+	buf[r->len] = '\0';
+	return strspn(buf, "0123456789.eE+-") == r->len;
+}
+
+static bool store_redis_double(const redisReply *r, double *out)
+{
+	char buf[STORE_REDIS_FIELD_MAX + 1], *end;
+
+	if (!store_redis_field(r, buf))
+		return false;
+	errno = 0;
+	double v = strtod(buf, &end);
+	if (*end || errno == ERANGE || !isfinite(v) || v < 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool store_redis_int(const redisReply *r, long long *out)
+{
+	char buf[STORE_REDIS_FIELD_MAX + 1], *end;
+
+	if (!store_redis_field(r, buf))
+		return false;
+	errno = 0;
+	long long v = strtoll(buf, &end, 10);
+	if (*end || errno == ERANGE)
+		return false;
+	*out = v;
+	return true;
+}
+
+int store_redis_parse_rep(const redisReply *r, struct store_evidence *ev)
+{
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element)
+		return -1;
+	size_t nil = 0;
+	for (size_t i = 0; i < 3; i++) {
+		if (!r->element[i])
+			return -1;
+		nil += r->element[i]->type == REDIS_REPLY_NIL;
+	}
+	if (nil == 3)
+		return 0;
+	struct store_evidence e;
+	if (!store_redis_double(r->element[0], &e.good) ||
+	    !store_redis_double(r->element[1], &e.bad) ||
+	    !store_redis_int(r->element[2], &e.updated_ms))
+		return -1;
+	*ev = e;
+	return 1;
+}
+
+int store_redis_parse_pass(const redisReply *r, long long *expires_ms)
+{
+	if (r && r->type == REDIS_REPLY_NIL)
+		return 0;
+	return store_redis_int(r, expires_ms) ? 1 : -1;
+}
+
+/* ---- the connection --------------------------------------------------- */
+
+static void store_redis_connect(struct store_redis *sr);
+
+static void store_redis_set_up(struct store_redis *sr, bool up)
+{
+	if (sr->connected != up)
+		metrics_add(METRIC_STORE_REDIS_CONNECTED, up ? 1 : -1);
+	sr->connected = up;
+}
+
+/* The connection is gone or never came (sr->ac already NULL): log at a
+ * limited rate and reconnect after the back-off. */
+static void store_redis_down(struct store_redis *sr, const char *why)
+{
+	unsigned long sup;
+
+	store_redis_set_up(sr, false);
+	metrics_inc(METRIC_STORE_REDIS_CONNECT_FAILURES);
+	if (store_redis_ratelog_ok(&sr->log_down, &sup)) {
+		log_warn("store: redis %s unreachable: %s; sessions continue "
+			 "without shared reputation (retry in %ld ms, "
+			 "suppressed=%lu)", sr->server.text, why, sr->backoff_ms,
+			 sup);
+		sr->down_logged = true;
+	}
+	struct timeval tv = { sr->backoff_ms / 1000,
+			      (sr->backoff_ms % 1000) * 1000 };
+	evtimer_add(sr->timer, &tv);
+	sr->backoff_ms *= 2;
+	if (sr->backoff_ms > STORE_REDIS_BACKOFF_MAX_MS)
+		sr->backoff_ms = STORE_REDIS_BACKOFF_MAX_MS;
+}
+
+/* Ends the context from our side (stall, connect deadline, close). Its
+ * owed callbacks run inside redisAsyncFree with no reply; the disconnect
+ * callback sees sr->ac != ac and leaves the rest to the caller. Never
+ * called from inside a hiredis callback. */
+static void store_redis_drop(struct store_redis *sr)
+{
+	redisAsyncContext *ac = sr->ac;
+
+	sr->ac = NULL;
+	store_redis_set_up(sr, false);
+	if (ac)
+		redisAsyncFree(ac);
+}
+
+static bool store_redis_send(struct store_redis *sr, redisCallbackFn *fn,
+			     void *privdata, int argc, const char **argv,
+			     const size_t *lens);
+static void store_redis_replied(struct store_redis *sr, const redisReply *r);
+
+static void store_redis_ping_cb(redisAsyncContext *ac, void *reply,
+				void *privdata)
+{
+	store_redis_replied(privdata, reply);
+}
+
+static void store_redis_connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct store_redis *sr = ac->data;
+
+	if (sr->ac != ac)
+		return;
+	if (status != REDIS_OK) {
+		/* hiredis frees ac when this returns. */
+		char why[128];
+		snprintf(why, sizeof why, "%s", ac->errstr[0] ? ac->errstr
+							       : "connect failed");
+		sr->ac = NULL;
+		evtimer_del(sr->timer);
+		store_redis_down(sr, why);
+		return;
+	}
+	evtimer_del(sr->timer);
+	store_redis_set_up(sr, true);
+	sr->waiting_since_ms = store_redis_mono_ms();
+	/* A stopped Redis still completes connects (the kernel does): the
+	 * "answering again" line waits for a reply (store_redis_replied). */
+	if (!sr->ever_connected)
+		log_info("store: redis %s connected prefix=\"%s\" "
+			 "timeout_ms=%ld", sr->server.text, sr->prefix,
+			 sr->timeout_ms);
+	sr->ever_connected = true;
+	/* A probe, so that recovery shows (and resets the back-off) even
+	 * before the next session asks anything. */
+	const char *argv[] = { "PING" };
+	const size_t lens[] = { 4 };
+	store_redis_send(sr, store_redis_ping_cb, sr, 1, argv, lens);
+}
+
+static void store_redis_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	struct store_redis *sr = ac->data;
+
+	if (sr->ac != ac)
+		return; /* dropped by store_redis_drop: handled there */
+	char why[128];
+	snprintf(why, sizeof why, "%s",
+		 status == REDIS_OK ? "connection closed"
+		 : ac->errstr[0]    ? ac->errstr : "connection lost");
+	sr->ac = NULL;
+	store_redis_down(sr, why);
+}
+
+/* Down: reconnect. Connecting: the connect took too long. */
+static void store_redis_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_redis *sr = arg;
+
+	if (!sr->ac) {
+		store_redis_connect(sr);
+	} else if (!sr->connected) {
+		store_redis_drop(sr);
+		store_redis_down(sr, "connect timed out");
+	}
+}
+
+static void store_redis_connect(struct store_redis *sr)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&sr->server.ss;
+	redisAsyncContext *ac;
+	char why[128];
+
+	if (sa->sa_family == AF_UNIX) {
+		const struct sockaddr_un *un = (const void *)sa;
+		ac = redisAsyncConnectUnix(un->sun_path);
+	} else {
+		char ip[INET6_ADDRSTRLEN] = "";
+		int port;
+		if (sa->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const void *)sa;
+			inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+			port = ntohs(in6->sin6_port);
+		} else {
+			const struct sockaddr_in *in = (const void *)sa;
+			inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+			port = ntohs(in->sin_port);
+		}
+		ac = redisAsyncConnect(ip, port);
+	}
+	if (!ac) {
+		store_redis_down(sr, "out of memory");
+		return;
+	}
+	if (ac->err) {
+		snprintf(why, sizeof why, "%s", ac->errstr);
+		redisAsyncFree(ac);
+		store_redis_down(sr, why);
+		return;
+	}
+	ac->data = sr;
+	if (redisLibeventAttach(ac, sr->base) != REDIS_OK ||
+	    redisAsyncSetConnectCallback(ac, store_redis_connect_cb) != REDIS_OK ||
+	    redisAsyncSetDisconnectCallback(ac, store_redis_disconnect_cb) !=
+		    REDIS_OK) {
+		redisAsyncFree(ac);
+		store_redis_down(sr, "cannot attach to the event loop");
+		return;
+	}
+	sr->ac = ac;
+	struct timeval tv = { sr->stall_ms / 1000, (sr->stall_ms % 1000) * 1000 };
+	evtimer_add(sr->timer, &tv);
+}
+
+/* Owed replies and nothing heard for stall_ms: drop and reconnect. */
+static void store_redis_check_stall(struct store_redis *sr)
+{
+	unsigned long sup;
+
+	if (!sr->ac || !sr->connected || sr->pending == 0)
+		return;
+	long long idle = store_redis_mono_ms() - sr->waiting_since_ms;
+	if (idle < sr->stall_ms)
+		return;
+	if (store_redis_ratelog_ok(&sr->log_down, &sup)) {
+		log_warn("store: redis %s not answering for %lld ms with %u "
+			 "replies owed: reconnecting; sessions continue without "
+			 "shared reputation (suppressed=%lu)", sr->server.text,
+			 idle, sr->pending, sup);
+		sr->down_logged = true;
+	}
+	store_redis_drop(sr);
+	/* Reconnect after the back-off, as after any other failure. */
+	metrics_inc(METRIC_STORE_REDIS_CONNECT_FAILURES);
+	struct timeval tv = { sr->backoff_ms / 1000,
+			      (sr->backoff_ms % 1000) * 1000 };
+	evtimer_add(sr->timer, &tv);
+	sr->backoff_ms *= 2;
+	if (sr->backoff_ms > STORE_REDIS_BACKOFF_MAX_MS)
+		sr->backoff_ms = STORE_REDIS_BACKOFF_MAX_MS;
+}
+
+/* Every reply callback starts here: one fewer owed, and a reply (not a
+ * NULL from a dying context) is a sign of life. */
+static void store_redis_replied(struct store_redis *sr, const redisReply *r)
+{
+	long long now = store_redis_mono_ms();
+
+	if (sr->pending > 0)
+		sr->pending--;
+	if (!r)
+		return;
+	sr->waiting_since_ms = now;
+	sr->backoff_ms = STORE_REDIS_BACKOFF_MIN_MS;
+	if (sr->down_logged) {
+		log_info("store: redis %s answering again", sr->server.text);
+		sr->down_logged = false;
+	}
+}
+
+/* Queues one command; the caller counts it in pending. */
+static bool store_redis_send(struct store_redis *sr, redisCallbackFn *fn,
+			     void *privdata, int argc, const char **argv,
+			     const size_t *lens)
+{
+	if (!sr->ac)
+		return false;
+	if (redisAsyncCommandArgv(sr->ac, fn, privdata, argc, argv, lens) !=
+	    REDIS_OK)
+		return false;
+	if (sr->pending++ == 0)
+		sr->waiting_since_ms = store_redis_mono_ms();
+	return true;
+}
+
+static void store_redis_bad_reply(struct store_redis *sr, const char *what,
+				  const redisReply *r)
+{
+	unsigned long sup;
+	char text[80] = "";
+
+	metrics_inc(METRIC_STORE_REDIS_BAD_REPLIES);
+	if (!store_redis_ratelog_ok(&sr->log_bad, &sup))
+		return;
+	if (r && (r->type == REDIS_REPLY_ERROR ||
+		  r->type == REDIS_REPLY_STRING) && r->str)
+		log_escape(text, sizeof text, r->str, r->len);
+	log_warn("store: redis %s unexpected reply to %s type=%d text=\"%s\": "
+		 "read as no record (suppressed=%lu)", sr->server.text, what,
+		 r ? r->type : -1, text, sup);
+}
+
+/* ---- look-ups ----------------------------------------------------------- */
+
+/* Ends the session's interest: no callback any more, no deadline. */
+static void store_redis_detach(struct store_lookup *l)
+{
+	if (!l->cb)
+		return;
+	l->cb = NULL;
+	TAILQ_REMOVE(&l->sr->live, l, link);
+	if (l->timer) {
+		event_free(l->timer);
+		l->timer = NULL;
+	}
+}
+
+/* Detaches, then runs the callback with the answer (ok) or the default.
+ * The callback may do anything but free the store; l may be freed by the
+ * caller afterwards, never by the callback. */
+static void store_redis_answer(struct store_lookup *l, bool ok)
+{
+	store_lookup_cb *cb = l->cb;
+	void *arg = l->arg;
+	struct store_answer a = { 0, false };
+
+	if (!cb)
+		return;
+	if (ok) {
+		long long now = store_now_ms();
+		a.reputation = store_combine(l->have[0] > 0 ? &l->rec[0] : NULL,
+					     l->have[1] > 0 ? &l->rec[1] : NULL,
+					     now, l->sr->halflife_ms);
+		a.pass = l->have_pass > 0 && now < l->pass_expires;
+	}
+	store_redis_detach(l);
+	cb(arg, &a);
+}
+
+static void store_redis_read_cb(redisAsyncContext *ac, void *reply,
+				void *privdata)
+{
+	struct store_lookup *l = privdata;
+	struct store_redis *sr = l->sr;
+	const redisReply *r = reply;
+	unsigned i = l->answered++;
+
+	store_redis_replied(sr, r);
+	if (!r) {
+		l->lost = true;
+	} else if (l->cb && i < 2) {
+		l->have[i] = store_redis_parse_rep(r, &l->rec[i]);
+		if (l->have[i] < 0)
+			store_redis_bad_reply(sr, "HMGET", r);
+	} else if (l->cb && i == 2) {
+		l->have_pass = store_redis_parse_pass(r, &l->pass_expires);
+		if (l->have_pass < 0)
+			store_redis_bad_reply(sr, "GET", r);
+	}
+	if (l->answered < l->queued)
+		return;
+	if (l->cb) {
+		if (l->lost)
+			metrics_inc(METRIC_STORE_REDIS_LOOKUP_FAILURES);
+		store_redis_answer(l, !l->lost);
+	}
+	free(l);
+}
+
+static void store_redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_lookup *l = arg;
+	struct store_redis *sr = l->sr;
+	unsigned long sup;
+
+	metrics_inc(METRIC_STORE_REDIS_LOOKUP_TIMEOUTS);
+	if (store_redis_ratelog_ok(&sr->log_timeout, &sup))
+		log_warn("store: redis %s look-up timed out after %ld ms: "
+			 "default classification (suppressed=%lu)",
+			 sr->server.text, sr->timeout_ms, sup);
+	store_redis_answer(l, false);
+	/* l stays until its replies come (or the drop below hands them
+	 * back as NULL, which frees it): do not touch it from here on. */
+	store_redis_check_stall(sr);
+}
+
+struct store_lookup *store_redis_lookup(struct store_redis *sr,
+					const struct sockaddr *addr,
+					store_lookup_cb *cb, void *arg)
+{
+	struct store_redis_keys k;
+	unsigned long sup;
+
+	if (!sr || !cb || !store_redis_keys(sr->prefix, addr, &k))
+		return NULL;
+	metrics_inc(METRIC_STORE_REDIS_LOOKUPS);
+	if (!sr->ac) { /* down: the "unreachable" line said so already */
+		metrics_inc(METRIC_STORE_REDIS_LOOKUP_FAILURES);
+		return NULL;
+	}
+	if (sr->pending + STORE_REDIS_READS > STORE_REDIS_PENDING_MAX) {
+		metrics_inc(METRIC_STORE_REDIS_LOOKUP_FAILURES);
+		if (store_redis_ratelog_ok(&sr->log_backlog, &sup))
+			log_warn("store: redis %s owes %u replies: look-up "
+				 "skipped, default classification "
+				 "(suppressed=%lu)", sr->server.text,
+				 sr->pending, sup);
+		return NULL;
+	}
+	struct store_lookup *l = calloc(1, sizeof *l);
+	if (!l || !(l->timer = evtimer_new(sr->base, store_redis_timeout_cb, l))) {
+		free(l);
+		metrics_inc(METRIC_STORE_REDIS_LOOKUP_FAILURES);
+		return NULL;
+	}
+	l->sr = sr;
+	const char *argv[3][5] = {
+		{ "HMGET", k.host, "g", "b", "t" },
+		{ "HMGET", k.net, "g", "b", "t" },
+		{ "GET", k.pass, NULL, NULL, NULL },
+	};
+	const int argc[3] = { 5, 5, 2 };
+	for (int c = 0; c < STORE_REDIS_READS; c++) {
+		size_t lens[5];
+		for (int j = 0; j < argc[c]; j++)
+			lens[j] = strlen(argv[c][j]);
+		if (!store_redis_send(sr, store_redis_read_cb, l, argc[c],
+				      argv[c], lens))
+			break;
+		l->queued++;
+	}
+	if (l->queued < STORE_REDIS_READS) {
+		/* Only while the context is dying or out of memory. What
+		 * was queued still comes back, and frees l. */
+		metrics_inc(METRIC_STORE_REDIS_LOOKUP_FAILURES);
+		event_free(l->timer);
+		l->timer = NULL;
+		if (l->queued == 0)
+			free(l);
+		return NULL;
+	}
+	l->cb = cb;
+	l->arg = arg;
+	TAILQ_INSERT_TAIL(&sr->live, l, link);
+	evtimer_add(l->timer, sr->timeout_tv);
+	return l;
+}
+
+void store_redis_cancel(struct store_lookup *l)
+{
+	if (l)
+		store_redis_detach(l);
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+static void store_redis_write_cb(redisAsyncContext *ac, void *reply,
+				 void *privdata)
+{
+	struct store_redis *sr = privdata;
+	const redisReply *r = reply;
+	unsigned long sup;
+
+	store_redis_replied(sr, r);
+	if (r && r->type == REDIS_REPLY_INTEGER)
+		return;
+	metrics_inc(METRIC_STORE_REDIS_WRITE_FAILURES);
+	if (!r) /* the connection went: logged as such */
+		return;
+	if (store_redis_ratelog_ok(&sr->log_write, &sup)) {
+		char text[120] = "";
+		if ((r->type == REDIS_REPLY_ERROR ||
+		     r->type == REDIS_REPLY_STRING) && r->str)
+			log_escape(text, sizeof text, r->str, r->len);
+		log_warn("store: redis %s write failed type=%d err=\"%s\" "
+			 "(suppressed=%lu)", sr->server.text, r->type, text, sup);
+	}
+}
+
+static void store_redis_eval(struct store_redis *sr, const char *script,
+			     const char *key, int nargs, char args[][32])
+{
+	const char *argv[3 + 1 + 5];
+	size_t lens[3 + 1 + 5];
+	unsigned long sup;
+	int argc = 0;
+
+	argv[argc++] = "EVAL";
+	argv[argc++] = script;
+	argv[argc++] = "1";
+	argv[argc++] = key;
+	for (int i = 0; i < nargs && i < 5; i++)
+		argv[argc++] = args[i];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	metrics_inc(METRIC_STORE_REDIS_WRITES);
+	if (sr->ac && sr->pending < STORE_REDIS_PENDING_MAX &&
+	    store_redis_send(sr, store_redis_write_cb, sr, argc, argv, lens))
+		return;
+	metrics_inc(METRIC_STORE_REDIS_WRITE_FAILURES);
+	/* Down is logged as down; only a backlog needs its own line. */
+	if (sr->ac && store_redis_ratelog_ok(&sr->log_backlog, &sup))
+		log_warn("store: redis %s owes %u replies: write dropped "
+			 "(suppressed=%lu)", sr->server.text, sr->pending, sup);
+}
+
+void store_redis_record(struct store_redis *sr, const struct sockaddr *addr,
+			double good, double bad)
+{
+	struct store_redis_keys k;
+	char args[5][32];
+
+	if (!sr || !store_redis_keys(sr->prefix, addr, &k))
+		return;
+	long long ttl = (long long)sr->halflife_ms * STORE_REDIS_REP_TTL_HALFLIVES;
+	snprintf(args[0], sizeof args[0], "%.17g", good);
+	snprintf(args[1], sizeof args[1], "%.17g", bad);
+	snprintf(args[2], sizeof args[2], "%lld", store_now_ms());
+	snprintf(args[3], sizeof args[3], "%ld", sr->halflife_ms);
+	snprintf(args[4], sizeof args[4], "%lld", ttl > 0 ? ttl : 0);
+	store_redis_eval(sr, store_redis_rep_script, k.host, 5, args);
+	store_redis_eval(sr, store_redis_rep_script, k.net, 5, args);
+}
+
+void store_redis_pass_grant(struct store_redis *sr,
+			    const struct sockaddr *addr, long ttl_ms)
+{
+	struct store_redis_keys k;
+	char args[2][32];
+
+	if (!sr || ttl_ms <= 0 || !store_redis_keys(sr->prefix, addr, &k))
+		return;
+	snprintf(args[0], sizeof args[0], "%lld", store_now_ms() + ttl_ms);
+	snprintf(args[1], sizeof args[1], "%ld", ttl_ms);
+	store_redis_eval(sr, store_redis_pass_script, k.pass, 2, args);
+}
+
+/* ---- open and close ------------------------------------------------------ */
+
+struct store_redis *store_redis_open(struct event_base *base,
+				     const struct endpoint *server,
+				     const char *prefix, long timeout_ms,
+				     long halflife_ms)
+{
+	struct store_redis *sr = calloc(1, sizeof *sr);
+
+	if (!sr || !base || !server || !prefix ||
+	    strlen(prefix) > STORE_REDIS_PREFIX_MAX ||
+	    !(sr->timer = evtimer_new(base, store_redis_timer_cb, sr))) {
+		log_err("store: cannot set up redis: running without reputation");
+		free(sr);
+		return NULL;
+	}
+	sr->base = base;
+	sr->server = *server;
+	snprintf(sr->prefix, sizeof sr->prefix, "%s", prefix);
+	sr->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+	sr->halflife_ms = halflife_ms;
+	sr->stall_ms = sr->timeout_ms * STORE_REDIS_STALL_TIMEOUTS;
+	if (sr->stall_ms < STORE_REDIS_STALL_MIN_MS)
+		sr->stall_ms = STORE_REDIS_STALL_MIN_MS;
+	sr->backoff_ms = STORE_REDIS_BACKOFF_MIN_MS;
+	TAILQ_INIT(&sr->live);
+	struct timeval tv = { sr->timeout_ms / 1000,
+			      (sr->timeout_ms % 1000) * 1000 };
+	static struct timeval tv_fallback;
+	sr->timeout_tv = event_base_init_common_timeout(base, &tv);
+	if (!sr->timeout_tv) {
+		tv_fallback = tv;
+		sr->timeout_tv = &tv_fallback;
+	}
+	store_redis_connect(sr);
+	return sr;
+}
+
+void store_redis_close(struct store_redis *sr)
+{
+	struct store_lookup *l;
+
+	if (!sr)
+		return;
+	while ((l = TAILQ_FIRST(&sr->live)))
+		store_redis_detach(l);
+	store_redis_drop(sr); /* frees every look-up still owed a reply */
+	event_free(sr->timer);
+	free(sr);
+}
