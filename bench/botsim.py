@@ -4,7 +4,7 @@ loopback (see bench/botsim.md for the model and BENCHMARKS.md for results).
 
     bench/botsim.py [--profile all|fast,t21,t100,idle,patient,mix]
                     [--scale K] [--setups direct,sluice,postscreen,trickle]
-                    [--shape-time 90[,60,...]] [--bots 200] [--legit 40]
+                    [--shape-time 120[,60,...]] [--bots 200] [--legit 40]
                     [--seed 1] [--sluice PATH] [--json FILE] [--keep]
 
 One private Postfix (tests/scenario/harness.py) with two listeners: plain
@@ -848,7 +848,7 @@ def main():
     ap.add_argument("--profile", default="all")
     ap.add_argument("--scale", type=float, default=10.0, help="time compression K")
     ap.add_argument("--setups", default="direct,sluice,postscreen")
-    ap.add_argument("--shape-time", default="90",
+    ap.add_argument("--shape-time", default="120",
                     help="sluice shape_time(s) in real seconds, comma list")
     ap.add_argument("--shape-rate", type=float, default=SLUICE_SHAPE_RATE,
                     help="sluice shape_rate in real bytes/s (multiplied by K)")

@@ -393,7 +393,12 @@ static void shape_hold_cb(evutil_socket_t fd, short what, void *arg)
  * replay and trickled text included, well inside 150 s. */
 bool session_shape_hold(struct session *s, void (*then)(struct session *))
 {
-	if (!s->shaped || session_shape_client_gone(s))
+	/* Held messages stay buffered: when half of memory_limit is in use,
+	 * stop holding rather than let held bot messages push legitimate
+	 * DATA into 452 (a flood of big shaped messages would otherwise
+	 * do exactly that). */
+	if (!s->shaped || session_shape_client_gone(s) ||
+	    worker->memory_buffered >= worker->cfg->memory_limit / 2)
 		return false;
 	long left = worker->cfg->shape_time_ms - session_shaped_ms(s);
 	if (left > worker->cfg->shape_final_hold_ms)
