@@ -5,9 +5,18 @@
  * its own copy of the bytes and an explicit file offset, so the loop never
  * waits on the disk and a job never touches loop-owned buffers. A spool
  * freed while a job runs is only marked dead; the job's completion frees
- * it (and removes the file), so a late completion never touches freed
- * memory. File names are "s<pid>-<seq>" so that the supervisor can remove
- * what a killed worker left behind.
+ * it (and closes the file), so a late completion never touches freed
+ * memory.
+ *
+ * A spill file never has a name that outlives its process (HOSTILE 105):
+ * it is opened with O_TMPFILE, or, where the file system lacks it, created
+ * as "s<pid>-<seq>" and unlinked right after the open. A worker killed
+ * with kill -9 thus leaves nothing that could be taken for a message; the
+ * kernel frees the blocks with the last descriptor. The supervisor still
+ * removes "s*" names (at start, and for a dead worker's pid) for the
+ * instant between open and unlink. Leftovers are never replayed: the
+ * client never got a 250 for them and retries, so a replay would only
+ * duplicate. Rejected: keeping named files for a restart-time replay.
  *
  * Memory accounting: bytes held in memory (buffer + bytes in a pending
  * job) are counted in worker->memory_buffered for the global cap.
@@ -56,7 +65,8 @@ struct spool {
 	int status;
 	int finishing;
 	int dead;
-	char path[600];
+	int linked;            /* the name still exists (unlink failed) */
+	char path[600];        /* for logs, and the fallback's name */
 };
 
 static void spool_account(long long delta)
@@ -96,13 +106,14 @@ static void spool_destroy(struct spool *sp)
 	free(sp);
 }
 
-/* Runs on a pool thread. */
+/* Runs on a pool thread: closing a large unlinked file frees its blocks,
+ * which may take the file system a while. */
 static void spool_unlink_work(void *arg)
 {
 	struct spool *sp = arg;
 	if (sp->fd >= 0)
 		close(sp->fd);
-	if (sp->path[0] && unlink(sp->path) != 0 && errno != ENOENT)
+	if (sp->linked && unlink(sp->path) != 0 && errno != ENOENT)
 		sp->status = -errno;
 }
 
@@ -116,7 +127,7 @@ static void spool_unlink_done(void *arg)
 
 static void spool_release(struct spool *sp)
 {
-	if (sp->fd >= 0 || sp->path[0]) {
+	if (sp->fd >= 0 || sp->linked) {
 		sp->status = 0;
 		if (workq_submit(worker->workq, spool_unlink_work,
 				 spool_unlink_done, sp) == 0)
@@ -149,17 +160,30 @@ static void spool_defer(struct spool *sp)
 	event_active(sp->ev, 0, 0);
 }
 
+/* Runs on a pool thread. An anonymous file in spool_dir, or a named one
+ * unlinked at once; sp->linked stays set only if that unlink failed. */
+static int spool_open(struct spool *sp)
+{
+	sp->fd = open(worker->cfg->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+	if (sp->fd >= 0)
+		return 0;
+	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		return -1;
+	sp->fd = open(sp->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (sp->fd < 0)
+		return -1;
+	sp->linked = unlink(sp->path) != 0;
+	return 0;
+}
+
 static void spool_write_work(void *arg)
 {
 	struct spool_job *job = arg;
 	struct spool *sp = job->sp;
 	job->err = 0;
-	if (sp->fd < 0) {
-		sp->fd = open(sp->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (sp->fd < 0) {
-			job->err = errno;
-			return;
-		}
+	if (sp->fd < 0 && spool_open(sp) != 0) {
+		job->err = errno;
+		return;
 	}
 	size_t put = 0;
 	while (put < job->len) {

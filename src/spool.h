@@ -34,8 +34,10 @@ void spool_read(struct spool *sp, spool_cb cb, void *arg);
  * callback runs afterwards. */
 void spool_free(struct spool *sp);
 
-/* At start-up (before workers run): removes files left in dir by a
- * previous run; prefix NULL = all spool files, else those of one pid. */
+/* Removes spill files' names left in dir ("s<pid>-<seq>": the instant
+ * between open and unlink, or an older version's files); pid 0: all of
+ * them (start-up, before any worker runs), else those of one dead pid.
+ * They are never replayed: their clients got no 250 and retry. */
 void spool_clean_dir(const char *dir, int pid);
 
 #endif

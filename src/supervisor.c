@@ -10,11 +10,23 @@
  * Workers are numbered 1..n; metrics slots alternate between two banks on
  * each reload so that a draining old worker and its successor do not
  * share a slot.
+ *
+ * Supervisor death (kill -9, HOSTILE 108): every worker holds the read end
+ * of a pipe whose only write end stays in the supervisor; the kernel
+ * closes it when the supervisor dies, however it dies, and each worker
+ * sees EOF and drains as on SIGTERM, then exits. So no orphan keeps a
+ * port that nothing restarts or reloads (as Postfix's children exit when
+ * master's status pipe closes). Rejected: PR_SET_PDEATHSIG, which the
+ * kernel clears when the worker changes its uid, and which races with a
+ * supervisor that dies before the worker has set it; keeping orphans
+ * serving, which leaves a half-managed daemon that a restarted sluice
+ * cannot bind next to without doubling the workers.
  */
 #include "supervisor.h"
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,6 +71,7 @@ static bool stopping;
 static long long stop_deadline_ms;
 static struct event_base *base;
 static struct event *restart_ev;
+static int life_pipe[2] = {-1, -1}; /* [0] in every worker, [1] here only */
 
 static long long mono_ms(void)
 {
@@ -131,12 +144,15 @@ static int spawn(unsigned slot)
 		if (event_reinit(base) == 0)
 			event_base_free(base);
 		base = NULL;
-		/* Keep only this slot's sockets. */
+		/* Keep only this slot's sockets, and no write end of the life
+		 * pipe: the supervisor's must be the last one. */
 		for (unsigned s = 0; s < n_slots; s++)
 			if (s != slot - 1)
 				close_slot(s, cur_cfg->listen_count);
+		close(life_pipe[1]);
 		int code = worker_main(cur_cfg, bank * metric_slots_per_bank + slot,
-				       sockets[slot - 1], cur_cfg->listen_count);
+				       sockets[slot - 1], cur_cfg->listen_count,
+				       life_pipe[0]);
 		_exit(code);
 	}
 	struct sup_worker *w = &workers[n_workers++];
@@ -241,6 +257,14 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	log_info("supervisor: stopping %zu workers", n_workers);
 	for (size_t i = 0; i < n_workers; i++)
 		kill(workers[i].pid, SIGTERM);
+	/* Stop accepting: once the workers have closed their copies too, a
+	 * new client is refused at once instead of waiting in a backlog that
+	 * nobody will serve until the exit resets it. */
+	for (unsigned s = 0; s < n_slots; s++) {
+		close_slot(s, cur_cfg->listen_count);
+		for (size_t i = 0; i < cur_cfg->listen_count; i++)
+			sockets[s][i] = -1;
+	}
 	stop_deadline_ms = mono_ms() + cur_cfg->shutdown_timeout_ms + SUP_KILL_GRACE_MS;
 	stop_poll(-1, 0, NULL);
 }
@@ -330,6 +354,10 @@ int supervisor_run(struct config *cfg, const char *path,
 	for (unsigned s = 0; s < n_slots; s++)
 		if (bind_slot(cfg, s) != 0)
 			return 1;
+	if (pipe2(life_pipe, O_CLOEXEC) != 0) {
+		log_err("cannot create the workers' pipe: %s", strerror(errno));
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
 	if (!base)

@@ -8,7 +8,9 @@
  * shutdown_timeout, whichever comes first. SIGUSR1 retires the worker
  * after a reload: the supervisor has started its successor, so it stops
  * accepting and exits once its sessions have ended on their own. A
- * worker never re-reads its configuration.
+ * worker never re-reads its configuration. When the supervisor dies (EOF
+ * on the life pipe, see supervisor.c) the worker drains as on SIGTERM:
+ * nothing would restart, reload or stop it any more.
  */
 #include "worker.h"
 
@@ -63,6 +65,7 @@ static long long mono_ms(void)
 }
 
 static bool retiring; /* reload: sessions end on their own */
+static pid_t supervisor_pid;
 
 static void worker_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
@@ -81,9 +84,9 @@ static void worker_drain_poll(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(drain_ev, &tv);
 }
 
-/* SIGTERM: shut down. 421 to every session not in a replay, replays
- * finish, exit by shutdown_timeout at the latest. */
-static void worker_term_cb(evutil_socket_t sig, short what, void *arg)
+/* Shut down: 421 to every session not in a replay, replays finish, exit
+ * by shutdown_timeout at the latest. */
+static void worker_drain(void)
 {
 	if (worker->draining)
 		return;
@@ -95,6 +98,25 @@ static void worker_term_cb(evutil_socket_t sig, short what, void *arg)
 	session_shutdown_all();
 	drain_deadline_ms = mono_ms() + worker->cfg->shutdown_timeout_ms;
 	worker_drain_poll(-1, 0, NULL);
+}
+
+static void worker_term_cb(evutil_socket_t sig, short what, void *arg)
+{
+	worker_drain();
+}
+
+/* The life pipe is readable only at EOF: nobody writes to it, and its last
+ * write end closed with the supervisor. */
+static void worker_orphan_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct event *ev = arg;
+	char c;
+	if (read(fd, &c, 1) < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	event_del(ev);
+	log_err("worker %u: supervisor pid=%d gone; draining", worker->slot,
+		(int)supervisor_pid);
+	worker_drain();
 }
 
 /* SIGUSR1 (reload): a new worker serves the slot; this one stops
@@ -162,12 +184,13 @@ static int worker_classify_init(struct worker *w)
 }
 
 int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
-		size_t n_listen)
+		size_t n_listen, int life_fd)
 {
 	static struct worker w;
 	worker = &w;
 	w.cfg = cfg;
 	w.slot = slot;
+	supervisor_pid = getppid();
 	metrics_use_slot(slot);
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() != 0) {
@@ -219,8 +242,11 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	struct event *term = evsignal_new(w.base, SIGTERM, worker_term_cb, NULL);
 	struct event *retire = evsignal_new(w.base, SIGUSR1, worker_retire_cb, NULL);
 	drain_ev = evtimer_new(w.base, worker_drain_poll, NULL);
-	if (!term || !retire || !drain_ev || evsignal_add(term, NULL) != 0 ||
-	    evsignal_add(retire, NULL) != 0)
+	struct event *orphan = event_new(w.base, life_fd, EV_READ | EV_PERSIST,
+					 worker_orphan_cb, event_self_cbarg());
+	if (!term || !retire || !drain_ev || !orphan || evsignal_add(term, NULL) != 0 ||
+	    evsignal_add(retire, NULL) != 0 || evutil_make_socket_nonblocking(life_fd) != 0 ||
+	    event_add(orphan, NULL) != 0)
 		return 1;
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */

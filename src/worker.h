@@ -48,8 +48,10 @@ extern struct worker *worker;
 unsigned long long worker_size_limit(void);
 
 /* Runs the worker loop until drained; returns the process exit code.
- * listen_fds are already bound (by the supervisor, as root). */
+ * listen_fds are already bound (by the supervisor, as root). life_fd is
+ * the read end of a pipe that reaches EOF when the supervisor dies: the
+ * worker then drains as on SIGTERM. */
 int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
-		size_t n_listen);
+		size_t n_listen, int life_fd);
 
 #endif
