@@ -100,6 +100,13 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 	} else {
 		metrics_inc(METRIC_TRANSACTIONS_FAILED);
 	}
+	/* The client's answer first, then the bookkeeping and the log line:
+	 * nothing slow between the server's 250 and ours (HOSTILE 106). */
+	if (reply)
+		session_reply_relay(s, reply);
+	else
+		session_reply(s, local);
+	session_shape_answered(s); /* before the queued reply is written */
 	session_shape_delivered(s, code);
 	char sender[120], text[200];
 	log_escape(sender, sizeof sender, t->sender, strlen(t->sender));
@@ -113,10 +120,6 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 		 spool_size(t->body),
 		 code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced",
 		 code, reply ? reply->enhanced : "", text);
-	if (reply)
-		session_reply_relay(s, reply);
-	else
-		session_reply(s, local);
 	data_finish_txn(s);
 	if (worker->draining) {
 		session_reply(s, REPLY_SHUTDOWN);

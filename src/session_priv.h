@@ -143,6 +143,7 @@ void session_shape_helo(struct session *s);
 void session_shape_body(struct session *s, bool in_body);
 bool session_shape_client_gone(struct session *s);
 bool session_shape_hold(struct session *s, void (*then)(struct session *));
+void session_shape_answered(struct session *s);
 void session_shape_delivered(struct session *s, int code);
 void session_shape_rcpt(struct session *s, int code);
 void session_shape_end(struct session *s, bool hangup);

@@ -143,14 +143,33 @@ static void shape_on(struct session *s)
 	throttle_window(session_fd(s), false);
 }
 
-static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
+/* Shaping is over for good: the budget is spent, or the client waited out
+ * its end-of-data hold. */
+static void shape_done(struct session *s, const char *why)
 {
-	struct session *s = arg;
+	if (s->shape_spent || !s->ever_shaped)
+		return;
 	shape_off(s);
 	s->shape_spent = true;
+	if (s->shape_ev)
+		event_del(s->shape_ev);
 	throttle_window(session_fd(s), true);
-	log_info("session=%llu client=%s shape_time spent after %lds; full speed",
-		 s->ident.session_id, s->ident.addr, s->shaped_ms / 1000);
+	log_info("session=%llu client=%s %s after %lds shaped; full speed",
+		 s->ident.session_id, s->ident.addr, why, s->shaped_ms / 1000);
+}
+
+static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
+{
+	shape_done(arg, "shape_time spent");
+}
+
+/* The end-of-data answer goes out at once, unshaped: the hold has already
+ * told patient senders from bots, and a trickled 250 would only widen the
+ * window between the server's 250 and the client's, in which a crash or a
+ * client timeout means a duplicate (HOSTILE 106). */
+void session_shape_answered(struct session *s)
+{
+	shape_done(s, "end-of-data answered");
 }
 
 static void shape_decide(struct session *s)
