@@ -327,6 +327,17 @@ static void store_redis_set_up(struct store_redis *sr, bool up)
 	sr->connected = up;
 }
 
+/* The next connect after the back-off, which then doubles. */
+static void store_redis_backoff(struct store_redis *sr)
+{
+	struct timeval tv = { sr->backoff_ms / 1000,
+			      (sr->backoff_ms % 1000) * 1000 };
+	evtimer_add(sr->timer, &tv);
+	sr->backoff_ms *= 2;
+	if (sr->backoff_ms > STORE_REDIS_BACKOFF_MAX_MS)
+		sr->backoff_ms = STORE_REDIS_BACKOFF_MAX_MS;
+}
+
 /* The connection is gone or never came (sr->ac already NULL): log at a
  * limited rate and reconnect after the back-off. */
 static void store_redis_down(struct store_redis *sr, const char *why)
@@ -342,12 +353,7 @@ static void store_redis_down(struct store_redis *sr, const char *why)
 			 sup);
 		sr->down_logged = true;
 	}
-	struct timeval tv = { sr->backoff_ms / 1000,
-			      (sr->backoff_ms % 1000) * 1000 };
-	evtimer_add(sr->timer, &tv);
-	sr->backoff_ms *= 2;
-	if (sr->backoff_ms > STORE_REDIS_BACKOFF_MAX_MS)
-		sr->backoff_ms = STORE_REDIS_BACKOFF_MAX_MS;
+	store_redis_backoff(sr);
 }
 
 /* Ends the context from our side (stall, connect deadline, close). Its
@@ -502,12 +508,7 @@ static void store_redis_check_stall(struct store_redis *sr)
 	store_redis_drop(sr);
 	/* Reconnect after the back-off, as after any other failure. */
 	metrics_inc(METRIC_STORE_REDIS_CONNECT_FAILURES);
-	struct timeval tv = { sr->backoff_ms / 1000,
-			      (sr->backoff_ms % 1000) * 1000 };
-	evtimer_add(sr->timer, &tv);
-	sr->backoff_ms *= 2;
-	if (sr->backoff_ms > STORE_REDIS_BACKOFF_MAX_MS)
-		sr->backoff_ms = STORE_REDIS_BACKOFF_MAX_MS;
+	store_redis_backoff(sr);
 }
 
 /* Every reply callback starts here: one fewer owed, and a reply (not a

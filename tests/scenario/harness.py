@@ -240,6 +240,17 @@ def wait_listening(port, timeout, ip="127.0.0.1", proc=None):
     return False
 
 
+def proc_stat(pid):
+    """(state, ppid, pgrp) of pid from /proc/PID/stat, or None when gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[2])
+
+
 def wait_until(pred, timeout, interval=0.05):
     """Poll pred() until true or timeout; returns the last value."""
     deadline = time.monotonic() + timeout

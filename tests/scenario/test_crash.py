@@ -51,19 +51,8 @@ ENH_SHUTDOWN = "4.3.2"
 
 # ------------------------------------------------------------------ helpers
 
-def proc_stat(pid):
-    """(state, ppid, pgrp) from /proc/PID/stat, or None when gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return rest[0], int(rest[1]), int(rest[2])
-
-
 def alive(pid):
-    st = proc_stat(pid)
+    st = harness.proc_stat(pid)
     return st is not None and st[0] not in ("Z", "X")
 
 
@@ -74,7 +63,7 @@ def group_members(pgid):
     out = set()
     for n in os.listdir("/proc"):
         if n.isdigit():
-            st = proc_stat(int(n))
+            st = harness.proc_stat(int(n))
             if st and st[2] == pgid and st[0] not in ("Z", "X"):
                 out.add(int(n))
     return out

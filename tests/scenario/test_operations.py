@@ -124,24 +124,13 @@ def read_closed(c, timeout=5):
     return False
 
 
-def proc_stat(pid):
-    """(state, ppid) from /proc/PID/stat, or None."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return rest[0], int(rest[1])
-
-
 def children(ppid):
     """Live (not zombie) child processes of ppid, from /proc/*/stat."""
     out = set()
     for n in os.listdir("/proc"):
         if not n.isdigit():
             continue
-        st = proc_stat(int(n))
+        st = harness.proc_stat(int(n))
         if st and st[1] == ppid and st[0] not in ("Z", "X"):
             out.add(int(n))
     return out

@@ -17,25 +17,6 @@
 
 #define ERR_CAP 256
 
-/* A sockaddr for text (IPv4 or IPv6); NULL text gives AF_UNSPEC. */
-static const struct sockaddr *addr_of(struct sockaddr_storage *ss,
-				      const char *text)
-{
-	memset(ss, 0, sizeof *ss);
-	if (!text)
-		return (const struct sockaddr *)ss;
-	if (strchr(text, ':')) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-		sin6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, text, &sin6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-		sin->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, text, &sin->sin_addr), 1);
-	}
-	return (const struct sockaddr *)ss;
-}
-
 /* ---- rdns_generic ---- */
 
 struct rdns_row {
@@ -143,7 +124,7 @@ static void test_rdns_table(void **state)
 	for (size_t i = 0; i < UNIT_NELEM(rdns_rows); i++) {
 		const struct rdns_row *r = &rdns_rows[i];
 		struct sockaddr_storage ss;
-		const struct sockaddr *sa = addr_of(&ss, r->addr);
+		const struct sockaddr *sa = unit_sockaddr(&ss, r->addr);
 		bool got = rdns_generic(r->ptr, strlen(r->ptr), sa);
 
 		if (got != r->want) {
@@ -160,7 +141,7 @@ static void test_rdns_edges(void **state)
 {
 	char name[300];
 	struct sockaddr_storage ss;
-	const struct sockaddr *sa = addr_of(&ss, V4);
+	const struct sockaddr *sa = unit_sockaddr(&ss, V4);
 
 	(void)state;
 	assert_false(rdns_generic(NULL, 0, sa));
@@ -246,7 +227,7 @@ static void test_helo_table(void **state)
 	for (size_t i = 0; i < UNIT_NELEM(helo_rows); i++) {
 		const struct helo_row *r = &helo_rows[i];
 		struct sockaddr_storage ss;
-		const struct sockaddr *sa = r->client ? addr_of(&ss, r->client) : NULL;
+		const struct sockaddr *sa = r->client ? unit_sockaddr(&ss, r->client) : NULL;
 		unsigned got = helo_check(r->helo, strlen(r->helo), sa, MYHOST);
 
 		if (got != r->want) {
@@ -262,7 +243,7 @@ static void test_helo_edges(void **state)
 {
 	char big[300];
 	struct sockaddr_storage ss;
-	const struct sockaddr *sa = addr_of(&ss, V4);
+	const struct sockaddr *sa = unit_sockaddr(&ss, V4);
 
 	(void)state;
 	/* no myhostname: nothing is ours */
@@ -359,7 +340,7 @@ static void test_cidr_table(void **state)
 
 		if (!l)
 			fail_msg("cidr row '%s': parse failed: %s", r->name, err);
-		got = cidr_match(l, addr_of(&ss, r->addr));
+		got = cidr_match(l, unit_sockaddr(&ss, r->addr));
 		cidr_free(l);
 		if (got != r->want) {
 			print_error("cidr row '%s' (%s): got %d want %d\n",
@@ -465,9 +446,9 @@ static void test_cidr_load(void **state)
 	l = cidr_load(path, err, sizeof err);
 	assert_non_null(l);
 	assert_int_equal(cidr_count(l), 6);
-	assert_true(cidr_match(l, addr_of(&ss, "192.0.2.9")));
-	assert_true(cidr_match(l, addr_of(&ss, "2001:db8::5")));
-	assert_false(cidr_match(l, addr_of(&ss, "192.0.3.9")));
+	assert_true(cidr_match(l, unit_sockaddr(&ss, "192.0.2.9")));
+	assert_true(cidr_match(l, unit_sockaddr(&ss, "2001:db8::5")));
+	assert_false(cidr_match(l, unit_sockaddr(&ss, "192.0.3.9")));
 	cidr_free(l);
 
 	/* a parse error names the file and the line */

@@ -35,6 +35,7 @@
 
 #include "store.h"
 #include "workq.h"
+#include "unit.h"
 
 #define DAY_MS (24L * 3600 * 1000)
 #define MAP_SIZE (64ULL * 1024 * 1024)
@@ -62,26 +63,10 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* An address in a sockaddr_storage, IPv4 or IPv6 by its text. */
-static const struct sockaddr *sa(struct sockaddr_storage *ss, const char *ip)
-{
-	memset(ss, 0, sizeof *ss);
-	if (strchr(ip, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
-	}
-	return (const struct sockaddr *)ss;
-}
-
 static double rep(struct store *st, const char *ip)
 {
 	struct sockaddr_storage ss;
-	return store_reputation(st, sa(&ss, ip));
+	return store_reputation(st, unit_sockaddr(&ss, ip));
 }
 
 static void record(struct store *st, const char *ip, enum store_event ev,
@@ -89,19 +74,19 @@ static void record(struct store *st, const char *ip, enum store_event ev,
 {
 	struct sockaddr_storage ss;
 	for (int i = 0; i < times; i++)
-		store_record(st, sa(&ss, ip), ev);
+		store_record(st, unit_sockaddr(&ss, ip), ev);
 }
 
 static bool pass(struct store *st, const char *ip)
 {
 	struct sockaddr_storage ss;
-	return store_pass_check(st, sa(&ss, ip));
+	return store_pass_check(st, unit_sockaddr(&ss, ip));
 }
 
 static void grant(struct store *st, const char *ip, long ttl_ms)
 {
 	struct sockaddr_storage ss;
-	store_pass_grant(st, sa(&ss, ip), ttl_ms);
+	store_pass_grant(st, unit_sockaddr(&ss, ip), ttl_ms);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -209,7 +194,7 @@ static void test_decay_table(void **state)
 static void test_null_store_safe(void **state)
 {
 	struct sockaddr_storage ss;
-	const struct sockaddr *a = sa(&ss, "192.0.2.1");
+	const struct sockaddr *a = unit_sockaddr(&ss, "192.0.2.1");
 
 	assert_true(store_reputation(NULL, a) == 0.0);
 	store_record(NULL, a, STORE_MSG_REFUSED);

@@ -34,21 +34,7 @@
 #include "metrics.h"
 #include "store.h"
 #include "store_redis.h"
-
-static const struct sockaddr *sa(struct sockaddr_storage *ss, const char *ip)
-{
-	memset(ss, 0, sizeof *ss);
-	if (strchr(ip, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
-	}
-	return (const struct sockaddr *)ss;
-}
+#include "unit.h"
 
 /* ---- keys ------------------------------------------------------------- */
 
@@ -74,7 +60,7 @@ static void test_keys(void **state)
 	struct store_redis_keys k;
 
 	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		assert_true(store_redis_keys(rows[i].prefix, sa(&ss, rows[i].ip), &k));
+		assert_true(store_redis_keys(rows[i].prefix, unit_sockaddr(&ss, rows[i].ip), &k));
 		assert_string_equal(k.host, rows[i].host);
 		assert_string_equal(k.net, rows[i].net);
 		assert_string_equal(k.pass, rows[i].pass);
@@ -83,11 +69,11 @@ static void test_keys(void **state)
 	char prefix[STORE_REDIS_PREFIX_MAX + 2];
 	memset(prefix, 'p', STORE_REDIS_PREFIX_MAX);
 	prefix[STORE_REDIS_PREFIX_MAX] = '\0';
-	assert_true(store_redis_keys(prefix, sa(&ss, rows[4].ip), &k));
+	assert_true(store_redis_keys(prefix, unit_sockaddr(&ss, rows[4].ip), &k));
 	assert_int_equal(strlen(k.pass), STORE_REDIS_PREFIX_MAX + 5 + 39);
 	prefix[STORE_REDIS_PREFIX_MAX] = 'p';
 	prefix[STORE_REDIS_PREFIX_MAX + 1] = '\0';
-	assert_false(store_redis_keys(prefix, sa(&ss, "192.0.2.1"), &k));
+	assert_false(store_redis_keys(prefix, unit_sockaddr(&ss, "192.0.2.1"), &k));
 
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 	assert_false(store_redis_keys("x", (struct sockaddr *)&un, &k));
@@ -355,16 +341,16 @@ static void test_nothing_listening_fails_at_once(void **state)
 	assert_true(store_async(st));
 	run_for(f, 200); /* the refused connect is seen on the loop */
 	long long before = metrics_get(METRIC_STORE_REDIS_LOOKUP_FAILURES);
-	assert_null(store_lookup_start(st, sa(&ss, "192.0.2.1"), answer_cb, &x));
+	assert_null(store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.1"), answer_cb, &x));
 	assert_int_equal(metrics_get(METRIC_STORE_REDIS_LOOKUP_FAILURES),
 			 before + 1);
 	/* Writes are dropped and counted, synchronous reads say "unknown". */
 	long long wf = metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES);
-	store_record(st, sa(&ss, "192.0.2.1"), STORE_MSG_REFUSED);
-	store_pass_grant(st, sa(&ss, "192.0.2.1"), 1000);
+	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), STORE_MSG_REFUSED);
+	store_pass_grant(st, unit_sockaddr(&ss, "192.0.2.1"), 1000);
 	assert_int_equal(metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES), wf + 3);
-	assert_true(store_reputation(st, sa(&ss, "192.0.2.1")) == 0);
-	assert_false(store_pass_check(st, sa(&ss, "192.0.2.1")));
+	assert_true(store_reputation(st, unit_sockaddr(&ss, "192.0.2.1")) == 0);
+	assert_false(store_pass_check(st, unit_sockaddr(&ss, "192.0.2.1")));
 	run_for(f, 300);
 	assert_int_equal(x.calls, 0);
 	store_close(st);
@@ -384,13 +370,13 @@ static void test_silent_server_times_out_once(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	long long timeouts = metrics_get(METRIC_STORE_REDIS_LOOKUP_TIMEOUTS);
 	struct store_lookup *l =
-		store_lookup_start(st, sa(&ss, "192.0.2.1"), answer_cb, &x);
+		store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.1"), answer_cb, &x);
 	assert_non_null(l);
 	struct store_lookup *lc =
-		store_lookup_start(st, sa(&ss, "192.0.2.2"), answer_cb, &cancelled);
+		store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.2"), answer_cb, &cancelled);
 	assert_non_null(lc);
 	store_lookup_cancel(lc);
-	store_record(st, sa(&ss, "192.0.2.1"), STORE_MSG_REFUSED); /* owed too */
+	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), STORE_MSG_REFUSED); /* owed too */
 	assert_int_equal(x.calls, 0); /* never synchronously */
 	run_for(f, 400);
 	assert_int_equal(x.calls, 1);
@@ -404,16 +390,16 @@ static void test_silent_server_times_out_once(void **state)
 	/* Nothing answered for the stall time (1 s): the connection is
 	 * dropped, every owed reply is handed back, and one is made again. */
 	long long drops = metrics_get(METRIC_STORE_REDIS_CONNECT_FAILURES);
-	assert_non_null(store_lookup_start(st, sa(&ss, "192.0.2.3"), answer_cb, &x));
+	assert_non_null(store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.3"), answer_cb, &x));
 	run_for(f, 1200);
-	assert_non_null(store_lookup_start(st, sa(&ss, "192.0.2.4"), answer_cb, &x));
+	assert_non_null(store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.4"), answer_cb, &x));
 	run_for(f, 400);
 	assert_true(metrics_get(METRIC_STORE_REDIS_CONNECT_FAILURES) > drops);
 	assert_int_equal(x.calls, 3);
 
 	/* Closing with a look-up live: no callback, nothing leaked. */
 	struct store_lookup *lz =
-		store_lookup_start(st, sa(&ss, "192.0.2.5"), answer_cb, &at_close);
+		store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.5"), answer_cb, &at_close);
 	(void)lz; /* NULL if a reconnect is in its back-off: fine too */
 	store_close(st);
 	assert_int_equal(at_close.calls, 0);

@@ -5,6 +5,8 @@
 #ifndef SLUICE_UNIT_H
 #define SLUICE_UNIT_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+#include <sys/socket.h>
 
 /* A byte-string literal with its length, embedded NULs included. */
 #define UNIT_BYTES(s) (s), (sizeof(s) - 1)
@@ -51,6 +54,25 @@ static inline const char *unit_find(const char *hay, size_t hlen,
 		if (memcmp(hay + i, needle, nlen) == 0)
 			return hay + i;
 	return NULL;
+}
+
+/* A sockaddr for text (IPv4 or IPv6) in ss; NULL text gives AF_UNSPEC. */
+static inline const struct sockaddr *unit_sockaddr(struct sockaddr_storage *ss,
+						   const char *text)
+{
+	memset(ss, 0, sizeof *ss);
+	if (!text)
+		return (const struct sockaddr *)ss;
+	if (strchr(text, ':')) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+		sin6->sin6_family = AF_INET6;
+		assert_int_equal(inet_pton(AF_INET6, text, &sin6->sin6_addr), 1);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+		sin->sin_family = AF_INET;
+		assert_int_equal(inet_pton(AF_INET, text, &sin->sin_addr), 1);
+	}
+	return (const struct sockaddr *)ss;
 }
 
 #endif
