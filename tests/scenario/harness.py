@@ -26,6 +26,7 @@ Command line (used by scripts/run-demo.sh):
                                       DIR/sluice.conf, print its path.
 """
 
+import calendar
 import os
 import random
 import re
@@ -238,6 +239,16 @@ def wait_listening(port, timeout, ip="127.0.0.1", proc=None):
             return False
         time.sleep(0.05)
     return False
+
+
+def log_ts(line):
+    """Wall-clock seconds of a sluice log line (2026-11-27T03:42:21.497Z),
+    or None."""
+    m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z", line)
+    if not m:
+        return None
+    y, mo, d, h, mi, s, ms = (int(x) for x in m.groups())
+    return calendar.timegm((y, mo, d, h, mi, s)) + ms / 1000.0
 
 
 def proc_stat(pid):

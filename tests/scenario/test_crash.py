@@ -132,6 +132,15 @@ def assert_no_250_for_dot(data):
         "client got a 250 from a killed worker: %r" % data
 
 
+def kill_worker_expect_no_250(pid, c):
+    """kill -9 the worker serving client c: c's connection closes and it
+    never sees a 250 for its final dot."""
+    os.kill(pid, signal.SIGKILL)
+    closed, data, how = read_all_until_closed(c, 5)
+    assert closed, "client connection still open (%s) after the kill" % how
+    assert_no_250_for_dot(data)
+
+
 def is_shutdown(code, text, host=harness.SLUICE_HOSTNAME):
     class R:
         pass
@@ -212,10 +221,7 @@ def test_hostile_105_kill9_while_client_sends_body(evil, sluice):
         assert fds, "no spill file open in %s" % spool
         assert all(f.endswith("(deleted)") for f in fds), fds
         assert os.listdir(spool) == [], "a spill file has a name: %r" % os.listdir(spool)
-        os.kill(pid, signal.SIGKILL)
-        closed, data, how = read_all_until_closed(c, 5)
-        assert closed, "client connection still open %s after the kill" % how
-        assert_no_250_for_dot(data)
+        kill_worker_expect_no_250(pid, c)
     finally:
         c.close()
     new = successor(sl, pid)
@@ -256,10 +262,7 @@ def test_hostile_105_kill9_while_replay_sends_body(evil, sluice):
         assert hit, "the replay never reached the body: %s" % be.summary()
         assert backend_commands(be, "DATA")
         time.sleep(0.3)  # sluice has filled every buffer up to the paused reader
-        os.kill(pid, signal.SIGKILL)
-        closed, data, how = read_all_until_closed(c, 5)
-        assert closed, "client connection still open (%s) after the kill" % how
-        assert_no_250_for_dot(data)
+        kill_worker_expect_no_250(pid, c)
     finally:
         c.close()
     # The backend wakes up, reads what the kernel had buffered, then EOF.
@@ -346,10 +349,7 @@ def test_hostile_106_kill9_between_backend_250_and_client_250(evil, sluice, when
                     return [x for x in be.sent_replies if x[1] == "after_dot"]
             assert harness.wait_until(answered, delay + 3), be.summary()
             time.sleep(0.2)  # the 250 is in the stopped worker's socket
-        os.kill(pid, signal.SIGKILL)
-        closed, data, how = read_all_until_closed(c, 5)
-        assert closed, "client connection still open (%s) after the kill" % how
-        assert_no_250_for_dot(data)
+        kill_worker_expect_no_250(pid, c)
     finally:
         c.close()
         if stopped:
@@ -448,7 +448,7 @@ def test_hostile_107_worker_killed_under_reuseport_others_keep_serving(evil, slu
     def first_ts(pat):
         for l in lines:
             if re.search(pat, l):
-                ts = log_ts(l)
+                ts = harness.log_ts(l)
                 if ts is not None and ts >= wall_kill - 0.01:
                     return ts
         return None
@@ -465,16 +465,6 @@ def test_hostile_107_worker_killed_under_reuseport_others_keep_serving(evil, slu
     print("107: %d sessions, %d failed (held by the dead worker), successor "
           "serving after %.2f s" % (len(res), len(failed), served_new - wall_kill))
     assert_clean_log(sl, allow_killed=1)
-
-
-def log_ts(line):
-    """Wall-clock seconds of a sluice log line (2026-11-27T03:42:21.497Z)."""
-    m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z", line)
-    if not m:
-        return None
-    import calendar
-    y, mo, d, h, mi, s, ms = (int(x) for x in m.groups())
-    return calendar.timegm((y, mo, d, h, mi, s)) + ms / 1000.0
 
 
 # ------------------------------------------------------------------ 108

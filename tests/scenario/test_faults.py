@@ -424,16 +424,6 @@ def test_client_disconnect_matrix(evil, sluice, point, tls, pipelined):
 # G6: crash chaos
 # ====================================================================
 
-def _log_ts(line):
-    """Wall-clock seconds of a sluice log line (2026-11-27T03:42:21.497Z)."""
-    m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z", line)
-    if not m:
-        return None
-    import calendar
-    y, mo, d, h, mi, s, ms = (int(x) for x in m.groups())
-    return calendar.timegm((y, mo, d, h, mi, s)) + ms / 1000.0
-
-
 CHAOS_MESSAGES = 2000
 CHAOS_KILLS = 20
 
@@ -543,7 +533,7 @@ def test_crash_chaos_kill9_workers(evil, sluice):
         ready = None
         for l in lines:
             m = re.search(r"sluice\[\d+\]: worker (\d+): ready pid=(\d+)", l)
-            ts = _log_ts(l)
+            ts = harness.log_ts(l)
             if m and ts is not None and ts >= kt - 0.05 and int(m.group(2)) != pid:
                 ready = (int(m.group(2)), ts)
                 break
@@ -553,7 +543,7 @@ def test_crash_chaos_kill9_workers(evil, sluice):
         served = None
         for l in lines:
             if ("sluice[%d]: session=" % ready[0]) in l:
-                served = _log_ts(l)
+                served = harness.log_ts(l)
                 break
         if served is None or served - kt > 2.0:
             problems.append("worker %d killed: successor %d serving after %s s"
