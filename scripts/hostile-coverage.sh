@@ -1,5 +1,5 @@
 #!/bin/sh
-# Which cases of ../shared/HOSTILE.md have an automated test? A test
+# Which cases of docs/hostile.md (the catalogue) have an automated test? A test
 # covers case N when its name contains hostile_NNN_ (three digits), in
 # tests/ (scenario, unit or fuzz). Prints one line per group and the
 # missing numbers.
@@ -12,7 +12,7 @@ if [ "${1:-}" = "--require" ]; then
 	require=$2
 	shift 2
 fi
-catalogue=${1:-../shared/HOSTILE.md}
+catalogue=${1:-docs/hostile.md}
 [ -f "$catalogue" ] || { echo "hostile-coverage: no catalogue at $catalogue" >&2; exit 2; }
 tested=$(grep -rhoE 'hostile_[0-9]{3}_' tests fuzz 2>/dev/null |
 	sed -E 's/hostile_0*([0-9]+)_/\1/' | sort -nu | tr '\n' ' ')

@@ -41,7 +41,7 @@
  * set, the user gets a (failed, score 0) verdict instead.
  *
  * Rejected: a cache of answers here (the local recursive resolver caches,
- * HOSTILE.md case 83); reverse-DNS style via evdns_base_resolve_reverse
+ * docs/hostile.md case 83); reverse-DNS style via evdns_base_resolve_reverse
  * (it only builds in-addr.arpa / ip6.arpa names).
  */
 #include "dnsbl.h"

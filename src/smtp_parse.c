@@ -7,7 +7,7 @@
  *
  * Limits: SMTP_CMD_LINE_MAX, SMTP_PATH_MAX, SMTP_DOMAIN_MAX and
  * SMTP_PARAMS_MAX from the header, SMTP_SIZE_DIGITS_MAX below. The local
- * part has no limit of its own beyond the path (HOSTILE.md case 45: let the
+ * part has no limit of its own beyond the path (docs/hostile.md case 45: let the
  * backend decide).
  *
  * Why: every byte is checked before anything is accepted, so nothing that
@@ -495,7 +495,7 @@ static enum smtp_parse_status smtp_mail_param(const char *s, size_t len,
 		else if (v && smtp_eq_nocase(v, vlen, "8BITMIME"))
 			mp->body = SMTP_BODY_8BITMIME;
 		else if (v && smtp_eq_nocase(v, vlen, "BINARYMIME"))
-			/* Defined but never offered (HOSTILE.md case 68). */
+			/* Defined but never offered (docs/hostile.md case 68). */
 			return SMTP_PARSE_UNKNOWN_PARAM;
 		else
 			return SMTP_PARSE_BAD_PARAM;

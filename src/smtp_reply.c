@@ -14,7 +14,7 @@
  *
  * Why strict: this parser decides when a backend reply is over. Accepting
  * a sloppy separator or a changed code mid-reply would let the proxy and
- * the backend disagree on reply framing (HOSTILE.md case 8), which is the
+ * the backend disagree on reply framing (docs/hostile.md case 8), which is the
  * reply-side form of smuggling; such replies are INVALID and the caller
  * drops the connection.
  */

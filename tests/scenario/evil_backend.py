@@ -1,6 +1,6 @@
 """
 evil_backend: a scriptable SMTP server that stands in for Postfix behind
-sluice, for the backend fault tests (HOSTILE.md section 1.J, goal G4).
+sluice, for the backend fault tests (docs/hostile.md group J, goal G4).
 
 Standard library only (threads, blocking sockets); one thread per
 connection. It speaks like Postfix's smtpd with XCLIENT enabled:

@@ -612,7 +612,7 @@ def _postfix_ids():
 
 
 # POSTFIX_LOG_FORBIDDEN: lines that must never appear in the backend's log
-# unless a test provokes them on purpose (HOSTILE.md goal G7).
+# unless a test provokes them on purpose (docs/hostile.md goal G7).
 POSTFIX_LOG_FORBIDDEN = (
     "improper command pipelining",
     "SMTP protocol synchronization",

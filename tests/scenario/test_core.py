@@ -569,6 +569,6 @@ def test_core_config_check(workdir, sluice_settings):
 
 def test_core_99_postfix_logs_clean(postfix_log_findings):
     """Zero backend log lines showing that sluice broke Postfix's rules
-    (HOSTILE.md G7), over every backend the tests above started."""
+    (docs/hostile.md G7), over every backend the tests above started."""
     assert not postfix_log_findings, "\n".join(
         "%s: %s" % f for f in postfix_log_findings)

@@ -1,5 +1,5 @@
 """
-Crash safety: kill -9 and stopping (HOSTILE.md section L, cases 105-108).
+Crash safety: kill -9 and stopping (docs/hostile.md group L, cases 105-108).
 
 Each test starts its own scriptable backend (tests/scenario/evil_backend.py,
 which records every message it accepts, at the moment it decides to answer

@@ -1,6 +1,6 @@
 """
 Backend fault matrix, client disconnect matrix and crash chaos
-(HOSTILE.md section 3, goals G4, G5 and G6; cases 88-110).
+(docs/hostile.md goals G4, G5 and G6; cases 88-110).
 
 The backend is tests/scenario/evil_backend.py: a Postfix look-alike on a
 loopback port that records what it accepted, checks RFC 2920 against

@@ -1,11 +1,11 @@
 """
-HOSTILE.md groups A-D (cases 1-49): line endings and smuggling, STARTTLS,
+docs/hostile.md groups A-D (cases 1-49): line endings and smuggling, STARTTLS,
 identity and XCLIENT, command lines. One test (or a few) per case, named
 test_hostile_NNN_* so scripts/hostile-coverage.sh counts it.
 
 Every expected reply of sluice's own is read from src/replies.h (code,
-enhanced code and text); where HOSTILE.md leaves a choice, the test asserts
-sluice's documented choice (HOSTILE.md "Decisions", README, docs/config.md,
+enhanced code and text); where docs/hostile.md leaves a choice, the test asserts
+sluice's documented choice (docs/hostile.md "Decisions", README, docs/config.md,
 the comments of src/smtp_parse.h and src/smtp_data.h).
 
 One world per module (module-scoped fixture `w`), started lazily:

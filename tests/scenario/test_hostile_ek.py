@@ -1,5 +1,5 @@
 """
-Hostile catalogue (../shared/HOSTILE.md), groups E, F, G, H, I and K:
+Hostile catalogue (docs/hostile.md), groups E, F, G, H, I and K:
 pipelining and synchronisation (50-56), DATA/BDAT/size/content (57-68),
 response and log injection (69-72), resource exhaustion (73-81), DNS
 (82-87) and client connection faults (101-104).
@@ -7,7 +7,7 @@ response and log injection (69-72), resource exhaustion (73-81), DNS
 One test per case, named test_hostile_NNN_... (scripts/hostile-coverage.sh).
 Each asserts sluice's exact reply code and enhanced status code (its own
 replies come from src/replies.h); where the catalogue leaves a choice, the
-test asserts sluice's documented choice (HOSTILE.md "Decisions",
+test asserts sluice's documented choice (docs/hostile.md "Decisions",
 docs/config.md).
 
 Components, module-scoped where tests do not interfere:

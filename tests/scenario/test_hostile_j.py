@@ -1,5 +1,5 @@
 """
-HOSTILE.md section 1.J: backend (MTA) faults on the pool, cases 88-100.
+docs/hostile.md group J: backend (MTA) faults on the pool, cases 88-100.
 
 The backend is evil_backend.EvilBackend (a scripted Postfix look-alike
 that records what it accepted and checks RFC 2920 against sluice). Each
@@ -10,7 +10,7 @@ recorded, no 5xx the backend did not send, no reply slower than its
 bound, no protocol violation seen by the backend, and the pool recovers.
 
 Note: where the catalogue names an enhanced code, sluice's catalogue
-(replies.h) is what is asserted; HOSTILE.md says 4.3.0 for cases 88/91
+(replies.h) is what is asserted; docs/hostile.md says 4.3.0 for cases 88/91
 where replies.h has 4.4.1 (mail server unavailable) and 4.4.2 (connection
 lost). Both are 451 with a 4.x.x code, so the client retries either way.
 """

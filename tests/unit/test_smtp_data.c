@@ -3,7 +3,7 @@
  * split at every offset, split at every pair of offsets (short rows), and
  * one byte at a time; all must agree. The smuggling oracle then throws
  * every short string over {CR, LF, '.', NUL, 'a'} at the body boundary
- * (HOSTILE.md cases 1-7, 57, 58, 60, 61).
+ * (docs/hostile.md cases 1-7, 57, 58, 60, 61).
  */
 #include "unit.h"
 

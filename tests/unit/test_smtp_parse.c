@@ -1,6 +1,6 @@
 /*
  * test_smtp_parse: command lines, MAIL/RCPT paths and parameters, HELO
- * names, xtext. Table rows {name, input, want}; HOSTILE.md cases 9-10 and
+ * names, xtext. Table rows {name, input, want}; docs/hostile.md cases 9-10 and
  * 38-48 where they reach a parser.
  */
 #include "unit.h"
