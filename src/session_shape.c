@@ -193,7 +193,7 @@ void session_signal(struct session *s, enum signal_id sig, const char *detail)
 	if (classify_add(&s->cls, s->ident.session_id, s->ident.addr, sig,
 			 classify_weight(sig), detail) &&
 	    sig != SIGNAL_PASS && sig != SIGNAL_ALLOWLIST && sig != SIGNAL_DNSWL)
-		store_record(worker->store, session_addr(s), STORE_BAD_SIGNAL);
+		store_record(worker->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	/* Before the greeting the verdict waits for the greeting. */
 	if (s->state != SESSION_GREETING)
 		shape_decide(s);
@@ -325,7 +325,7 @@ void session_shape_greet_timer(struct session *s)
 		snprintf(detail, sizeof detail, "count=%zu", evbuffer_get_length(in));
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_PREGREET, classify_weight(SIGNAL_PREGREET), detail);
-		store_record(worker->store, session_addr(s), STORE_BAD_SIGNAL);
+		store_record(worker->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	}
 	/* The verdict waits for the look-ups, but the greeting waits at most
 	 * dns_timeout more for them: a slow or flooded resolver must not hold
@@ -439,7 +439,7 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 void session_shape_rcpt(struct session *s, int code)
 {
 	if (code / 100 == 5)
-		store_record(worker->store, session_addr(s), STORE_RCPT_REFUSED);
+		store_record(worker->store, session_addr(s), REPUTATION_RCPT_REFUSED);
 }
 
 void session_shape_delivered(struct session *s, int code)
@@ -450,7 +450,7 @@ void session_shape_delivered(struct session *s, int code)
 		 * proves patience, and spam from patient bots must not clean
 		 * their address or network. */
 		if (!s->ever_shaped) {
-			store_record(worker->store, session_addr(s), STORE_DELIVERED);
+			store_record(worker->store, session_addr(s), REPUTATION_DELIVERED);
 		} else {
 			metrics_inc(METRIC_SHAPED_DELIVERIES);
 			/* Patience proven: no more waiting for this client. */
@@ -458,7 +458,7 @@ void session_shape_delivered(struct session *s, int code)
 					 worker->cfg->pass_ttl_ms);
 		}
 	} else if (code / 100 == 5) {
-		store_record(worker->store, session_addr(s), STORE_MSG_REFUSED);
+		store_record(worker->store, session_addr(s), REPUTATION_MSG_REFUSED);
 	}
 }
 
@@ -495,7 +495,7 @@ void session_shape_end(struct session *s, bool hangup)
 			    : ms < 60000 ? METRIC_HANGUP_30_60 : METRIC_HANGUP_60_PLUS);
 		log_info("session=%llu client=%s HANGUP after %ld s in %s", s->ident.session_id,
 			 s->ident.addr, ms / 1000, phase);
-		store_record(worker->store, session_addr(s), STORE_HANGUP_SHAPED);
+		store_record(worker->store, session_addr(s), REPUTATION_HANGUP_SHAPED);
 	}
 	/* A client that was never shaped and showed nothing bad passes. */
 	if (!s->ever_shaped && !s->trusted && s->cls.score < (int)worker->cfg->shape_threshold &&

@@ -227,8 +227,9 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		if (!w.store)
 			log_warn("worker: running without the reputation store");
 	} else {
-		w.store = store_open(cfg->state_dir, w.workq, cfg->reputation_halflife_ms,
-				     WORKER_STORE_MAP_SIZE);
+		w.store = store_open_lmdb(cfg->state_dir, w.workq,
+					  cfg->reputation_halflife_ms,
+					  WORKER_STORE_MAP_SIZE);
 		if (!w.store)
 			log_warn("worker: running without the reputation store in %s",
 				 cfg->state_dir);
