@@ -25,6 +25,7 @@
 #include "log.h"
 #include "mstime.h"
 #include "store_lmdb.h"
+#include "store_ops.h"
 #include "store_redis.h"
 
 struct store {

@@ -8,6 +8,9 @@
  * each other nor this facade; the arithmetic they share is the leaf
  * reputation.c below them.
  *
+ * The table and the records it reads are in store_ops.h, which the
+ * implementations include (not this header: they sit below the facade).
+ *
  * Callers use only the store_* functions below and never know which store
  * they have, except for when reads answer: store_async tells whether to
  * read with store_lookup_start (then the synchronous reads answer
@@ -27,7 +30,6 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-#include "ipaddr.h"
 #include "reputation.h"
 
 struct endpoint;
@@ -87,43 +89,5 @@ struct store_lookup *store_lookup_start(struct store *st,
 					const struct sockaddr *addr,
 					store_lookup_cb *cb, void *arg);
 void store_lookup_cancel(struct store_lookup *l);
-
-/* ---- for implementations -------------------------------------------- */
-
-/* What an implementation reads for one address: its record, its
- * network's record and its pass. */
-struct store_records {
-	bool have_host, have_net, have_pass;
-	struct reputation_evidence host, net;
-	long long pass_expires_ms;
-};
-
-/* An asynchronous read's end: r is NULL when it failed (timeout, lost
- * connection); runs at most once, never inside the lookup call. */
-typedef void store_records_cb(void *arg, const struct store_records *r);
-
-/* impl is the implementation's own handle. Exactly one of read and
- * lookup/cancel is set. */
-struct store_ops {
-	const char *name;
-	/* Synchronous read: false when unreadable (answer "unknown"). */
-	bool (*read)(void *impl, const struct ipaddr *a,
-		     struct store_records *r);
-	/* Asynchronous read: a handle for cancel, or NULL (nothing will
-	 * come: answer "unknown" now). */
-	void *(*lookup)(void *impl, const struct ipaddr *a,
-			store_records_cb *cb, void *arg);
-	/* The callback never runs after this. */
-	void (*cancel)(void *impl, void *handle);
-	/* Read-decay-add-write (reputation_add) of the address's record and
-	 * its network's, at at_ms. Fire and forget. */
-	void (*add)(void *impl, const struct ipaddr *a, double good,
-		    double bad, long long at_ms);
-	/* Extends the address's pass to expires_ms (never shortens it);
-	 * ttl_ms is what remains of it now. Fire and forget. */
-	void (*pass)(void *impl, const struct ipaddr *a, long long expires_ms,
-		     long ttl_ms);
-	void (*close)(void *impl);
-};
 
 #endif

@@ -6,7 +6,7 @@
 #ifndef SLUICE_STORE_LMDB_H
 #define SLUICE_STORE_LMDB_H
 
-#include "store.h"
+#include "store_ops.h"
 
 struct store_lmdb;
 struct workq;

@@ -9,7 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include "store.h"
+#include "store_ops.h"
 
 struct endpoint;
 struct event_base;
