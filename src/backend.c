@@ -33,7 +33,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
-#include "worker.h"
 
 #define BACKEND_QUIT_WAIT_MS 2000
 #define BACKEND_OUT_LOWAT (64 * 1024)
@@ -58,6 +57,9 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r);
 /* The failure event lives beside the struct: allocated once per connection. */
 struct backend_private {
 	struct backend pub;
+	struct event_base *base;
+	const struct config *cfg;
+	SSL_CTX *tls_client;
 	struct event *fail_ev;
 	int handshake_step;
 	bool close_requested; /* freed from fail_ev, never inside a callback */
@@ -68,10 +70,10 @@ static struct backend_private *priv(struct backend *b)
 	return (struct backend_private *)b;
 }
 
-static long long now_ms(void)
+static long long now_ms(struct backend *b)
 {
 	struct timeval tv;
-	event_base_gettimeofday_cached(worker->base, &tv);
+	event_base_gettimeofday_cached(priv(b)->base, &tv);
 	return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
@@ -79,7 +81,7 @@ static long long now_ms(void)
  * is pending, so it bounds a backend that stops reading our body. */
 static void set_read_timeout(struct backend *b, long ms)
 {
-	long wms = worker->cfg->backend_timeout_ms;
+	long wms = priv(b)->cfg->backend_timeout_ms;
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	struct timeval wtv = {wms / 1000, (wms % 1000) * 1000};
 	bufferevent_set_timeouts(b->bev, ms > 0 ? &tv : NULL, &wtv);
@@ -110,7 +112,7 @@ size_t backend_unacked(const struct backend *b)
 
 void backend_set_idle(struct backend *b)
 {
-	set_read_timeout(b, worker->cfg->backend_idle_ms);
+	set_read_timeout(b, priv(b)->cfg->backend_idle_ms);
 }
 
 static void backend_free_cmds(struct backend *b)
@@ -182,22 +184,25 @@ void backend_fail(struct backend *b, const char *why)
 
 static struct event *backend_fail_ev_make(struct backend *b)
 {
-	return event_new(worker->base, -1, 0, backend_fail_fire, b);
+	return event_new(priv(b)->base, -1, 0, backend_fail_fire, b);
 }
 
-struct backend *backend_open(struct pool *pool)
+struct backend *backend_open(struct pool *pool, struct event_base *base,
+			     const struct config *cfg, SSL_CTX *tls_client)
 {
-	const struct config *cfg = worker->cfg;
 	struct backend_private *bp = calloc(1, sizeof *bp);
 	if (!bp)
 		return NULL;
 	struct backend *b = &bp->pub;
+	bp->base = base;
+	bp->cfg = cfg;
+	bp->tls_client = tls_client;
 	b->pool = pool;
 	TAILQ_INIT(&b->unsent);
 	TAILQ_INIT(&b->unanswered);
-	b->opened_ms = now_ms();
+	b->opened_ms = now_ms(b);
 	bp->fail_ev = backend_fail_ev_make(b);
-	b->bev = bufferevent_socket_new(worker->base, -1,
+	b->bev = bufferevent_socket_new(priv(b)->base, -1,
 					BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!bp->fail_ev || !b->bev) {
 		if (b->bev)
@@ -275,7 +280,7 @@ int backend_command(struct backend *b, const char *line, size_t len,
 	c->fn = fn;
 	c->arg = arg;
 	c->ends_group = ends_group;
-	c->timeout_ms = timeout_ms > 0 ? timeout_ms : worker->cfg->backend_timeout_ms;
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : priv(b)->cfg->backend_timeout_ms;
 	memcpy(c->line, line, len);
 	memcpy(c->line + len, "\r\n", 3);
 	c->len = len + 2;
@@ -350,7 +355,7 @@ enum { HS_GREETING, HS_EHLO, HS_STARTTLS, HS_EHLO_TLS };
 static void backend_send_ehlo(struct backend *b)
 {
 	char line[300];
-	int n = snprintf(line, sizeof line, "EHLO %s", worker->cfg->myhostname);
+	int n = snprintf(line, sizeof line, "EHLO %s", priv(b)->cfg->myhostname);
 	backend_command(b, line, (size_t)n, true, 0, backend_handshake_reply, b);
 }
 
@@ -367,11 +372,11 @@ void backend_take_caps(struct backend *b, const struct smtp_reply *r)
 
 static int backend_start_tls(struct backend *b)
 {
-	SSL *ssl = worker->tls_client ? SSL_new(worker->tls_client) : NULL;
+	SSL *ssl = priv(b)->tls_client ? SSL_new(priv(b)->tls_client) : NULL;
 	if (!ssl)
 		return -1;
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
-		worker->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+		priv(b)->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
 		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!tls) {
 		SSL_free(ssl);
@@ -406,7 +411,7 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
 		return;
 	case HS_EHLO:
 		backend_take_caps(b, r);
-		if (worker->cfg->backend_tls) {
+		if (priv(b)->cfg->backend_tls) {
 			if (!b->starttls) {
 				backend_fail(b, "backend_tls = yes but STARTTLS not offered");
 				return;
@@ -514,8 +519,8 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		if (TAILQ_EMPTY(&b->unanswered)) {
 			b->group_open = false;
 			set_read_timeout(b, b->state == BACKEND_READY && TAILQ_EMPTY(&b->unsent)
-					    ? (b->lent ? 0 : worker->cfg->backend_idle_ms)
-					    : worker->cfg->backend_timeout_ms);
+					    ? (b->lent ? 0 : priv(b)->cfg->backend_idle_ms)
+					    : priv(b)->cfg->backend_timeout_ms);
 		}
 		backend_flush(b);
 	}

@@ -17,11 +17,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/queue.h>
+#include <openssl/ssl.h>
 
 #include "smtp_reply.h"
 
 struct bufferevent;
+struct config;
 struct evbuffer;
+struct event_base;
 struct pool;
 
 enum backend_state {
@@ -69,7 +72,8 @@ struct backend {
 };
 
 /* Starts connecting; the pool hears pool_backend_ready / _failed. */
-struct backend *backend_open(struct pool *pool);
+struct backend *backend_open(struct pool *pool, struct event_base *base,
+			     const struct config *cfg, SSL_CTX *tls_client);
 
 /*
  * backend_command: queues "line" (without CR LF, at most 510 bytes) and

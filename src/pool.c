@@ -24,7 +24,6 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 
 #define POOL_BACKOFF_MIN_MS 100
 #define POOL_BACKOFF_MAX_MS 10000
@@ -32,6 +31,11 @@
 #define POOL_MAX_ERRORS 5   /* below smtpd_soft_error_limit (10) */
 
 struct pool {
+	struct event_base *base;
+	const struct config *cfg;
+	SSL_CTX *tls_client;      /* for backend_tls; NULL without */
+	bool smtputf8;            /* the mail server's last EHLO offered it */
+	unsigned long long size_max; /* its SIZE; 0: none given */
 	TAILQ_HEAD(, backend) all;
 	TAILQ_HEAD(, pool_wait) waiting;
 	unsigned open;       /* every backend that exists */
@@ -56,15 +60,19 @@ static void pool_schedule_fill(struct pool *p)
 		event_active(p->fill_ev, 0, 0);
 }
 
-struct pool *pool_new(void)
+struct pool *pool_new(struct event_base *base, const struct config *cfg,
+		      SSL_CTX *tls_client)
 {
 	struct pool *p = calloc(1, sizeof *p);
 	if (!p)
 		return NULL;
+	p->base = base;
+	p->cfg = cfg;
+	p->tls_client = tls_client;
 	TAILQ_INIT(&p->all);
 	TAILQ_INIT(&p->waiting);
-	p->fill_ev = event_new(worker->base, -1, 0, pool_fill_cb, p);
-	p->backoff_ev = evtimer_new(worker->base, pool_fill_cb, p);
+	p->fill_ev = event_new(p->base, -1, 0, pool_fill_cb, p);
+	p->backoff_ev = evtimer_new(p->base, pool_fill_cb, p);
 	if (!p->fill_ev || !p->backoff_ev) {
 		pool_free(p);
 		return NULL;
@@ -110,7 +118,7 @@ static void pool_update_gauges(const struct pool *p)
 static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool_wait *w = arg;
-	struct pool *p = worker->pool;
+	struct pool *p = w->pool;
 	if (w->queued) {
 		/* Timer expired while waiting in line. */
 		TAILQ_REMOVE(&p->waiting, w, link);
@@ -159,7 +167,7 @@ static struct backend *pool_find_idle(struct pool *p, unsigned long long identit
 			continue;
 		if (identity && b->identity == identity)
 			return b;
-		if (!any && (b->identity == 0 || b->xclient || !worker->cfg->backend_xclient))
+		if (!any && (b->identity == 0 || b->xclient || !p->cfg->backend_xclient))
 			any = b;
 	}
 	return any;
@@ -187,14 +195,14 @@ static void pool_fail_waiters(struct pool *p, enum reply_id err)
 
 static void pool_fill(struct pool *p)
 {
-	unsigned cap = worker->cfg->backend_pool_size;
+	unsigned cap = p->cfg->backend_pool_size;
 	if (p->shutting_down)
 		return;
 	if (p->down) {
 		/* One probe at a time while the server is failing. */
 		if (p->connecting == 0 && !evtimer_pending(p->backoff_ev, NULL) &&
 		    p->open < cap) {
-			struct backend *b = backend_open(p);
+			struct backend *b = backend_open(p, p->base, p->cfg, p->tls_client);
 			if (b) {
 				TAILQ_INSERT_TAIL(&p->all, b, link);
 				p->open++;
@@ -205,7 +213,7 @@ static void pool_fill(struct pool *p)
 		return;
 	}
 	while (p->open < cap) {
-		struct backend *b = backend_open(p);
+		struct backend *b = backend_open(p, p->base, p->cfg, p->tls_client);
 		if (!b) {
 			log_err("pool: out of memory opening a connection");
 			break;
@@ -224,9 +232,10 @@ void pool_checkout(struct pool *p, struct pool_wait *w,
 	memset(w, 0, sizeof *w);
 	w->cb = cb;
 	w->arg = arg;
+	w->pool = p;
 	w->identity = identity;
 	w->active = true;
-	evtimer_assign(&w->timer, worker->base, pool_deliver_cb, w);
+	evtimer_assign(&w->timer, p->base, pool_deliver_cb, w);
 	struct backend *b = pool_find_idle(p, identity);
 	if (b) {
 		pool_assign(p, w, b, REPLY_OK);
@@ -272,7 +281,7 @@ void pool_release(struct pool *p, struct backend *b, bool clean)
 	b->owner = NULL;
 	bool keep = clean && backend_idle(b) && !p->shutting_down &&
 		    b->uses < POOL_MAX_USES && b->errors < POOL_MAX_ERRORS &&
-		    (b->xclient || !worker->cfg->backend_xclient);
+		    (b->xclient || !p->cfg->backend_xclient);
 	if (!keep) {
 		/* backend_close ends in pool_backend_closed, which tops up. */
 		backend_close(b, clean && b->state == BACKEND_READY);
@@ -289,8 +298,8 @@ void pool_backend_ready(struct pool *p, struct backend *b)
 	if (p->down)
 		log_info("pool: mail server is back");
 	p->down = false;
-	worker->backend_smtputf8 = b->smtputf8;
-	worker->backend_size_max = b->size_max;
+	p->smtputf8 = b->smtputf8;
+	p->size_max = b->size_max;
 	pool_serve(p);
 	pool_schedule_fill(p);
 }
@@ -359,4 +368,17 @@ void pool_free(struct pool *p)
 	if (p->backoff_ev)
 		event_free(p->backoff_ev);
 	free(p);
+}
+
+bool pool_backend_smtputf8(const struct pool *p)
+{
+	return p->smtputf8;
+}
+
+unsigned long long pool_size_limit(const struct pool *p)
+{
+	unsigned long long limit = p->cfg->message_size_limit;
+	if (p->size_max && p->size_max < limit)
+		limit = p->size_max;
+	return limit;
 }

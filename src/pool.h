@@ -14,10 +14,13 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 #include <event2/event_struct.h>
+#include <openssl/ssl.h>
 
 #include "replies.h"
 
 struct backend;
+struct config;
+struct event_base;
 struct pool;
 
 /* b NULL: no connection; err says which 4xx to give. */
@@ -26,6 +29,7 @@ typedef void (*pool_ready_fn)(void *arg, struct backend *b, enum reply_id err);
 /* Embedded in the requester; valid until the callback or pool_cancel. */
 struct pool_wait {
 	TAILQ_ENTRY(pool_wait) link;
+	struct pool *pool;
 	struct event timer;
 	pool_ready_fn cb;
 	void *arg;
@@ -36,7 +40,10 @@ struct pool_wait {
 	bool queued;
 };
 
-struct pool *pool_new(void);
+/* tls_client: for backend_tls (NULL without). base, cfg and tls_client
+ * outlive the pool. */
+struct pool *pool_new(struct event_base *base, const struct config *cfg,
+		      SSL_CTX *tls_client);
 void pool_free(struct pool *p);
 
 void pool_checkout(struct pool *p, struct pool_wait *w,
@@ -56,5 +63,11 @@ void pool_backend_closed(struct pool *p, struct backend *b);
 /* Stops opening new connections and closes idle ones (drain). */
 void pool_shutdown(struct pool *p);
 unsigned pool_open_count(const struct pool *p);
+
+/* What the mail server's last EHLO said: SMTPUTF8 offered; and the
+ * message size limit in force, message_size_limit or the server's own
+ * SIZE when that is smaller (HOSTILE 98). */
+bool pool_backend_smtputf8(const struct pool *p);
+unsigned long long pool_size_limit(const struct pool *p);
 
 #endif

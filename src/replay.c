@@ -26,7 +26,6 @@
 #include "log.h"
 #include "pool.h"
 #include "spool.h"
-#include "worker.h"
 
 #define REPLAY_XCLIENT_LINES 4
 #define REPLAY_BODY_HIGHWAT (256 * 1024)
@@ -34,6 +33,8 @@
 enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE };
 
 struct replay {
+	struct pool *pool;
+	const struct config *cfg;
 	enum replay_kind kind;
 	const struct client_identity *id;
 	struct replay_txn txn;
@@ -56,7 +57,7 @@ struct replay {
 static void replay_finish(struct replay *r, bool clean)
 {
 	if (r->b) {
-		pool_release(worker->pool, r->b, clean);
+		pool_release(r->pool, r->b, clean);
 		r->b = NULL;
 	}
 	/* A 421 is the server closing on sluice, not a verdict on the client:
@@ -262,7 +263,7 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 	 * follows sets the HELO name it records: it must be the client's own
 	 * (HOSTILE 14, 26), or the server's Received header would name us. */
 	const char *helo = ehlo_name_usable(r->id->helo) ? r->id->helo
-							 : worker->cfg->myhostname;
+							 : r->cfg->myhostname;
 	char line[SMTP_CMD_LINE_MAX];
 	int n = snprintf(line, sizeof line, "EHLO %s", helo);
 	replay_send(r, line, (size_t)n, true, 0, replay_ehlo_reply);
@@ -270,7 +271,7 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_identify(struct replay *r)
 {
-	if (!worker->cfg->backend_xclient || r->b->identity == r->id->session_id) {
+	if (!r->cfg->backend_xclient || r->b->identity == r->id->session_id) {
 		replay_envelope(r);
 		return;
 	}
@@ -429,7 +430,7 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 	if (evbuffer_get_length(chunk) == 0) {
 		r->body_done = true;
 		/* The body always ends in CR LF (smtp_data), so "." starts a line. */
-		replay_send(r, ".", 1, true, worker->cfg->backend_data_timeout_ms,
+		replay_send(r, ".", 1, true, r->cfg->backend_data_timeout_ms,
 			    replay_final_reply);
 		return;
 	}
@@ -467,7 +468,7 @@ static void replay_received_header(struct replay *r)
 			 "Received: from %s (%s [%s])\r\n\tby %s (sluice) with %s;\r\n\t%s\r\n",
 			 id->helo ? id->helo : "unknown",
 			 id->name_status == DNS_NAME_OK && id->name ? id->name : "unknown",
-			 id->addr, worker->cfg->myhostname, id->esmtp ? "ESMTP" : "SMTP",
+			 id->addr, r->cfg->myhostname, id->esmtp ? "ESMTP" : "SMTP",
 			 date);
 	struct evbuffer *buf = evbuffer_new();
 	if (buf && n > 0 && (size_t)n < sizeof hdr &&
@@ -497,7 +498,7 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 		replay_rset(r);
 		return;
 	}
-	if (!worker->cfg->backend_xclient)
+	if (!r->cfg->backend_xclient)
 		replay_received_header(r);
 	r->body_started = true;
 	replay_body_next(r);
@@ -519,7 +520,9 @@ static void replay_conn_ready(void *arg, struct backend *b, enum reply_id err)
 	replay_identify(r);
 }
 
-static struct replay *replay_start(enum replay_kind kind,
+static struct replay *replay_start(struct pool *pool,
+				   const struct config *cfg,
+				   enum replay_kind kind,
 				   const struct client_identity *id,
 				   const struct replay_txn *txn,
 				   replay_done_fn done, void *arg)
@@ -527,36 +530,40 @@ static struct replay *replay_start(enum replay_kind kind,
 	struct replay *r = calloc(1, sizeof *r);
 	if (!r)
 		return NULL;
+	r->pool = pool;
+	r->cfg = cfg;
 	r->kind = kind;
 	r->id = id;
 	r->txn = *txn;
 	r->done = done;
 	r->arg = arg;
-	pool_checkout(worker->pool, &r->wait, id->session_id,
-		      worker->cfg->checkout_timeout_ms, replay_conn_ready, r);
+	pool_checkout(r->pool, &r->wait, id->session_id,
+		      r->cfg->checkout_timeout_ms, replay_conn_ready, r);
 	return r;
 }
 
-struct replay *replay_rcpt(const struct client_identity *id,
+struct replay *replay_rcpt(struct pool *pool, const struct config *cfg,
+			   const struct client_identity *id,
 			   const struct replay_txn *txn, replay_done_fn done,
 			   void *arg)
 {
-	return replay_start(REPLAY_RCPT, id, txn, done, arg);
+	return replay_start(pool, cfg, REPLAY_RCPT, id, txn, done, arg);
 }
 
-struct replay *replay_message(const struct client_identity *id,
+struct replay *replay_message(struct pool *pool, const struct config *cfg,
+			      const struct client_identity *id,
 			      const struct replay_txn *txn,
 			      replay_done_fn done, void *arg)
 {
-	return replay_start(REPLAY_MESSAGE, id, txn, done, arg);
+	return replay_start(pool, cfg, REPLAY_MESSAGE, id, txn, done, arg);
 }
 
 void replay_cancel(struct replay *r)
 {
 	if (!r)
 		return;
-	pool_cancel(worker->pool, &r->wait);
+	pool_cancel(r->pool, &r->wait);
 	if (r->b)
-		pool_release(worker->pool, r->b, false);
+		pool_release(r->pool, r->b, false);
 	free(r);
 }

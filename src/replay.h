@@ -22,6 +22,8 @@
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 
+struct config;
+struct pool;
 struct spool;
 struct replay;
 
@@ -50,13 +52,16 @@ struct replay_txn {
 typedef void (*replay_done_fn)(void *arg, const struct smtp_reply *reply,
 			       enum reply_id local);
 
-/* Checks txn->rcpts[0] (only) with the server. */
-struct replay *replay_rcpt(const struct client_identity *id,
+/* Checks txn->rcpts[0] (only) with the server, on a connection of pool.
+ * pool and cfg outlive the replay. */
+struct replay *replay_rcpt(struct pool *pool, const struct config *cfg,
+			   const struct client_identity *id,
 			   const struct replay_txn *txn, replay_done_fn done,
 			   void *arg);
 
 /* Replays the whole transaction. */
-struct replay *replay_message(const struct client_identity *id,
+struct replay *replay_message(struct pool *pool, const struct config *cfg,
+			      const struct client_identity *id,
 			      const struct replay_txn *txn,
 			      replay_done_fn done, void *arg);
 

@@ -35,7 +35,6 @@
 #include "metrics.h"
 #include "spool.h"
 #include "store.h"
-#include "worker.h"
 
 #define SESSION_SKIP_MAX (1024 * 1024) /* overlong line bytes skipped before we give up */
 #define SESSION_ERRORS_SIGNAL 3        /* protocol errors before ERRORS fires */
@@ -69,7 +68,7 @@ void session_set_state(struct session *s, enum session_state st)
 
 static void session_timeouts(struct session *s, bool reading)
 {
-	long ms = worker->cfg->smtpd_timeout_ms;
+	long ms = s->env->cfg->smtpd_timeout_ms;
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	bufferevent_set_timeouts(s->bev, reading ? &tv : NULL, &tv);
 }
@@ -86,7 +85,7 @@ static void session_count_reply(struct session *s, int code, size_t len)
 void session_reply(struct session *s, enum reply_id id)
 {
 	char buf[600];
-	size_t len = reply_format(id, worker->cfg->myhostname, s->ident.addr, buf, sizeof buf);
+	size_t len = reply_format(id, s->env->cfg->myhostname, s->ident.addr, buf, sizeof buf);
 	if (len == 0 || bufferevent_write(s->bev, buf, len) != 0) {
 		session_close(s, "write failed");
 		return;
@@ -135,7 +134,7 @@ void session_txn_free(struct session *s)
 static void session_log_summary(struct session *s)
 {
 	struct timeval now, d;
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	timersub(&now, &s->started, &d);
 	char helo[120];
 	log_escape(helo, sizeof helo, s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
@@ -220,7 +219,7 @@ static size_t session_output_pending(const struct session *s)
 static void session_flush_check(struct session *s)
 {
 	struct timeval now;
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	if (session_output_pending(s) == 0 || timercmp(&now, &s->flush_deadline, >)) {
 		session_schedule_free(s);
 		return;
@@ -253,7 +252,7 @@ void session_close(struct session *s, const char *outcome)
 	session_txn_free(s);
 	bufferevent_disable(s->bev, EV_READ);
 	struct timeval now, tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	timeradd(&now, &tv, &s->flush_deadline);
 	bufferevent_set_timeouts(s->bev, NULL, &tv);
 	bufferevent_enable(s->bev, EV_WRITE);
@@ -264,7 +263,7 @@ void session_error(struct session *s)
 {
 	if (++s->errors == SESSION_ERRORS_SIGNAL)
 		session_signal(s, SIGNAL_ERRORS, NULL);
-	if (s->state != SESSION_CLOSING && s->errors >= worker->cfg->smtpd_hard_error_limit) {
+	if (s->state != SESSION_CLOSING && s->errors >= s->env->cfg->smtpd_hard_error_limit) {
 		metrics_inc(METRIC_LIMIT_ERRORS);
 		log_warn("session=%llu client=%s too many errors (%u)",
 			 s->ident.session_id, s->ident.addr, s->errors);
@@ -420,9 +419,9 @@ static void session_input(struct session *s)
 
 void session_arm_command_deadline(struct session *s)
 {
-	long ms = worker->cfg->smtpd_timeout_ms;
+	long ms = s->env->cfg->smtpd_timeout_ms;
 	struct timeval now, tv = {ms / 1000, (ms % 1000) * 1000};
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	timeradd(&now, &tv, &s->cmd_deadline);
 }
 
@@ -435,7 +434,7 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec &&
 	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
 		struct timeval now;
-		event_base_gettimeofday_cached(worker->base, &now);
+		event_base_gettimeofday_cached(s->env->base, &now);
 		if (timercmp(&now, &s->cmd_deadline, >)) {
 			metrics_inc(METRIC_LIMIT_TIMEOUTS);
 			log_info("session=%llu client=%s command deadline passed in state %s",
@@ -511,7 +510,7 @@ void session_install_callbacks(struct session *s)
 
 void session_greet(struct session *s)
 {
-	if (worker->draining) {
+	if (s->env->draining) {
 		session_set_state(s, SESSION_INIT);
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
@@ -526,7 +525,7 @@ void session_greet(struct session *s)
  * a flood must cost as little as possible. */
 static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	enum reply_id refuse = REPLY_OK;
 	if (n_sessions > cfg->session_limit) {
 		metrics_inc(METRIC_LIMIT_SESSIONS);
@@ -555,7 +554,8 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 	return true;
 }
 
-void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
+void session_accept(struct session_env *env, int fd,
+		    const struct sockaddr *addr, socklen_t len)
 {
 	struct session *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -563,13 +563,14 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		close(fd);
 		return;
 	}
-	if (!reap_ev && !(reap_ev = event_new(worker->base, -1, 0, session_reap_cb, NULL))) {
+	s->env = env;
+	if (!reap_ev && !(reap_ev = event_new(s->env->base, -1, 0, session_reap_cb, NULL))) {
 		free(s);
 		close(fd);
 		return;
 	}
-	s->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	s->defer_ev = event_new(worker->base, -1, 0, session_defer_cb, s);
+	s->bev = bufferevent_socket_new(s->env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->defer_ev = event_new(s->env->base, -1, 0, session_defer_cb, s);
 	if (!s->bev || !s->defer_ev) {
 		static const char msg[] = "421 4.3.0 Error: out of resources\r\n";
 		if (!s->bev) {
@@ -584,7 +585,7 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		free(s);
 		return;
 	}
-	s->ident.session_id = ++worker->next_session_id;
+	s->ident.session_id = ++s->env->next_session_id;
 	s->ident.family = addr->sa_family;
 	if (addr->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
@@ -599,7 +600,7 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 	if (len <= sizeof s->peer)
 		memcpy(&s->peer, addr, len);
 	s->phase_reached = "greeting";
-	event_base_gettimeofday_cached(worker->base, &s->started);
+	event_base_gettimeofday_cached(s->env->base, &s->started);
 	TAILQ_INSERT_TAIL(&sessions, s, link);
 	n_sessions++;
 	metrics_inc(METRIC_SESSIONS);
@@ -611,7 +612,7 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		return;
 	log_info("session=%llu connect from %s port=%u", s->ident.session_id,
 		 s->ident.addr, s->ident.port);
-	s->dns = dns_ptr_start(worker->dns, addr, session_dns_done, s);
+	s->dns = dns_ptr_start(s->env->dns, addr, session_dns_done, s);
 	if (!s->dns)
 		log_warn("session=%llu cannot start PTR look-up", s->ident.session_id);
 	session_shape_accept(s, addr);

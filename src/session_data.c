@@ -21,8 +21,8 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool.h"
 #include "spool.h"
-#include "worker.h"
 
 #define DATA_FEED_MAX 16384
 
@@ -31,22 +31,24 @@ static void data_end(struct session *s);
 void session_data_begin(struct session *s)
 {
 	struct txn *t = s->txn;
-	const struct config *cfg = worker->cfg;
-	if (cfg->memory_limit && worker->memory_buffered >= cfg->memory_limit) {
+	const struct config *cfg = s->env->cfg;
+	if (cfg->memory_limit && s->env->spool->memory_buffered >= cfg->memory_limit) {
 		metrics_inc(METRIC_MEMORY_LIMIT_HITS);
 		log_warn("session=%llu client=%s DATA refused: memory cap %llu reached",
 			 s->ident.session_id, s->ident.addr, cfg->memory_limit);
 		session_reply(s, REPLY_MEMORY_FULL);
 		return;
 	}
-	t->body = spool_new(s->ident.session_id * 1000 + s->transactions % 1000);
+	t->body = spool_new(s->env->spool,
+			    s->ident.session_id * SESSION_TXN_ID_SPAN +
+				    s->transactions % SESSION_TXN_ID_SPAN);
 	if (!t->body) {
 		session_reply(s, REPLY_MEMORY_FULL);
 		return;
 	}
 	smtp_data_init(&t->data, cfg->bare_newline == CONFIG_BARE_REJECT
 					 ? SMTP_BARE_REJECT : SMTP_BARE_NORMALIZE,
-		       worker_size_limit());
+		       pool_size_limit(s->env->pool));
 	session_set_state(s, SESSION_DATA);
 	session_reply(s, REPLY_DATA_GO);
 	session_shape_body(s, true);
@@ -121,7 +123,7 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 		 code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced",
 		 code, reply ? reply->enhanced : "", text);
 	data_finish_txn(s);
-	if (worker->draining) {
+	if (s->env->draining) {
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
 		return;
@@ -140,7 +142,8 @@ static void data_replay_start(struct session *s)
 		.body = t->body,
 		.body_size = spool_size(t->body),
 	};
-	s->replay = replay_message(&s->ident, &rt, data_replayed, s);
+	s->replay = replay_message(s->env->pool, s->env->cfg, &s->ident, &rt,
+				   data_replayed, s);
 	if (!s->replay) {
 		session_reply(s, REPLY_LOCAL_ERROR);
 		data_finish_txn(s);
@@ -193,7 +196,7 @@ static void data_end(struct session *s)
 	else if (t->data.too_big)
 		refuse = REPLY_MESSAGE_TOO_BIG;
 	else if (t->data_error)
-		refuse = worker->memory_buffered >= worker->cfg->memory_limit
+		refuse = s->env->spool->memory_buffered >= s->env->cfg->memory_limit
 			? REPLY_MEMORY_FULL : REPLY_LOCAL_ERROR;
 	if (refuse != REPLY_OK) {
 		log_info("session=%llu client=%s message refused: %d%s%s",

@@ -56,8 +56,14 @@ struct txn {
 	bool data_error;    /* a spool or memory failure during DATA */
 };
 
+/* A spool's id (its file name and log lines) is the session id times this
+ * plus the transaction's number within the session, so that ids stay
+ * distinct and readable ("42003": session 42, its third message). */
+#define SESSION_TXN_ID_SPAN 1000
+
 struct session {
 	TAILQ_ENTRY(session) link;
+	struct session_env *env; /* the worker's, shared by every session */
 	struct bufferevent *bev;
 	struct client_identity ident;
 	struct sockaddr_storage peer;

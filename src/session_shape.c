@@ -44,9 +44,9 @@
 #include "log.h"
 #include "metrics.h"
 #include "signals.h"
+#include "spool.h"
 #include "store.h"
 #include "throttle.h"
-#include "worker.h"
 
 #define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
 
@@ -66,7 +66,7 @@ long session_shaped_ms(const struct session *s)
 	long ms = s->shaped_ms;
 	if (s->shaped) {
 		struct timeval now, d;
-		event_base_gettimeofday_cached(worker->base, &now);
+		event_base_gettimeofday_cached(s->env->base, &now);
 		timersub(&now, &s->shaped_since, &d);
 		ms += d.tv_sec * 1000 + d.tv_usec / 1000;
 	}
@@ -116,7 +116,7 @@ static void shape_off(struct session *s)
 
 static void shape_on(struct session *s)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	if (s->shaped || s->shape_spent || s->trusted || cfg->shape_time_ms == 0)
 		return;
 	long left = cfg->shape_time_ms - s->shaped_ms;
@@ -124,13 +124,13 @@ static void shape_on(struct session *s)
 		s->shape_spent = true;
 		return;
 	}
-	if (!s->shape_ev && !(s->shape_ev = evtimer_new(worker->base, shape_spent_cb, s)))
+	if (!s->shape_ev && !(s->shape_ev = evtimer_new(s->env->base, shape_spent_cb, s)))
 		return; /* cannot bound it: do not shape at all */
 	if (throttle_apply(s->bev, true) != 0)
 		return;
 	struct timeval tv = {left / 1000, (left % 1000) * 1000};
 	evtimer_add(s->shape_ev, &tv);
-	event_base_gettimeofday_cached(worker->base, &s->shaped_since);
+	event_base_gettimeofday_cached(s->env->base, &s->shaped_since);
 	s->shaped = true;
 	metrics_add(METRIC_SHAPED_ACTIVE, 1);
 	if (!s->ever_shaped) {
@@ -174,7 +174,7 @@ void session_shape_answered(struct session *s)
 
 static void shape_decide(struct session *s)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	if (s->trusted)
 		return;
 	if (cfg->reject_threshold && s->cls.score >= (int)cfg->reject_threshold &&
@@ -191,9 +191,9 @@ static void shape_decide(struct session *s)
 void session_signal(struct session *s, enum signal_id sig, const char *detail)
 {
 	if (classify_add(&s->cls, s->ident.session_id, s->ident.addr, sig,
-			 classify_weight(sig), detail) &&
+			 classify_weight(s->env->cfg, sig), detail) &&
 	    sig != SIGNAL_PASS && sig != SIGNAL_ALLOWLIST && sig != SIGNAL_DNSWL)
-		store_record(worker->store, session_addr(s), REPUTATION_BAD_SIGNAL);
+		store_record(s->env->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	/* Before the greeting the verdict waits for the greeting. */
 	if (s->state != SESSION_GREETING)
 		shape_decide(s);
@@ -221,7 +221,7 @@ static void shape_reputation(struct session *s, double rep)
 	if (rep < 0) {
 		char detail[32];
 		snprintf(detail, sizeof detail, "reputation=%.2f", rep);
-		int w = (int)lround(-rep * worker->cfg->weight_reputation);
+		int w = (int)lround(-rep * s->env->cfg->weight_reputation);
 		if (w > 0)
 			classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 				     SIGNAL_REPUTATION, w, detail);
@@ -257,30 +257,31 @@ static void session_store_done(void *arg, const struct store_answer *a)
 
 void session_shape_accept(struct session *s, const struct sockaddr *addr)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	int fd = session_fd(s);
-	bool async = store_async(worker->store);
-	if (worker->allow && cidr_match(worker->allow, addr)) {
+	bool async = store_async(s->env->store);
+	if (s->env->allow && cidr_match(s->env->allow, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_ALLOWLIST, 0, NULL);
-	} else if (!async && store_pass_check(worker->store, addr)) {
+	} else if (!async && store_pass_check(s->env->store, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_PASS,
 			     0, NULL);
 	}
-	if (worker->deny && cidr_match(worker->deny, addr)) {
+	if (s->env->deny && cidr_match(s->env->deny, addr)) {
 		s->trusted = false; /* deny wins over a pass */
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
-			     SIGNAL_DENYLIST, classify_weight(SIGNAL_DENYLIST), NULL);
+			     SIGNAL_DENYLIST, classify_weight(s->env->cfg, SIGNAL_DENYLIST),
+			     NULL);
 	}
 	if (!async)
-		shape_reputation(s, store_reputation(worker->store, addr));
+		shape_reputation(s, store_reputation(s->env->store, addr));
 	else if (!s->trusted) /* NULL: nothing to wait for, the default holds */
-		s->store_req = store_lookup_start(worker->store, addr,
+		s->store_req = store_lookup_start(s->env->store, addr,
 						  session_store_done, s);
-	if (worker->dnsbl && !s->trusted)
-		s->dnsbl = dnsbl_start(worker->dns, worker->dnsbl, addr,
+	if (s->env->dnsbl && !s->trusted)
+		s->dnsbl = dnsbl_start(s->env->dns, s->env->dnsbl, addr,
 				       session_dnsbl_done, s);
 	throttle_window(fd, s->trusted);
 	/* Until the verdict, read only enough to see who talks first: a
@@ -292,7 +293,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	/* The greeting runs from the session's own event, never inside
 	 * accept; greet_wait is the same for every session, so libevent's
 	 * common timeout queue keeps ten thousand waits O(1). */
-	const struct timeval *ctv = event_base_init_common_timeout(worker->base, &tv);
+	const struct timeval *ctv = event_base_init_common_timeout(s->env->base, &tv);
 	event_add(s->defer_ev, ctv ? ctv : &tv);
 }
 
@@ -324,17 +325,18 @@ void session_shape_greet_timer(struct session *s)
 		char detail[64];
 		snprintf(detail, sizeof detail, "count=%zu", evbuffer_get_length(in));
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
-			     SIGNAL_PREGREET, classify_weight(SIGNAL_PREGREET), detail);
-		store_record(worker->store, session_addr(s), REPUTATION_BAD_SIGNAL);
+			     SIGNAL_PREGREET, classify_weight(s->env->cfg, SIGNAL_PREGREET),
+			     detail);
+		store_record(s->env->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	}
 	/* The verdict waits for the look-ups, but the greeting waits at most
 	 * dns_timeout more for them: a slow or flooded resolver must not hold
 	 * every client. A late answer can still start shaping afterwards. */
 	if (!s->trusted && (s->dns || s->dnsbl || s->store_req) && !s->greet_waiting) {
 		s->greet_waiting = true;
-		long ms = worker->cfg->dns_timeout_ms;
+		long ms = s->env->cfg->dns_timeout_ms;
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-		const struct timeval *ctv = event_base_init_common_timeout(worker->base, &tv);
+		const struct timeval *ctv = event_base_init_common_timeout(s->env->base, &tv);
 		event_add(s->defer_ev, ctv ? ctv : &tv);
 		return;
 	}
@@ -359,7 +361,7 @@ void session_shape_dns_done(struct session *s, enum dns_name_status st,
 void session_shape_helo(struct session *s)
 {
 	unsigned flags = helo_check(s->helo, strlen(s->helo), session_addr(s),
-				    worker->cfg->myhostname);
+				    s->env->cfg->myhostname);
 	if (flags)
 		session_signal(s, SIGNAL_HELO, s->helo);
 }
@@ -417,14 +419,14 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 	 * DATA into 452 (a flood of big shaped messages would otherwise
 	 * do exactly that). */
 	if (!s->shaped || session_shape_client_gone(s) ||
-	    worker->memory_buffered >= worker->cfg->memory_limit / 2)
+	    s->env->spool->memory_buffered >= s->env->cfg->memory_limit / 2)
 		return false;
-	long left = worker->cfg->shape_time_ms - session_shaped_ms(s);
-	if (left > worker->cfg->shape_final_hold_ms)
-		left = worker->cfg->shape_final_hold_ms;
+	long left = s->env->cfg->shape_time_ms - session_shaped_ms(s);
+	if (left > s->env->cfg->shape_final_hold_ms)
+		left = s->env->cfg->shape_final_hold_ms;
 	if (left <= 0)
 		return false;
-	if (!s->hold_ev && !(s->hold_ev = evtimer_new(worker->base, shape_hold_cb, s)))
+	if (!s->hold_ev && !(s->hold_ev = evtimer_new(s->env->base, shape_hold_cb, s)))
 		return false; /* no timer, no hold: reply now */
 	struct timeval tv = {left / 1000, (left % 1000) * 1000};
 	if (evtimer_add(s->hold_ev, &tv) != 0)
@@ -439,7 +441,7 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 void session_shape_rcpt(struct session *s, int code)
 {
 	if (code / 100 == 5)
-		store_record(worker->store, session_addr(s), REPUTATION_RCPT_REFUSED);
+		store_record(s->env->store, session_addr(s), REPUTATION_RCPT_REFUSED);
 }
 
 void session_shape_delivered(struct session *s, int code)
@@ -450,15 +452,15 @@ void session_shape_delivered(struct session *s, int code)
 		 * proves patience, and spam from patient bots must not clean
 		 * their address or network. */
 		if (!s->ever_shaped) {
-			store_record(worker->store, session_addr(s), REPUTATION_DELIVERED);
+			store_record(s->env->store, session_addr(s), REPUTATION_DELIVERED);
 		} else {
 			metrics_inc(METRIC_SHAPED_DELIVERIES);
 			/* Patience proven: no more waiting for this client. */
-			store_pass_grant(worker->store, session_addr(s),
-					 worker->cfg->pass_ttl_ms);
+			store_pass_grant(s->env->store, session_addr(s),
+					 s->env->cfg->pass_ttl_ms);
 		}
 	} else if (code / 100 == 5) {
-		store_record(worker->store, session_addr(s), REPUTATION_MSG_REFUSED);
+		store_record(s->env->store, session_addr(s), REPUTATION_MSG_REFUSED);
 	}
 }
 
@@ -495,10 +497,11 @@ void session_shape_end(struct session *s, bool hangup)
 			    : ms < 60000 ? METRIC_HANGUP_30_60 : METRIC_HANGUP_60_PLUS);
 		log_info("session=%llu client=%s HANGUP after %ld s in %s", s->ident.session_id,
 			 s->ident.addr, ms / 1000, phase);
-		store_record(worker->store, session_addr(s), REPUTATION_HANGUP_SHAPED);
+		store_record(s->env->store, session_addr(s), REPUTATION_HANGUP_SHAPED);
 	}
 	/* A client that was never shaped and showed nothing bad passes. */
-	if (!s->ever_shaped && !s->trusted && s->cls.score < (int)worker->cfg->shape_threshold &&
+	if (!s->ever_shaped && !s->trusted && s->cls.score < (int)s->env->cfg->shape_threshold &&
 	    s->transactions > 0)
-		store_pass_grant(worker->store, session_addr(s), worker->cfg->pass_ttl_ms);
+		store_pass_grant(s->env->store, session_addr(s),
+				 s->env->cfg->pass_ttl_ms);
 }

@@ -21,15 +21,14 @@
 #include "metrics.h"
 #include "throttle.h"
 #include "tls.h"
-#include "worker.h"
 
 /* Layers TLS over the socket once the 220 has left it. */
 static void session_tls_begin(struct session *s)
 {
 	s->tls_pending = false;
-	SSL *ssl = SSL_new(worker->tls_server);
+	SSL *ssl = SSL_new(s->env->tls_server);
 	struct bufferevent *tls = ssl ? bufferevent_openssl_filter_new(
-		worker->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		s->env->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
 		BEV_OPT_CLOSE_ON_FREE) : NULL;
 	if (!tls) {
 		if (ssl)
