@@ -40,7 +40,7 @@ struct replay {
 	struct replay_txn txn;
 	replay_done_fn done;
 	void *arg;
-	struct pool_wait wait;
+	struct pool_lease lease;
 	struct backend *b;
 	unsigned owed;          /* envelope replies still to come */
 	bool envelope_failed;
@@ -56,10 +56,8 @@ struct replay {
 
 static void replay_finish(struct replay *r, bool clean)
 {
-	if (r->b) {
-		pool_release(r->pool, r->b, clean);
-		r->b = NULL;
-	}
+	pool_return(&r->lease, clean);
+	r->b = NULL;
 	/* A 421 is the server closing on sluice, not a verdict on the client:
 	 * it never reaches the client as it is (HOSTILE 94). */
 	if (r->have_result && r->result.code == 421) {
@@ -92,12 +90,13 @@ static void replay_keep(struct replay *r, const struct smtp_reply *reply)
 	r->have_result = true;
 }
 
-static void replay_conn_failed(void *arg)
+static void replay_conn_failed(void *arg, enum backend_fault fault,
+			       const char *why)
 {
 	struct replay *r = arg;
-	bool protocol = r->b && r->b->protocol_error;
+	bool protocol = fault == BACKEND_FAULT_PROTOCOL;
 	log_warn("replay: session=%llu backend connection %s: %s", r->id->session_id,
-		 protocol ? "out of protocol" : "lost", r->b ? r->b->fail_reason : "");
+		 protocol ? "out of protocol" : "lost", why);
 	/* Lost while passing the identity: the identity failed (HOSTILE 28). */
 	replay_fail(r, r->identifying ? REPLY_XCLIENT_FAILED
 		       : protocol ? REPLY_BACKEND_PROTOCOL : REPLY_BACKEND_LOST);
@@ -116,7 +115,6 @@ static bool replay_out_of_step(struct replay *r, const struct smtp_reply *reply,
 		return false;
 	log_warn("replay: session=%llu backend reply %d out of step; closing",
 		 r->id->session_id, reply->code);
-	r->b->protocol_error = true;
 	replay_fail(r, REPLY_BACKEND_PROTOCOL);
 	return true;
 }
@@ -129,7 +127,7 @@ static int replay_send(struct replay *r, const char *line, size_t len,
 		return -1;
 	}
 	if (backend_command(r->b, line, len, ends_group, timeout_ms, fn, r) != 0) {
-		/* backend_command failed the connection: on_fail follows. */
+		/* backend_command failed the connection: failed follows. */
 		return -1;
 	}
 	return 0;
@@ -219,7 +217,7 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 		return;
 	}
 	backend_take_caps(r->b, reply);
-	r->b->identity = r->id->session_id;
+	backend_set_identity(r->b, r->id->session_id);
 	r->identifying = false;
 	replay_envelope(r);
 }
@@ -271,13 +269,13 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_identify(struct replay *r)
 {
-	if (!r->cfg->backend_xclient || r->b->identity == r->id->session_id) {
+	if (!r->cfg->backend_xclient || backend_identity(r->b) == r->id->session_id) {
 		replay_envelope(r);
 		return;
 	}
 	char lines[REPLAY_XCLIENT_LINES][512];
-	size_t n = r->b->xclient
-		? replay_xclient_lines(r->id, r->b->xclient_attrs, lines,
+	size_t n = backend_caps(r->b)->xclient
+		? replay_xclient_lines(r->id, backend_caps(r->b)->xclient_attrs, lines,
 				       REPLAY_XCLIENT_LINES)
 		: 0;
 	if (n == 0) {
@@ -287,7 +285,7 @@ static void replay_identify(struct replay *r)
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}
-	r->b->identity = 0; /* unknown until the last XCLIENT is answered */
+	backend_set_identity(r->b, 0); /* unknown until the last XCLIENT is answered */
 	r->identifying = true;
 	r->owed = (unsigned)n;
 	for (size_t i = 0; i < n; i++)
@@ -371,9 +369,9 @@ static void replay_envelope(struct replay *r)
 	int n = snprintf(line, sizeof line, "MAIL FROM:<%s>", r->txn.sender);
 	if (size > 0)
 		n += snprintf(line + n, sizeof line - (size_t)n, " SIZE=%llu", size);
-	if (pm->body == SMTP_BODY_8BITMIME && r->b->eightbitmime)
+	if (pm->body == SMTP_BODY_8BITMIME && backend_caps(r->b)->eightbitmime)
 		n += snprintf(line + n, sizeof line - (size_t)n, " BODY=8BITMIME");
-	if (pm->smtputf8 && r->b->smtputf8)
+	if (pm->smtputf8 && backend_caps(r->b)->smtputf8)
 		n += snprintf(line + n, sizeof line - (size_t)n, " SMTPUTF8");
 	size_t n_rcpts = r->kind == REPLAY_RCPT ? 1 : r->txn.n_rcpts;
 	r->owed = (unsigned)(1 + n_rcpts);
@@ -406,7 +404,6 @@ static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 	if (backend_unacked(r->b) > 0) {
 		log_warn("replay: session=%llu reply %d before the end of data reached the server; "
 			 "closing", r->id->session_id, reply->code);
-		r->b->protocol_error = true;
 		replay_fail(r, REPLY_BACKEND_PROTOCOL);
 		return;
 	}
@@ -435,7 +432,7 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 		return;
 	}
 	if (backend_write(r->b, chunk) != 0)
-		return; /* on_fail follows */
+		return; /* the lease's failed follows */
 	evbuffer_drain(chunk, evbuffer_get_length(chunk));
 	if (backend_output_pending(r->b) < REPLAY_BODY_HIGHWAT)
 		replay_body_next(r);
@@ -514,11 +511,14 @@ static void replay_conn_ready(void *arg, struct backend *b, enum reply_id err)
 		return;
 	}
 	r->b = b;
-	b->owner = r;
-	b->on_fail = replay_conn_failed;
-	b->on_drain = replay_body_drain;
 	replay_identify(r);
 }
+
+static const struct pool_borrower replay_borrower = {
+	.ready = replay_conn_ready,
+	.failed = replay_conn_failed,
+	.drained = replay_body_drain,
+};
 
 static struct replay *replay_start(struct pool *pool,
 				   const struct config *cfg,
@@ -537,8 +537,8 @@ static struct replay *replay_start(struct pool *pool,
 	r->txn = *txn;
 	r->done = done;
 	r->arg = arg;
-	pool_checkout(r->pool, &r->wait, id->session_id,
-		      r->cfg->checkout_timeout_ms, replay_conn_ready, r);
+	pool_lend(r->pool, &r->lease, id->session_id,
+		  r->cfg->checkout_timeout_ms, &replay_borrower, r);
 	return r;
 }
 
@@ -562,8 +562,6 @@ void replay_cancel(struct replay *r)
 {
 	if (!r)
 		return;
-	pool_cancel(r->pool, &r->wait);
-	if (r->b)
-		pool_release(r->pool, r->b, false);
+	pool_return(&r->lease, false);
 	free(r);
 }
