@@ -149,7 +149,7 @@ static void session_log_summary(struct session *s)
 							    : "[UNAVAILABLE]",
 		 helo, s->tls ? s->tls_info : "no", s->cls.score,
 		 classify_list(&s->cls, signals, sizeof signals),
-		 s->ever_shaped ? "yes" : "no", session_shaped_ms(s) / 1000,
+		 shape_ever(&s->shape) ? "yes" : "no", shape_used_ms(&s->shape) / 1000,
 		 s->phase_reached, s->transactions,
 		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
 		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
@@ -317,9 +317,7 @@ static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 	if (s->state == SESSION_CLOSING)
 		session_flush_check(s);
-	else if (s->state == SESSION_GREETING)
-		session_shape_greet_timer(s);
-	else
+	else if (s->state != SESSION_GREETING) /* shaping's timer greets */
 		session_input(s);
 }
 
@@ -586,6 +584,7 @@ void session_accept(struct session_env *env, int fd,
 		return;
 	}
 	s->ident.session_id = ++s->env->next_session_id;
+	s->verdict_done = session_greet;
 	s->ident.family = addr->sa_family;
 	if (addr->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;

@@ -15,6 +15,7 @@
 #include "dns.h"
 #include "replay.h"
 #include "replies.h"
+#include "shape.h"
 #include "session.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
@@ -101,14 +102,11 @@ struct session {
 	struct classify cls;
 	struct dnsbl_req *dnsbl;
 	struct store_lookup *store_req; /* store = redis: pass + reputation */
-	struct event *shape_ev;      /* end of the shape_time budget */
-	struct event *hold_ev;       /* end of the end-of-data hold */
+	struct shape shape;          /* the rate limit, budget and hold */
+	/* The verdict is in: greet (session_greet, set by session.c, so that
+	 * classification never steps the session's lifecycle by name). */
+	void (*verdict_done)(struct session *s);
 	void (*hold_then)(struct session *s); /* runs when the hold ends */
-	struct timeval shaped_since; /* while shaped */
-	long shaped_ms;              /* shaped time before shaped_since */
-	bool shaped;                 /* the rate limit is on */
-	bool shape_spent;            /* shape_time used up: never again */
-	bool ever_shaped;
 	bool trusted;                /* allow list or pass cache */
 	bool reject_mode;            /* score reached reject_threshold */
 	bool greet_waiting;          /* greet_wait over, DNS still running */
@@ -153,7 +151,6 @@ void session_shape_answered(struct session *s);
 void session_shape_delivered(struct session *s, int code);
 void session_shape_rcpt(struct session *s, int code);
 void session_shape_end(struct session *s, bool hangup);
-long session_shaped_ms(const struct session *s);
 const char *session_phase(const struct session *s);
 
 /* session_tls.c */

@@ -61,18 +61,6 @@ static const struct sockaddr *session_addr(const struct session *s)
 	return (const struct sockaddr *)&s->peer;
 }
 
-long session_shaped_ms(const struct session *s)
-{
-	long ms = s->shaped_ms;
-	if (s->shaped) {
-		struct timeval now, d;
-		event_base_gettimeofday_cached(s->env->base, &now);
-		timersub(&now, &s->shaped_since, &d);
-		ms += d.tv_sec * 1000 + d.tv_usec / 1000;
-	}
-	return ms;
-}
-
 const char *session_phase(const struct session *s)
 {
 	switch (s->state) {
@@ -100,67 +88,12 @@ const char *session_phase(const struct session *s)
 	}
 }
 
-/* --- the rate limit ----------------------------------------------------- */
-
-static void shape_spent_cb(evutil_socket_t fd, short what, void *arg);
-
-static void shape_off(struct session *s)
-{
-	if (!s->shaped)
-		return;
-	s->shaped_ms = session_shaped_ms(s);
-	s->shaped = false;
-	metrics_add(METRIC_SHAPED_ACTIVE, -1);
-	throttle_apply(s->bev, false);
-}
+/* --- the rate limit (shape.c) ------------------------------------------ */
 
 static void shape_on(struct session *s)
 {
-	const struct config *cfg = s->env->cfg;
-	if (s->shaped || s->shape_spent || s->trusted || cfg->shape_time_ms == 0)
-		return;
-	long left = cfg->shape_time_ms - s->shaped_ms;
-	if (left <= 0) {
-		s->shape_spent = true;
-		return;
-	}
-	if (!s->shape_ev && !(s->shape_ev = evtimer_new(s->env->base, shape_spent_cb, s)))
-		return; /* cannot bound it: do not shape at all */
-	if (throttle_apply(s->bev, true) != 0)
-		return;
-	struct timeval tv = {left / 1000, (left % 1000) * 1000};
-	evtimer_add(s->shape_ev, &tv);
-	event_base_gettimeofday_cached(s->env->base, &s->shaped_since);
-	s->shaped = true;
-	metrics_add(METRIC_SHAPED_ACTIVE, 1);
-	if (!s->ever_shaped) {
-		s->ever_shaped = true;
-		metrics_inc(METRIC_SHAPED);
-		log_info("session=%llu client=%s SHAPED score=%d rate=%u/s for at most %lds",
-			 s->ident.session_id, s->ident.addr, s->cls.score, cfg->shape_rate,
-			 left / 1000);
-	}
-	throttle_window(session_fd(s), false);
-}
-
-/* Shaping is over for good: the budget is spent, or the client waited out
- * its end-of-data hold. */
-static void shape_done(struct session *s, const char *why)
-{
-	if (s->shape_spent || !s->ever_shaped)
-		return;
-	shape_off(s);
-	s->shape_spent = true;
-	if (s->shape_ev)
-		event_del(s->shape_ev);
-	throttle_window(session_fd(s), true);
-	log_info("session=%llu client=%s %s after %lds shaped; full speed",
-		 s->ident.session_id, s->ident.addr, why, s->shaped_ms / 1000);
-}
-
-static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
-{
-	shape_done(arg, "shape_time spent");
+	if (!s->trusted)
+		shape_start(&s->shape, s->cls.score);
 }
 
 /* The end-of-data answer goes out at once, unshaped: the hold has already
@@ -169,7 +102,7 @@ static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
  * client timeout means a duplicate (HOSTILE 106). */
 void session_shape_answered(struct session *s)
 {
-	shape_done(s, "end-of-data answered");
+	shape_finish(&s->shape, "end-of-data answered");
 }
 
 static void shape_decide(struct session *s)
@@ -255,10 +188,17 @@ static void session_store_done(void *arg, const struct store_answer *a)
 		shape_lookup_done(s);
 }
 
+static void session_verdict_due(void *arg)
+{
+	session_shape_greet_timer(arg);
+}
+
 void session_shape_accept(struct session *s, const struct sockaddr *addr)
 {
 	const struct config *cfg = s->env->cfg;
 	int fd = session_fd(s);
+	shape_init(&s->shape, s->env->base, cfg, s->bev, s->ident.session_id,
+		   s->ident.addr, session_verdict_due, s);
 	bool async = store_async(s->env->store);
 	if (s->env->allow && cidr_match(s->env->allow, addr)) {
 		s->trusted = true;
@@ -288,25 +228,22 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	 * client that may be shaped must not get 64 KiB in ahead of it. */
 	if (!s->trusted)
 		bufferevent_setwatermark(s->bev, EV_READ, 0, SHAPE_PREGREET_MAX);
-	long wait = s->trusted ? 0 : cfg->greet_wait_ms;
-	struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
-	/* The greeting runs from the session's own event, never inside
-	 * accept; greet_wait is the same for every session, so libevent's
-	 * common timeout queue keeps ten thousand waits O(1). */
-	const struct timeval *ctv = event_base_init_common_timeout(s->env->base, &tv);
-	event_add(s->defer_ev, ctv ? ctv : &tv);
+	/* The greeting runs from the verdict's own timer, never inside
+	 * accept. */
+	if (shape_verdict_after(&s->shape, s->trusted ? 0 : cfg->greet_wait_ms) != 0)
+		session_verdict_due(s); /* no timer: the verdict now */
 }
 
 /* The verdict, then the greeting (shaped or not). */
 static void shape_greet(struct session *s)
 {
 	s->greet_waiting = false;
-	event_del(s->defer_ev);
+	shape_verdict_cancel(&s->shape);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
 	shape_decide(s);
-	if (!s->shaped)
+	if (!shape_is_on(&s->shape))
 		throttle_window(session_fd(s), true);
-	session_greet(s);
+	s->verdict_done(s);
 }
 
 /* A look-up finished: greet now if greet_wait is over and nothing else is
@@ -334,11 +271,9 @@ void session_shape_greet_timer(struct session *s)
 	 * every client. A late answer can still start shaping afterwards. */
 	if (!s->trusted && (s->dns || s->dnsbl || s->store_req) && !s->greet_waiting) {
 		s->greet_waiting = true;
-		long ms = s->env->cfg->dns_timeout_ms;
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-		const struct timeval *ctv = event_base_init_common_timeout(s->env->base, &tv);
-		event_add(s->defer_ev, ctv ? ctv : &tv);
-		return;
+		if (shape_verdict_after(&s->shape, s->env->cfg->dns_timeout_ms) == 0)
+			return;
+		/* No timer: the verdict now, without the late look-ups. */
 	}
 	shape_greet(s);
 }
@@ -370,15 +305,12 @@ void session_shape_helo(struct session *s)
 
 void session_shape_body(struct session *s, bool in_body)
 {
-	if (!s->ever_shaped)
+	if (!shape_ever(&s->shape))
 		return;
-	if (in_body) {
-		/* Full speed for the body: pause the budget too. */
-		shape_off(s);
-		throttle_window(session_fd(s), true);
-	} else {
+	if (in_body)
+		shape_pause(&s->shape); /* full speed, the budget paused */
+	else
 		shape_on(s); /* the final reply goes out slowly */
-	}
 }
 
 bool session_shape_client_gone(struct session *s)
@@ -394,12 +326,13 @@ bool session_shape_client_gone(struct session *s)
 	       ti.tcpi_state == TCP_LAST_ACK;
 }
 
-static void shape_hold_cb(evutil_socket_t fd, short what, void *arg)
+static void session_hold_done(void *arg)
 {
 	struct session *s = arg;
 	void (*then)(struct session *) = s->hold_then;
 	s->hold_then = NULL;
-	then(s);
+	if (then)
+		then(s);
 }
 
 /* The end-of-data reply of a shaped session waits, silently, for the rest
@@ -418,24 +351,15 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 	 * stop holding rather than let held bot messages push legitimate
 	 * DATA into 452 (a flood of big shaped messages would otherwise
 	 * do exactly that). */
-	if (!s->shaped || session_shape_client_gone(s) ||
+	if (!shape_is_on(&s->shape) || session_shape_client_gone(s) ||
 	    s->env->spool->memory_buffered >= s->env->cfg->memory_limit / 2)
 		return false;
-	long left = s->env->cfg->shape_time_ms - session_shaped_ms(s);
-	if (left > s->env->cfg->shape_final_hold_ms)
-		left = s->env->cfg->shape_final_hold_ms;
-	if (left <= 0)
-		return false;
-	if (!s->hold_ev && !(s->hold_ev = evtimer_new(s->env->base, shape_hold_cb, s)))
-		return false; /* no timer, no hold: reply now */
-	struct timeval tv = {left / 1000, (left % 1000) * 1000};
-	if (evtimer_add(s->hold_ev, &tv) != 0)
-		return false;
 	s->hold_then = then;
-	metrics_inc(METRIC_FINAL_HOLDS);
-	log_info("session=%llu client=%s HOLD end-of-data reply for %ld s", s->ident.session_id,
-		 s->ident.addr, (left + 500) / 1000);
-	return true;
+	if (shape_hold(&s->shape, s->env->cfg->shape_final_hold_ms,
+		       session_hold_done))
+		return true;
+	s->hold_then = NULL;
+	return false;
 }
 
 void session_shape_rcpt(struct session *s, int code)
@@ -451,7 +375,7 @@ void session_shape_delivered(struct session *s, int code)
 		 * for a client that looked clean. From a shaped session it
 		 * proves patience, and spam from patient bots must not clean
 		 * their address or network. */
-		if (!s->ever_shaped) {
+		if (!shape_ever(&s->shape)) {
 			store_record(s->env->store, session_addr(s), REPUTATION_DELIVERED);
 		} else {
 			metrics_inc(METRIC_SHAPED_DELIVERIES);
@@ -473,18 +397,10 @@ void session_shape_end(struct session *s, bool hangup)
 		dnsbl_cancel(s->dnsbl);
 		s->dnsbl = NULL;
 	}
-	bool was_shaped = s->shaped;
-	long ms = session_shaped_ms(s);
-	shape_off(s);
-	if (s->shape_ev) {
-		event_free(s->shape_ev);
-		s->shape_ev = NULL;
-	}
-	if (s->hold_ev) {
-		event_free(s->hold_ev);
-		s->hold_ev = NULL;
-		s->hold_then = NULL;
-	}
+	bool was_shaped = shape_is_on(&s->shape);
+	long ms = shape_used_ms(&s->shape);
+	shape_free(&s->shape);
+	s->hold_then = NULL;
 	if (hangup && was_shaped) {
 		static const enum metric_id by_phase[] = {
 			METRIC_HANGUP_GREETING, METRIC_HANGUP_HELO, METRIC_HANGUP_MAIL,
@@ -500,7 +416,7 @@ void session_shape_end(struct session *s, bool hangup)
 		store_record(s->env->store, session_addr(s), REPUTATION_HANGUP_SHAPED);
 	}
 	/* A client that was never shaped and showed nothing bad passes. */
-	if (!s->ever_shaped && !s->trusted && s->cls.score < (int)s->env->cfg->shape_threshold &&
+	if (!shape_ever(&s->shape) && !s->trusted && s->cls.score < (int)s->env->cfg->shape_threshold &&
 	    s->transactions > 0)
 		store_pass_grant(s->env->store, session_addr(s),
 				 s->env->cfg->pass_ttl_ms);

@@ -40,8 +40,7 @@ static void session_tls_begin(struct session *s)
 	 * layer's limit would meter the handshake's reads too): a shaped
 	 * client could never finish one at 5 B/s. SMTP bytes are shaped
 	 * again on the TLS layer once it is up (session_tls_done). */
-	if (s->shaped)
-		throttle_apply(s->bev, false);
+	shape_leave(&s->shape);
 	s->bev = tls;
 	session_install_callbacks(s); /* the read timeout bounds the handshake */
 	s->busy = true;
@@ -85,8 +84,7 @@ void session_tls_done(struct session *s)
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 	if (ssl)
 		tls_describe(ssl, s->tls_info, sizeof s->tls_info);
-	if (s->shaped)
-		throttle_apply(s->bev, true);
+	shape_join(&s->shape, s->bev);
 	metrics_inc(METRIC_TLS_HANDSHAKES);
 	log_info("session=%llu client=%s TLS established %s", s->ident.session_id,
 		 s->ident.addr, s->tls_info);
