@@ -1,7 +1,7 @@
 /*
  * classify: scoring and logging of classification signals (classify.h).
  * The checks themselves live with what they look at: dnsbl.c (lists),
- * signals.c (names, HELO, networks), store.c (reputation and passes), the
+ * rdns.c, helo.c, cidr.c (names, HELO, networks), store.c (reputation and passes), the
  * dialogue (pre-greeting talk, pipelining, bare newlines, errors). This
  * file is the one place where a signal becomes a score, a log line and a
  * counter, so every signal is reported the same way.

@@ -16,7 +16,7 @@
 #define IPADDR_V4MAPPED_OFFSET 12 /* IPv4 bytes inside ::ffff:0:0/96 */
 
 struct ipaddr {
-	sa_family_t family; /* AF_INET or AF_INET6 */
+	sa_family_t family; /* AF_INET or AF_INET6 (AF_UNSPEC: ipaddr_of) */
 	unsigned char b[IPADDR_V6_LEN]; /* IPADDR_V4_LEN used for AF_INET */
 };
 
@@ -24,6 +24,10 @@ struct ipaddr {
  * need not be aligned), IPv4-mapped unwrapped; false for anything else,
  * NULL included. */
 bool ipaddr_from_sockaddr(const struct sockaddr *sa, struct ipaddr *out);
+
+/* As ipaddr_from_sockaddr, with family AF_UNSPEC (and zero bytes) for
+ * anything that is not IP. */
+struct ipaddr ipaddr_of(const struct sockaddr *sa);
 
 /* True when the 16 bytes b are an IPv4-mapped IPv6 address. */
 bool ipaddr_is_v4mapped(const unsigned char b[IPADDR_V6_LEN]);

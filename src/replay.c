@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ascii.h"
 #include "backend.h"
 #include "config.h"
 #include "log.h"
@@ -144,7 +145,7 @@ static bool attr_offered(const char *offered, const char *attr)
 		const char *end = p;
 		while (*end && *end != ' ')
 			end++;
-		if ((size_t)(end - p) == n && strncasecmp(p, attr, n) == 0)
+		if ((size_t)(end - p) == n && ascii_eq_nocase(p, n, attr, n))
 			return true;
 		p = end;
 	}

@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "limits.h"
+#include "client_limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "spool.h"
@@ -159,7 +159,7 @@ static void session_log_summary(struct session *s)
 static void session_free(struct session *s)
 {
 	if (s->counted)
-		limits_client_leave((const struct sockaddr *)&s->peer);
+		client_limits_leave((const struct sockaddr *)&s->peer);
 	session_shape_end(s, false);
 	session_log_summary(s);
 	if (s->store_req)
@@ -529,7 +529,7 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 		metrics_inc(METRIC_LIMIT_SESSIONS);
 		refuse = REPLY_TOO_MANY_SESSIONS;
 	} else {
-		unsigned count = limits_client_enter(addr);
+		unsigned count = client_limits_enter(addr);
 		s->counted = count > 0;
 		if (count == 0) {
 			refuse = REPLY_RESOURCES;

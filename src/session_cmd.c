@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "limits.h"
+#include "client_limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -447,7 +447,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	unsigned limit = s->env->cfg->tls_session_rate_limit;
-	if (limit && limits_tls_rate((const struct sockaddr *)&s->peer) > limit) {
+	if (limit && client_limits_tls_rate((const struct sockaddr *)&s->peer) > limit) {
 		metrics_inc(METRIC_LIMIT_TLS_RATE);
 		log_warn("session=%llu client=%s too many new TLS sessions (tls_session_rate_limit=%u)",
 			 s->ident.session_id, s->ident.addr, limit);

@@ -88,7 +88,7 @@ struct session {
 	unsigned errors;
 	unsigned commands;
 	unsigned junk;            /* NOOP, RSET, VRFY, HELP */
-	bool counted;             /* in limits' per-address count */
+	bool counted;             /* in client_limits' per-address count */
 	struct timeval cmd_deadline; /* the next command is due by then */
 	unsigned transactions;
 	unsigned rcpt_accepted, rcpt_refused;
