@@ -33,6 +33,35 @@
 
 enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE };
 
+/* The exchange's steps, in order (a check goes ENVELOPE -> RSET). */
+#define REPLAY_STEPS(X)                                                     \
+	X(REPLAY_STEP_LEASE, "lease")       /* waiting for a connection */  \
+	X(REPLAY_STEP_IDENTIFY, "identify") /* XCLIENT and its EHLO */      \
+	X(REPLAY_STEP_ENVELOPE, "envelope") /* MAIL and RCPT replies owed */\
+	X(REPLAY_STEP_DATA, "data")         /* DATA sent, 354 awaited */    \
+	X(REPLAY_STEP_BODY, "body")         /* the body is being sent */    \
+	X(REPLAY_STEP_DOT, "dot")           /* "." sent, its answer owed */ \
+	X(REPLAY_STEP_RSET, "rset")         /* RSET sent */
+
+enum replay_step {
+#define REPLAY_STEP_ENUM(id, name) id,
+	REPLAY_STEPS(REPLAY_STEP_ENUM)
+#undef REPLAY_STEP_ENUM
+};
+
+static const char *const replay_step_names[] = {
+#define REPLAY_STEP_NAME(id, name) name,
+	REPLAY_STEPS(REPLAY_STEP_NAME)
+#undef REPLAY_STEP_NAME
+};
+
+/* What the envelope's replies said. */
+enum replay_envelope {
+	REPLAY_ENV_OK,
+	REPLAY_ENV_RCPT_REFUSED, /* a recipient refused */
+	REPLAY_ENV_MAIL_REFUSED, /* MAIL refused */
+};
+
 struct replay {
 	struct pool *pool;
 	const struct config *cfg;
@@ -44,16 +73,22 @@ struct replay {
 	struct pool_lease lease;
 	struct backend *b;
 	unsigned owed;          /* envelope replies still to come */
-	bool envelope_failed;
-	bool mail_failed;
-	bool identifying;       /* XCLIENT and its EHLO under way */
-	bool body_started;      /* 354 received: the body is being sent */
-	bool body_reading;      /* a spool read is in flight */
-	bool body_done;
+	enum replay_step step;  /* set by replay_set_step only */
+	enum replay_envelope env;
+	bool body_reading;      /* a spool read is in flight (BODY) */
 	bool have_result;
 	enum reply_id local;
 	struct smtp_reply result;
 };
+
+static void replay_set_step(struct replay *r, enum replay_step st)
+{
+	if (r->step == st)
+		return;
+	log_debug("replay: session=%llu step %s -> %s", r->id->session_id,
+		  replay_step_names[r->step], replay_step_names[st]);
+	r->step = st;
+}
 
 static void replay_finish(struct replay *r, bool clean)
 {
@@ -99,7 +134,7 @@ static void replay_conn_failed(void *arg, enum backend_fault fault,
 	log_warn("replay: session=%llu backend connection %s: %s", r->id->session_id,
 		 protocol ? "out of protocol" : "lost", why);
 	/* Lost while passing the identity: the identity failed (HOSTILE 28). */
-	replay_fail(r, r->identifying ? REPLY_XCLIENT_FAILED
+	replay_fail(r, r->step == REPLAY_STEP_IDENTIFY ? REPLY_XCLIENT_FAILED
 		       : protocol ? REPLY_BACKEND_PROTOCOL : REPLY_BACKEND_LOST);
 }
 
@@ -219,7 +254,6 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 	}
 	backend_take_caps(r->b, reply);
 	backend_set_identity(r->b, r->id->session_id);
-	r->identifying = false;
 	replay_envelope(r);
 }
 
@@ -287,7 +321,7 @@ static void replay_identify(struct replay *r)
 		return;
 	}
 	backend_set_identity(r->b, 0); /* unknown until the last XCLIENT is answered */
-	r->identifying = true;
+	replay_set_step(r, REPLAY_STEP_IDENTIFY);
 	r->owed = (unsigned)n;
 	for (size_t i = 0; i < n; i++)
 		if (replay_send(r, lines[i], strlen(lines[i]), true, 0,
@@ -307,6 +341,7 @@ static void replay_rset_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_rset(struct replay *r)
 {
+	replay_set_step(r, REPLAY_STEP_RSET);
 	replay_send(r, "RSET", 4, false, 0, replay_rset_reply);
 }
 
@@ -316,15 +351,17 @@ static void replay_envelope_done(struct replay *r)
 {
 	if (r->kind == REPLAY_RCPT)
 		return; /* its RSET went out in the same group; its reply ends it */
-	if (r->envelope_failed) {
+	if (r->env != REPLAY_ENV_OK) {
 		/* What the server accepted at RCPT time it now refuses: the
 		 * client gets a 451 and tries again later, never a refusal
 		 * sluice cannot stand behind (HOSTILE 35). */
 		r->have_result = false;
-		r->local = r->mail_failed ? REPLY_ENVELOPE_CHANGED : REPLY_RCPT_CHANGED;
+		r->local = r->env == REPLAY_ENV_MAIL_REFUSED ? REPLY_ENVELOPE_CHANGED
+							    : REPLY_RCPT_CHANGED;
 		replay_rset(r);
 		return;
 	}
+	replay_set_step(r, REPLAY_STEP_DATA);
 	replay_send(r, "DATA", 4, true, 0, replay_data_reply);
 }
 
@@ -334,12 +371,12 @@ static void replay_envelope_reply(void *arg, const struct smtp_reply *reply)
 	if (replay_out_of_step(r, reply, false))
 		return;
 	bool ok = reply->code / 100 == 2;
-	if (!r->envelope_failed || r->kind == REPLAY_RCPT) {
-		if (!ok && !r->envelope_failed) {
+	if (r->env == REPLAY_ENV_OK || r->kind == REPLAY_RCPT) {
+		if (!ok && r->env == REPLAY_ENV_OK) {
 			/* The first refusal is the answer the client gets. */
-			r->envelope_failed = true;
+			r->env = REPLAY_ENV_RCPT_REFUSED;
 			replay_keep(r, reply);
-		} else if (!r->envelope_failed) {
+		} else if (r->env == REPLAY_ENV_OK) {
 			replay_keep(r, reply); /* for a check: the RCPT reply */
 		}
 	}
@@ -353,8 +390,7 @@ static void replay_mail_reply(void *arg, const struct smtp_reply *reply)
 	if (replay_out_of_step(r, reply, false))
 		return;
 	if (reply->code / 100 != 2) {
-		r->mail_failed = true;
-		r->envelope_failed = true;
+		r->env = REPLAY_ENV_MAIL_REFUSED;
 		replay_keep(r, reply);
 	}
 	if (--r->owed == 0)
@@ -375,6 +411,7 @@ static void replay_envelope(struct replay *r)
 	if (pm->smtputf8 && backend_caps(r->b)->smtputf8)
 		n += snprintf(line + n, sizeof line - (size_t)n, " SMTPUTF8");
 	size_t n_rcpts = r->kind == REPLAY_RCPT ? 1 : r->txn.n_rcpts;
+	replay_set_step(r, REPLAY_STEP_ENVELOPE);
 	r->owed = (unsigned)(1 + n_rcpts);
 	if (replay_send(r, line, (size_t)n, false, 0, replay_mail_reply) != 0)
 		return;
@@ -426,7 +463,7 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 		return;
 	}
 	if (evbuffer_get_length(chunk) == 0) {
-		r->body_done = true;
+		replay_set_step(r, REPLAY_STEP_DOT);
 		/* The body always ends in CR LF (smtp_data), so "." starts a line. */
 		replay_send(r, ".", 1, true, r->cfg->backend_data_timeout_ms,
 			    replay_final_reply);
@@ -441,7 +478,7 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 
 static void replay_body_next(struct replay *r)
 {
-	if (!r->body_started || r->body_reading || r->body_done)
+	if (r->step != REPLAY_STEP_BODY || r->body_reading)
 		return;
 	r->body_reading = true;
 	spool_read(r->txn.body, replay_body_chunk, r);
@@ -498,7 +535,7 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 	}
 	if (!r->cfg->backend_xclient)
 		replay_received_header(r);
-	r->body_started = true;
+	replay_set_step(r, REPLAY_STEP_BODY);
 	replay_body_next(r);
 }
 

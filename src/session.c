@@ -29,15 +29,19 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "client_limits.h"
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
 #include "spool.h"
 #include "store.h"
 
 #define SESSION_SKIP_MAX (1024 * 1024) /* overlong line bytes skipped before we give up */
 #define SESSION_ERRORS_SIGNAL 3        /* protocol errors before ERRORS fires */
+/* CLOSING: how often to look whether the last reply has left (the TLS
+ * filter's write callback comes before the socket's buffer is empty). */
+#define SESSION_FLUSH_POLL_MS 20
 
 static const char *const session_state_names[] = {
 #define SESSION_STATE_NAME(s) #s,
@@ -69,7 +73,7 @@ void session_set_state(struct session *s, enum session_state st)
 static void session_timeouts(struct session *s, bool reading)
 {
 	long ms = s->env->cfg->smtpd_timeout_ms;
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval tv = mstime_tv(ms);
 	bufferevent_set_timeouts(s->bev, reading ? &tv : NULL, &tv);
 }
 
@@ -150,7 +154,7 @@ static void session_log_summary(struct session *s)
 		 helo, s->tls ? s->tls_info : "no", s->cls.score,
 		 classify_list(&s->cls, signals, sizeof signals),
 		 shape_ever(&s->shape) ? "yes" : "no", shape_used_ms(&s->shape) / 1000,
-		 s->phase_reached, s->transactions,
+		 session_phase_name(s->phase_reached), s->transactions,
 		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
 		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
 		 s->outcome[0] ? s->outcome : "closed");
@@ -224,18 +228,21 @@ static void session_flush_check(struct session *s)
 		session_schedule_free(s);
 		return;
 	}
-	struct timeval tv = {0, 20000};
+	struct timeval tv = mstime_tv(SESSION_FLUSH_POLL_MS);
 	event_add(s->defer_ev, &tv);
 }
 
-void session_close(struct session *s, const char *outcome)
+/* hangup: the client closed the connection (EOF), which is what shaping
+ * counts; outcome is for the log only. */
+static void session_close_as(struct session *s, const char *outcome,
+			     bool hangup)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
 	if (!s->outcome[0])
 		snprintf(s->outcome, sizeof s->outcome, "%s", outcome);
 	s->phase_reached = session_phase(s);
-	session_shape_end(s, strncmp(outcome, "disconnect", 10) == 0);
+	session_shape_end(s, hangup);
 	session_set_state(s, SESSION_CLOSING);
 	if (s->store_req) {
 		store_lookup_cancel(s->store_req);
@@ -257,6 +264,11 @@ void session_close(struct session *s, const char *outcome)
 	bufferevent_set_timeouts(s->bev, NULL, &tv);
 	bufferevent_enable(s->bev, EV_WRITE);
 	session_flush_check(s);
+}
+
+void session_close(struct session *s, const char *outcome)
+{
+	session_close_as(s, outcome, false);
 }
 
 void session_error(struct session *s)
@@ -289,6 +301,7 @@ static void session_dns_done(enum dns_name_status st, const char *name, void *ar
 	if (s->after_dns) {
 		void (*then)(struct session *) = s->after_dns;
 		s->after_dns = NULL;
+		session_set_wait(s, SESSION_WAIT_REPLAY); /* what waited for it */
 		then(s);
 	}
 }
@@ -298,17 +311,35 @@ bool session_identity_ready(struct session *s, void (*then)(struct session *))
 	if (!s->dns)
 		return true;
 	s->after_dns = then;
+	session_set_wait(s, SESSION_WAIT_DNS);
 	return false;
 }
 
 /* --- input loop -------------------------------------------------------- */
 
-void session_set_busy(struct session *s, bool busy)
+static const char *const session_wait_names[] = {
+#define SESSION_WAIT_NAME(id, name) name,
+	SESSION_WAITS(SESSION_WAIT_NAME)
+#undef SESSION_WAIT_NAME
+};
+
+/* The one setter of s->wait. */
+void session_set_wait(struct session *s, enum session_wait w)
 {
-	s->busy = busy;
+	if (s->wait == w)
+		return;
+	log_debug("session=%llu wait %s -> %s", s->ident.session_id,
+		  session_wait_names[s->wait], session_wait_names[w]);
+	s->wait = w;
+}
+
+/* Input stops (w) or resumes (NONE), with the timeouts that go with it. */
+void session_wait_for(struct session *s, enum session_wait w)
+{
+	session_set_wait(s, w);
 	/* While sluice owes the reply, the client's silence is not idleness. */
-	session_timeouts(s, !busy);
-	if (!busy)
+	session_timeouts(s, w == SESSION_WAIT_NONE);
+	if (w == SESSION_WAIT_NONE)
 		session_resume(s);
 }
 
@@ -395,7 +426,7 @@ static void session_input(struct session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	unsigned commands = 0;
-	while (!s->busy && s->state != SESSION_CLOSING &&
+	while (s->wait == SESSION_WAIT_NONE && s->state != SESSION_CLOSING &&
 	       s->state != SESSION_GREETING) {
 		if (s->state == SESSION_DATA) {
 			if (!session_data_input(s))
@@ -418,7 +449,7 @@ static void session_input(struct session *s)
 void session_arm_command_deadline(struct session *s)
 {
 	long ms = s->env->cfg->smtpd_timeout_ms;
-	struct timeval now, tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval now, tv = mstime_tv(ms);
 	event_base_gettimeofday_cached(s->env->base, &now);
 	timeradd(&now, &tv, &s->cmd_deadline);
 }
@@ -428,7 +459,7 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 	struct session *s = arg;
 	/* smtpd_timeout bounds each command, not each read: a client that
 	 * dribbles a line byte by byte (slowloris) is cut off all the same. */
-	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
+	if (s->wait == SESSION_WAIT_NONE && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
 	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec &&
 	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
 		struct timeval now;
@@ -459,7 +490,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* The client could not answer before our reply had left: with a
 	 * shaped reply, that is seconds. The command's time starts now. */
-	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING) {
+	if (s->wait == SESSION_WAIT_NONE && s->state != SESSION_DATA && s->state != SESSION_GREETING) {
 		session_arm_command_deadline(s);
 		session_timeouts(s, true);
 	}
@@ -494,14 +525,14 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* Nothing more can be written to this client. */
 	evbuffer_drain(bufferevent_get_output(bev),
 		       evbuffer_get_length(bufferevent_get_output(bev)));
-	session_close(s, outcome);
+	session_close_as(s, outcome, what & BEV_EVENT_EOF);
 }
 
 void session_install_callbacks(struct session *s)
 {
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
-	session_timeouts(s, !s->busy);
+	session_timeouts(s, s->wait == SESSION_WAIT_NONE);
 }
 
 /* --- accept ------------------------------------------------------------ */
@@ -598,7 +629,7 @@ void session_accept(struct session_env *env, int fd,
 	s->ident.name_status = DNS_NAME_TEMPFAIL;
 	if (len <= sizeof s->peer)
 		memcpy(&s->peer, addr, len);
-	s->phase_reached = "greeting";
+	s->phase_reached = SESSION_PHASE_GREETING;
 	event_base_gettimeofday_cached(s->env->base, &s->started);
 	TAILQ_INSERT_TAIL(&sessions, s, link);
 	n_sessions++;
@@ -623,7 +654,9 @@ void session_shutdown_all(void)
 	for (s = TAILQ_FIRST(&sessions); s; s = next) {
 		next = TAILQ_NEXT(s, link);
 		/* A replay in flight finishes first: its client gets the
-		 * server's answer, then the 421 from session_end_replay. */
+		 * server's answer, then the 421 (data_replayed sees
+		 * env->draining; after a recipient check, the worker's next
+		 * drain poll calls this again). */
 		if (s->replay || s->state == SESSION_CLOSING)
 			continue;
 		session_reply(s, REPLY_SHUTDOWN);

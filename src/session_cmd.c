@@ -319,7 +319,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 				session_reply(s, REPLY_MEMORY_FULL);
 				free(t->pending_rcpt);
 				t->pending_rcpt = NULL;
-				session_set_busy(s, false);
+				session_wait_for(s, SESSION_WAIT_NONE);
 				return;
 			}
 			t->rcpts = r;
@@ -346,7 +346,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 		session_reply_relay(s, reply);
 	else
 		session_reply(s, local);
-	session_set_busy(s, false);
+	session_wait_for(s, SESSION_WAIT_NONE);
 }
 
 static void rcpt_start(struct session *s)
@@ -364,7 +364,7 @@ static void rcpt_start(struct session *s)
 		free(t->pending_rcpt);
 		t->pending_rcpt = NULL;
 		session_reply(s, REPLY_MEMORY_FULL);
-		session_set_busy(s, false);
+		session_wait_for(s, SESSION_WAIT_NONE);
 	}
 }
 
@@ -387,7 +387,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
 		session_reply(s, REPLY_MEMORY_FULL);
 		return;
 	}
-	session_set_busy(s, true);
+	session_wait_for(s, SESSION_WAIT_REPLAY);
 	if (session_identity_ready(s, rcpt_start))
 		rcpt_start(s);
 }

@@ -78,7 +78,7 @@ bool session_data_input(struct session *s)
 		}
 		if (t->data.done) {
 			data_end(s);
-			return !s->busy && s->state != SESSION_CLOSING;
+			return s->wait == SESSION_WAIT_NONE && s->state != SESSION_CLOSING;
 		}
 	}
 	return false;
@@ -128,7 +128,7 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 		session_close(s, "shutting down");
 		return;
 	}
-	session_set_busy(s, false);
+	session_wait_for(s, SESSION_WAIT_NONE);
 }
 
 static void data_replay_start(struct session *s)
@@ -147,7 +147,7 @@ static void data_replay_start(struct session *s)
 	if (!s->replay) {
 		session_reply(s, REPLY_LOCAL_ERROR);
 		data_finish_txn(s);
-		session_set_busy(s, false);
+		session_wait_for(s, SESSION_WAIT_NONE);
 	}
 }
 
@@ -163,6 +163,7 @@ static void data_release(struct session *s)
 		session_close(s, "closed before end-of-data reply");
 		return;
 	}
+	session_set_wait(s, SESSION_WAIT_REPLAY);
 	if (session_identity_ready(s, data_replay_start))
 		data_replay_start(s);
 }
@@ -175,10 +176,12 @@ static void data_spooled(void *arg, int status, struct evbuffer *chunk)
 			 s->ident.addr);
 		session_reply(s, REPLY_LOCAL_ERROR);
 		data_finish_txn(s);
-		session_set_busy(s, false);
+		session_wait_for(s, SESSION_WAIT_NONE);
 		return;
 	}
-	if (!session_shape_hold(s, data_release))
+	if (session_shape_hold(s, data_release))
+		session_set_wait(s, SESSION_WAIT_HOLD);
+	else
 		data_release(s);
 }
 
@@ -208,6 +211,6 @@ static void data_end(struct session *s)
 		return;
 	}
 	session_set_state(s, SESSION_RCPT);
-	session_set_busy(s, true);
+	session_wait_for(s, SESSION_WAIT_SPOOL);
 	spool_finish(t->body, data_spooled, s);
 }

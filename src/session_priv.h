@@ -57,6 +57,37 @@ struct txn {
 	bool data_error;    /* a spool or memory failure during DATA */
 };
 
+/* Where a session is in the dialogue, as the hang-up metrics and the
+ * summary line count it. */
+#define SESSION_PHASES(X)                                                   \
+	X(SESSION_PHASE_GREETING, "greeting")                               \
+	X(SESSION_PHASE_HELO, "helo")                                       \
+	X(SESSION_PHASE_MAIL, "mail")                                       \
+	X(SESSION_PHASE_RCPT, "rcpt")                                       \
+	X(SESSION_PHASE_DATA, "data")                                       \
+	X(SESSION_PHASE_END, "end")
+
+enum session_phase {
+#define SESSION_PHASE_ENUM(id, name) id,
+	SESSION_PHASES(SESSION_PHASE_ENUM)
+#undef SESSION_PHASE_ENUM
+};
+
+/* What a session waits for while its input is stopped (one at a time). */
+#define SESSION_WAITS(X)                                                    \
+	X(SESSION_WAIT_NONE, "none")                                        \
+	X(SESSION_WAIT_REPLAY, "replay")   /* the mail server's answer */   \
+	X(SESSION_WAIT_DNS, "dns")         /* the PTR result, for XCLIENT */ \
+	X(SESSION_WAIT_TLS, "tls")         /* the TLS handshake */          \
+	X(SESSION_WAIT_SPOOL, "spool")     /* the body reaching the spool */ \
+	X(SESSION_WAIT_HOLD, "hold")       /* the end-of-data hold */
+
+enum session_wait {
+#define SESSION_WAIT_ENUM(id, name) id,
+	SESSION_WAITS(SESSION_WAIT_ENUM)
+#undef SESSION_WAIT_ENUM
+};
+
 /* A spool's id (its file name and log lines) is the session id times this
  * plus the transaction's number within the session, so that ids stay
  * distinct and readable ("42003": session 42, its third message). */
@@ -77,8 +108,7 @@ struct session {
 	struct event *defer_ev; /* resume input on the next loop turn */
 	struct timeval started;
 	struct timeval flush_deadline; /* CLOSING: free by then at the latest */
-	bool busy;              /* waiting for a replay, DNS or TLS */
-	bool wait_dns;          /* a replay waits for the PTR result */
+	enum session_wait wait; /* input stops while not NONE */
 	bool tls;
 	bool tls_pending;       /* STARTTLS answered; TLS once the 220 is out */
 	bool esmtp;
@@ -94,7 +124,7 @@ struct session {
 	unsigned rcpt_accepted, rcpt_refused;
 	unsigned long long bytes_in, bytes_out;
 	char outcome[48];
-	const char *phase_reached; /* for the summary: where it ended */
+	enum session_phase phase_reached; /* for the summary: where it ended */
 	char tls_info[96];
 	void (*after_dns)(struct session *s);
 
@@ -119,7 +149,8 @@ void session_reply(struct session *s, enum reply_id id);
 void session_reply_relay(struct session *s, const struct smtp_reply *r);
 void session_close(struct session *s, const char *outcome);
 void session_resume(struct session *s);
-void session_set_busy(struct session *s, bool busy);
+void session_set_wait(struct session *s, enum session_wait w);
+void session_wait_for(struct session *s, enum session_wait w);
 void session_error(struct session *s);
 void session_txn_free(struct session *s);
 bool session_identity_ready(struct session *s, void (*then)(struct session *));
@@ -151,7 +182,8 @@ void session_shape_answered(struct session *s);
 void session_shape_delivered(struct session *s, int code);
 void session_shape_rcpt(struct session *s, int code);
 void session_shape_end(struct session *s, bool hangup);
-const char *session_phase(const struct session *s);
+enum session_phase session_phase(const struct session *s);
+const char *session_phase_name(enum session_phase ph);
 
 /* session_tls.c */
 void session_tls_start(struct session *s);

@@ -61,30 +61,40 @@ static const struct sockaddr *session_addr(const struct session *s)
 	return (const struct sockaddr *)&s->peer;
 }
 
-const char *session_phase(const struct session *s)
+const char *session_phase_name(enum session_phase ph)
+{
+	static const char *const names[] = {
+#define SESSION_PHASE_NAME(id, name) name,
+		SESSION_PHASES(SESSION_PHASE_NAME)
+#undef SESSION_PHASE_NAME
+	};
+	return (unsigned)ph < sizeof names / sizeof names[0] ? names[ph] : "?";
+}
+
+enum session_phase session_phase(const struct session *s)
 {
 	switch (s->state) {
 	case SESSION_GREETING:
-		return "greeting";
+		return SESSION_PHASE_GREETING;
 	case SESSION_INIT:
 		/* A slowed greeting still on its way out: the client never
 		 * saw the end of it. */
 		if (s->commands == 0 &&
 		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
-			return "greeting";
-		return "helo";
+			return SESSION_PHASE_GREETING;
+		return SESSION_PHASE_HELO;
 	case SESSION_READY:
-		return "mail";
+		return SESSION_PHASE_MAIL;
 	case SESSION_MAIL:
 	case SESSION_RCPT:
 		/* The body is in; the end-of-data reply is held or replaying. */
-		if (s->txn && s->txn->body && s->busy)
-			return "data";
-		return "rcpt";
+		if (s->txn && s->txn->body && s->wait != SESSION_WAIT_NONE)
+			return SESSION_PHASE_DATA;
+		return SESSION_PHASE_RCPT;
 	case SESSION_DATA:
-		return "data";
+		return SESSION_PHASE_DATA;
 	default:
-		return "end";
+		return SESSION_PHASE_END;
 	}
 }
 
@@ -402,13 +412,18 @@ void session_shape_end(struct session *s, bool hangup)
 	shape_free(&s->shape);
 	s->hold_then = NULL;
 	if (hangup && was_shaped) {
+		/* A hang-up after the end counts as one in data, as ever. */
 		static const enum metric_id by_phase[] = {
-			METRIC_HANGUP_GREETING, METRIC_HANGUP_HELO, METRIC_HANGUP_MAIL,
-			METRIC_HANGUP_RCPT, METRIC_HANGUP_DATA};
-		const char *phase = session_phase(s);
-		int i = !strcmp(phase, "greeting") ? 0 : !strcmp(phase, "helo") ? 1
-			: !strcmp(phase, "mail") ? 2 : !strcmp(phase, "rcpt") ? 3 : 4;
-		metrics_inc(by_phase[i]);
+			[SESSION_PHASE_GREETING] = METRIC_HANGUP_GREETING,
+			[SESSION_PHASE_HELO] = METRIC_HANGUP_HELO,
+			[SESSION_PHASE_MAIL] = METRIC_HANGUP_MAIL,
+			[SESSION_PHASE_RCPT] = METRIC_HANGUP_RCPT,
+			[SESSION_PHASE_DATA] = METRIC_HANGUP_DATA,
+			[SESSION_PHASE_END] = METRIC_HANGUP_DATA,
+		};
+		enum session_phase ph = session_phase(s);
+		const char *phase = session_phase_name(ph);
+		metrics_inc(by_phase[ph]);
 		metrics_inc(ms < 10000 ? METRIC_HANGUP_0_10 : ms < 30000 ? METRIC_HANGUP_10_30
 			    : ms < 60000 ? METRIC_HANGUP_30_60 : METRIC_HANGUP_60_PLUS);
 		log_info("session=%llu client=%s HANGUP after %ld s in %s", s->ident.session_id,

@@ -43,7 +43,7 @@ static void session_tls_begin(struct session *s)
 	shape_leave(&s->shape);
 	s->bev = tls;
 	session_install_callbacks(s); /* the read timeout bounds the handshake */
-	s->busy = true;
+	session_set_wait(s, SESSION_WAIT_TLS);
 	bufferevent_enable(tls, EV_READ | EV_WRITE);
 }
 
@@ -58,7 +58,7 @@ void session_tls_start(struct session *s)
 	}
 	session_reply(s, REPLY_TLS_GO);
 	s->tls = true; /* from here on, even a failed handshake is "TLS" */
-	s->busy = true;
+	session_set_wait(s, SESSION_WAIT_TLS);
 	session_txn_free(s);
 	free(s->helo);
 	s->helo = NULL;
@@ -88,5 +88,5 @@ void session_tls_done(struct session *s)
 	metrics_inc(METRIC_TLS_HANDSHAKES);
 	log_info("session=%llu client=%s TLS established %s", s->ident.session_id,
 		 s->ident.addr, s->tls_info);
-	session_set_busy(s, false);
+	session_wait_for(s, SESSION_WAIT_NONE);
 }

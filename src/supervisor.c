@@ -41,6 +41,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
 #include "spool.h"
 #include "worker.h"
 
@@ -57,7 +58,11 @@ struct sup_worker {
 };
 
 static struct config *cur_cfg;
-static struct config *old_cfgs[8]; /* kept alive: draining workers are forks */
+/* Earlier generations' configurations. Nothing reads them: a forked
+ * worker has its own copy. They are not freed because the first one is
+ * main's, not ours; the ring only bounds what is held (the oldest pointer
+ * is dropped, so each reload past eight leaks one struct config). */
+static struct config *old_cfgs[8];
 static const char *cfg_path;
 static char *const *cfg_overrides;
 static size_t cfg_n_overrides;
@@ -230,7 +235,7 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 	if (stopping && n_workers == 0)
 		event_base_loopexit(base, NULL);
 	if (restart) {
-		struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+		struct timeval tv = mstime_tv(delay);
 		evtimer_add(restart_ev, &tv);
 	}
 }
