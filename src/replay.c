@@ -74,6 +74,8 @@ struct replay {
 	struct backend *b;
 	unsigned owed;          /* envelope replies still to come */
 	enum replay_step step;  /* set by replay_set_step only */
+	unsigned long long key; /* replay_identity_key(id) */
+	bool fresh_taken;       /* a stale connection was swapped once */
 	enum replay_envelope env;
 	bool body_reading;      /* a spool read is in flight (BODY) */
 	bool have_result;
@@ -239,6 +241,43 @@ size_t replay_xclient_lines(const struct client_identity *id,
 
 static void replay_envelope(struct replay *r);
 static void replay_rset(struct replay *r);
+static const struct pool_borrower replay_borrower;
+
+#define REPLAY_FNV_OFFSET 14695981039346656037ULL /* FNV-1a, 64 bits */
+#define REPLAY_FNV_PRIME  1099511628211ULL
+
+static unsigned long long replay_fnv(unsigned long long h, const void *p,
+				     size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * REPLAY_FNV_PRIME;
+	return h;
+}
+
+/* The identity as XCLIENT sends it (ADDR, PORT, NAME and its status,
+ * HELO, PROTO), as a key: a connection whose server holds the same key
+ * needs no new XCLIENT. Not the session id: the client's second EHLO or
+ * its STARTTLS changes HELO or PROTO within one session. Never 0 (0 is
+ * "no identity"). A collision of two identities is 2^-64 per pair. */
+static unsigned long long replay_identity_key(const struct client_identity *id)
+{
+	unsigned long long h = REPLAY_FNV_OFFSET;
+	const char *name = id->name_status == DNS_NAME_OK && id->name ? id->name
+								     : "";
+	const char *helo = id->helo ? id->helo : "";
+	unsigned char fields[3] = { (unsigned char)id->family,
+				    (unsigned char)id->name_status,
+				    (unsigned char)id->esmtp };
+	unsigned port = id->port;
+
+	h = replay_fnv(h, id->addr, strlen(id->addr) + 1);
+	h = replay_fnv(h, &port, sizeof port);
+	h = replay_fnv(h, fields, sizeof fields);
+	h = replay_fnv(h, name, strlen(name) + 1);
+	h = replay_fnv(h, helo, strlen(helo) + 1);
+	return h ? h : 1;
+}
 
 static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 {
@@ -253,7 +292,7 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 		return;
 	}
 	backend_take_caps(r->b, reply);
-	backend_set_identity(r->b, r->id->session_id);
+	backend_set_identity(r->b, r->key);
 	replay_envelope(r);
 }
 
@@ -304,8 +343,24 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_identify(struct replay *r)
 {
-	if (!r->cfg->backend_xclient || backend_identity(r->b) == r->id->session_id) {
+	if (!r->cfg->backend_xclient || backend_identity(r->b) == r->key) {
 		replay_envelope(r);
+		return;
+	}
+	if (!backend_caps(r->b)->xclient && backend_identity(r->b) != 0 &&
+	    !r->fresh_taken) {
+		/* Identified for another identity (this client before its new
+		 * EHLO or STARTTLS) and no longer offering XCLIENT: it cannot
+		 * carry this one. Closed; a fresh connection instead, once. */
+		log_info("replay: session=%llu connection holds a stale identity "
+			 "and cannot take XCLIENT; taking a fresh one",
+			 r->id->session_id);
+		r->fresh_taken = true;
+		pool_return(&r->lease, false);
+		r->b = NULL;
+		replay_set_step(r, REPLAY_STEP_LEASE);
+		pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
+			  &replay_borrower, r);
 		return;
 	}
 	char lines[REPLAY_XCLIENT_LINES][512];
@@ -575,8 +630,9 @@ static struct replay *replay_start(struct pool *pool,
 	r->txn = *txn;
 	r->done = done;
 	r->arg = arg;
-	pool_lend(r->pool, &r->lease, id->session_id,
-		  r->cfg->checkout_timeout_ms, &replay_borrower, r);
+	r->key = replay_identity_key(id);
+	pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
+		  &replay_borrower, r);
 	return r;
 }
 
