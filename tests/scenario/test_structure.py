@@ -1,8 +1,13 @@
 """Scenario tests for the defects issue 11 found by reading the code, each
 against the real Postfix (harness.py): a backend connection reused for the
 same client after its second EHLO must carry the new HELO to the server
-(the identity is what XCLIENT sends, not the session id).
+(the identity is what XCLIENT sends, not the session id); a SIGHUP whose
+new listen addresses cannot be bound leaves the running listeners as they
+were, also for a worker restarted afterwards.
 """
+import os
+import re
+import signal
 import uuid
 
 import pytest
@@ -59,4 +64,64 @@ def test_structure_01_second_ehlo_sends_new_xclient(postfix, sluice):
     assert len(got) == 1, pf.messages()
     rcv = got[0].get_all("Received")[0]
     assert rcv.startswith("from two.example ("), rcv
+    assert sl.alive()
+
+
+def children(ppid):
+    """Live (not zombie) child processes of ppid, from /proc/*/stat."""
+    out = set()
+    for n in os.listdir("/proc"):
+        if n.isdigit():
+            st = harness.proc_stat(int(n))
+            if st and st[1] == ppid and st[0] not in ("Z", "X"):
+                out.add(int(n))
+    return out
+
+
+def wait_log(sl, pattern, timeout=10):
+    rx = re.compile(pattern)
+    return harness.wait_until(lambda: rx.search(sl.log()), timeout)
+
+
+def deliver(sl, pf, tag):
+    tok = token(tag)
+    with connect(sl) as c:
+        c.ehlo(CLIENT23_NAME)
+        c.expect("MAIL FROM:<a@example.net>", 250)
+        c.expect("RCPT TO:<alice@example.com>", 250)
+        c.expect("DATA", 354)
+        c.send(dot_stuff(message(tok)) + b".\r\n")
+        code, text = c.read_reply(timeout=30)
+        assert code == 250, (code, text)
+    assert pf.wait_messages(1, 15, lambda m: m.subject == tok)
+
+
+@pytest.mark.deadline(60)
+def test_structure_02_failed_rebind_keeps_listeners(postfix, sluice):
+    """Issue 11, defect 2: SIGHUP with a listen address that cannot be bound
+    (192.0.2.1 is on no interface) is refused, and the running listener
+    stays: a worker killed afterwards is restarted on the same socket and
+    serves."""
+    pf = postfix()
+    sl = sluice(pf, workers=1)
+    sup = sl.proc.pid
+    first = harness.wait_until(lambda: children(sup), 5)
+    assert first, "no worker process"
+    deliver(sl, pf, "02a")
+
+    listen = sl.settings["listen"]
+    sl.settings["listen"] = "192.0.2.1:%d, %s" % (harness.free_port(), listen)
+    sl.write_config()
+    os.kill(sup, signal.SIGHUP)
+    assert wait_log(sl, r"reload: cannot bind", 10), sl.log()[-3000:]
+    sl.settings["listen"] = listen
+    sl.write_config()
+
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    assert harness.wait_until(lambda: children(sup) and not children(sup) & first, 10), \
+        "worker not restarted:\n" + sl.log()[-3000:]
+    assert wait_log(sl, r"worker 1: ready pid=(?!%s)" % "|".join(map(str, first)), 10), \
+        sl.log()[-3000:]
+    deliver(sl, pf, "02b")
     assert sl.alive()
