@@ -70,6 +70,19 @@ bool session_data_input(struct session *s)
 		size_t used = smtp_data_feed(&t->data, v.iov_base, len, out, &out_len);
 		evbuffer_drain(in, used);
 		s->bytes_in += used;
+		/* memory_limit holds on every append, not only at DATA: while
+		 * a spill is pending a message grows in memory, and many at
+		 * once would pass the cap. It may be passed by one feed (at
+		 * most SMTP_DATA_OUT_MAX(DATA_FEED_MAX) bytes) per session. */
+		if (out_len && !t->data_error && s->env->cfg->memory_limit &&
+		    s->env->spool->memory_buffered >= s->env->cfg->memory_limit) {
+			t->data_error = true;
+			t->memory_full = true;
+			metrics_inc(METRIC_MEMORY_LIMIT_HITS);
+			log_warn("session=%llu client=%s message refused: memory cap %llu "
+				 "reached during DATA", s->ident.session_id, s->ident.addr,
+				 s->env->cfg->memory_limit);
+		}
 		if (out_len && !t->data_error && spool_append(t->body, out, out_len) != 0) {
 			/* Keep reading to the end so the dialogue stays in step. */
 			t->data_error = true;
@@ -199,7 +212,8 @@ static void data_end(struct session *s)
 	else if (t->data.too_big)
 		refuse = REPLY_MESSAGE_TOO_BIG;
 	else if (t->data_error)
-		refuse = s->env->spool->memory_buffered >= s->env->cfg->memory_limit
+		refuse = t->memory_full ||
+				 s->env->spool->memory_buffered >= s->env->cfg->memory_limit
 			? REPLY_MEMORY_FULL : REPLY_LOCAL_ERROR;
 	if (refuse != REPLY_OK) {
 		log_info("session=%llu client=%s message refused: %d%s%s",

@@ -55,6 +55,7 @@ struct txn {
 	struct smtp_data data;
 	struct spool *body;
 	bool data_error;    /* a spool or memory failure during DATA */
+	bool memory_full;   /* ... because memory_limit was reached */
 };
 
 /* Where a session is in the dialogue, as the hang-up metrics and the
