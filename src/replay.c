@@ -25,11 +25,13 @@
 #include "backend.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "spool.h"
 
 #define REPLAY_XCLIENT_LINES 4
 #define REPLAY_BODY_HIGHWAT (256 * 1024)
+#define REPLAY_DOT_LEN 3 /* ".\r\n", the end of data */
 
 enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE };
 
@@ -75,6 +77,7 @@ struct replay {
 	unsigned owed;          /* envelope replies still to come */
 	enum replay_step step;  /* set by replay_set_step only */
 	unsigned long long key; /* replay_identity_key(id) */
+	struct client_identity own_id; /* orphaned: the copy r->id points to */
 	bool fresh_taken;       /* a stale connection was swapped once */
 	enum replay_envelope env;
 	bool body_reading;      /* a spool read is in flight (BODY) */
@@ -652,9 +655,65 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
 	return replay_start(pool, cfg, REPLAY_MESSAGE, id, txn, done, arg);
 }
 
+/* What an orphaned replay's end needs: the session is gone. */
+struct replay_orphan {
+	unsigned long long session_id;
+	char addr[sizeof ((struct client_identity *)0)->addr];
+	size_t n_rcpts;
+};
+
+static void replay_orphan_done(void *arg, const struct smtp_reply *reply,
+			       enum reply_id local)
+{
+	struct replay_orphan *o = arg;
+
+	if (reply) {
+		metrics_inc(METRIC_ORPHAN_ANSWERS);
+		log_warn("replay: session=%llu client=%s client gone before the answer: "
+			 "server answered %d %s %.200s (nrcpt=%zu; the client will "
+			 "retry, a 2xx here means a duplicate)", o->session_id,
+			 o->addr, reply->code, reply->enhanced, reply->text,
+			 o->n_rcpts);
+	} else {
+		log_warn("replay: session=%llu client=%s client gone before the answer: "
+			 "no answer from the server (%d)", o->session_id, o->addr,
+			 reply_code(local));
+	}
+	free(o);
+}
+
+/* Once any byte of the final dot has left, the server may queue the
+ * message whatever the client does: the replay keeps what it needs (its
+ * own copy of the identity; the envelope and the body are no longer read)
+ * and runs to the server's answer, which is logged and counted. False
+ * when out of memory (then it is cancelled as before). */
+static bool replay_orphan(struct replay *r)
+{
+	struct replay_orphan *o = calloc(1, sizeof *o);
+
+	if (!o)
+		return false;
+	o->session_id = r->id->session_id;
+	snprintf(o->addr, sizeof o->addr, "%s", r->id->addr);
+	o->n_rcpts = r->txn.n_rcpts;
+	r->own_id = *r->id;
+	r->own_id.name = NULL;
+	r->own_id.helo = NULL;
+	r->id = &r->own_id;
+	r->txn = (struct replay_txn){ .n_rcpts = o->n_rcpts };
+	r->done = replay_orphan_done;
+	r->arg = o;
+	return true;
+}
+
 void replay_cancel(struct replay *r)
 {
 	if (!r)
+		return;
+	/* The dot (".\r\n") is the last thing written: fewer bytes than
+	 * that still in our buffer means part of it has left. */
+	if (r->step == REPLAY_STEP_DOT && r->b &&
+	    backend_output_pending(r->b) < REPLAY_DOT_LEN && replay_orphan(r))
 		return;
 	pool_return(&r->lease, false);
 	free(r);

@@ -9,7 +9,11 @@
  * relaying by sluice's own address.
  *
  * The outcome is delivered once through the callback, on a later loop turn
- * than the call; replay_cancel stops it (the session is going away).
+ * than the call; replay_cancel stops it (the session is going away), except
+ * once part of the final dot has left: then the server may queue the
+ * message whatever happens, so the replay keeps its own copy of what it
+ * still needs, runs to the server's answer and logs and counts it
+ * (sluice_orphan_answers_total) instead of calling back.
  */
 #ifndef SLUICE_REPLAY_H
 #define SLUICE_REPLAY_H

@@ -3,11 +3,15 @@ against the real Postfix (harness.py): a backend connection reused for the
 same client after its second EHLO must carry the new HELO to the server
 (the identity is what XCLIENT sends, not the session id); a SIGHUP whose
 new listen addresses cannot be bound leaves the running listeners as they
-were, also for a worker restarted afterwards.
+were, also for a worker restarted afterwards; a client that hangs up
+after sluice has sent the final dot to the server does not cancel the
+replay: the server's answer is logged with its queue id and counted.
 """
+import http.client
 import os
 import re
 import signal
+import time
 import uuid
 
 import pytest
@@ -124,4 +128,38 @@ def test_structure_02_failed_rebind_keeps_listeners(postfix, sluice):
     assert wait_log(sl, r"worker 1: ready pid=(?!%s)" % "|".join(map(str, first)), 10), \
         sl.log()[-3000:]
     deliver(sl, pf, "02b")
+    assert sl.alive()
+
+
+@pytest.mark.deadline(60)
+def test_structure_03_client_gone_after_dot_replay_finishes(postfix, sluice):
+    """Issue 11, defect 3: Postfix takes 3 s to answer the final dot
+    (smtpd_end_of_data_restrictions = sleep 3); the client hangs up after
+    the dot has gone to the server. The message is queued by Postfix, and
+    sluice logs the server's answer with its queue id and counts it."""
+    pf = postfix(extra={"smtpd_end_of_data_restrictions": "sleep 3, permit"})
+    mport = harness.free_port()
+    sl = sluice(pf, metrics_listen="127.0.0.1:%d" % mport)
+    tok = token("03")
+    with connect(sl) as c:
+        c.ehlo(CLIENT23_NAME)
+        c.expect("MAIL FROM:<a@example.net>", 250)
+        c.expect("RCPT TO:<alice@example.com>", 250)
+        c.expect("DATA", 354)
+        c.send(dot_stuff(message(tok)) + b".\r\n")
+        # The replay's dot reaches Postfix well within this second, and
+        # Postfix sits on it for three.
+        time.sleep(1.0)
+    got = pf.wait_messages(1, 15, lambda m: m.subject == tok)
+    assert len(got) == 1, pf.messages()
+    line = wait_log(sl, r"client gone before the answer.*queued as", 10)
+    assert line, sl.log()[-3000:]
+    conn = http.client.HTTPConnection("127.0.0.1", mport, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    m = re.search(r"^sluice_orphan_answers_total (\d+)", body, re.M)
+    assert m and int(m.group(1)) == 1, body[-2000:]
     assert sl.alive()
