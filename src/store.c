@@ -8,7 +8,8 @@
  * struct store is the ops table, the implementation's handle and the
  * half-life (the answer's arithmetic is done here, so both stores answer
  * alike). A look-up is a small struct store_lookup owned by the caller
- * until its callback runs or it is cancelled: it holds the caller's
+ * until its callback runs or it is cancelled (store_close frees those
+ * still live, without calling back): it holds the caller's
  * callback and the implementation's handle, and frees itself before
  * calling back (the callback may start another look-up or close the
  * session).
@@ -21,6 +22,7 @@
 #include "store.h"
 
 #include <stdlib.h>
+#include <sys/queue.h>
 
 #include "log.h"
 #include "mstime.h"
@@ -28,17 +30,19 @@
 #include "store_ops.h"
 #include "store_redis.h"
 
-struct store {
-	const struct store_ops *ops;
-	void *impl;
-	long halflife_ms;
-};
-
 struct store_lookup {
+	TAILQ_ENTRY(store_lookup) link; /* in st->live until done or cancel */
 	struct store *st;
 	void *handle; /* the implementation's */
 	store_lookup_cb *cb;
 	void *arg;
+};
+
+struct store {
+	const struct store_ops *ops;
+	void *impl;
+	long halflife_ms;
+	TAILQ_HEAD(, store_lookup) live; /* freed by store_close */
 };
 
 static struct store *store_wrap(const struct store_ops *ops, void *impl,
@@ -55,6 +59,7 @@ static struct store *store_wrap(const struct store_ops *ops, void *impl,
 	st->ops = ops;
 	st->impl = impl;
 	st->halflife_ms = halflife_ms;
+	TAILQ_INIT(&st->live);
 	return st;
 }
 
@@ -79,8 +84,17 @@ struct store *store_open_redis(struct event_base *base,
 
 void store_close(struct store *st)
 {
+	struct store_lookup *l;
+
 	if (!st)
 		return;
+	/* Look-ups still live end without their callback (as the
+	 * implementation's close promises), and their handles with them. */
+	while ((l = TAILQ_FIRST(&st->live))) {
+		TAILQ_REMOVE(&st->live, l, link);
+		st->ops->cancel(st->impl, l->handle);
+		free(l);
+	}
 	st->ops->close(st->impl);
 	free(st);
 }
@@ -163,6 +177,7 @@ static void store_lookup_done_cb(void *arg, const struct store_records *r)
 
 	if (r)
 		a = store_answer_of(l->st, r);
+	TAILQ_REMOVE(&l->st->live, l, link);
 	free(l);
 	cb(cb_arg, &a);
 }
@@ -186,6 +201,7 @@ struct store_lookup *store_lookup_start(struct store *st,
 		free(l);
 		return NULL;
 	}
+	TAILQ_INSERT_TAIL(&st->live, l, link);
 	return l;
 }
 
@@ -193,6 +209,7 @@ void store_lookup_cancel(struct store_lookup *l)
 {
 	if (!l)
 		return;
+	TAILQ_REMOVE(&l->st->live, l, link);
 	l->st->ops->cancel(l->st->impl, l->handle);
 	free(l);
 }
