@@ -93,9 +93,9 @@
 #include "log.h"
 #include "pool.h"
 #include "session.h"
+#include "spool.h"
 #include "throttle.h"
 #include "tls.h"
-#include "worker.h"
 #include "workq.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -162,7 +162,9 @@ struct fuzz_session_conn {
 };
 
 static struct {
-	struct worker w;
+	struct session_env w;    /* as worker_main fills it */
+	struct spool_env spool;
+	struct workq *workq;
 	struct config cfg;
 	struct dnsbl_list dnsbl;
 	SSL_CTX *tls;
@@ -660,7 +662,7 @@ static void fuzz_session_tick_cb(evutil_socket_t fd, short what, void *arg)
 static bool fuzz_session_busy(void)
 {
 	return event_base_get_num_events(fz.w.base, EVENT_BASE_COUNT_ACTIVE) > 0 ||
-	       workq_pending(fz.w.workq) > 0;
+	       workq_pending(fz.workq) > 0;
 }
 
 static void fuzz_session_watchdog_cb(evutil_socket_t fd, short what, void *arg)
@@ -740,7 +742,7 @@ static bool fuzz_session_pool_empty(void)
 
 static bool fuzz_session_workq_empty(void)
 {
-	return workq_pending(fz.w.workq) == 0;
+	return workq_pending(fz.workq) == 0;
 }
 
 static uint32_t fuzz_session_rand(uint32_t *s)
@@ -920,8 +922,6 @@ static void fuzz_session_setup(void)
 	fuzz_session_endpoint(&cfg->backend, path);
 
 	fz.w.cfg = cfg;
-	fz.w.slot = 1;
-	worker = &fz.w;
 	if (evthread_use_pthreads() != 0 || !(fz.w.base = event_base_new()))
 		fuzz_session_die("event base", NULL);
 	fz.tick = evtimer_new(fz.w.base, fuzz_session_tick_cb, NULL);
@@ -965,11 +965,14 @@ static void fuzz_session_setup(void)
 	/* As worker_main, in its order, without listeners or privileges. */
 	if (!(fz.w.dns = dns_new(fz.w.base, cfg)))
 		fuzz_session_die("resolver", NULL);
-	if (!(fz.w.workq = workq_new(fz.w.base, 2)))
+	if (!(fz.workq = workq_new(fz.w.base, 2)))
 		fuzz_session_die("threads", NULL);
 	if (throttle_init(cfg) != 0)
 		fuzz_session_die("throttle", NULL);
 	fz.w.store = NULL; /* reputation is optional; the session runs without */
+	fz.spool = (struct spool_env){ .base = fz.w.base, .workq = fz.workq,
+				       .cfg = cfg };
+	fz.w.spool = &fz.spool;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -1000,8 +1003,6 @@ static void fuzz_session_configure(const uint8_t *h)
 	cfg->reject_threshold = h[3] & 0x02 ? 2 : 0;
 	cfg->backend_pool_size = h[3] & 0x04 ? 2 : 1;
 	fz.w.draining = false;
-	fz.w.backend_smtputf8 = false; /* what the last pool's EHLO said */
-	fz.w.backend_size_max = 0;
 
 	/* sluice caches client names for 30 s and more: a peer of its own
 	 * for each run keeps the DNS modes above in force. A fixed peer
@@ -1048,7 +1049,7 @@ static void fuzz_session_configure(const uint8_t *h)
 
 static void fuzz_session_accept_cb(evutil_socket_t fd, short what, void *arg)
 {
-	session_accept(*(int *)arg, (const struct sockaddr *)&fz.peer, fz.peer_len);
+	session_accept(&fz.w, *(int *)arg, (const struct sockaddr *)&fz.peer, fz.peer_len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -1057,7 +1058,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < FUZZ_SESSION_HEAD)
 		return 0;
 	fuzz_session_configure(data);
-	if (!(fz.w.pool = pool_new()))
+	if (!(fz.w.pool = pool_new(fz.w.base, fz.w.cfg, NULL)))
 		fuzz_session_die("pool", NULL);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
 		fuzz_session_die("socketpair", strerror(errno));
@@ -1099,12 +1100,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!fuzz_session_pool_empty())
 		fuzz_session_die("backend connections left after pool_shutdown", NULL);
 	fuzz_session_settle(bound, fuzz_session_workq_empty);
-	if (workq_pending(fz.w.workq) != 0)
+	if (workq_pending(fz.workq) != 0)
 		fuzz_session_die("thread jobs still pending", NULL);
 	/* Spool write jobs done: their deferred callbacks run on this pass. */
 	fuzz_session_pass();
 	fuzz_session_pass();
-	if (fz.w.memory_buffered != 0)
+	if (fz.spool.memory_buffered != 0)
 		fuzz_session_die("memory_buffered not back to zero", NULL);
 	pool_free(fz.w.pool);
 	fz.w.pool = NULL;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make test`: installs what is missing, builds, then runs every suite:
 # unit tests, the blocking-call lint, the self-containment check, the
-# catalogue coverage check (docs/hostile.md), the
+# layer and state check (tests/layers/check.sh), the catalogue coverage
+# check (docs/hostile.md), the
 # core scenarios against the release build, unit tests and the whole
 # scenario suite (real Postfix, real DNS server) under ASan + UBSan, and a
 # short fuzz run of every target. Ends with one line
@@ -36,6 +37,7 @@ stage build make --no-print-directory sluice
 stage unit make --no-print-directory unit
 stage lint ./scripts/lint-blocking.sh
 stage self-contained ./scripts/check-self-contained.sh
+stage layers ./tests/layers/check.sh
 stage hostile-coverage ./scripts/hostile-coverage.sh --require A,B,C,E,F,J
 stage scenario-release env SLUICE_BIN="$(pwd)/sluice" \
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider $reruns tests/scenario/test_core.py

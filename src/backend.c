@@ -32,11 +32,40 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "pool.h"
-#include "worker.h"
+#include "mstime.h"
 
 #define BACKEND_QUIT_WAIT_MS 2000
 #define BACKEND_OUT_LOWAT (64 * 1024)
+
+enum backend_state {
+	BACKEND_CONNECTING,
+	BACKEND_HANDSHAKE, /* greeting, EHLO, STARTTLS */
+	BACKEND_READY,     /* idle in the pool or lent out */
+	BACKEND_CLOSING,   /* QUIT sent */
+	BACKEND_DEAD,
+};
+
+struct backend_cmd;
+
+struct backend {
+	struct bufferevent *bev;
+	enum backend_state state;
+	bool tls;
+	struct backend_caps caps; /* what the last EHLO offered */
+	unsigned long long identity; /* key of the XCLIENT identity in force, 0 none */
+	unsigned errors;   /* 4xx/5xx replies: Postfix counts them too */
+	long long opened_ms;
+	bool lent;       /* no idle recycle while lent */
+	bool ready_seen; /* completed its opening handshake once */
+	enum backend_fault fault;
+	unsigned long long out_sent; /* bytes that left the output buffer */
+	TAILQ_HEAD(, backend_cmd) unsent;
+	TAILQ_HEAD(, backend_cmd) unanswered;
+	bool group_open; /* last written command lets another follow */
+	long reply_timeout_ms;
+	struct smtp_reply reply; /* reply being read */
+	char fail_reason[96];
+};
 
 struct backend_cmd {
 	TAILQ_ENTRY(backend_cmd) link;
@@ -58,6 +87,11 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r);
 /* The failure event lives beside the struct: allocated once per connection. */
 struct backend_private {
 	struct backend pub;
+	struct event_base *base;
+	const struct config *cfg;
+	SSL_CTX *tls_client;
+	const struct backend_hooks *hooks; /* the owner's (the pool's) */
+	void *hooks_arg;
 	struct event *fail_ev;
 	int handshake_step;
 	bool close_requested; /* freed from fail_ev, never inside a callback */
@@ -68,10 +102,10 @@ static struct backend_private *priv(struct backend *b)
 	return (struct backend_private *)b;
 }
 
-static long long now_ms(void)
+static long long now_ms(struct backend *b)
 {
 	struct timeval tv;
-	event_base_gettimeofday_cached(worker->base, &tv);
+	event_base_gettimeofday_cached(priv(b)->base, &tv);
 	return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
@@ -79,9 +113,8 @@ static long long now_ms(void)
  * is pending, so it bounds a backend that stops reading our body. */
 static void set_read_timeout(struct backend *b, long ms)
 {
-	long wms = worker->cfg->backend_timeout_ms;
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	struct timeval wtv = {wms / 1000, (wms % 1000) * 1000};
+	struct timeval tv = mstime_tv(ms);
+	struct timeval wtv = mstime_tv(priv(b)->cfg->backend_timeout_ms);
 	bufferevent_set_timeouts(b->bev, ms > 0 ? &tv : NULL, &wtv);
 }
 
@@ -108,9 +141,11 @@ size_t backend_unacked(const struct backend *b)
 	return (size_t)queued + backend_output_pending(b);
 }
 
-void backend_set_idle(struct backend *b)
+void backend_set_lent(struct backend *b, bool lent)
 {
-	set_read_timeout(b, worker->cfg->backend_idle_ms);
+	b->lent = lent;
+	if (!lent)
+		set_read_timeout(b, priv(b)->cfg->backend_idle_ms);
 }
 
 static void backend_free_cmds(struct backend *b)
@@ -136,7 +171,7 @@ static void backend_destroy(struct backend *b)
 	b->bev = NULL;
 	if (bp->fail_ev)
 		event_free(bp->fail_ev);
-	pool_backend_closed(b->pool, b);
+	bp->hooks->closed(bp->hooks_arg, b);
 	free(bp);
 }
 
@@ -147,17 +182,16 @@ static void backend_fail_fire(evutil_socket_t fd, short what, void *arg)
 		backend_destroy(b);
 		return;
 	}
-	if (b->lent && b->on_fail) {
-		b->on_fail(b->owner);
-		return;
-	}
-	pool_backend_failed(b->pool, b);
+	priv(b)->hooks->failed(priv(b)->hooks_arg, b);
 }
 
-static void backend_fail_as(struct backend *b, const char *why, bool quiet)
+static void backend_fail_as(struct backend *b, enum backend_fault fault,
+			    const char *why, bool quiet)
 {
 	if (b->state == BACKEND_DEAD)
 		return;
+	if (b->fault == BACKEND_FAULT_NONE)
+		b->fault = fault;
 	if (!b->fail_reason[0] && quiet) {
 		snprintf(b->fail_reason, sizeof b->fail_reason, "%s", why);
 	} else if (!b->fail_reason[0]) {
@@ -175,29 +209,48 @@ static void backend_fail_as(struct backend *b, const char *why, bool quiet)
 	event_active(priv(b)->fail_ev, 0, 0);
 }
 
+static void backend_fail_fault(struct backend *b, enum backend_fault fault,
+			       const char *why)
+{
+	backend_fail_as(b, fault, why, false);
+}
+
 void backend_fail(struct backend *b, const char *why)
 {
-	backend_fail_as(b, why, false);
+	backend_fail_as(b, BACKEND_FAULT_LOST, why, false);
+}
+
+/* An unsolicited line: a 421 is the server going away, which it may
+ * announce at any time; anything else is a desynchronised stream. */
+static enum backend_fault backend_fault_of(const char *line, size_t len)
+{
+	return len >= 3 && memcmp(line, "421", 3) == 0 ? BACKEND_FAULT_LOST
+							: BACKEND_FAULT_PROTOCOL;
 }
 
 static struct event *backend_fail_ev_make(struct backend *b)
 {
-	return event_new(worker->base, -1, 0, backend_fail_fire, b);
+	return event_new(priv(b)->base, -1, 0, backend_fail_fire, b);
 }
 
-struct backend *backend_open(struct pool *pool)
+struct backend *backend_open(struct event_base *base, const struct config *cfg,
+			     SSL_CTX *tls_client,
+			     const struct backend_hooks *hooks, void *hooks_arg)
 {
-	const struct config *cfg = worker->cfg;
 	struct backend_private *bp = calloc(1, sizeof *bp);
 	if (!bp)
 		return NULL;
 	struct backend *b = &bp->pub;
-	b->pool = pool;
+	bp->base = base;
+	bp->cfg = cfg;
+	bp->tls_client = tls_client;
+	bp->hooks = hooks;
+	bp->hooks_arg = hooks_arg;
 	TAILQ_INIT(&b->unsent);
 	TAILQ_INIT(&b->unanswered);
-	b->opened_ms = now_ms();
+	b->opened_ms = now_ms(b);
 	bp->fail_ev = backend_fail_ev_make(b);
-	b->bev = bufferevent_socket_new(worker->base, -1,
+	b->bev = bufferevent_socket_new(priv(b)->base, -1,
 					BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!bp->fail_ev || !b->bev) {
 		if (b->bev)
@@ -214,8 +267,7 @@ struct backend *backend_open(struct pool *pool)
 		backend_fail(b, "out of memory");
 		return b;
 	}
-	struct timeval tv = {cfg->backend_connect_timeout_ms / 1000,
-			     (cfg->backend_connect_timeout_ms % 1000) * 1000};
+	struct timeval tv = mstime_tv(cfg->backend_connect_timeout_ms);
 	bufferevent_set_timeouts(b->bev, &tv, &tv);
 	smtp_reply_init(&b->reply);
 	if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&cfg->backend.ss,
@@ -246,7 +298,7 @@ static void backend_flush(struct backend *b)
 	struct backend_cmd *c;
 	while ((c = TAILQ_FIRST(&b->unsent))) {
 		bool owed = !TAILQ_EMPTY(&b->unanswered);
-		if (owed && !(b->pipelining && b->group_open))
+		if (owed && !(b->caps.pipelining && b->group_open))
 			return;
 		TAILQ_REMOVE(&b->unsent, c, link);
 		if (bufferevent_write(b->bev, c->line, c->len) != 0) {
@@ -275,7 +327,7 @@ int backend_command(struct backend *b, const char *line, size_t len,
 	c->fn = fn;
 	c->arg = arg;
 	c->ends_group = ends_group;
-	c->timeout_ms = timeout_ms > 0 ? timeout_ms : worker->cfg->backend_timeout_ms;
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : priv(b)->cfg->backend_timeout_ms;
 	memcpy(c->line, line, len);
 	memcpy(c->line + len, "\r\n", 3);
 	c->len = len + 2;
@@ -321,7 +373,6 @@ static void backend_close_now(struct backend *b)
 	priv(b)->close_requested = true;
 	b->state = BACKEND_DEAD;
 	b->lent = false;
-	b->on_fail = NULL;
 	if (b->bev)
 		bufferevent_disable(b->bev, EV_READ | EV_WRITE);
 	backend_free_cmds(b);
@@ -333,7 +384,6 @@ void backend_close(struct backend *b, bool polite)
 	if (b->state == BACKEND_CLOSING || priv(b)->close_requested)
 		return;
 	b->lent = false;
-	b->on_fail = NULL;
 	if (!polite || b->state != BACKEND_READY || !TAILQ_EMPTY(&b->unanswered) ||
 	    backend_command(b, "QUIT", 4, true, BACKEND_QUIT_WAIT_MS,
 			    backend_quit_reply, b) != 0) {
@@ -350,28 +400,28 @@ enum { HS_GREETING, HS_EHLO, HS_STARTTLS, HS_EHLO_TLS };
 static void backend_send_ehlo(struct backend *b)
 {
 	char line[300];
-	int n = snprintf(line, sizeof line, "EHLO %s", worker->cfg->myhostname);
+	int n = snprintf(line, sizeof line, "EHLO %s", priv(b)->cfg->myhostname);
 	backend_command(b, line, (size_t)n, true, 0, backend_handshake_reply, b);
 }
 
 void backend_take_caps(struct backend *b, const struct smtp_reply *r)
 {
-	b->pipelining = r->has_pipelining;
-	b->xclient = r->has_xclient;
-	b->smtputf8 = r->has_smtputf8;
-	b->eightbitmime = r->has_8bitmime;
-	b->starttls = r->has_starttls;
-	b->size_max = r->size_max > 0 ? (unsigned long long)r->size_max : 0;
-	snprintf(b->xclient_attrs, sizeof b->xclient_attrs, "%s", r->xclient_attrs);
+	b->caps.pipelining = r->has_pipelining;
+	b->caps.xclient = r->has_xclient;
+	b->caps.smtputf8 = r->has_smtputf8;
+	b->caps.eightbitmime = r->has_8bitmime;
+	b->caps.starttls = r->has_starttls;
+	b->caps.size_max = r->size_max > 0 ? (unsigned long long)r->size_max : 0;
+	snprintf(b->caps.xclient_attrs, sizeof b->caps.xclient_attrs, "%s", r->xclient_attrs);
 }
 
 static int backend_start_tls(struct backend *b)
 {
-	SSL *ssl = worker->tls_client ? SSL_new(worker->tls_client) : NULL;
+	SSL *ssl = priv(b)->tls_client ? SSL_new(priv(b)->tls_client) : NULL;
 	if (!ssl)
 		return -1;
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
-		worker->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+		priv(b)->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
 		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!tls) {
 		SSL_free(ssl);
@@ -406,8 +456,8 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
 		return;
 	case HS_EHLO:
 		backend_take_caps(b, r);
-		if (worker->cfg->backend_tls) {
-			if (!b->starttls) {
+		if (priv(b)->cfg->backend_tls) {
+			if (!b->caps.starttls) {
 				backend_fail(b, "backend_tls = yes but STARTTLS not offered");
 				return;
 			}
@@ -431,8 +481,8 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
 	}
 	b->state = BACKEND_READY;
 	b->ready_seen = true;
-	backend_set_idle(b);
-	pool_backend_ready(b->pool, b);
+	backend_set_lent(b, false);
+	bp->hooks->ready(bp->hooks_arg, b);
 }
 
 /* --- I/O callbacks ----------------------------------------------------- */
@@ -448,14 +498,14 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 							    EVBUFFER_EOL_CRLF_STRICT);
 		if (p.pos < 0) {
 			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX) {
-				b->protocol_error = true;
-				backend_fail(b, "reply line too long");
+				backend_fail_fault(b, BACKEND_FAULT_PROTOCOL,
+						   "reply line too long");
 			}
 			return;
 		}
 		if ((size_t)p.pos > SMTP_REPLY_LINE_MAX - 2) {
-			b->protocol_error = true;
-			backend_fail(b, "reply line too long");
+			backend_fail_fault(b, BACKEND_FAULT_PROTOCOL,
+					   "reply line too long");
 			return;
 		}
 		size_t len = (size_t)p.pos;
@@ -465,8 +515,8 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		if (!c) {
 			/* Idle: Postfix's own "421 timeout" or a desynchronised
 			 * stream; either way this connection is finished. */
-			b->protocol_error = !(len >= 3 && memcmp(line, "421", 3) == 0);
-			backend_fail(b, "unsolicited reply");
+			backend_fail_fault(b, backend_fault_of(line, len),
+					   "unsolicited reply");
 			return;
 		}
 		/* A reply cannot answer a command the server has not been sent
@@ -476,14 +526,14 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		if (b->reply.lines == 0 && b->out_sent < c->end) {
 			/* A 421 is the server going away, which it may announce
 			 * at any time; anything else is out of step. */
-			b->protocol_error = !(len >= 3 && memcmp(line, "421", 3) == 0);
-			backend_fail(b, "unsolicited reply (before its command was sent)");
+			backend_fail_fault(b, backend_fault_of(line, len),
+					   "unsolicited reply (before its command was sent)");
 			return;
 		}
 		enum smtp_reply_status st = smtp_reply_line(&b->reply, line, len);
 		if (st == SMTP_REPLY_INVALID) {
-			b->protocol_error = true;
-			backend_fail(b, "malformed reply");
+			backend_fail_fault(b, BACKEND_FAULT_PROTOCOL,
+					   "malformed reply");
 			return;
 		}
 		if (st == SMTP_REPLY_MORE)
@@ -514,8 +564,8 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 		if (TAILQ_EMPTY(&b->unanswered)) {
 			b->group_open = false;
 			set_read_timeout(b, b->state == BACKEND_READY && TAILQ_EMPTY(&b->unsent)
-					    ? (b->lent ? 0 : worker->cfg->backend_idle_ms)
-					    : worker->cfg->backend_timeout_ms);
+					    ? (b->lent ? 0 : priv(b)->cfg->backend_idle_ms)
+					    : priv(b)->cfg->backend_timeout_ms);
 		}
 		backend_flush(b);
 	}
@@ -524,8 +574,7 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 static void backend_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct backend *b = arg;
-	if (b->on_drain && b->lent)
-		b->on_drain(b->owner);
+	priv(b)->hooks->drained(priv(b)->hooks_arg, b);
 }
 
 static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -550,7 +599,7 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (b->state == BACKEND_READY && TAILQ_EMPTY(&b->unanswered) && !b->lent) {
 			/* Idle long enough: recycle before the server drops us. */
-			backend_fail_as(b, "idle recycle", true);
+			backend_fail_as(b, BACKEND_FAULT_IDLE, "idle recycle", true);
 			return;
 		}
 		backend_fail(b, b->state == BACKEND_CONNECTING ? "connect timeout"
@@ -562,4 +611,44 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		 what & BEV_EVENT_EOF ? "connection closed by backend" : "I/O error: ",
 		 what & BEV_EVENT_EOF ? "" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	backend_fail(b, why);
+}
+
+const struct backend_caps *backend_caps(const struct backend *b)
+{
+	return &b->caps;
+}
+
+bool backend_ready(const struct backend *b)
+{
+	return b->state == BACKEND_READY;
+}
+
+bool backend_ready_seen(const struct backend *b)
+{
+	return b->ready_seen;
+}
+
+enum backend_fault backend_fault(const struct backend *b)
+{
+	return b->fault;
+}
+
+const char *backend_fail_reason(const struct backend *b)
+{
+	return b->fail_reason;
+}
+
+unsigned backend_errors(const struct backend *b)
+{
+	return b->errors;
+}
+
+unsigned long long backend_identity(const struct backend *b)
+{
+	return b->identity;
+}
+
+void backend_set_identity(struct backend *b, unsigned long long key)
+{
+	b->identity = key;
 }

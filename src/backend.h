@@ -8,8 +8,9 @@
  * commands strictly in order; an unsolicited reply is a desynchronisation
  * and closes the connection.
  *
- * Owner: the pool owns every backend; a checkout lends it to a replay,
- * which sets the failure handler for the time of the lease.
+ * Owner: the pool owns every backend (hooks given at open) and lends it
+ * (pool.h); the borrower runs commands on it, and hears of its failure
+ * through the pool. struct backend is opaque.
  */
 #ifndef SLUICE_BACKEND_H
 #define SLUICE_BACKEND_H
@@ -17,59 +18,58 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/queue.h>
+#include <openssl/ssl.h>
 
 #include "smtp_reply.h"
 
+struct backend;
 struct bufferevent;
+struct config;
 struct evbuffer;
-struct pool;
+struct event_base;
 
-enum backend_state {
-	BACKEND_CONNECTING,
-	BACKEND_HANDSHAKE, /* greeting, EHLO, STARTTLS */
-	BACKEND_READY,     /* idle in the pool or lent out */
-	BACKEND_CLOSING,   /* QUIT sent */
-	BACKEND_DEAD,
+/* Why a connection failed, for its owner and its borrower: the log text
+ * (backend_fail_reason) is for people only. */
+enum backend_fault {
+	BACKEND_FAULT_NONE,
+	BACKEND_FAULT_IDLE,     /* idle in the pool past backend_idle: recycled */
+	BACKEND_FAULT_LOST,     /* I/O error, EOF, timeout, 421, local failure */
+	BACKEND_FAULT_PROTOCOL, /* a malformed or out-of-step reply */
 };
 
 /* reply NULL: the connection failed or timed out before that reply. */
 typedef void (*backend_reply_fn)(void *arg, const struct smtp_reply *reply);
-typedef void (*backend_event_fn)(void *arg);
 
-struct backend_cmd;
-
-struct backend {
-	TAILQ_ENTRY(backend) link; /* pool list */
-	struct pool *pool;
-	struct bufferevent *bev;
-	enum backend_state state;
-	bool tls;
-	/* what the last EHLO offered */
+/* What the last EHLO offered. */
+struct backend_caps {
 	bool pipelining, xclient, smtputf8, eightbitmime, starttls;
 	char xclient_attrs[256];
 	unsigned long long size_max; /* SIZE it offered; 0: none given */
-	unsigned long long identity; /* session whose XCLIENT is in force, 0 none */
-	unsigned uses;     /* checkouts so far */
-	unsigned errors;   /* 4xx/5xx replies: Postfix counts them too */
-	long long opened_ms;
-	bool lent;
-	bool ready_seen; /* completed its opening handshake once */
-	bool protocol_error; /* failed on a malformed or out-of-step reply */
-	unsigned long long out_sent; /* bytes that left the output buffer */
-	TAILQ_HEAD(, backend_cmd) unsent;
-	TAILQ_HEAD(, backend_cmd) unanswered;
-	bool group_open; /* last written command lets another follow */
-	long reply_timeout_ms;
-	struct smtp_reply reply; /* reply being read */
-	/* lease handlers */
-	backend_event_fn on_fail; /* connection lost while lent */
-	backend_event_fn on_drain; /* output below the low-water mark */
-	void *owner;
-	char fail_reason[96];
 };
 
-/* Starts connecting; the pool hears pool_backend_ready / _failed. */
-struct backend *backend_open(struct pool *pool);
+/* How a connection reports to its owner (the pool), given at open. Each
+ * runs on a later loop turn than what caused it, never inside a call into
+ * this connection. */
+struct backend_hooks {
+	/* The opening handshake is done: the connection can be lent. */
+	void (*ready)(void *arg, struct backend *b);
+	/* It failed (backend_fault says why); nothing more will be read or
+	 * written. The owner closes it (backend_close), now or once its
+	 * borrower has let go. */
+	void (*failed)(void *arg, struct backend *b);
+	/* The output fell below the low-water mark (body writes may go on). */
+	void (*drained)(void *arg, struct backend *b);
+	/* It is being freed: the last call, b is gone when it returns. */
+	void (*closed)(void *arg, struct backend *b);
+};
+
+/* Starts connecting to cfg->backend; the owner hears through hooks.
+ * base, cfg, tls_client (NULL without backend_tls) and hooks outlive the
+ * connection. NULL when out of memory. */
+struct backend *backend_open(struct event_base *base, const struct config *cfg,
+			     SSL_CTX *tls_client,
+			     const struct backend_hooks *hooks, void *hooks_arg);
+
 
 /*
  * backend_command: queues "line" (without CR LF, at most 510 bytes) and
@@ -89,8 +89,8 @@ size_t backend_output_pending(const struct backend *b);
  * a short bound. Never calls back. */
 void backend_close(struct backend *b, bool polite);
 
-/* Marks the connection failed with a reason; the owner's on_fail (or the
- * pool) hears of it on the next loop turn. */
+/* Marks the connection failed (BACKEND_FAULT_LOST) with a reason for the
+ * log; the owner's failed hook runs on the next loop turn. */
 void backend_fail(struct backend *b, const char *why);
 
 /* Bytes written that the server has not acknowledged yet (our buffer and
@@ -100,10 +100,35 @@ size_t backend_unacked(const struct backend *b);
 /* Records what an EHLO reply offered. */
 void backend_take_caps(struct backend *b, const struct smtp_reply *r);
 
-/* Back in the pool: the read timeout becomes the idle recycle bound. */
-void backend_set_idle(struct backend *b);
+/* Lent (no read timeout while no reply is owed: the borrower bounds its
+ * own waits) or back in the pool (the read timeout becomes the idle
+ * recycle bound, backend_idle). */
+void backend_set_lent(struct backend *b, bool lent);
 
 /* Whether nothing is queued, owed or buffered: safe to lend again. */
 bool backend_idle(const struct backend *b);
+
+/* What the last EHLO offered. */
+const struct backend_caps *backend_caps(const struct backend *b);
+
+/* Whether it can run commands now (handshake done, not failed or
+ * closing). */
+bool backend_ready(const struct backend *b);
+
+/* Whether the opening handshake completed (ever). */
+bool backend_ready_seen(const struct backend *b);
+
+/* Why it failed (BACKEND_FAULT_NONE while it has not), and the text for
+ * logs ("" while it has not). */
+enum backend_fault backend_fault(const struct backend *b);
+const char *backend_fail_reason(const struct backend *b);
+
+/* 4xx/5xx replies so far: Postfix counts them too. */
+unsigned backend_errors(const struct backend *b);
+
+/* The client identity the server holds for this connection (what the
+ * last XCLIENT set), as a key its user computes; 0: none or unknown. */
+unsigned long long backend_identity(const struct backend *b);
+void backend_set_identity(struct backend *b, unsigned long long key);
 
 #endif

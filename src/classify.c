@@ -1,7 +1,7 @@
 /*
  * classify: scoring and logging of classification signals (classify.h).
  * The checks themselves live with what they look at: dnsbl.c (lists),
- * signals.c (names, HELO, networks), store.c (reputation and passes), the
+ * rdns.c, helo.c, cidr.c (names, HELO, networks), store.c (reputation and passes), the
  * dialogue (pre-greeting talk, pipelining, bare newlines, errors). This
  * file is the one place where a signal becomes a score, a log line and a
  * counter, so every signal is reported the same way.
@@ -14,7 +14,6 @@
 
 #include "config.h"
 #include "log.h"
-#include "worker.h"
 
 static const struct {
 	const char *tag;
@@ -31,12 +30,12 @@ const char *classify_tag(enum signal_id sig)
 	return signal_table[sig].tag;
 }
 
-int classify_weight(enum signal_id sig)
+int classify_weight(const struct config *cfg, enum signal_id sig)
 {
 	size_t off = signal_table[sig].weight_off;
 	if (off == NO_WEIGHT)
 		return 0;
-	return (int)*(const unsigned *)((const char *)worker->cfg + off);
+	return (int)*(const unsigned *)((const char *)cfg + off);
 }
 
 int classify_add(struct classify *c, unsigned long long session_id,

@@ -49,7 +49,7 @@ const char *classify_tag(enum signal_id sig);
 
 /* The configured weight of a signal with a fixed weight (DNSBL/DNSWL and
  * REPUTATION carry their own). */
-int classify_weight(enum signal_id sig);
+int classify_weight(const struct config *cfg, enum signal_id sig);
 
 /* Adds sig with weight once (a second call for the same signal is
  * ignored and returns 0); logs "session=ID client=ADDR TAG weight=W

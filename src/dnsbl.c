@@ -54,6 +54,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ascii.h"
+#include "ipaddr.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -328,32 +330,24 @@ size_t dnsbl_query_name(const struct dnsbl_site *site,
 	static const char hex[] = "0123456789abcdef";
 	char prefix[DNSBL_NAME_MAX + 1];
 	size_t plen = 0;
-	const uint8_t *b;
+	struct ipaddr ip;
 
-	if (addr->sa_family == AF_INET) {
-		b = (const uint8_t *)&((const struct sockaddr_in *)(const void *)addr)
-			    ->sin_addr;
-	} else if (addr->sa_family == AF_INET6) {
-		const struct in6_addr *a6 =
-			&((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
-		/* A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d;
-		 * the lists know them by their IPv4 name. */
-		b = a6->s6_addr + (IN6_IS_ADDR_V4MAPPED(a6) ? 12 : 0);
-		if (!IN6_IS_ADDR_V4MAPPED(a6)) {
-			for (int i = 15; i >= 0; i--) {
-				prefix[plen++] = hex[b[i] & 0xf];
-				prefix[plen++] = '.';
-				prefix[plen++] = hex[b[i] >> 4];
-				prefix[plen++] = '.';
-			}
-			b = NULL;
+	/* A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; the
+	 * lists know them by their IPv4 name (ipaddr unwraps it). */
+	if (!ipaddr_from_sockaddr(addr, &ip))
+		return 0;
+	const uint8_t *b = ip.b;
+	if (ip.family == AF_INET6) {
+		for (int i = IPADDR_V6_LEN - 1; i >= 0; i--) {
+			prefix[plen++] = hex[b[i] & 0xf];
+			prefix[plen++] = '.';
+			prefix[plen++] = hex[b[i] >> 4];
+			prefix[plen++] = '.';
 		}
 	} else {
-		return 0;
-	}
-	if (b)
 		plen = (size_t)snprintf(prefix, sizeof prefix, "%u.%u.%u.%u.", b[3],
 					b[2], b[1], b[0]);
+	}
 
 	size_t dlen = strnlen(site->domain, sizeof site->domain);
 	if (dlen == 0 || dlen == sizeof site->domain ||
@@ -520,7 +514,7 @@ struct dnsbl_req *dnsbl_start(struct evdns_base *dns,
 	for (size_t s = 0; s < list->n; s++) {
 		size_t qi = req->n_queries;
 		for (size_t p = 0; p < s; p++)
-			if (strcasecmp(list->sites[p].domain, list->sites[s].domain) == 0) {
+			if (ascii_casecmp(list->sites[p].domain, list->sites[s].domain) == 0) {
 				qi = req->query_of[p];
 				break;
 			}

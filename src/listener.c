@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "mstime.h"
 #include "session.h"
 #include "throttle.h"
 
@@ -53,7 +54,7 @@ int listener_bind(const struct endpoint *ep)
 static void listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 			       struct sockaddr *addr, int len, void *arg)
 {
-	session_accept(fd, addr, (socklen_t)len);
+	session_accept(arg, fd, addr, (socklen_t)len);
 }
 
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -69,17 +70,18 @@ static void listener_error_cb(struct evconnlistener *l, void *arg)
 		LISTENER_PAUSE_MS);
 	for (size_t i = 0; i < n_listeners; i++)
 		evconnlistener_disable(listeners[i]);
-	struct timeval tv = {LISTENER_PAUSE_MS / 1000, (LISTENER_PAUSE_MS % 1000) * 1000};
+	struct timeval tv = mstime_tv(LISTENER_PAUSE_MS);
 	evtimer_add(resume_ev, &tv);
 }
 
-int listener_start(struct event_base *base, const int *fds, size_t n)
+int listener_start(struct event_base *base, struct session_env *env,
+		   const int *fds, size_t n)
 {
 	resume_ev = evtimer_new(base, listener_resume_cb, NULL);
 	if (!resume_ev)
 		return -1;
 	for (size_t i = 0; i < n && i < CONFIG_LISTEN_MAX; i++) {
-		listeners[i] = evconnlistener_new(base, listener_accept_cb, NULL,
+		listeners[i] = evconnlistener_new(base, listener_accept_cb, env,
 						  LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
 		if (!listeners[i])
 			return -1;

@@ -11,12 +11,14 @@
 
 struct endpoint;
 struct event_base;
+struct session_env;
 
 /* Returns a listening, non-blocking fd or -1 (errno set). */
 int listener_bind(const struct endpoint *ep);
 
-/* Accepts on fds into session_accept. 0 or -1. */
-int listener_start(struct event_base *base, const int *fds, size_t n);
+/* Accepts on fds into session_accept(env, ...). 0 or -1. */
+int listener_start(struct event_base *base, struct session_env *env,
+		   const int *fds, size_t n);
 
 /* Stops accepting for good (drain); the sockets stay open in the
  * supervisor and the slot's next worker. */

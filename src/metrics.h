@@ -67,6 +67,7 @@ struct endpoint;
 	X(REJECTED_CLIENTS, "sluice_rejected_clients_total", "Sessions at reject_threshold", 1) \
 	X(FINAL_HOLDS, "sluice_final_holds_total", "End-of-data replies held back for shaped sessions", 1) \
 	X(EARLY_CLOSE, "sluice_early_close_total", "Messages not replayed: the client closed before its reply", 1) \
+	X(ORPHAN_ANSWERS, "sluice_orphan_answers_total", "End-of-data answers that came after the client had gone (its retry may duplicate)", 1) \
 	X(HANGUP_GREETING, "sluice_shaped_hangups_total{phase=\"greeting\"}", "Shaped sessions that hung up, by phase", 1) \
 	X(HANGUP_HELO, "sluice_shaped_hangups_total{phase=\"helo\"}", "", 1) \
 	X(HANGUP_MAIL, "sluice_shaped_hangups_total{phase=\"mail\"}", "", 1) \

@@ -11,8 +11,19 @@
  * Identity: a connection whose last EHLO (after XCLIENT) still offered
  * XCLIENT may serve any client; one that did not carries one client only
  * and is closed when given back (Postfix re-checks XCLIENT authorization
- * against the new client address). The decision is made per connection
- * by replay.c from what the server said, never from a setting.
+ * against the new client address). The pool decides reuse from what the
+ * server said (backend_caps), never from a setting alone; the borrower
+ * decides whether the identity in force is the one it needs.
+ *
+ * Ownership: each connection has one struct pool_conn (the pool's record
+ * of it: list link, lease, uses), which is the arg of its backend hooks
+ * and is freed in the closed hook. A lease points at its conn while it is
+ * ASSIGNED or HELD, and the conn back at the lease.
+ *
+ * Rejected: the borrower setting handlers on the connection itself (it
+ * had to know the connection's insides, and a failure could reach a
+ * borrower whose lease had ended); the pool lending struct backend with a
+ * "lent" flag on it (the pool's bookkeeping spread into backend.c).
  */
 #include "pool.h"
 
@@ -20,20 +31,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
+#include "mstime.h"
 
 #define POOL_BACKOFF_MIN_MS 100
 #define POOL_BACKOFF_MAX_MS 10000
+/* Doublings of the back-off: 100 ms << 7 is past the 10 s maximum. */
+#define POOL_BACKOFF_MAX_SHIFT 7
 #define POOL_MAX_USES 50    /* recycle well before Postfix's junk-command limit (100 RSETs) */
 #define POOL_MAX_ERRORS 5   /* below smtpd_soft_error_limit (10) */
 
+struct pool_conn {
+	TAILQ_ENTRY(pool_conn) link;
+	struct pool *pool;
+	struct backend *b;
+	struct pool_lease *lease; /* ASSIGNED or HELD; NULL: in the pool */
+	unsigned uses;            /* leases so far */
+};
+
 struct pool {
-	TAILQ_HEAD(, backend) all;
-	TAILQ_HEAD(, pool_wait) waiting;
+	struct event_base *base;
+	const struct config *cfg;
+	SSL_CTX *tls_client;      /* for backend_tls; NULL without */
+	bool smtputf8;            /* the mail server's last EHLO offered it */
+	unsigned long long size_max; /* its SIZE; 0: none given */
+	TAILQ_HEAD(, pool_conn) all;
+	TAILQ_HEAD(, pool_lease) waiting;
 	unsigned open;       /* every backend that exists */
 	unsigned connecting; /* not yet ready */
 	unsigned failures;   /* consecutive failed opens */
@@ -44,6 +69,8 @@ struct pool {
 };
 
 static void pool_fill(struct pool *p);
+static void pool_serve(struct pool *p);
+static const struct backend_hooks pool_hooks;
 
 static void pool_fill_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -56,15 +83,19 @@ static void pool_schedule_fill(struct pool *p)
 		event_active(p->fill_ev, 0, 0);
 }
 
-struct pool *pool_new(void)
+struct pool *pool_new(struct event_base *base, const struct config *cfg,
+		      SSL_CTX *tls_client)
 {
 	struct pool *p = calloc(1, sizeof *p);
 	if (!p)
 		return NULL;
+	p->base = base;
+	p->cfg = cfg;
+	p->tls_client = tls_client;
 	TAILQ_INIT(&p->all);
 	TAILQ_INIT(&p->waiting);
-	p->fill_ev = event_new(worker->base, -1, 0, pool_fill_cb, p);
-	p->backoff_ev = evtimer_new(worker->base, pool_fill_cb, p);
+	p->fill_ev = event_new(p->base, -1, 0, pool_fill_cb, p);
+	p->backoff_ev = evtimer_new(p->base, pool_fill_cb, p);
 	if (!p->fill_ev || !p->backoff_ev) {
 		pool_free(p);
 		return NULL;
@@ -78,17 +109,17 @@ unsigned pool_open_count(const struct pool *p)
 	return p->open;
 }
 
-static bool pool_lendable(const struct backend *b)
+static bool pool_lendable(const struct pool_conn *c)
 {
-	return !b->lent && backend_idle(b);
+	return !c->lease && backend_idle(c->b);
 }
 
 static unsigned pool_idle_count(const struct pool *p)
 {
 	unsigned n = 0;
-	const struct backend *b;
-	TAILQ_FOREACH(b, &p->all, link)
-		n += pool_lendable(b);
+	const struct pool_conn *c;
+	TAILQ_FOREACH(c, &p->all, link)
+		n += pool_lendable(c);
 	return n;
 }
 
@@ -96,8 +127,8 @@ static void pool_update_gauges(const struct pool *p)
 {
 	static long long last_open, last_idle, last_wait;
 	long long open = p->open, idle = pool_idle_count(p), wait = 0;
-	const struct pool_wait *w;
-	TAILQ_FOREACH(w, &p->waiting, link)
+	const struct pool_lease *l;
+	TAILQ_FOREACH(l, &p->waiting, link)
 		wait++;
 	metrics_add(METRIC_POOL_OPEN, open - last_open);
 	metrics_add(METRIC_POOL_IDLE, idle - last_idle);
@@ -107,248 +138,348 @@ static void pool_update_gauges(const struct pool *p)
 	last_wait = wait;
 }
 
+/* The lease's timer: its deadline in line, or the delivery of what
+ * pool_assign chose. */
 static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct pool_wait *w = arg;
-	struct pool *p = worker->pool;
-	if (w->queued) {
+	struct pool_lease *l = arg;
+	struct pool *p = l->pool;
+	if (l->state == POOL_LEASE_WAITING) {
 		/* Timer expired while waiting in line. */
-		TAILQ_REMOVE(&p->waiting, w, link);
-		w->queued = false;
-		w->err = REPLY_BACKEND_BUSY;
+		TAILQ_REMOVE(&p->waiting, l, link);
+		l->state = POOL_LEASE_ASSIGNED;
+		l->conn = NULL;
+		l->err = REPLY_BACKEND_BUSY;
 		metrics_inc(METRIC_POOL_WAIT_TIMEOUTS);
 		log_warn("pool: checkout timed out open=%u", p->open);
 	}
-	w->active = false;
-	struct backend *b = w->assigned;
-	w->assigned = NULL;
-	pool_update_gauges(p);
-	if (b && b->state != BACKEND_READY) {
-		/* Died between hand-over and delivery. */
-		b->lent = false;
-		b = NULL;
-		w->err = REPLY_BACKEND_LOST;
+	struct pool_conn *c = l->conn;
+	if (c && !backend_ready(c->b)) {
+		/* Died between the choice and the delivery. */
+		c->lease = NULL;
+		c = NULL;
+		l->err = REPLY_BACKEND_LOST;
 	}
-	w->cb(w->arg, b, b ? REPLY_OK : w->err);
+	l->conn = c;
+	l->state = c ? POOL_LEASE_HELD : POOL_LEASE_OVER;
+	pool_update_gauges(p);
+	l->cbs->ready(l->borrower, c ? c->b : NULL, c ? REPLY_OK : l->err);
 }
 
-/* Hands b (or an error) to w on the next loop turn. */
-static void pool_assign(struct pool *p, struct pool_wait *w, struct backend *b,
-			enum reply_id err)
+/* Chooses c (or an error) for l; delivered on the next loop turn. */
+static void pool_assign(struct pool *p, struct pool_lease *l,
+			struct pool_conn *c, enum reply_id err)
 {
-	if (w->queued) {
-		TAILQ_REMOVE(&p->waiting, w, link);
-		w->queued = false;
-	}
-	event_del(&w->timer);
-	w->assigned = b;
-	w->err = err;
-	if (b) {
-		b->lent = true;
-		b->uses++;
+	if (l->state == POOL_LEASE_WAITING)
+		TAILQ_REMOVE(&p->waiting, l, link);
+	event_del(&l->timer);
+	l->state = POOL_LEASE_ASSIGNED;
+	l->conn = c;
+	l->err = err;
+	if (c) {
+		c->lease = l;
+		c->uses++;
+		backend_set_lent(c->b, true);
 		metrics_inc(METRIC_POOL_CHECKOUTS);
 	}
-	event_active(&w->timer, 0, 0);
+	event_active(&l->timer, 0, 0);
 }
 
-static struct backend *pool_find_idle(struct pool *p, unsigned long long identity)
+/* An idle connection for prefer: one already holding that identity, else
+ * one that can take any identity. */
+static struct pool_conn *pool_find_idle(struct pool *p, unsigned long long prefer)
 {
-	struct backend *b, *any = NULL;
-	TAILQ_FOREACH(b, &p->all, link) {
-		if (!pool_lendable(b))
+	struct pool_conn *c, *any = NULL;
+	TAILQ_FOREACH(c, &p->all, link) {
+		if (!pool_lendable(c))
 			continue;
-		if (identity && b->identity == identity)
-			return b;
-		if (!any && (b->identity == 0 || b->xclient || !worker->cfg->backend_xclient))
-			any = b;
+		unsigned long long id = backend_identity(c->b);
+		if (prefer && id == prefer)
+			return c;
+		if (!any && (id == 0 || backend_caps(c->b)->xclient ||
+			     !p->cfg->backend_xclient))
+			any = c;
 	}
 	return any;
 }
 
-/* Serves waiters in order from idle connections. */
+/* Serves waiting leases in order from idle connections. */
 static void pool_serve(struct pool *p)
 {
-	struct pool_wait *w;
-	while ((w = TAILQ_FIRST(&p->waiting))) {
-		struct backend *b = pool_find_idle(p, w->identity);
-		if (!b)
+	struct pool_lease *l;
+	while ((l = TAILQ_FIRST(&p->waiting))) {
+		struct pool_conn *c = pool_find_idle(p, l->prefer);
+		if (!c)
 			break;
-		pool_assign(p, w, b, REPLY_OK);
+		pool_assign(p, l, c, REPLY_OK);
 	}
 	pool_update_gauges(p);
 }
 
 static void pool_fail_waiters(struct pool *p, enum reply_id err)
 {
-	struct pool_wait *w;
-	while ((w = TAILQ_FIRST(&p->waiting)))
-		pool_assign(p, w, NULL, err);
+	struct pool_lease *l;
+	while ((l = TAILQ_FIRST(&p->waiting)))
+		pool_assign(p, l, NULL, err);
+}
+
+static void pool_open_one(struct pool *p)
+{
+	struct pool_conn *c = calloc(1, sizeof *c);
+	if (c) {
+		c->pool = p;
+		c->b = backend_open(p->base, p->cfg, p->tls_client, &pool_hooks, c);
+	}
+	if (!c || !c->b) {
+		free(c);
+		log_err("pool: out of memory opening a connection");
+		return;
+	}
+	TAILQ_INSERT_TAIL(&p->all, c, link);
+	p->open++;
+	p->connecting++;
 }
 
 static void pool_fill(struct pool *p)
 {
-	unsigned cap = worker->cfg->backend_pool_size;
+	unsigned cap = p->cfg->backend_pool_size;
 	if (p->shutting_down)
 		return;
 	if (p->down) {
 		/* One probe at a time while the server is failing. */
 		if (p->connecting == 0 && !evtimer_pending(p->backoff_ev, NULL) &&
-		    p->open < cap) {
-			struct backend *b = backend_open(p);
-			if (b) {
-				TAILQ_INSERT_TAIL(&p->all, b, link);
-				p->open++;
-				p->connecting++;
-			}
-		}
+		    p->open < cap)
+			pool_open_one(p);
 		pool_update_gauges(p);
 		return;
 	}
 	while (p->open < cap) {
-		struct backend *b = backend_open(p);
-		if (!b) {
-			log_err("pool: out of memory opening a connection");
+		unsigned before = p->open;
+		pool_open_one(p);
+		if (p->open == before)
 			break;
-		}
-		TAILQ_INSERT_TAIL(&p->all, b, link);
-		p->open++;
-		p->connecting++;
 	}
 	pool_update_gauges(p);
 }
 
-void pool_checkout(struct pool *p, struct pool_wait *w,
-		   unsigned long long identity, long timeout_ms,
-		   pool_ready_fn cb, void *arg)
+void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
+	       long timeout_ms, const struct pool_borrower *cbs,
+	       void *borrower)
 {
-	memset(w, 0, sizeof *w);
-	w->cb = cb;
-	w->arg = arg;
-	w->identity = identity;
-	w->active = true;
-	evtimer_assign(&w->timer, worker->base, pool_deliver_cb, w);
-	struct backend *b = pool_find_idle(p, identity);
-	if (b) {
-		pool_assign(p, w, b, REPLY_OK);
+	memset(l, 0, sizeof *l);
+	l->pool = p;
+	l->cbs = cbs;
+	l->borrower = borrower;
+	l->prefer = prefer;
+	l->state = POOL_LEASE_WAITING;
+	evtimer_assign(&l->timer, p->base, pool_deliver_cb, l);
+	struct pool_conn *c = pool_find_idle(p, prefer);
+	if (c) {
+		l->state = POOL_LEASE_OVER; /* not in the line */
+		pool_assign(p, l, c, REPLY_OK);
 		return;
 	}
 	if (p->down || p->shutting_down) {
-		pool_assign(p, w, NULL, p->down ? REPLY_BACKEND_UNAVAILABLE
+		l->state = POOL_LEASE_OVER;
+		pool_assign(p, l, NULL, p->down ? REPLY_BACKEND_UNAVAILABLE
 						: REPLY_SHUTDOWN);
 		return;
 	}
-	TAILQ_INSERT_TAIL(&p->waiting, w, link);
-	w->queued = true;
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	evtimer_add(&w->timer, &tv);
+	TAILQ_INSERT_TAIL(&p->waiting, l, link);
+	struct timeval tv = mstime_tv(timeout_ms);
+	evtimer_add(&l->timer, &tv);
 	pool_update_gauges(p);
 	pool_schedule_fill(p);
 }
 
-void pool_cancel(struct pool *p, struct pool_wait *w)
+/* A held connection given back: kept for the next lease or closed. */
+static void pool_take_back(struct pool *p, struct pool_conn *c, bool clean)
 {
-	if (!w->active)
-		return;
-	w->active = false;
-	event_del(&w->timer);
-	if (w->queued) {
-		TAILQ_REMOVE(&p->waiting, w, link);
-		w->queued = false;
-	}
-	if (w->assigned) {
-		struct backend *b = w->assigned;
-		w->assigned = NULL;
-		b->lent = false;
-		pool_serve(p);
-	}
-	pool_update_gauges(p);
-}
-
-void pool_release(struct pool *p, struct backend *b, bool clean)
-{
-	b->lent = false;
-	b->on_fail = NULL;
-	b->on_drain = NULL;
-	b->owner = NULL;
+	struct backend *b = c->b;
+	c->lease = NULL;
 	bool keep = clean && backend_idle(b) && !p->shutting_down &&
-		    b->uses < POOL_MAX_USES && b->errors < POOL_MAX_ERRORS &&
-		    (b->xclient || !worker->cfg->backend_xclient);
+		    c->uses < POOL_MAX_USES && backend_errors(b) < POOL_MAX_ERRORS &&
+		    (backend_caps(b)->xclient || !p->cfg->backend_xclient);
 	if (!keep) {
-		/* backend_close ends in pool_backend_closed, which tops up. */
-		backend_close(b, clean && b->state == BACKEND_READY);
+		/* backend_close ends in the closed hook, which tops up. */
+		backend_close(b, clean && backend_ready(b));
 		return;
 	}
-	backend_set_idle(b);
+	backend_set_lent(b, false);
 	pool_serve(p);
 }
 
-void pool_backend_ready(struct pool *p, struct backend *b)
+void pool_return(struct pool_lease *l, bool clean)
 {
+	struct pool *p = l->pool;
+	struct pool_conn *c = l->conn;
+
+	switch (l->state) {
+	case POOL_LEASE_OVER:
+		return;
+	case POOL_LEASE_WAITING:
+		TAILQ_REMOVE(&p->waiting, l, link);
+		break;
+	case POOL_LEASE_ASSIGNED:
+		/* Chosen, never delivered: back as it was. */
+		if (c) {
+			c->lease = NULL;
+			backend_set_lent(c->b, false);
+			pool_serve(p);
+		}
+		break;
+	case POOL_LEASE_HELD:
+		if (c)
+			pool_take_back(p, c, clean);
+		break;
+	}
+	event_del(&l->timer);
+	l->conn = NULL;
+	l->state = POOL_LEASE_OVER;
+	pool_update_gauges(p);
+}
+
+void pool_hand_over(struct pool_lease *from, struct pool_lease *to,
+		    const struct pool_borrower *cbs, void *borrower)
+{
+	struct pool_conn *c = from->conn;
+
+	memset(to, 0, sizeof *to);
+	to->pool = from->pool;
+	to->cbs = cbs;
+	to->borrower = borrower;
+	to->prefer = from->prefer;
+	evtimer_assign(&to->timer, to->pool->base, pool_deliver_cb, to);
+	if (from->state != POOL_LEASE_HELD || !c) {
+		/* Nothing held: to starts over, as an ended lease. */
+		to->state = POOL_LEASE_OVER;
+		return;
+	}
+	event_del(&from->timer);
+	from->conn = NULL;
+	from->state = POOL_LEASE_OVER;
+	c->lease = to;
+	to->conn = c;
+	to->state = POOL_LEASE_HELD;
+}
+
+/* ---- the backend's hooks --------------------------------------------- */
+
+static void pool_conn_ready(void *arg, struct backend *b)
+{
+	struct pool_conn *c = arg;
+	struct pool *p = c->pool;
 	p->connecting--;
 	p->failures = 0;
 	if (p->down)
 		log_info("pool: mail server is back");
 	p->down = false;
-	worker->backend_smtputf8 = b->smtputf8;
-	worker->backend_size_max = b->size_max;
+	p->smtputf8 = backend_caps(b)->smtputf8;
+	p->size_max = backend_caps(b)->size_max;
 	pool_serve(p);
 	pool_schedule_fill(p);
 }
 
-void pool_backend_failed(struct pool *p, struct backend *b)
+static void pool_conn_failed(void *arg, struct backend *b)
 {
+	struct pool_conn *c = arg;
+	struct pool_lease *l = c->lease;
+
+	if (l && l->state == POOL_LEASE_HELD) {
+		/* The borrower gives it back (pool_return), which closes. */
+		l->cbs->failed(l->borrower, backend_fault(b),
+			       backend_fail_reason(b));
+		return;
+	}
+	/* In the pool, or chosen and not yet delivered (the delivery sees
+	 * the fault and reports BACKEND_LOST). */
 	backend_close(b, false);
 }
 
-void pool_backend_closed(struct pool *p, struct backend *b)
+static void pool_conn_drained(void *arg, struct backend *b)
 {
-	TAILQ_REMOVE(&p->all, b, link);
+	struct pool_conn *c = arg;
+	struct pool_lease *l = c->lease;
+
+	if (l && l->state == POOL_LEASE_HELD && l->cbs->drained)
+		l->cbs->drained(l->borrower);
+}
+
+static void pool_conn_closed(void *arg, struct backend *b)
+{
+	struct pool_conn *c = arg;
+	struct pool *p = c->pool;
+	struct pool_lease *l = c->lease;
+
+	if (l) {
+		/* Chosen, not delivered yet: the delivery reports the loss. A
+		 * held lease was told through failed and holds a dead
+		 * connection until it returns it. */
+		l->conn = NULL;
+		l->err = REPLY_BACKEND_LOST;
+		if (l->state == POOL_LEASE_HELD)
+			l->state = POOL_LEASE_OVER;
+	}
+	TAILQ_REMOVE(&p->all, c, link);
 	p->open--;
-	if (!b->ready_seen)
+	if (!backend_ready_seen(b))
 		p->connecting--;
 	/* A connection that failed before it was ever lent (refused, bad
 	 * greeting, or broken right after its EHLO) says the server is not
 	 * serving: back off, or a server that fails just after its handshake
-	 * would be reconnected to in a loop (found by fuzz_session). */
-	bool unusable = !b->ready_seen ||
-			(b->uses == 0 && b->fail_reason[0] &&
-			 strcmp(b->fail_reason, "idle recycle") != 0);
+	 * would be reconnected to in a loop (found by fuzz_session). An idle
+	 * recycle is no failure. */
+	enum backend_fault fault = backend_fault(b);
+	bool unusable = !backend_ready_seen(b) ||
+			(c->uses == 0 && fault != BACKEND_FAULT_NONE &&
+			 fault != BACKEND_FAULT_IDLE);
 	if (unusable && !p->shutting_down) {
 		/* Failed before it was ever ready: the server is not answering.
 		 * Connections opened together fail together: one step of
 		 * back-off per probe, not per connection. */
 		if (evtimer_pending(p->backoff_ev, NULL)) {
+			free(c);
 			pool_update_gauges(p);
 			return;
 		}
-		unsigned shift = p->failures > 7 ? 7 : p->failures;
+		unsigned shift = p->failures > POOL_BACKOFF_MAX_SHIFT
+					 ? POOL_BACKOFF_MAX_SHIFT
+					 : p->failures;
 		p->failures++;
 		long ms = POOL_BACKOFF_MIN_MS << shift;
 		if (ms > POOL_BACKOFF_MAX_MS)
 			ms = POOL_BACKOFF_MAX_MS;
 		if (!p->down)
 			log_warn("pool: mail server unavailable: %s; retrying with back-off",
-				 b->fail_reason);
+				 backend_fail_reason(b));
 		if (pool_idle_count(p) == 0) {
 			p->down = true;
 			pool_fail_waiters(p, REPLY_BACKEND_UNAVAILABLE);
 		}
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		struct timeval tv = mstime_tv(ms);
 		evtimer_add(p->backoff_ev, &tv);
 	}
+	free(c);
 	pool_update_gauges(p);
 	pool_schedule_fill(p);
 }
+
+static const struct backend_hooks pool_hooks = {
+	.ready = pool_conn_ready,
+	.failed = pool_conn_failed,
+	.drained = pool_conn_drained,
+	.closed = pool_conn_closed,
+};
 
 void pool_shutdown(struct pool *p)
 {
 	p->shutting_down = true;
 	pool_fail_waiters(p, REPLY_SHUTDOWN);
-	struct backend *b, *next;
-	for (b = TAILQ_FIRST(&p->all); b; b = next) {
-		next = TAILQ_NEXT(b, link);
-		if (pool_lendable(b))
-			backend_close(b, true);
+	struct pool_conn *c, *next;
+	for (c = TAILQ_FIRST(&p->all); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (pool_lendable(c))
+			backend_close(c->b, true);
 	}
 }
 
@@ -359,4 +490,17 @@ void pool_free(struct pool *p)
 	if (p->backoff_ev)
 		event_free(p->backoff_ev);
 	free(p);
+}
+
+bool pool_backend_smtputf8(const struct pool *p)
+{
+	return p->smtputf8;
+}
+
+unsigned long long pool_size_limit(const struct pool *p)
+{
+	unsigned long long limit = p->cfg->message_size_limit;
+	if (p->size_max && p->size_max < limit)
+		limit = p->size_max;
+	return limit;
 }

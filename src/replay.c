@@ -21,44 +21,84 @@
 #include <string.h>
 #include <time.h>
 
+#include "ascii.h"
 #include "backend.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "spool.h"
-#include "worker.h"
 
 #define REPLAY_XCLIENT_LINES 4
 #define REPLAY_BODY_HIGHWAT (256 * 1024)
+#define REPLAY_DOT_LEN 3 /* ".\r\n", the end of data */
 
 enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE };
 
+/* The exchange's steps, in order (a check goes ENVELOPE -> RSET). */
+#define REPLAY_STEPS(X)                                                     \
+	X(REPLAY_STEP_LEASE, "lease")       /* waiting for a connection */  \
+	X(REPLAY_STEP_IDENTIFY, "identify") /* XCLIENT and its EHLO */      \
+	X(REPLAY_STEP_ENVELOPE, "envelope") /* MAIL and RCPT replies owed */\
+	X(REPLAY_STEP_DATA, "data")         /* DATA sent, 354 awaited */    \
+	X(REPLAY_STEP_BODY, "body")         /* the body is being sent */    \
+	X(REPLAY_STEP_DOT, "dot")           /* "." sent, its answer owed */ \
+	X(REPLAY_STEP_RSET, "rset")         /* RSET sent */
+
+enum replay_step {
+#define REPLAY_STEP_ENUM(id, name) id,
+	REPLAY_STEPS(REPLAY_STEP_ENUM)
+#undef REPLAY_STEP_ENUM
+};
+
+static const char *const replay_step_names[] = {
+#define REPLAY_STEP_NAME(id, name) name,
+	REPLAY_STEPS(REPLAY_STEP_NAME)
+#undef REPLAY_STEP_NAME
+};
+
+/* What the envelope's replies said. */
+enum replay_envelope {
+	REPLAY_ENV_OK,
+	REPLAY_ENV_RCPT_REFUSED, /* a recipient refused */
+	REPLAY_ENV_MAIL_REFUSED, /* MAIL refused */
+};
+
 struct replay {
+	struct pool *pool;
+	const struct config *cfg;
 	enum replay_kind kind;
 	const struct client_identity *id;
 	struct replay_txn txn;
 	replay_done_fn done;
 	void *arg;
-	struct pool_wait wait;
+	struct pool_lease lease;
 	struct backend *b;
 	unsigned owed;          /* envelope replies still to come */
-	bool envelope_failed;
-	bool mail_failed;
-	bool identifying;       /* XCLIENT and its EHLO under way */
-	bool body_started;      /* 354 received: the body is being sent */
-	bool body_reading;      /* a spool read is in flight */
-	bool body_done;
+	enum replay_step step;  /* set by replay_set_step only */
+	unsigned long long key; /* replay_identity_key(id) */
+	struct client_identity own_id; /* orphaned: the copy r->id points to */
+	bool fresh_taken;       /* a stale connection was swapped once */
+	enum replay_envelope env;
+	bool body_reading;      /* a spool read is in flight (BODY) */
 	bool have_result;
 	enum reply_id local;
 	struct smtp_reply result;
 };
 
+static void replay_set_step(struct replay *r, enum replay_step st)
+{
+	if (r->step == st)
+		return;
+	log_debug("replay: session=%llu step %s -> %s", r->id->session_id,
+		  replay_step_names[r->step], replay_step_names[st]);
+	r->step = st;
+}
+
 static void replay_finish(struct replay *r, bool clean)
 {
-	if (r->b) {
-		pool_release(worker->pool, r->b, clean);
-		r->b = NULL;
-	}
+	pool_return(&r->lease, clean);
+	r->b = NULL;
 	/* A 421 is the server closing on sluice, not a verdict on the client:
 	 * it never reaches the client as it is (HOSTILE 94). */
 	if (r->have_result && r->result.code == 421) {
@@ -91,14 +131,15 @@ static void replay_keep(struct replay *r, const struct smtp_reply *reply)
 	r->have_result = true;
 }
 
-static void replay_conn_failed(void *arg)
+static void replay_conn_failed(void *arg, enum backend_fault fault,
+			       const char *why)
 {
 	struct replay *r = arg;
-	bool protocol = r->b && r->b->protocol_error;
+	bool protocol = fault == BACKEND_FAULT_PROTOCOL;
 	log_warn("replay: session=%llu backend connection %s: %s", r->id->session_id,
-		 protocol ? "out of protocol" : "lost", r->b ? r->b->fail_reason : "");
+		 protocol ? "out of protocol" : "lost", why);
 	/* Lost while passing the identity: the identity failed (HOSTILE 28). */
-	replay_fail(r, r->identifying ? REPLY_XCLIENT_FAILED
+	replay_fail(r, r->step == REPLAY_STEP_IDENTIFY ? REPLY_XCLIENT_FAILED
 		       : protocol ? REPLY_BACKEND_PROTOCOL : REPLY_BACKEND_LOST);
 }
 
@@ -115,7 +156,6 @@ static bool replay_out_of_step(struct replay *r, const struct smtp_reply *reply,
 		return false;
 	log_warn("replay: session=%llu backend reply %d out of step; closing",
 		 r->id->session_id, reply->code);
-	r->b->protocol_error = true;
 	replay_fail(r, REPLY_BACKEND_PROTOCOL);
 	return true;
 }
@@ -128,7 +168,7 @@ static int replay_send(struct replay *r, const char *line, size_t len,
 		return -1;
 	}
 	if (backend_command(r->b, line, len, ends_group, timeout_ms, fn, r) != 0) {
-		/* backend_command failed the connection: on_fail follows. */
+		/* backend_command failed the connection: failed follows. */
 		return -1;
 	}
 	return 0;
@@ -145,7 +185,7 @@ static bool attr_offered(const char *offered, const char *attr)
 		const char *end = p;
 		while (*end && *end != ' ')
 			end++;
-		if ((size_t)(end - p) == n && strncasecmp(p, attr, n) == 0)
+		if ((size_t)(end - p) == n && ascii_eq_nocase(p, n, attr, n))
 			return true;
 		p = end;
 	}
@@ -204,6 +244,43 @@ size_t replay_xclient_lines(const struct client_identity *id,
 
 static void replay_envelope(struct replay *r);
 static void replay_rset(struct replay *r);
+static const struct pool_borrower replay_borrower;
+
+#define REPLAY_FNV_OFFSET 14695981039346656037ULL /* FNV-1a, 64 bits */
+#define REPLAY_FNV_PRIME  1099511628211ULL
+
+static unsigned long long replay_fnv(unsigned long long h, const void *p,
+				     size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * REPLAY_FNV_PRIME;
+	return h;
+}
+
+/* The identity as XCLIENT sends it (ADDR, PORT, NAME and its status,
+ * HELO, PROTO), as a key: a connection whose server holds the same key
+ * needs no new XCLIENT. Not the session id: the client's second EHLO or
+ * its STARTTLS changes HELO or PROTO within one session. Never 0 (0 is
+ * "no identity"). A collision of two identities is 2^-64 per pair. */
+static unsigned long long replay_identity_key(const struct client_identity *id)
+{
+	unsigned long long h = REPLAY_FNV_OFFSET;
+	const char *name = id->name_status == DNS_NAME_OK && id->name ? id->name
+								     : "";
+	const char *helo = id->helo ? id->helo : "";
+	unsigned char fields[3] = { (unsigned char)id->family,
+				    (unsigned char)id->name_status,
+				    (unsigned char)id->esmtp };
+	unsigned port = id->port;
+
+	h = replay_fnv(h, id->addr, strlen(id->addr) + 1);
+	h = replay_fnv(h, &port, sizeof port);
+	h = replay_fnv(h, fields, sizeof fields);
+	h = replay_fnv(h, name, strlen(name) + 1);
+	h = replay_fnv(h, helo, strlen(helo) + 1);
+	return h ? h : 1;
+}
 
 static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 {
@@ -218,8 +295,7 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 		return;
 	}
 	backend_take_caps(r->b, reply);
-	r->b->identity = r->id->session_id;
-	r->identifying = false;
+	backend_set_identity(r->b, r->key);
 	replay_envelope(r);
 }
 
@@ -262,7 +338,7 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 	 * follows sets the HELO name it records: it must be the client's own
 	 * (HOSTILE 14, 26), or the server's Received header would name us. */
 	const char *helo = ehlo_name_usable(r->id->helo) ? r->id->helo
-							 : worker->cfg->myhostname;
+							 : r->cfg->myhostname;
 	char line[SMTP_CMD_LINE_MAX];
 	int n = snprintf(line, sizeof line, "EHLO %s", helo);
 	replay_send(r, line, (size_t)n, true, 0, replay_ehlo_reply);
@@ -270,13 +346,29 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_identify(struct replay *r)
 {
-	if (!worker->cfg->backend_xclient || r->b->identity == r->id->session_id) {
+	if (!r->cfg->backend_xclient || backend_identity(r->b) == r->key) {
 		replay_envelope(r);
 		return;
 	}
+	if (!backend_caps(r->b)->xclient && backend_identity(r->b) != 0 &&
+	    !r->fresh_taken) {
+		/* Identified for another identity (this client before its new
+		 * EHLO or STARTTLS) and no longer offering XCLIENT: it cannot
+		 * carry this one. Closed; a fresh connection instead, once. */
+		log_info("replay: session=%llu connection holds a stale identity "
+			 "and cannot take XCLIENT; taking a fresh one",
+			 r->id->session_id);
+		r->fresh_taken = true;
+		pool_return(&r->lease, false);
+		r->b = NULL;
+		replay_set_step(r, REPLAY_STEP_LEASE);
+		pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
+			  &replay_borrower, r);
+		return;
+	}
 	char lines[REPLAY_XCLIENT_LINES][512];
-	size_t n = r->b->xclient
-		? replay_xclient_lines(r->id, r->b->xclient_attrs, lines,
+	size_t n = backend_caps(r->b)->xclient
+		? replay_xclient_lines(r->id, backend_caps(r->b)->xclient_attrs, lines,
 				       REPLAY_XCLIENT_LINES)
 		: 0;
 	if (n == 0) {
@@ -286,8 +378,8 @@ static void replay_identify(struct replay *r)
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}
-	r->b->identity = 0; /* unknown until the last XCLIENT is answered */
-	r->identifying = true;
+	backend_set_identity(r->b, 0); /* unknown until the last XCLIENT is answered */
+	replay_set_step(r, REPLAY_STEP_IDENTIFY);
 	r->owed = (unsigned)n;
 	for (size_t i = 0; i < n; i++)
 		if (replay_send(r, lines[i], strlen(lines[i]), true, 0,
@@ -307,6 +399,7 @@ static void replay_rset_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_rset(struct replay *r)
 {
+	replay_set_step(r, REPLAY_STEP_RSET);
 	replay_send(r, "RSET", 4, false, 0, replay_rset_reply);
 }
 
@@ -316,15 +409,17 @@ static void replay_envelope_done(struct replay *r)
 {
 	if (r->kind == REPLAY_RCPT)
 		return; /* its RSET went out in the same group; its reply ends it */
-	if (r->envelope_failed) {
+	if (r->env != REPLAY_ENV_OK) {
 		/* What the server accepted at RCPT time it now refuses: the
 		 * client gets a 451 and tries again later, never a refusal
 		 * sluice cannot stand behind (HOSTILE 35). */
 		r->have_result = false;
-		r->local = r->mail_failed ? REPLY_ENVELOPE_CHANGED : REPLY_RCPT_CHANGED;
+		r->local = r->env == REPLAY_ENV_MAIL_REFUSED ? REPLY_ENVELOPE_CHANGED
+							    : REPLY_RCPT_CHANGED;
 		replay_rset(r);
 		return;
 	}
+	replay_set_step(r, REPLAY_STEP_DATA);
 	replay_send(r, "DATA", 4, true, 0, replay_data_reply);
 }
 
@@ -334,12 +429,12 @@ static void replay_envelope_reply(void *arg, const struct smtp_reply *reply)
 	if (replay_out_of_step(r, reply, false))
 		return;
 	bool ok = reply->code / 100 == 2;
-	if (!r->envelope_failed || r->kind == REPLAY_RCPT) {
-		if (!ok && !r->envelope_failed) {
+	if (r->env == REPLAY_ENV_OK || r->kind == REPLAY_RCPT) {
+		if (!ok && r->env == REPLAY_ENV_OK) {
 			/* The first refusal is the answer the client gets. */
-			r->envelope_failed = true;
+			r->env = REPLAY_ENV_RCPT_REFUSED;
 			replay_keep(r, reply);
-		} else if (!r->envelope_failed) {
+		} else if (r->env == REPLAY_ENV_OK) {
 			replay_keep(r, reply); /* for a check: the RCPT reply */
 		}
 	}
@@ -353,8 +448,7 @@ static void replay_mail_reply(void *arg, const struct smtp_reply *reply)
 	if (replay_out_of_step(r, reply, false))
 		return;
 	if (reply->code / 100 != 2) {
-		r->mail_failed = true;
-		r->envelope_failed = true;
+		r->env = REPLAY_ENV_MAIL_REFUSED;
 		replay_keep(r, reply);
 	}
 	if (--r->owed == 0)
@@ -370,11 +464,12 @@ static void replay_envelope(struct replay *r)
 	int n = snprintf(line, sizeof line, "MAIL FROM:<%s>", r->txn.sender);
 	if (size > 0)
 		n += snprintf(line + n, sizeof line - (size_t)n, " SIZE=%llu", size);
-	if (pm->body == SMTP_BODY_8BITMIME && r->b->eightbitmime)
+	if (pm->body == SMTP_BODY_8BITMIME && backend_caps(r->b)->eightbitmime)
 		n += snprintf(line + n, sizeof line - (size_t)n, " BODY=8BITMIME");
-	if (pm->smtputf8 && r->b->smtputf8)
+	if (pm->smtputf8 && backend_caps(r->b)->smtputf8)
 		n += snprintf(line + n, sizeof line - (size_t)n, " SMTPUTF8");
 	size_t n_rcpts = r->kind == REPLAY_RCPT ? 1 : r->txn.n_rcpts;
+	replay_set_step(r, REPLAY_STEP_ENVELOPE);
 	r->owed = (unsigned)(1 + n_rcpts);
 	if (replay_send(r, line, (size_t)n, false, 0, replay_mail_reply) != 0)
 		return;
@@ -405,7 +500,6 @@ static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 	if (backend_unacked(r->b) > 0) {
 		log_warn("replay: session=%llu reply %d before the end of data reached the server; "
 			 "closing", r->id->session_id, reply->code);
-		r->b->protocol_error = true;
 		replay_fail(r, REPLY_BACKEND_PROTOCOL);
 		return;
 	}
@@ -427,14 +521,14 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 		return;
 	}
 	if (evbuffer_get_length(chunk) == 0) {
-		r->body_done = true;
+		replay_set_step(r, REPLAY_STEP_DOT);
 		/* The body always ends in CR LF (smtp_data), so "." starts a line. */
-		replay_send(r, ".", 1, true, worker->cfg->backend_data_timeout_ms,
+		replay_send(r, ".", 1, true, r->cfg->backend_data_timeout_ms,
 			    replay_final_reply);
 		return;
 	}
 	if (backend_write(r->b, chunk) != 0)
-		return; /* on_fail follows */
+		return; /* the lease's failed follows */
 	evbuffer_drain(chunk, evbuffer_get_length(chunk));
 	if (backend_output_pending(r->b) < REPLAY_BODY_HIGHWAT)
 		replay_body_next(r);
@@ -442,7 +536,7 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 
 static void replay_body_next(struct replay *r)
 {
-	if (!r->body_started || r->body_reading || r->body_done)
+	if (r->step != REPLAY_STEP_BODY || r->body_reading)
 		return;
 	r->body_reading = true;
 	spool_read(r->txn.body, replay_body_chunk, r);
@@ -467,7 +561,7 @@ static void replay_received_header(struct replay *r)
 			 "Received: from %s (%s [%s])\r\n\tby %s (sluice) with %s;\r\n\t%s\r\n",
 			 id->helo ? id->helo : "unknown",
 			 id->name_status == DNS_NAME_OK && id->name ? id->name : "unknown",
-			 id->addr, worker->cfg->myhostname, id->esmtp ? "ESMTP" : "SMTP",
+			 id->addr, r->cfg->myhostname, id->esmtp ? "ESMTP" : "SMTP",
 			 date);
 	struct evbuffer *buf = evbuffer_new();
 	if (buf && n > 0 && (size_t)n < sizeof hdr &&
@@ -497,9 +591,9 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 		replay_rset(r);
 		return;
 	}
-	if (!worker->cfg->backend_xclient)
+	if (!r->cfg->backend_xclient)
 		replay_received_header(r);
-	r->body_started = true;
+	replay_set_step(r, REPLAY_STEP_BODY);
 	replay_body_next(r);
 }
 
@@ -513,13 +607,18 @@ static void replay_conn_ready(void *arg, struct backend *b, enum reply_id err)
 		return;
 	}
 	r->b = b;
-	b->owner = r;
-	b->on_fail = replay_conn_failed;
-	b->on_drain = replay_body_drain;
 	replay_identify(r);
 }
 
-static struct replay *replay_start(enum replay_kind kind,
+static const struct pool_borrower replay_borrower = {
+	.ready = replay_conn_ready,
+	.failed = replay_conn_failed,
+	.drained = replay_body_drain,
+};
+
+static struct replay *replay_start(struct pool *pool,
+				   const struct config *cfg,
+				   enum replay_kind kind,
 				   const struct client_identity *id,
 				   const struct replay_txn *txn,
 				   replay_done_fn done, void *arg)
@@ -527,36 +626,95 @@ static struct replay *replay_start(enum replay_kind kind,
 	struct replay *r = calloc(1, sizeof *r);
 	if (!r)
 		return NULL;
+	r->pool = pool;
+	r->cfg = cfg;
 	r->kind = kind;
 	r->id = id;
 	r->txn = *txn;
 	r->done = done;
 	r->arg = arg;
-	pool_checkout(worker->pool, &r->wait, id->session_id,
-		      worker->cfg->checkout_timeout_ms, replay_conn_ready, r);
+	r->key = replay_identity_key(id);
+	pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
+		  &replay_borrower, r);
 	return r;
 }
 
-struct replay *replay_rcpt(const struct client_identity *id,
+struct replay *replay_rcpt(struct pool *pool, const struct config *cfg,
+			   const struct client_identity *id,
 			   const struct replay_txn *txn, replay_done_fn done,
 			   void *arg)
 {
-	return replay_start(REPLAY_RCPT, id, txn, done, arg);
+	return replay_start(pool, cfg, REPLAY_RCPT, id, txn, done, arg);
 }
 
-struct replay *replay_message(const struct client_identity *id,
+struct replay *replay_message(struct pool *pool, const struct config *cfg,
+			      const struct client_identity *id,
 			      const struct replay_txn *txn,
 			      replay_done_fn done, void *arg)
 {
-	return replay_start(REPLAY_MESSAGE, id, txn, done, arg);
+	return replay_start(pool, cfg, REPLAY_MESSAGE, id, txn, done, arg);
+}
+
+/* What an orphaned replay's end needs: the session is gone. */
+struct replay_orphan {
+	unsigned long long session_id;
+	char addr[sizeof ((struct client_identity *)0)->addr];
+	size_t n_rcpts;
+};
+
+static void replay_orphan_done(void *arg, const struct smtp_reply *reply,
+			       enum reply_id local)
+{
+	struct replay_orphan *o = arg;
+
+	if (reply) {
+		metrics_inc(METRIC_ORPHAN_ANSWERS);
+		log_warn("replay: session=%llu client=%s client gone before the answer: "
+			 "server answered %d %s %.200s (nrcpt=%zu; the client will "
+			 "retry, a 2xx here means a duplicate)", o->session_id,
+			 o->addr, reply->code, reply->enhanced, reply->text,
+			 o->n_rcpts);
+	} else {
+		log_warn("replay: session=%llu client=%s client gone before the answer: "
+			 "no answer from the server (%d)", o->session_id, o->addr,
+			 reply_code(local));
+	}
+	free(o);
+}
+
+/* Once any byte of the final dot has left, the server may queue the
+ * message whatever the client does: the replay keeps what it needs (its
+ * own copy of the identity; the envelope and the body are no longer read)
+ * and runs to the server's answer, which is logged and counted. False
+ * when out of memory (then it is cancelled as before). */
+static bool replay_orphan(struct replay *r)
+{
+	struct replay_orphan *o = calloc(1, sizeof *o);
+
+	if (!o)
+		return false;
+	o->session_id = r->id->session_id;
+	snprintf(o->addr, sizeof o->addr, "%s", r->id->addr);
+	o->n_rcpts = r->txn.n_rcpts;
+	r->own_id = *r->id;
+	r->own_id.name = NULL;
+	r->own_id.helo = NULL;
+	r->id = &r->own_id;
+	r->txn = (struct replay_txn){ .n_rcpts = o->n_rcpts };
+	r->done = replay_orphan_done;
+	r->arg = o;
+	return true;
 }
 
 void replay_cancel(struct replay *r)
 {
 	if (!r)
 		return;
-	pool_cancel(worker->pool, &r->wait);
-	if (r->b)
-		pool_release(worker->pool, r->b, false);
+	/* The dot (".\r\n") is the last thing written: fewer bytes than
+	 * that still in our buffer means part of it has left. */
+	if (r->step == REPLAY_STEP_DOT && r->b &&
+	    backend_output_pending(r->b) < REPLAY_DOT_LEN && replay_orphan(r))
+		return;
+	pool_return(&r->lease, false);
 	free(r);
 }

@@ -9,7 +9,11 @@
  * relaying by sluice's own address.
  *
  * The outcome is delivered once through the callback, on a later loop turn
- * than the call; replay_cancel stops it (the session is going away).
+ * than the call; replay_cancel stops it (the session is going away), except
+ * once part of the final dot has left: then the server may queue the
+ * message whatever happens, so the replay keeps its own copy of what it
+ * still needs, runs to the server's answer and logs and counts it
+ * (sluice_orphan_answers_total) instead of calling back.
  */
 #ifndef SLUICE_REPLAY_H
 #define SLUICE_REPLAY_H
@@ -22,6 +26,8 @@
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 
+struct config;
+struct pool;
 struct spool;
 struct replay;
 
@@ -50,13 +56,16 @@ struct replay_txn {
 typedef void (*replay_done_fn)(void *arg, const struct smtp_reply *reply,
 			       enum reply_id local);
 
-/* Checks txn->rcpts[0] (only) with the server. */
-struct replay *replay_rcpt(const struct client_identity *id,
+/* Checks txn->rcpts[0] (only) with the server, on a connection of pool.
+ * pool and cfg outlive the replay. */
+struct replay *replay_rcpt(struct pool *pool, const struct config *cfg,
+			   const struct client_identity *id,
 			   const struct replay_txn *txn, replay_done_fn done,
 			   void *arg);
 
 /* Replays the whole transaction. */
-struct replay *replay_message(const struct client_identity *id,
+struct replay *replay_message(struct pool *pool, const struct config *cfg,
+			      const struct client_identity *id,
 			      const struct replay_txn *txn,
 			      replay_done_fn done, void *arg);
 

@@ -29,16 +29,19 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "client_limits.h"
 #include "config.h"
-#include "limits.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
 #include "spool.h"
 #include "store.h"
-#include "worker.h"
 
 #define SESSION_SKIP_MAX (1024 * 1024) /* overlong line bytes skipped before we give up */
 #define SESSION_ERRORS_SIGNAL 3        /* protocol errors before ERRORS fires */
+/* CLOSING: how often to look whether the last reply has left (the TLS
+ * filter's write callback comes before the socket's buffer is empty). */
+#define SESSION_FLUSH_POLL_MS 20
 
 static const char *const session_state_names[] = {
 #define SESSION_STATE_NAME(s) #s,
@@ -69,8 +72,8 @@ void session_set_state(struct session *s, enum session_state st)
 
 static void session_timeouts(struct session *s, bool reading)
 {
-	long ms = worker->cfg->smtpd_timeout_ms;
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	long ms = s->env->cfg->smtpd_timeout_ms;
+	struct timeval tv = mstime_tv(ms);
 	bufferevent_set_timeouts(s->bev, reading ? &tv : NULL, &tv);
 }
 
@@ -86,7 +89,7 @@ static void session_count_reply(struct session *s, int code, size_t len)
 void session_reply(struct session *s, enum reply_id id)
 {
 	char buf[600];
-	size_t len = reply_format(id, worker->cfg->myhostname, s->ident.addr, buf, sizeof buf);
+	size_t len = reply_format(id, s->env->cfg->myhostname, s->ident.addr, buf, sizeof buf);
 	if (len == 0 || bufferevent_write(s->bev, buf, len) != 0) {
 		session_close(s, "write failed");
 		return;
@@ -135,7 +138,7 @@ void session_txn_free(struct session *s)
 static void session_log_summary(struct session *s)
 {
 	struct timeval now, d;
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	timersub(&now, &s->started, &d);
 	char helo[120];
 	log_escape(helo, sizeof helo, s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
@@ -150,8 +153,8 @@ static void session_log_summary(struct session *s)
 							    : "[UNAVAILABLE]",
 		 helo, s->tls ? s->tls_info : "no", s->cls.score,
 		 classify_list(&s->cls, signals, sizeof signals),
-		 s->ever_shaped ? "yes" : "no", session_shaped_ms(s) / 1000,
-		 s->phase_reached, s->transactions,
+		 shape_ever(&s->shape) ? "yes" : "no", shape_used_ms(&s->shape) / 1000,
+		 session_phase_name(s->phase_reached), s->transactions,
 		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
 		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
 		 s->outcome[0] ? s->outcome : "closed");
@@ -160,7 +163,7 @@ static void session_log_summary(struct session *s)
 static void session_free(struct session *s)
 {
 	if (s->counted)
-		limits_client_leave((const struct sockaddr *)&s->peer);
+		client_limits_leave((const struct sockaddr *)&s->peer);
 	session_shape_end(s, false);
 	session_log_summary(s);
 	if (s->store_req)
@@ -220,23 +223,26 @@ static size_t session_output_pending(const struct session *s)
 static void session_flush_check(struct session *s)
 {
 	struct timeval now;
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	if (session_output_pending(s) == 0 || timercmp(&now, &s->flush_deadline, >)) {
 		session_schedule_free(s);
 		return;
 	}
-	struct timeval tv = {0, 20000};
+	struct timeval tv = mstime_tv(SESSION_FLUSH_POLL_MS);
 	event_add(s->defer_ev, &tv);
 }
 
-void session_close(struct session *s, const char *outcome)
+/* hangup: the client closed the connection (EOF), which is what shaping
+ * counts; outcome is for the log only. */
+static void session_close_as(struct session *s, const char *outcome,
+			     bool hangup)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
 	if (!s->outcome[0])
 		snprintf(s->outcome, sizeof s->outcome, "%s", outcome);
 	s->phase_reached = session_phase(s);
-	session_shape_end(s, strncmp(outcome, "disconnect", 10) == 0);
+	session_shape_end(s, hangup);
 	session_set_state(s, SESSION_CLOSING);
 	if (s->store_req) {
 		store_lookup_cancel(s->store_req);
@@ -253,18 +259,23 @@ void session_close(struct session *s, const char *outcome)
 	session_txn_free(s);
 	bufferevent_disable(s->bev, EV_READ);
 	struct timeval now, tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
-	event_base_gettimeofday_cached(worker->base, &now);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	timeradd(&now, &tv, &s->flush_deadline);
 	bufferevent_set_timeouts(s->bev, NULL, &tv);
 	bufferevent_enable(s->bev, EV_WRITE);
 	session_flush_check(s);
 }
 
+void session_close(struct session *s, const char *outcome)
+{
+	session_close_as(s, outcome, false);
+}
+
 void session_error(struct session *s)
 {
 	if (++s->errors == SESSION_ERRORS_SIGNAL)
 		session_signal(s, SIGNAL_ERRORS, NULL);
-	if (s->state != SESSION_CLOSING && s->errors >= worker->cfg->smtpd_hard_error_limit) {
+	if (s->state != SESSION_CLOSING && s->errors >= s->env->cfg->smtpd_hard_error_limit) {
 		metrics_inc(METRIC_LIMIT_ERRORS);
 		log_warn("session=%llu client=%s too many errors (%u)",
 			 s->ident.session_id, s->ident.addr, s->errors);
@@ -290,6 +301,7 @@ static void session_dns_done(enum dns_name_status st, const char *name, void *ar
 	if (s->after_dns) {
 		void (*then)(struct session *) = s->after_dns;
 		s->after_dns = NULL;
+		session_set_wait(s, SESSION_WAIT_REPLAY); /* what waited for it */
 		then(s);
 	}
 }
@@ -299,17 +311,35 @@ bool session_identity_ready(struct session *s, void (*then)(struct session *))
 	if (!s->dns)
 		return true;
 	s->after_dns = then;
+	session_set_wait(s, SESSION_WAIT_DNS);
 	return false;
 }
 
 /* --- input loop -------------------------------------------------------- */
 
-void session_set_busy(struct session *s, bool busy)
+static const char *const session_wait_names[] = {
+#define SESSION_WAIT_NAME(id, name) name,
+	SESSION_WAITS(SESSION_WAIT_NAME)
+#undef SESSION_WAIT_NAME
+};
+
+/* The one setter of s->wait. */
+void session_set_wait(struct session *s, enum session_wait w)
 {
-	s->busy = busy;
+	if (s->wait == w)
+		return;
+	log_debug("session=%llu wait %s -> %s", s->ident.session_id,
+		  session_wait_names[s->wait], session_wait_names[w]);
+	s->wait = w;
+}
+
+/* Input stops (w) or resumes (NONE), with the timeouts that go with it. */
+void session_wait_for(struct session *s, enum session_wait w)
+{
+	session_set_wait(s, w);
 	/* While sluice owes the reply, the client's silence is not idleness. */
-	session_timeouts(s, !busy);
-	if (!busy)
+	session_timeouts(s, w == SESSION_WAIT_NONE);
+	if (w == SESSION_WAIT_NONE)
 		session_resume(s);
 }
 
@@ -318,9 +348,7 @@ static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 	if (s->state == SESSION_CLOSING)
 		session_flush_check(s);
-	else if (s->state == SESSION_GREETING)
-		session_shape_greet_timer(s);
-	else
+	else if (s->state != SESSION_GREETING) /* shaping's timer greets */
 		session_input(s);
 }
 
@@ -398,7 +426,7 @@ static void session_input(struct session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	unsigned commands = 0;
-	while (!s->busy && s->state != SESSION_CLOSING &&
+	while (s->wait == SESSION_WAIT_NONE && s->state != SESSION_CLOSING &&
 	       s->state != SESSION_GREETING) {
 		if (s->state == SESSION_DATA) {
 			if (!session_data_input(s))
@@ -420,9 +448,9 @@ static void session_input(struct session *s)
 
 void session_arm_command_deadline(struct session *s)
 {
-	long ms = worker->cfg->smtpd_timeout_ms;
-	struct timeval now, tv = {ms / 1000, (ms % 1000) * 1000};
-	event_base_gettimeofday_cached(worker->base, &now);
+	long ms = s->env->cfg->smtpd_timeout_ms;
+	struct timeval now, tv = mstime_tv(ms);
+	event_base_gettimeofday_cached(s->env->base, &now);
 	timeradd(&now, &tv, &s->cmd_deadline);
 }
 
@@ -431,11 +459,11 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 	struct session *s = arg;
 	/* smtpd_timeout bounds each command, not each read: a client that
 	 * dribbles a line byte by byte (slowloris) is cut off all the same. */
-	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
+	if (s->wait == SESSION_WAIT_NONE && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
 	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec &&
 	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
 		struct timeval now;
-		event_base_gettimeofday_cached(worker->base, &now);
+		event_base_gettimeofday_cached(s->env->base, &now);
 		if (timercmp(&now, &s->cmd_deadline, >)) {
 			metrics_inc(METRIC_LIMIT_TIMEOUTS);
 			log_info("session=%llu client=%s command deadline passed in state %s",
@@ -462,7 +490,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* The client could not answer before our reply had left: with a
 	 * shaped reply, that is seconds. The command's time starts now. */
-	if (!s->busy && s->state != SESSION_DATA && s->state != SESSION_GREETING) {
+	if (s->wait == SESSION_WAIT_NONE && s->state != SESSION_DATA && s->state != SESSION_GREETING) {
 		session_arm_command_deadline(s);
 		session_timeouts(s, true);
 	}
@@ -497,21 +525,21 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* Nothing more can be written to this client. */
 	evbuffer_drain(bufferevent_get_output(bev),
 		       evbuffer_get_length(bufferevent_get_output(bev)));
-	session_close(s, outcome);
+	session_close_as(s, outcome, what & BEV_EVENT_EOF);
 }
 
 void session_install_callbacks(struct session *s)
 {
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
-	session_timeouts(s, !s->busy);
+	session_timeouts(s, s->wait == SESSION_WAIT_NONE);
 }
 
 /* --- accept ------------------------------------------------------------ */
 
 void session_greet(struct session *s)
 {
-	if (worker->draining) {
+	if (s->env->draining) {
 		session_set_state(s, SESSION_INIT);
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
@@ -526,13 +554,13 @@ void session_greet(struct session *s)
  * a flood must cost as little as possible. */
 static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	enum reply_id refuse = REPLY_OK;
 	if (n_sessions > cfg->session_limit) {
 		metrics_inc(METRIC_LIMIT_SESSIONS);
 		refuse = REPLY_TOO_MANY_SESSIONS;
 	} else {
-		unsigned count = limits_client_enter(addr);
+		unsigned count = client_limits_enter(addr);
 		s->counted = count > 0;
 		if (count == 0) {
 			refuse = REPLY_RESOURCES;
@@ -555,7 +583,8 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 	return true;
 }
 
-void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
+void session_accept(struct session_env *env, int fd,
+		    const struct sockaddr *addr, socklen_t len)
 {
 	struct session *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -563,13 +592,14 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		close(fd);
 		return;
 	}
-	if (!reap_ev && !(reap_ev = event_new(worker->base, -1, 0, session_reap_cb, NULL))) {
+	s->env = env;
+	if (!reap_ev && !(reap_ev = event_new(s->env->base, -1, 0, session_reap_cb, NULL))) {
 		free(s);
 		close(fd);
 		return;
 	}
-	s->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	s->defer_ev = event_new(worker->base, -1, 0, session_defer_cb, s);
+	s->bev = bufferevent_socket_new(s->env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->defer_ev = event_new(s->env->base, -1, 0, session_defer_cb, s);
 	if (!s->bev || !s->defer_ev) {
 		static const char msg[] = "421 4.3.0 Error: out of resources\r\n";
 		if (!s->bev) {
@@ -584,7 +614,8 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		free(s);
 		return;
 	}
-	s->ident.session_id = ++worker->next_session_id;
+	s->ident.session_id = ++s->env->next_session_id;
+	s->verdict_done = session_greet;
 	s->ident.family = addr->sa_family;
 	if (addr->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
@@ -598,8 +629,8 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 	s->ident.name_status = DNS_NAME_TEMPFAIL;
 	if (len <= sizeof s->peer)
 		memcpy(&s->peer, addr, len);
-	s->phase_reached = "greeting";
-	event_base_gettimeofday_cached(worker->base, &s->started);
+	s->phase_reached = SESSION_PHASE_GREETING;
+	event_base_gettimeofday_cached(s->env->base, &s->started);
 	TAILQ_INSERT_TAIL(&sessions, s, link);
 	n_sessions++;
 	metrics_inc(METRIC_SESSIONS);
@@ -611,7 +642,7 @@ void session_accept(int fd, const struct sockaddr *addr, socklen_t len)
 		return;
 	log_info("session=%llu connect from %s port=%u", s->ident.session_id,
 		 s->ident.addr, s->ident.port);
-	s->dns = dns_ptr_start(worker->dns, addr, session_dns_done, s);
+	s->dns = dns_ptr_start(s->env->dns, addr, session_dns_done, s);
 	if (!s->dns)
 		log_warn("session=%llu cannot start PTR look-up", s->ident.session_id);
 	session_shape_accept(s, addr);
@@ -623,7 +654,9 @@ void session_shutdown_all(void)
 	for (s = TAILQ_FIRST(&sessions); s; s = next) {
 		next = TAILQ_NEXT(s, link);
 		/* A replay in flight finishes first: its client gets the
-		 * server's answer, then the 421 from session_end_replay. */
+		 * server's answer, then the 421 (data_replayed sees
+		 * env->draining; after a recipient check, the worker's next
+		 * drain poll calls this again). */
 		if (s->replay || s->state == SESSION_CLOSING)
 			continue;
 		session_reply(s, REPLY_SHUTDOWN);

@@ -20,10 +20,10 @@
 #include <string.h>
 
 #include "config.h"
-#include "limits.h"
+#include "client_limits.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
+#include "pool.h"
 
 #define ST(x) (1u << SESSION_##x)
 #define ST_ANY (ST(INIT) | ST(READY) | ST(MAIL) | ST(RCPT))
@@ -121,7 +121,7 @@ static bool looks_like_header(const char *line, size_t len)
 void session_cmd_line(struct session *s, const char *line, size_t len,
 		      bool pipelined)
 {
-	if (++s->commands > worker->cfg->command_limit) {
+	if (++s->commands > s->env->cfg->command_limit) {
 		metrics_inc(METRIC_LIMIT_COMMANDS);
 		log_warn("session=%llu client=%s command_limit reached", s->ident.session_id,
 			 s->ident.addr);
@@ -219,7 +219,7 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
 	session_shape_helo(s);
 	if (!ehlo) {
 		char line[300];
-		int n = snprintf(line, sizeof line, "250 %s\r\n", worker->cfg->myhostname);
+		int n = snprintf(line, sizeof line, "250 %s\r\n", s->env->cfg->myhostname);
 		bufferevent_write(s->bev, line, (size_t)n);
 		s->bytes_out += (size_t)n;
 		metrics_inc(METRIC_REPLIES_2XX);
@@ -230,15 +230,15 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
 
 void session_cmd_ehlo_reply(struct session *s)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	size_t before = evbuffer_get_length(out);
 	evbuffer_add_printf(out, "250-%s\r\n250-PIPELINING\r\n", cfg->myhostname);
-	evbuffer_add_printf(out, "250-SIZE %llu\r\n", worker_size_limit());
-	if (worker->tls_server && !s->tls)
+	evbuffer_add_printf(out, "250-SIZE %llu\r\n", pool_size_limit(s->env->pool));
+	if (s->env->tls_server && !s->tls)
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
-	if (worker->backend_smtputf8)
+	if (pool_backend_smtputf8(s->env->pool))
 		evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
 	evbuffer_add_printf(out, "250 8BITMIME\r\n");
 	s->bytes_out += evbuffer_get_length(out) - before;
@@ -282,12 +282,12 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
 		session_error(s);
 		return;
 	}
-	if (params.smtputf8 && !worker->backend_smtputf8) {
+	if (params.smtputf8 && !pool_backend_smtputf8(s->env->pool)) {
 		session_reply(s, REPLY_UNKNOWN_PARAM);
 		session_error(s);
 		return;
 	}
-	const unsigned long long limit = worker_size_limit();
+	const unsigned long long limit = pool_size_limit(s->env->pool);
 	if (limit && params.size > 0 && (unsigned long long)params.size > limit) {
 		session_reply(s, REPLY_SIZE_EXCEEDED);
 		return;
@@ -319,7 +319,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 				session_reply(s, REPLY_MEMORY_FULL);
 				free(t->pending_rcpt);
 				t->pending_rcpt = NULL;
-				session_set_busy(s, false);
+				session_wait_for(s, SESSION_WAIT_NONE);
 				return;
 			}
 			t->rcpts = r;
@@ -346,7 +346,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 		session_reply_relay(s, reply);
 	else
 		session_reply(s, local);
-	session_set_busy(s, false);
+	session_wait_for(s, SESSION_WAIT_NONE);
 }
 
 static void rcpt_start(struct session *s)
@@ -358,12 +358,13 @@ static void rcpt_start(struct session *s)
 		.rcpts = &t->pending_rcpt,
 		.n_rcpts = 1,
 	};
-	s->replay = replay_rcpt(&s->ident, &rt, rcpt_checked, s);
+	s->replay = replay_rcpt(s->env->pool, s->env->cfg, &s->ident, &rt,
+				rcpt_checked, s);
 	if (!s->replay) {
 		free(t->pending_rcpt);
 		t->pending_rcpt = NULL;
 		session_reply(s, REPLY_MEMORY_FULL);
-		session_set_busy(s, false);
+		session_wait_for(s, SESSION_WAIT_NONE);
 	}
 }
 
@@ -378,7 +379,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
 		session_error(s);
 		return;
 	}
-	if (t->n_rcpts >= worker->cfg->max_recipients) {
+	if (t->n_rcpts >= s->env->cfg->max_recipients) {
 		session_reply(s, REPLY_TOO_MANY_RCPTS);
 		return;
 	}
@@ -386,7 +387,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
 		session_reply(s, REPLY_MEMORY_FULL);
 		return;
 	}
-	session_set_busy(s, true);
+	session_wait_for(s, SESSION_WAIT_REPLAY);
 	if (session_identity_ready(s, rcpt_start))
 		rcpt_start(s);
 }
@@ -430,7 +431,7 @@ static void cmd_help(struct session *s, const struct smtp_cmd *cmd)
 
 static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 {
-	if (!worker->tls_server) {
+	if (!s->env->tls_server) {
 		session_reply(s, REPLY_TLS_NOT_OFFERED);
 		session_error(s);
 		return;
@@ -445,8 +446,8 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 		session_error(s);
 		return;
 	}
-	unsigned limit = worker->cfg->tls_session_rate_limit;
-	if (limit && limits_tls_rate((const struct sockaddr *)&s->peer) > limit) {
+	unsigned limit = s->env->cfg->tls_session_rate_limit;
+	if (limit && client_limits_tls_rate((const struct sockaddr *)&s->peer) > limit) {
 		metrics_inc(METRIC_LIMIT_TLS_RATE);
 		log_warn("session=%llu client=%s too many new TLS sessions (tls_session_rate_limit=%u)",
 			 s->ident.session_id, s->ident.addr, limit);

@@ -21,8 +21,8 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool.h"
 #include "spool.h"
-#include "worker.h"
 
 #define DATA_FEED_MAX 16384
 
@@ -31,22 +31,24 @@ static void data_end(struct session *s);
 void session_data_begin(struct session *s)
 {
 	struct txn *t = s->txn;
-	const struct config *cfg = worker->cfg;
-	if (cfg->memory_limit && worker->memory_buffered >= cfg->memory_limit) {
+	const struct config *cfg = s->env->cfg;
+	if (cfg->memory_limit && s->env->spool->memory_buffered >= cfg->memory_limit) {
 		metrics_inc(METRIC_MEMORY_LIMIT_HITS);
 		log_warn("session=%llu client=%s DATA refused: memory cap %llu reached",
 			 s->ident.session_id, s->ident.addr, cfg->memory_limit);
 		session_reply(s, REPLY_MEMORY_FULL);
 		return;
 	}
-	t->body = spool_new(s->ident.session_id * 1000 + s->transactions % 1000);
+	t->body = spool_new(s->env->spool,
+			    s->ident.session_id * SESSION_TXN_ID_SPAN +
+				    s->transactions % SESSION_TXN_ID_SPAN);
 	if (!t->body) {
 		session_reply(s, REPLY_MEMORY_FULL);
 		return;
 	}
 	smtp_data_init(&t->data, cfg->bare_newline == CONFIG_BARE_REJECT
 					 ? SMTP_BARE_REJECT : SMTP_BARE_NORMALIZE,
-		       worker_size_limit());
+		       pool_size_limit(s->env->pool));
 	session_set_state(s, SESSION_DATA);
 	session_reply(s, REPLY_DATA_GO);
 	session_shape_body(s, true);
@@ -68,6 +70,19 @@ bool session_data_input(struct session *s)
 		size_t used = smtp_data_feed(&t->data, v.iov_base, len, out, &out_len);
 		evbuffer_drain(in, used);
 		s->bytes_in += used;
+		/* memory_limit holds on every append, not only at DATA: while
+		 * a spill is pending a message grows in memory, and many at
+		 * once would pass the cap. It may be passed by one feed (at
+		 * most SMTP_DATA_OUT_MAX(DATA_FEED_MAX) bytes) per session. */
+		if (out_len && !t->data_error && s->env->cfg->memory_limit &&
+		    s->env->spool->memory_buffered >= s->env->cfg->memory_limit) {
+			t->data_error = true;
+			t->memory_full = true;
+			metrics_inc(METRIC_MEMORY_LIMIT_HITS);
+			log_warn("session=%llu client=%s message refused: memory cap %llu "
+				 "reached during DATA", s->ident.session_id, s->ident.addr,
+				 s->env->cfg->memory_limit);
+		}
 		if (out_len && !t->data_error && spool_append(t->body, out, out_len) != 0) {
 			/* Keep reading to the end so the dialogue stays in step. */
 			t->data_error = true;
@@ -76,7 +91,7 @@ bool session_data_input(struct session *s)
 		}
 		if (t->data.done) {
 			data_end(s);
-			return !s->busy && s->state != SESSION_CLOSING;
+			return s->wait == SESSION_WAIT_NONE && s->state != SESSION_CLOSING;
 		}
 	}
 	return false;
@@ -121,12 +136,12 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 		 code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced",
 		 code, reply ? reply->enhanced : "", text);
 	data_finish_txn(s);
-	if (worker->draining) {
+	if (s->env->draining) {
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
 		return;
 	}
-	session_set_busy(s, false);
+	session_wait_for(s, SESSION_WAIT_NONE);
 }
 
 static void data_replay_start(struct session *s)
@@ -140,11 +155,12 @@ static void data_replay_start(struct session *s)
 		.body = t->body,
 		.body_size = spool_size(t->body),
 	};
-	s->replay = replay_message(&s->ident, &rt, data_replayed, s);
+	s->replay = replay_message(s->env->pool, s->env->cfg, &s->ident, &rt,
+				   data_replayed, s);
 	if (!s->replay) {
 		session_reply(s, REPLY_LOCAL_ERROR);
 		data_finish_txn(s);
-		session_set_busy(s, false);
+		session_wait_for(s, SESSION_WAIT_NONE);
 	}
 }
 
@@ -160,6 +176,7 @@ static void data_release(struct session *s)
 		session_close(s, "closed before end-of-data reply");
 		return;
 	}
+	session_set_wait(s, SESSION_WAIT_REPLAY);
 	if (session_identity_ready(s, data_replay_start))
 		data_replay_start(s);
 }
@@ -172,10 +189,12 @@ static void data_spooled(void *arg, int status, struct evbuffer *chunk)
 			 s->ident.addr);
 		session_reply(s, REPLY_LOCAL_ERROR);
 		data_finish_txn(s);
-		session_set_busy(s, false);
+		session_wait_for(s, SESSION_WAIT_NONE);
 		return;
 	}
-	if (!session_shape_hold(s, data_release))
+	if (session_shape_hold(s, data_release))
+		session_set_wait(s, SESSION_WAIT_HOLD);
+	else
 		data_release(s);
 }
 
@@ -193,7 +212,8 @@ static void data_end(struct session *s)
 	else if (t->data.too_big)
 		refuse = REPLY_MESSAGE_TOO_BIG;
 	else if (t->data_error)
-		refuse = worker->memory_buffered >= worker->cfg->memory_limit
+		refuse = t->memory_full ||
+				 s->env->spool->memory_buffered >= s->env->cfg->memory_limit
 			? REPLY_MEMORY_FULL : REPLY_LOCAL_ERROR;
 	if (refuse != REPLY_OK) {
 		log_info("session=%llu client=%s message refused: %d%s%s",
@@ -205,6 +225,6 @@ static void data_end(struct session *s)
 		return;
 	}
 	session_set_state(s, SESSION_RCPT);
-	session_set_busy(s, true);
+	session_wait_for(s, SESSION_WAIT_SPOOL);
 	spool_finish(t->body, data_spooled, s);
 }

@@ -15,6 +15,7 @@
 #include "dns.h"
 #include "replay.h"
 #include "replies.h"
+#include "shape.h"
 #include "session.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
@@ -54,10 +55,48 @@ struct txn {
 	struct smtp_data data;
 	struct spool *body;
 	bool data_error;    /* a spool or memory failure during DATA */
+	bool memory_full;   /* ... because memory_limit was reached */
 };
+
+/* Where a session is in the dialogue, as the hang-up metrics and the
+ * summary line count it. */
+#define SESSION_PHASES(X)                                                   \
+	X(SESSION_PHASE_GREETING, "greeting")                               \
+	X(SESSION_PHASE_HELO, "helo")                                       \
+	X(SESSION_PHASE_MAIL, "mail")                                       \
+	X(SESSION_PHASE_RCPT, "rcpt")                                       \
+	X(SESSION_PHASE_DATA, "data")                                       \
+	X(SESSION_PHASE_END, "end")
+
+enum session_phase {
+#define SESSION_PHASE_ENUM(id, name) id,
+	SESSION_PHASES(SESSION_PHASE_ENUM)
+#undef SESSION_PHASE_ENUM
+};
+
+/* What a session waits for while its input is stopped (one at a time). */
+#define SESSION_WAITS(X)                                                    \
+	X(SESSION_WAIT_NONE, "none")                                        \
+	X(SESSION_WAIT_REPLAY, "replay")   /* the mail server's answer */   \
+	X(SESSION_WAIT_DNS, "dns")         /* the PTR result, for XCLIENT */ \
+	X(SESSION_WAIT_TLS, "tls")         /* the TLS handshake */          \
+	X(SESSION_WAIT_SPOOL, "spool")     /* the body reaching the spool */ \
+	X(SESSION_WAIT_HOLD, "hold")       /* the end-of-data hold */
+
+enum session_wait {
+#define SESSION_WAIT_ENUM(id, name) id,
+	SESSION_WAITS(SESSION_WAIT_ENUM)
+#undef SESSION_WAIT_ENUM
+};
+
+/* A spool's id (its file name and log lines) is the session id times this
+ * plus the transaction's number within the session, so that ids stay
+ * distinct and readable ("42003": session 42, its third message). */
+#define SESSION_TXN_ID_SPAN 1000
 
 struct session {
 	TAILQ_ENTRY(session) link;
+	struct session_env *env; /* the worker's, shared by every session */
 	struct bufferevent *bev;
 	struct client_identity ident;
 	struct sockaddr_storage peer;
@@ -70,8 +109,7 @@ struct session {
 	struct event *defer_ev; /* resume input on the next loop turn */
 	struct timeval started;
 	struct timeval flush_deadline; /* CLOSING: free by then at the latest */
-	bool busy;              /* waiting for a replay, DNS or TLS */
-	bool wait_dns;          /* a replay waits for the PTR result */
+	enum session_wait wait; /* input stops while not NONE */
 	bool tls;
 	bool tls_pending;       /* STARTTLS answered; TLS once the 220 is out */
 	bool esmtp;
@@ -81,13 +119,13 @@ struct session {
 	unsigned errors;
 	unsigned commands;
 	unsigned junk;            /* NOOP, RSET, VRFY, HELP */
-	bool counted;             /* in limits' per-address count */
+	bool counted;             /* in client_limits' per-address count */
 	struct timeval cmd_deadline; /* the next command is due by then */
 	unsigned transactions;
 	unsigned rcpt_accepted, rcpt_refused;
 	unsigned long long bytes_in, bytes_out;
 	char outcome[48];
-	const char *phase_reached; /* for the summary: where it ended */
+	enum session_phase phase_reached; /* for the summary: where it ended */
 	char tls_info[96];
 	void (*after_dns)(struct session *s);
 
@@ -95,14 +133,11 @@ struct session {
 	struct classify cls;
 	struct dnsbl_req *dnsbl;
 	struct store_lookup *store_req; /* store = redis: pass + reputation */
-	struct event *shape_ev;      /* end of the shape_time budget */
-	struct event *hold_ev;       /* end of the end-of-data hold */
+	struct shape shape;          /* the rate limit, budget and hold */
+	/* The verdict is in: greet (session_greet, set by session.c, so that
+	 * classification never steps the session's lifecycle by name). */
+	void (*verdict_done)(struct session *s);
 	void (*hold_then)(struct session *s); /* runs when the hold ends */
-	struct timeval shaped_since; /* while shaped */
-	long shaped_ms;              /* shaped time before shaped_since */
-	bool shaped;                 /* the rate limit is on */
-	bool shape_spent;            /* shape_time used up: never again */
-	bool ever_shaped;
 	bool trusted;                /* allow list or pass cache */
 	bool reject_mode;            /* score reached reject_threshold */
 	bool greet_waiting;          /* greet_wait over, DNS still running */
@@ -115,7 +150,8 @@ void session_reply(struct session *s, enum reply_id id);
 void session_reply_relay(struct session *s, const struct smtp_reply *r);
 void session_close(struct session *s, const char *outcome);
 void session_resume(struct session *s);
-void session_set_busy(struct session *s, bool busy);
+void session_set_wait(struct session *s, enum session_wait w);
+void session_wait_for(struct session *s, enum session_wait w);
 void session_error(struct session *s);
 void session_txn_free(struct session *s);
 bool session_identity_ready(struct session *s, void (*then)(struct session *));
@@ -147,8 +183,8 @@ void session_shape_answered(struct session *s);
 void session_shape_delivered(struct session *s, int code);
 void session_shape_rcpt(struct session *s, int code);
 void session_shape_end(struct session *s, bool hangup);
-long session_shaped_ms(const struct session *s);
-const char *session_phase(const struct session *s);
+enum session_phase session_phase(const struct session *s);
+const char *session_phase_name(enum session_phase ph);
 
 /* session_tls.c */
 void session_tls_start(struct session *s);

@@ -44,9 +44,9 @@
 #include "log.h"
 #include "metrics.h"
 #include "signals.h"
+#include "spool.h"
 #include "store.h"
 #include "throttle.h"
-#include "worker.h"
 
 #define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
 
@@ -61,106 +61,49 @@ static const struct sockaddr *session_addr(const struct session *s)
 	return (const struct sockaddr *)&s->peer;
 }
 
-long session_shaped_ms(const struct session *s)
+const char *session_phase_name(enum session_phase ph)
 {
-	long ms = s->shaped_ms;
-	if (s->shaped) {
-		struct timeval now, d;
-		event_base_gettimeofday_cached(worker->base, &now);
-		timersub(&now, &s->shaped_since, &d);
-		ms += d.tv_sec * 1000 + d.tv_usec / 1000;
-	}
-	return ms;
+	static const char *const names[] = {
+#define SESSION_PHASE_NAME(id, name) name,
+		SESSION_PHASES(SESSION_PHASE_NAME)
+#undef SESSION_PHASE_NAME
+	};
+	return (unsigned)ph < sizeof names / sizeof names[0] ? names[ph] : "?";
 }
 
-const char *session_phase(const struct session *s)
+enum session_phase session_phase(const struct session *s)
 {
 	switch (s->state) {
 	case SESSION_GREETING:
-		return "greeting";
+		return SESSION_PHASE_GREETING;
 	case SESSION_INIT:
 		/* A slowed greeting still on its way out: the client never
 		 * saw the end of it. */
 		if (s->commands == 0 &&
 		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
-			return "greeting";
-		return "helo";
+			return SESSION_PHASE_GREETING;
+		return SESSION_PHASE_HELO;
 	case SESSION_READY:
-		return "mail";
+		return SESSION_PHASE_MAIL;
 	case SESSION_MAIL:
 	case SESSION_RCPT:
 		/* The body is in; the end-of-data reply is held or replaying. */
-		if (s->txn && s->txn->body && s->busy)
-			return "data";
-		return "rcpt";
+		if (s->txn && s->txn->body && s->wait != SESSION_WAIT_NONE)
+			return SESSION_PHASE_DATA;
+		return SESSION_PHASE_RCPT;
 	case SESSION_DATA:
-		return "data";
+		return SESSION_PHASE_DATA;
 	default:
-		return "end";
+		return SESSION_PHASE_END;
 	}
 }
 
-/* --- the rate limit ----------------------------------------------------- */
-
-static void shape_spent_cb(evutil_socket_t fd, short what, void *arg);
-
-static void shape_off(struct session *s)
-{
-	if (!s->shaped)
-		return;
-	s->shaped_ms = session_shaped_ms(s);
-	s->shaped = false;
-	metrics_add(METRIC_SHAPED_ACTIVE, -1);
-	throttle_apply(s->bev, false);
-}
+/* --- the rate limit (shape.c) ------------------------------------------ */
 
 static void shape_on(struct session *s)
 {
-	const struct config *cfg = worker->cfg;
-	if (s->shaped || s->shape_spent || s->trusted || cfg->shape_time_ms == 0)
-		return;
-	long left = cfg->shape_time_ms - s->shaped_ms;
-	if (left <= 0) {
-		s->shape_spent = true;
-		return;
-	}
-	if (!s->shape_ev && !(s->shape_ev = evtimer_new(worker->base, shape_spent_cb, s)))
-		return; /* cannot bound it: do not shape at all */
-	if (throttle_apply(s->bev, true) != 0)
-		return;
-	struct timeval tv = {left / 1000, (left % 1000) * 1000};
-	evtimer_add(s->shape_ev, &tv);
-	event_base_gettimeofday_cached(worker->base, &s->shaped_since);
-	s->shaped = true;
-	metrics_add(METRIC_SHAPED_ACTIVE, 1);
-	if (!s->ever_shaped) {
-		s->ever_shaped = true;
-		metrics_inc(METRIC_SHAPED);
-		log_info("session=%llu client=%s SHAPED score=%d rate=%u/s for at most %lds",
-			 s->ident.session_id, s->ident.addr, s->cls.score, cfg->shape_rate,
-			 left / 1000);
-	}
-	throttle_window(session_fd(s), false);
-}
-
-/* Shaping is over for good: the budget is spent, or the client waited out
- * its end-of-data hold. */
-static void shape_done(struct session *s, const char *why)
-{
-	if (s->shape_spent || !s->ever_shaped)
-		return;
-	shape_off(s);
-	s->shape_spent = true;
-	if (s->shape_ev)
-		event_del(s->shape_ev);
-	throttle_window(session_fd(s), true);
-	log_info("session=%llu client=%s %s after %lds shaped; full speed",
-		 s->ident.session_id, s->ident.addr, why, s->shaped_ms / 1000);
-}
-
-static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
-{
-	shape_done(arg, "shape_time spent");
+	if (!s->trusted)
+		shape_start(&s->shape, s->cls.score);
 }
 
 /* The end-of-data answer goes out at once, unshaped: the hold has already
@@ -169,12 +112,12 @@ static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
  * client timeout means a duplicate (HOSTILE 106). */
 void session_shape_answered(struct session *s)
 {
-	shape_done(s, "end-of-data answered");
+	shape_finish(&s->shape, "end-of-data answered");
 }
 
 static void shape_decide(struct session *s)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	if (s->trusted)
 		return;
 	if (cfg->reject_threshold && s->cls.score >= (int)cfg->reject_threshold &&
@@ -191,9 +134,9 @@ static void shape_decide(struct session *s)
 void session_signal(struct session *s, enum signal_id sig, const char *detail)
 {
 	if (classify_add(&s->cls, s->ident.session_id, s->ident.addr, sig,
-			 classify_weight(sig), detail) &&
+			 classify_weight(s->env->cfg, sig), detail) &&
 	    sig != SIGNAL_PASS && sig != SIGNAL_ALLOWLIST && sig != SIGNAL_DNSWL)
-		store_record(worker->store, session_addr(s), STORE_BAD_SIGNAL);
+		store_record(s->env->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	/* Before the greeting the verdict waits for the greeting. */
 	if (s->state != SESSION_GREETING)
 		shape_decide(s);
@@ -221,7 +164,7 @@ static void shape_reputation(struct session *s, double rep)
 	if (rep < 0) {
 		char detail[32];
 		snprintf(detail, sizeof detail, "reputation=%.2f", rep);
-		int w = (int)lround(-rep * worker->cfg->weight_reputation);
+		int w = (int)lround(-rep * s->env->cfg->weight_reputation);
 		if (w > 0)
 			classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 				     SIGNAL_REPUTATION, w, detail);
@@ -255,57 +198,62 @@ static void session_store_done(void *arg, const struct store_answer *a)
 		shape_lookup_done(s);
 }
 
+static void session_verdict_due(void *arg)
+{
+	session_shape_greet_timer(arg);
+}
+
 void session_shape_accept(struct session *s, const struct sockaddr *addr)
 {
-	const struct config *cfg = worker->cfg;
+	const struct config *cfg = s->env->cfg;
 	int fd = session_fd(s);
-	bool async = store_async(worker->store);
-	if (worker->allow && cidr_match(worker->allow, addr)) {
+	shape_init(&s->shape, s->env->base, cfg, s->bev, s->ident.session_id,
+		   s->ident.addr, session_verdict_due, s);
+	bool async = store_async(s->env->store);
+	if (s->env->allow && cidr_match(s->env->allow, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_ALLOWLIST, 0, NULL);
-	} else if (!async && store_pass_check(worker->store, addr)) {
+	} else if (!async && store_pass_check(s->env->store, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_PASS,
 			     0, NULL);
 	}
-	if (worker->deny && cidr_match(worker->deny, addr)) {
+	if (s->env->deny && cidr_match(s->env->deny, addr)) {
 		s->trusted = false; /* deny wins over a pass */
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
-			     SIGNAL_DENYLIST, classify_weight(SIGNAL_DENYLIST), NULL);
+			     SIGNAL_DENYLIST, classify_weight(s->env->cfg, SIGNAL_DENYLIST),
+			     NULL);
 	}
 	if (!async)
-		shape_reputation(s, store_reputation(worker->store, addr));
+		shape_reputation(s, store_reputation(s->env->store, addr));
 	else if (!s->trusted) /* NULL: nothing to wait for, the default holds */
-		s->store_req = store_lookup_start(worker->store, addr,
+		s->store_req = store_lookup_start(s->env->store, addr,
 						  session_store_done, s);
-	if (worker->dnsbl && !s->trusted)
-		s->dnsbl = dnsbl_start(worker->dns, worker->dnsbl, addr,
+	if (s->env->dnsbl && !s->trusted)
+		s->dnsbl = dnsbl_start(s->env->dns, s->env->dnsbl, addr,
 				       session_dnsbl_done, s);
 	throttle_window(fd, s->trusted);
 	/* Until the verdict, read only enough to see who talks first: a
 	 * client that may be shaped must not get 64 KiB in ahead of it. */
 	if (!s->trusted)
 		bufferevent_setwatermark(s->bev, EV_READ, 0, SHAPE_PREGREET_MAX);
-	long wait = s->trusted ? 0 : cfg->greet_wait_ms;
-	struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
-	/* The greeting runs from the session's own event, never inside
-	 * accept; greet_wait is the same for every session, so libevent's
-	 * common timeout queue keeps ten thousand waits O(1). */
-	const struct timeval *ctv = event_base_init_common_timeout(worker->base, &tv);
-	event_add(s->defer_ev, ctv ? ctv : &tv);
+	/* The greeting runs from the verdict's own timer, never inside
+	 * accept. */
+	if (shape_verdict_after(&s->shape, s->trusted ? 0 : cfg->greet_wait_ms) != 0)
+		session_verdict_due(s); /* no timer: the verdict now */
 }
 
 /* The verdict, then the greeting (shaped or not). */
 static void shape_greet(struct session *s)
 {
 	s->greet_waiting = false;
-	event_del(s->defer_ev);
+	shape_verdict_cancel(&s->shape);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
 	shape_decide(s);
-	if (!s->shaped)
+	if (!shape_is_on(&s->shape))
 		throttle_window(session_fd(s), true);
-	session_greet(s);
+	s->verdict_done(s);
 }
 
 /* A look-up finished: greet now if greet_wait is over and nothing else is
@@ -324,19 +272,18 @@ void session_shape_greet_timer(struct session *s)
 		char detail[64];
 		snprintf(detail, sizeof detail, "count=%zu", evbuffer_get_length(in));
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
-			     SIGNAL_PREGREET, classify_weight(SIGNAL_PREGREET), detail);
-		store_record(worker->store, session_addr(s), STORE_BAD_SIGNAL);
+			     SIGNAL_PREGREET, classify_weight(s->env->cfg, SIGNAL_PREGREET),
+			     detail);
+		store_record(s->env->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	}
 	/* The verdict waits for the look-ups, but the greeting waits at most
 	 * dns_timeout more for them: a slow or flooded resolver must not hold
 	 * every client. A late answer can still start shaping afterwards. */
 	if (!s->trusted && (s->dns || s->dnsbl || s->store_req) && !s->greet_waiting) {
 		s->greet_waiting = true;
-		long ms = worker->cfg->dns_timeout_ms;
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-		const struct timeval *ctv = event_base_init_common_timeout(worker->base, &tv);
-		event_add(s->defer_ev, ctv ? ctv : &tv);
-		return;
+		if (shape_verdict_after(&s->shape, s->env->cfg->dns_timeout_ms) == 0)
+			return;
+		/* No timer: the verdict now, without the late look-ups. */
 	}
 	shape_greet(s);
 }
@@ -359,7 +306,7 @@ void session_shape_dns_done(struct session *s, enum dns_name_status st,
 void session_shape_helo(struct session *s)
 {
 	unsigned flags = helo_check(s->helo, strlen(s->helo), session_addr(s),
-				    worker->cfg->myhostname);
+				    s->env->cfg->myhostname);
 	if (flags)
 		session_signal(s, SIGNAL_HELO, s->helo);
 }
@@ -368,15 +315,12 @@ void session_shape_helo(struct session *s)
 
 void session_shape_body(struct session *s, bool in_body)
 {
-	if (!s->ever_shaped)
+	if (!shape_ever(&s->shape))
 		return;
-	if (in_body) {
-		/* Full speed for the body: pause the budget too. */
-		shape_off(s);
-		throttle_window(session_fd(s), true);
-	} else {
+	if (in_body)
+		shape_pause(&s->shape); /* full speed, the budget paused */
+	else
 		shape_on(s); /* the final reply goes out slowly */
-	}
 }
 
 bool session_shape_client_gone(struct session *s)
@@ -392,12 +336,13 @@ bool session_shape_client_gone(struct session *s)
 	       ti.tcpi_state == TCP_LAST_ACK;
 }
 
-static void shape_hold_cb(evutil_socket_t fd, short what, void *arg)
+static void session_hold_done(void *arg)
 {
 	struct session *s = arg;
 	void (*then)(struct session *) = s->hold_then;
 	s->hold_then = NULL;
-	then(s);
+	if (then)
+		then(s);
 }
 
 /* The end-of-data reply of a shaped session waits, silently, for the rest
@@ -416,30 +361,21 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 	 * stop holding rather than let held bot messages push legitimate
 	 * DATA into 452 (a flood of big shaped messages would otherwise
 	 * do exactly that). */
-	if (!s->shaped || session_shape_client_gone(s) ||
-	    worker->memory_buffered >= worker->cfg->memory_limit / 2)
-		return false;
-	long left = worker->cfg->shape_time_ms - session_shaped_ms(s);
-	if (left > worker->cfg->shape_final_hold_ms)
-		left = worker->cfg->shape_final_hold_ms;
-	if (left <= 0)
-		return false;
-	if (!s->hold_ev && !(s->hold_ev = evtimer_new(worker->base, shape_hold_cb, s)))
-		return false; /* no timer, no hold: reply now */
-	struct timeval tv = {left / 1000, (left % 1000) * 1000};
-	if (evtimer_add(s->hold_ev, &tv) != 0)
+	if (!shape_is_on(&s->shape) || session_shape_client_gone(s) ||
+	    s->env->spool->memory_buffered >= s->env->cfg->memory_limit / 2)
 		return false;
 	s->hold_then = then;
-	metrics_inc(METRIC_FINAL_HOLDS);
-	log_info("session=%llu client=%s HOLD end-of-data reply for %ld s", s->ident.session_id,
-		 s->ident.addr, (left + 500) / 1000);
-	return true;
+	if (shape_hold(&s->shape, s->env->cfg->shape_final_hold_ms,
+		       session_hold_done))
+		return true;
+	s->hold_then = NULL;
+	return false;
 }
 
 void session_shape_rcpt(struct session *s, int code)
 {
 	if (code / 100 == 5)
-		store_record(worker->store, session_addr(s), STORE_RCPT_REFUSED);
+		store_record(s->env->store, session_addr(s), REPUTATION_RCPT_REFUSED);
 }
 
 void session_shape_delivered(struct session *s, int code)
@@ -449,16 +385,16 @@ void session_shape_delivered(struct session *s, int code)
 		 * for a client that looked clean. From a shaped session it
 		 * proves patience, and spam from patient bots must not clean
 		 * their address or network. */
-		if (!s->ever_shaped) {
-			store_record(worker->store, session_addr(s), STORE_DELIVERED);
+		if (!shape_ever(&s->shape)) {
+			store_record(s->env->store, session_addr(s), REPUTATION_DELIVERED);
 		} else {
 			metrics_inc(METRIC_SHAPED_DELIVERIES);
 			/* Patience proven: no more waiting for this client. */
-			store_pass_grant(worker->store, session_addr(s),
-					 worker->cfg->pass_ttl_ms);
+			store_pass_grant(s->env->store, session_addr(s),
+					 s->env->cfg->pass_ttl_ms);
 		}
 	} else if (code / 100 == 5) {
-		store_record(worker->store, session_addr(s), STORE_MSG_REFUSED);
+		store_record(s->env->store, session_addr(s), REPUTATION_MSG_REFUSED);
 	}
 }
 
@@ -471,34 +407,32 @@ void session_shape_end(struct session *s, bool hangup)
 		dnsbl_cancel(s->dnsbl);
 		s->dnsbl = NULL;
 	}
-	bool was_shaped = s->shaped;
-	long ms = session_shaped_ms(s);
-	shape_off(s);
-	if (s->shape_ev) {
-		event_free(s->shape_ev);
-		s->shape_ev = NULL;
-	}
-	if (s->hold_ev) {
-		event_free(s->hold_ev);
-		s->hold_ev = NULL;
-		s->hold_then = NULL;
-	}
+	bool was_shaped = shape_is_on(&s->shape);
+	long ms = shape_used_ms(&s->shape);
+	shape_free(&s->shape);
+	s->hold_then = NULL;
 	if (hangup && was_shaped) {
+		/* A hang-up after the end counts as one in data, as ever. */
 		static const enum metric_id by_phase[] = {
-			METRIC_HANGUP_GREETING, METRIC_HANGUP_HELO, METRIC_HANGUP_MAIL,
-			METRIC_HANGUP_RCPT, METRIC_HANGUP_DATA};
-		const char *phase = session_phase(s);
-		int i = !strcmp(phase, "greeting") ? 0 : !strcmp(phase, "helo") ? 1
-			: !strcmp(phase, "mail") ? 2 : !strcmp(phase, "rcpt") ? 3 : 4;
-		metrics_inc(by_phase[i]);
+			[SESSION_PHASE_GREETING] = METRIC_HANGUP_GREETING,
+			[SESSION_PHASE_HELO] = METRIC_HANGUP_HELO,
+			[SESSION_PHASE_MAIL] = METRIC_HANGUP_MAIL,
+			[SESSION_PHASE_RCPT] = METRIC_HANGUP_RCPT,
+			[SESSION_PHASE_DATA] = METRIC_HANGUP_DATA,
+			[SESSION_PHASE_END] = METRIC_HANGUP_DATA,
+		};
+		enum session_phase ph = session_phase(s);
+		const char *phase = session_phase_name(ph);
+		metrics_inc(by_phase[ph]);
 		metrics_inc(ms < 10000 ? METRIC_HANGUP_0_10 : ms < 30000 ? METRIC_HANGUP_10_30
 			    : ms < 60000 ? METRIC_HANGUP_30_60 : METRIC_HANGUP_60_PLUS);
 		log_info("session=%llu client=%s HANGUP after %ld s in %s", s->ident.session_id,
 			 s->ident.addr, ms / 1000, phase);
-		store_record(worker->store, session_addr(s), STORE_HANGUP_SHAPED);
+		store_record(s->env->store, session_addr(s), REPUTATION_HANGUP_SHAPED);
 	}
 	/* A client that was never shaped and showed nothing bad passes. */
-	if (!s->ever_shaped && !s->trusted && s->cls.score < (int)worker->cfg->shape_threshold &&
+	if (!shape_ever(&s->shape) && !s->trusted && s->cls.score < (int)s->env->cfg->shape_threshold &&
 	    s->transactions > 0)
-		store_pass_grant(worker->store, session_addr(s), worker->cfg->pass_ttl_ms);
+		store_pass_grant(s->env->store, session_addr(s),
+				 s->env->cfg->pass_ttl_ms);
 }

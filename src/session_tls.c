@@ -21,15 +21,14 @@
 #include "metrics.h"
 #include "throttle.h"
 #include "tls.h"
-#include "worker.h"
 
 /* Layers TLS over the socket once the 220 has left it. */
 static void session_tls_begin(struct session *s)
 {
 	s->tls_pending = false;
-	SSL *ssl = SSL_new(worker->tls_server);
+	SSL *ssl = SSL_new(s->env->tls_server);
 	struct bufferevent *tls = ssl ? bufferevent_openssl_filter_new(
-		worker->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		s->env->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
 		BEV_OPT_CLOSE_ON_FREE) : NULL;
 	if (!tls) {
 		if (ssl)
@@ -41,11 +40,10 @@ static void session_tls_begin(struct session *s)
 	 * layer's limit would meter the handshake's reads too): a shaped
 	 * client could never finish one at 5 B/s. SMTP bytes are shaped
 	 * again on the TLS layer once it is up (session_tls_done). */
-	if (s->shaped)
-		throttle_apply(s->bev, false);
+	shape_leave(&s->shape);
 	s->bev = tls;
 	session_install_callbacks(s); /* the read timeout bounds the handshake */
-	s->busy = true;
+	session_set_wait(s, SESSION_WAIT_TLS);
 	bufferevent_enable(tls, EV_READ | EV_WRITE);
 }
 
@@ -60,7 +58,7 @@ void session_tls_start(struct session *s)
 	}
 	session_reply(s, REPLY_TLS_GO);
 	s->tls = true; /* from here on, even a failed handshake is "TLS" */
-	s->busy = true;
+	session_set_wait(s, SESSION_WAIT_TLS);
 	session_txn_free(s);
 	free(s->helo);
 	s->helo = NULL;
@@ -86,10 +84,9 @@ void session_tls_done(struct session *s)
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 	if (ssl)
 		tls_describe(ssl, s->tls_info, sizeof s->tls_info);
-	if (s->shaped)
-		throttle_apply(s->bev, true);
+	shape_join(&s->shape, s->bev);
 	metrics_inc(METRIC_TLS_HANDSHAKES);
 	log_info("session=%llu client=%s TLS established %s", s->ident.session_id,
 		 s->ident.addr, s->tls_info);
-	session_set_busy(s, false);
+	session_wait_for(s, SESSION_WAIT_NONE);
 }

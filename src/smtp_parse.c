@@ -22,6 +22,8 @@
 #include <limits.h>
 #include <string.h>
 
+#include "ascii.h"
+
 #define SMTP_SIZE_DIGITS_MAX 20
 #define SMTP_LINE_TEXT_MAX (SMTP_CMD_LINE_MAX - 2) /* without CR LF */
 #define SMTP_LOCAL_POSTMASTER "postmaster"
@@ -39,21 +41,10 @@ const char *smtp_verb_name(enum smtp_verb verb)
 	return smtp_verb_names[verb];
 }
 
-static int smtp_lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
+/* lit: a NUL-terminated keyword. */
 static bool smtp_eq_nocase(const char *a, size_t alen, const char *lit)
 {
-	size_t n = strlen(lit);
-
-	if (alen != n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (smtp_lower((unsigned char)a[i]) != smtp_lower(lit[i]))
-			return false;
-	return true;
+	return ascii_eq_nocase(a, alen, lit, strlen(lit));
 }
 
 static bool smtp_prefix_nocase(const char *a, size_t alen, const char *lit)

@@ -23,6 +23,8 @@
 #include <limits.h>
 #include <string.h>
 
+#include "ascii.h"
+
 #define SMTP_REPLY_CODE_LEN 3
 #define SMTP_REPLY_ENH_PART_MAX 3 /* RFC 3463: subject, detail 1-3 digits */
 #define SMTP_REPLY_ENH_MIN 5      /* "c.s.d" */
@@ -35,22 +37,10 @@ void smtp_reply_init(struct smtp_reply *r)
 	memset(r, 0, sizeof *r);
 }
 
-static int smtp_reply_lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
+/* lit: a NUL-terminated keyword. */
 static bool smtp_reply_eq_nocase(const char *a, size_t alen, const char *lit)
 {
-	size_t n = strlen(lit);
-
-	if (alen != n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (smtp_reply_lower((unsigned char)a[i]) !=
-		    smtp_reply_lower(lit[i]))
-			return false;
-	return true;
+	return ascii_eq_nocase(a, alen, lit, strlen(lit));
 }
 
 static bool smtp_reply_digit(char c)

@@ -19,7 +19,8 @@
  * duplicate. Rejected: keeping named files for a restart-time replay.
  *
  * Memory accounting: bytes held in memory (buffer + bytes in a pending
- * job) are counted in worker->memory_buffered for the global cap.
+ * job) are counted in the shared spool_env's memory_buffered, which the
+ * session checks against memory_limit.
  */
 #include "spool.h"
 
@@ -36,7 +37,6 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 #include "workq.h"
 
 #define SPOOL_READ_CHUNK (256 * 1024)
@@ -51,6 +51,7 @@ struct spool_job {
 };
 
 struct spool {
+	struct spool_env *env;
 	unsigned long long owner_id;
 	struct evbuffer *mem;
 	int fd;                /* -1 until the first spill */
@@ -69,13 +70,13 @@ struct spool {
 	char path[600];        /* for logs, and the fallback's name */
 };
 
-static void spool_account(long long delta)
+static void spool_account(struct spool *sp, long long delta)
 {
-	worker->memory_buffered += (unsigned long long)delta;
+	sp->env->memory_buffered += (unsigned long long)delta;
 	metrics_add(METRIC_MEMORY_BUFFERED, delta);
 }
 
-struct spool *spool_new(unsigned long long owner_id)
+struct spool *spool_new(struct spool_env *env, unsigned long long owner_id)
 {
 	struct spool *sp = calloc(1, sizeof *sp);
 	if (!sp)
@@ -85,6 +86,7 @@ struct spool *spool_new(unsigned long long owner_id)
 		free(sp);
 		return NULL;
 	}
+	sp->env = env;
 	sp->owner_id = owner_id;
 	sp->fd = -1;
 	return sp;
@@ -97,7 +99,7 @@ unsigned long long spool_size(const struct spool *sp)
 
 static void spool_destroy(struct spool *sp)
 {
-	spool_account(-(long long)evbuffer_get_length(sp->mem));
+	spool_account(sp, -(long long)evbuffer_get_length(sp->mem));
 	evbuffer_free(sp->mem);
 	if (sp->chunk)
 		evbuffer_free(sp->chunk);
@@ -129,7 +131,7 @@ static void spool_release(struct spool *sp)
 {
 	if (sp->fd >= 0 || sp->linked) {
 		sp->status = 0;
-		if (workq_submit(worker->workq, spool_unlink_work,
+		if (workq_submit(sp->env->workq, spool_unlink_work,
 				 spool_unlink_done, sp) == 0)
 			return;
 		/* Pool gone (shutdown): the supervisor cleans the directory. */
@@ -149,7 +151,7 @@ static void spool_deliver(evutil_socket_t fd, short what, void *arg)
 static void spool_defer(struct spool *sp)
 {
 	if (!sp->ev) {
-		sp->ev = event_new(worker->base, -1, 0, spool_deliver, sp);
+		sp->ev = event_new(sp->env->base, -1, 0, spool_deliver, sp);
 		if (!sp->ev) {
 			/* Cannot defer: deliver an error on the next append or
 			 * never; the session's timeout then ends it. */
@@ -164,7 +166,7 @@ static void spool_defer(struct spool *sp)
  * unlinked at once; sp->linked stays set only if that unlink failed. */
 static int spool_open(struct spool *sp)
 {
-	sp->fd = open(worker->cfg->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+	sp->fd = open(sp->env->cfg->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
 	if (sp->fd >= 0)
 		return 0;
 	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
@@ -206,7 +208,7 @@ static void spool_write_done(void *arg)
 	struct spool_job *job = arg;
 	struct spool *sp = job->sp;
 	sp->job = NULL;
-	spool_account(-(long long)job->len);
+	spool_account(sp, -(long long)job->len);
 	if (job->err) {
 		log_err("spool: write %s: %s", sp->path, strerror(job->err));
 		sp->status = -1;
@@ -220,7 +222,7 @@ static void spool_write_done(void *arg)
 		return;
 	}
 	if (sp->status == 0 &&
-	    evbuffer_get_length(sp->mem) > worker->cfg->message_memory_max)
+	    evbuffer_get_length(sp->mem) > sp->env->cfg->message_memory_max)
 		spool_start_write(sp);
 	if (!sp->job && sp->finishing && sp->cb)
 		spool_defer(sp);
@@ -238,7 +240,7 @@ static void spool_start_write(struct spool *sp)
 	}
 	if (!sp->path[0]) {
 		snprintf(sp->path, sizeof sp->path, "%s/s%d-%llu",
-			 worker->cfg->spool_dir, (int)getpid(), sp->owner_id);
+			 sp->env->cfg->spool_dir, (int)getpid(), sp->owner_id);
 		metrics_inc(METRIC_SPILLS);
 	}
 	evbuffer_remove(sp->mem, data, len);
@@ -247,9 +249,9 @@ static void spool_start_write(struct spool *sp)
 	job->len = len;
 	job->off = sp->file_len;
 	sp->job = job;
-	if (workq_submit(worker->workq, spool_write_work, spool_write_done, job) != 0) {
+	if (workq_submit(sp->env->workq, spool_write_work, spool_write_done, job) != 0) {
 		sp->job = NULL;
-		spool_account(-(long long)len);
+		spool_account(sp, -(long long)len);
 		free(data);
 		free(job);
 		sp->status = -1;
@@ -263,8 +265,8 @@ int spool_append(struct spool *sp, const void *data, size_t len)
 	if (evbuffer_add(sp->mem, data, len) != 0)
 		return -1;
 	sp->size += len;
-	spool_account((long long)len);
-	if (!sp->job && evbuffer_get_length(sp->mem) > worker->cfg->message_memory_max)
+	spool_account(sp, (long long)len);
+	if (!sp->job && evbuffer_get_length(sp->mem) > sp->env->cfg->message_memory_max)
 		spool_start_write(sp);
 	return sp->status;
 }
@@ -346,7 +348,7 @@ void spool_read(struct spool *sp, spool_cb cb, void *arg)
 			job->len = want;
 			job->off = sp->read_off;
 			sp->job = job;
-			if (workq_submit(worker->workq, spool_read_work,
+			if (workq_submit(sp->env->workq, spool_read_work,
 					 spool_read_done, job) == 0)
 				return;
 			sp->job = NULL;
@@ -358,7 +360,7 @@ void spool_read(struct spool *sp, spool_cb cb, void *arg)
 		/* The in-memory tail after the file. */
 		size_t len = evbuffer_get_length(sp->mem);
 		evbuffer_add_buffer(sp->chunk, sp->mem);
-		spool_account(-(long long)len);
+		spool_account(sp, -(long long)len);
 	}
 	spool_defer(sp);
 }

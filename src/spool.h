@@ -10,14 +10,28 @@
 
 #include <stddef.h>
 
-struct spool;
+struct config;
 struct evbuffer;
+struct event_base;
+struct spool;
+struct workq;
+
+/* What the spools of one worker share, owned by the worker and outliving
+ * every spool: the loop, the thread pool that does the disk I/O, the
+ * settings, and the count of message bytes held in memory (the spools
+ * keep it, the session checks it against memory_limit). */
+struct spool_env {
+	struct event_base *base;
+	struct workq *workq;
+	const struct config *cfg;
+	unsigned long long memory_buffered;
+};
 
 /* status 0: ok; -1: I/O error (spool unusable). For spool_read, chunk holds
  * the next bytes (move them out); an empty chunk means the end. */
 typedef void (*spool_cb)(void *arg, int status, struct evbuffer *chunk);
 
-struct spool *spool_new(unsigned long long owner_id);
+struct spool *spool_new(struct spool_env *env, unsigned long long owner_id);
 
 /* Appends canonical message bytes. -1 when out of memory. */
 int spool_append(struct spool *sp, const void *data, size_t len);

@@ -1,1030 +1,215 @@
 /*
- * store: local reputation and the pass cache, shared by every worker on the
- * machine, in one LMDB environment (see store.h).
+ * store: the facade over the store implementations (see store.h).
  *
- * Exports store_open, store_close, store_reputation, store_record,
- * store_pass_check, store_pass_grant, store_decay, and the reputation
- * arithmetic that store_redis.c shares (store_combine,
- * store_event_weights, store_now_ms).
+ * Exports store_open_lmdb, store_open_redis, store_close,
+ * store_reputation, store_record, store_pass_check, store_pass_grant,
+ * store_async, store_lookup_start, store_lookup_cancel.
  *
- * store = redis: store_open_redis makes a struct store that only holds
- * the store_redis connection, and every function here hands over to it
- * (writes) or answers "unknown" (the synchronous reads: Redis is read
- * with store_lookup_start). One handle for the worker either way, so the
- * callers do not care which store they have, except for when reads
- * answer.
+ * struct store is the ops table, the implementation's handle and the
+ * half-life (the answer's arithmetic is done here, so both stores answer
+ * alike). A look-up is a small struct store_lookup owned by the caller
+ * until its callback runs or it is cancelled (store_close frees those
+ * still live, without calling back): it holds the caller's
+ * callback and the implementation's handle, and frees itself before
+ * calling back (the callback may start another look-up or close the
+ * session).
  *
- * Layout. One file set: <state_dir>/sluice.mdb and sluice.mdb-lock
- * (MDB_NOSUBDIR, mode 0600, created by the worker's own unprivileged user
- * in the directory the supervisor made for it). Named databases:
- *   "rep"   key -> {double good, double bad, int64 updated_ms}
- *   "pass"  key -> int64 expires_ms
- *   "meta"  "pruned_ms" -> int64, when MAP_FULL last forced a prune
- * Keys are binary and tagged by family so the four kinds cannot collide:
- *   'A' + 4 bytes IPv4 address      'N' + 3 bytes IPv4 /24
- *   'a' + 16 bytes IPv6 address     'n' + 8 bytes IPv6 /64
- * An IPv4-mapped IPv6 address is the IPv4 address. Values are host-endian
- * (the file never leaves the machine) and copied out with memcpy (LMDB
- * gives no alignment); a value of the wrong size or with a non-finite or
- * negative weight reads as "no record" and is overwritten by the next write.
- * Times are CLOCK_REALTIME milliseconds, so they mean the same in every
- * process and after a restart.
- *
- * Reputation. Each weight decays as v * 2^(-age / halflife) (store_decay;
- * a half-life <= 0 turns decay off, an age <= 0 leaves the value as is);
- * a write decays the stored record to the event's time, adds, and stores
- * it with that time (read-decay-add-write, one write transaction). Weights
- * per event (store_weights): DELIVERED good +1; RCPT_REFUSED bad +0.5 (one
- * bad address is a typo as often as a dictionary attack); MSG_REFUSED bad
- * +1; BAD_SIGNAL bad +0.5 (a heuristic, so half); HANGUP_SHAPED bad +1 (the
- * behaviour shaping exists to expose). A score is (good - bad) /
- * (good + bad + 1): 0 with no evidence, one event moves it half way, and it
- * stays inside (-1, 1) (clamped anyway against a damaged record). The
- * reputation is the worse of the address's score and its network's; the
- * network counts only once its decayed evidence (good + bad) reaches
- * STORE_NET_MIN_EVIDENCE (about three events), so one bad neighbour does
- * not taint a /24, and an unknown address in a good network stays 0 (a
- * network never vouches for an address, it can only hold it back).
- *
- * Pass cache: an address is passed while now < expires_ms; a grant never
- * shortens an existing pass (the later expiry wins, whichever process
- * writes first).
- *
- * Threads and ownership. Every function runs on the loop thread. Reads use
- * one cached read transaction, renewed per call and reset after it (a reset
- * transaction pins no snapshot); they see committed data only, so a record
- * shows up one pool round trip after store_record. A read is a lookup in
- * the mapped file; only a cold page can make it wait for the disk.
- * MDB_NOTLS ties the reader slot to that transaction, not to the thread,
- * because pool threads write while the loop reads.
- * Writes are collected on the loop into a batch (struct store_batch) and at
- * most one batch is in flight on the workq: its work() runs one write
- * transaction for all of it (LMDB has one writer at a time anyway, so more
- * jobs would only park pool threads that spill files need, and batching
- * turns N fsyncs into one under load). Its done(), on the loop, reports,
- * frees the batch and submits what accumulated meanwhile. The batch owns
- * its ops; work() touches only the batch and the environment; all logging,
- * rate limiting and counters live on the loop (done() and the callers).
- * The pending batch is bounded (STORE_BATCH_MAX ops): past it records are
- * dropped, counted and logged at a limited rate. A batch the workq refuses
- * (out of memory, or stopping at shutdown) stays pending: it is retried on
- * the next record and written by store_close, and what comes on top is
- * dropped by the bound.
- *
- * store_close writes the pending batch synchronously (shutdown or reload
- * is where blocking is allowed) and never touches the workq, so it may run
- * before or after workq_free. If a batch is in flight it only marks the
- * store closing; that batch's done() (a loop turn later, or inside
- * workq_free) closes the environment and frees the store.
- *
- * Faults (HOSTILE L.109, M.112). store_open runs mdb_reader_check, which
- * frees reader slots of killed workers; every STORE_READER_CHECK_MS a write
- * job runs it again, and a read that finds the table full runs it and
- * retries. A writer killed mid-transaction is released by LMDB's robust
- * mutex. MDB_MAP_FULL: the job prunes (deletes reputation records whose
- * decayed weight is under STORE_PRUNE_WEIGHT and expired passes, in one
- * transaction, then notes the time in "meta" so that the freed pages are
- * reusable) and retries the batch once; if it still fails (or on
- * ENOSPC/EDQUOT) writes are dropped for STORE_FULL_PAUSE_MS, logged once
- * per pause, and reads go on. The prune is a full scan, on a pool thread,
- * and only on MAP_FULL. MDB_MAP_RESIZED (another process grew the
- * map) is adopted on the loop when no write is in flight. MDB_PANIC marks
- * the store broken: from then on it answers "unknown" and writes nothing.
- * A store that cannot be opened (missing dir, permissions, not an LMDB
- * file, version mismatch) gives NULL with a logged reason, and every
- * function accepts NULL and does nothing (reputation 0, no pass), so mail
- * never waits on the store.
- *
- * Rejected: a subdirectory layout (one more thing for the supervisor to
- * create and chown); MDB_WRITEMAP (a full disk under a sparse map is a
- * SIGBUS instead of an error); MDB_NOSYNC (a system crash may corrupt the
- * file; MDB_NOMETASYNC only loses the last commit, which reputation can
- * afford); growing the map on MDB_MAP_FULL (remapping is unsafe while the
- * loop may be reading; the operator sets the size); recreating a corrupt
- * file automatically (workers open it concurrently, one could unlink what
- * another has mapped); one write job per record (serialises on LMDB's
- * writer lock inside the pool). A process must not open the same store
- * twice at once (closing one environment drops the process's fcntl locks
- * of the other): close before reopening on reload.
+ * Rejected: the implementations calling shared helpers in this file (the
+ * facade would sit both above and below them); one struct with an
+ * `if (redis)` branch per function (how it was: every change touched both
+ * paths at once).
  */
 #include "store.h"
 
-#include <errno.h>
-#include <lmdb.h>
-#include <math.h>
-#include <netinet/in.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include <sys/queue.h>
 
 #include "log.h"
+#include "mstime.h"
+#include "store_lmdb.h"
+#include "store_ops.h"
 #include "store_redis.h"
-#include "workq.h"
 
-#define STORE_FILE             "sluice.mdb"
-#define STORE_FILE_MODE        0600
-#define STORE_MAP_SIZE_DEFAULT (64ULL * 1024 * 1024)
-#define STORE_MAX_DBS          3
-
-/* A /24 or /64 counts once it holds this much decayed evidence: three
- * events, so a single bad neighbour cannot shape a whole network. Not 3.0
- * exactly, or three events would never count once they have decayed by a
- * millisecond; 2.9 is three events within 5% of a half-life (8 h at 7 d). */
-#define STORE_NET_MIN_EVIDENCE 2.9
-
-/* Ops in the batch waiting on the loop (each record is two). At 40 bytes
- * an op this is 40 KiB, and one write transaction absorbs it easily. */
-#define STORE_BATCH_INIT 16
-#define STORE_BATCH_MAX  1024
-
-/* Under this total weight a record says nothing any more: a single event
- * gets there after about 3.3 half-lives. */
-#define STORE_PRUNE_WEIGHT 0.1
-
-#define STORE_FULL_PAUSE_MS   60000 /* no writes after MAP_FULL/ENOSPC */
-#define STORE_READER_CHECK_MS 60000 /* periodic mdb_reader_check */
-#define STORE_LOG_INTERVAL_MS 60000 /* one line per kind of failure */
-
-#define STORE_KEY_MAX 17 /* 'a' + 16 bytes */
-
-#define STORE_META_PRUNED "pruned_ms" /* "meta": time of the last prune */
-
-struct store_key {
-	unsigned char len;
-	unsigned char b[STORE_KEY_MAX];
-};
-
-/* The "rep" value, stored as these 24 bytes. */
-struct store_rep {
-	double good;
-	double bad;
-	int64_t updated_ms;
-};
-_Static_assert(sizeof(struct store_rep) == 24, "rep record has padding");
-
-enum store_op_kind { STORE_OP_REP, STORE_OP_PASS };
-
-struct store_op {
-	struct store_key key;
-	unsigned char kind; /* enum store_op_kind */
-	double good, bad;   /* REP: weights to add */
-	int64_t at_ms;      /* REP: event time; PASS: expiry */
-};
-
-struct store_batch {
+struct store_lookup {
+	TAILQ_ENTRY(store_lookup) link; /* in st->live until done or cancel */
 	struct store *st;
-	int64_t now_ms;     /* when submitted: the prune's "now" */
-	bool check_readers; /* run mdb_reader_check first */
-	/* Results: written by work(), read by done(). */
-	int rc;
-	const char *where;
-	bool map_full;
-	size_t pruned;
-	int readers_cleared;
-	size_t n, cap;
-	struct store_op ops[];
-};
-
-/* One log line per interval per kind; the rest are counted in it. */
-struct store_ratelog {
-	int64_t next_ms;
-	unsigned long suppressed;
+	void *handle; /* the implementation's */
+	store_lookup_cb *cb;
+	void *arg;
 };
 
 struct store {
-	struct store_redis *redis; /* store = redis: nothing else is used */
-	MDB_env *env;
-	MDB_dbi rep, pass, meta;
-	struct workq *wq;
+	const struct store_ops *ops;
+	void *impl;
 	long halflife_ms;
-	unsigned long long map_size;
-	char path[512];
-
-	/* Loop thread only from here on. */
-	MDB_txn *rtxn;             /* cached read txn, reset between calls */
-	struct store_batch *next;  /* collected, not yet submitted */
-	bool inflight;             /* a batch is on the workq */
-	bool closing;              /* store_close ran; done() frees */
-	bool broken;               /* MDB_PANIC: do nothing any more */
-	int64_t paused_until_ms;   /* drop writes until then */
-	int64_t next_reader_check_ms;
-	unsigned long long dropped, failed; /* ops never written */
-	struct store_ratelog log_drop, log_fail, log_read, log_full;
+	TAILQ_HEAD(, store_lookup) live; /* freed by store_close */
 };
 
-static const struct {
-	double good, bad;
-} store_weights[] = {
-	[STORE_DELIVERED] = { 1.0, 0.0 },
-	[STORE_RCPT_REFUSED] = { 0.0, 0.5 },
-	[STORE_MSG_REFUSED] = { 0.0, 1.0 },
-	[STORE_BAD_SIGNAL] = { 0.0, 0.5 },
-	[STORE_HANGUP_SHAPED] = { 0.0, 1.0 },
-};
-
-long long store_now_ms(void)
+static struct store *store_wrap(const struct store_ops *ops, void *impl,
+				long halflife_ms)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-double store_decay(double v, long long age_ms, long halflife_ms)
-{
-	/* age <= 0: a clock step back or another process's later write; the
-	 * value is not older than now, so it keeps its weight. */
-	if (halflife_ms <= 0 || age_ms <= 0)
-		return v;
-	return v * exp2(-(double)age_ms / (double)halflife_ms);
-}
-
-static bool store_ratelog_ok(struct store_ratelog *rl, int64_t now,
-			     unsigned long *suppressed)
-{
-	if (now < rl->next_ms) {
-		rl->suppressed++;
-		return false;
-	}
-	*suppressed = rl->suppressed;
-	rl->suppressed = 0;
-	rl->next_ms = now + STORE_LOG_INTERVAL_MS;
-	return true;
-}
-
-/* host: the address key; net: its /24 or /64. False for anything that is
- * not IPv4 or IPv6 (a Unix socket in tests, a NULL address). */
-static bool store_keys(const struct sockaddr *sa, struct store_key *host,
-		       struct store_key *net)
-{
-	unsigned char v4[4];
-
-	if (!sa)
-		return false;
-	if (sa->sa_family == AF_INET) {
-		struct sockaddr_in sin;
-		memcpy(&sin, sa, sizeof sin);
-		memcpy(v4, &sin.sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		struct sockaddr_in6 sin6;
-		memcpy(&sin6, sa, sizeof sin6);
-		const unsigned char *b = sin6.sin6_addr.s6_addr;
-		if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
-			memcpy(v4, b + 12, 4);
-		} else {
-			host->len = 17;
-			host->b[0] = 'a';
-			memcpy(host->b + 1, b, 16);
-			net->len = 9;
-			net->b[0] = 'n';
-			memcpy(net->b + 1, b, 8);
-			return true;
-		}
-	} else {
-		return false;
-	}
-	host->len = 5;
-	host->b[0] = 'A';
-	memcpy(host->b + 1, v4, 4);
-	net->len = 4;
-	net->b[0] = 'N';
-	memcpy(net->b + 1, v4, 3);
-	return true;
-}
-
-/* A stored reputation value, or false if it is not one we wrote. */
-static bool store_rep_decode(const MDB_val *v, struct store_rep *r)
-{
-	if (v->mv_size != sizeof *r)
-		return false;
-	memcpy(r, v->mv_data, sizeof *r);
-	return isfinite(r->good) && isfinite(r->bad) && r->good >= 0 &&
-	       r->bad >= 0;
-}
-
-static bool store_pass_decode(const MDB_val *v, int64_t *expires)
-{
-	if (v->mv_size != sizeof *expires)
-		return false;
-	memcpy(expires, v->mv_data, sizeof *expires);
-	return true;
-}
-
-static void store_rep_decay(const struct store *st, struct store_rep *r,
-			    int64_t now)
-{
-	long long age = (long long)(now - r->updated_ms);
-	r->good = store_decay(r->good, age, st->halflife_ms);
-	r->bad = store_decay(r->bad, age, st->halflife_ms);
-}
-
-static double store_score(const struct store_rep *r)
-{
-	double s = (r->good - r->bad) / (r->good + r->bad + 1.0);
-	if (isnan(s)) /* inf/inf from weights near DBL_MAX */
-		return 0;
-	return s < -1.0 ? -1.0 : s > 1.0 ? 1.0 : s;
-}
-
-double store_combine(const struct store_evidence *host,
-		     const struct store_evidence *net, long long now_ms,
-		     long halflife_ms)
-{
-	double host_score = 0;
-	double net_score = 1; /* a network without enough evidence: no say */
-	struct store_rep r;
-
-	if (host) {
-		r = (struct store_rep){ host->good, host->bad, host->updated_ms };
-		r.good = store_decay(r.good, now_ms - r.updated_ms, halflife_ms);
-		r.bad = store_decay(r.bad, now_ms - r.updated_ms, halflife_ms);
-		host_score = store_score(&r);
-	}
-	if (net) {
-		r = (struct store_rep){ net->good, net->bad, net->updated_ms };
-		r.good = store_decay(r.good, now_ms - r.updated_ms, halflife_ms);
-		r.bad = store_decay(r.bad, now_ms - r.updated_ms, halflife_ms);
-		if (r.good + r.bad >= STORE_NET_MIN_EVIDENCE)
-			net_score = store_score(&r);
-	}
-	return net_score < host_score ? net_score : host_score;
-}
-
-bool store_event_weights(enum store_event ev, double *good, double *bad)
-{
-	if ((unsigned)ev >= sizeof store_weights / sizeof store_weights[0])
-		return false;
-	*good = store_weights[ev].good;
-	*bad = store_weights[ev].bad;
-	return true;
-}
-
-/* ---- writes: pool thread ---------------------------------------------- */
-
-static int store_apply_rep(struct store *st, MDB_txn *txn,
-			   const struct store_op *op)
-{
-	MDB_val k = { op->key.len, (void *)op->key.b }, v;
-	struct store_rep r = { 0, 0, op->at_ms };
-
-	int rc = mdb_get(txn, st->rep, &k, &v);
-	if (rc == 0) {
-		if (store_rep_decode(&v, &r))
-			store_rep_decay(st, &r, op->at_ms);
-		else
-			r = (struct store_rep){ 0, 0, op->at_ms };
-	} else if (rc != MDB_NOTFOUND) {
-		return rc;
-	}
-	r.good += op->good;
-	r.bad += op->bad;
-	if (op->at_ms > r.updated_ms)
-		r.updated_ms = op->at_ms;
-	v.mv_size = sizeof r;
-	v.mv_data = &r;
-	return mdb_put(txn, st->rep, &k, &v, 0);
-}
-
-static int store_apply_pass(struct store *st, MDB_txn *txn,
-			    const struct store_op *op)
-{
-	MDB_val k = { op->key.len, (void *)op->key.b }, v;
-	int64_t expires = op->at_ms, old;
-
-	int rc = mdb_get(txn, st->pass, &k, &v);
-	if (rc == 0) {
-		if (store_pass_decode(&v, &old) && old > expires)
-			return 0;
-	} else if (rc != MDB_NOTFOUND) {
-		return rc;
-	}
-	v.mv_size = sizeof expires;
-	v.mv_data = &expires;
-	return mdb_put(txn, st->pass, &k, &v, 0);
-}
-
-/* The whole batch in one write transaction: all of it or none. */
-static int store_apply(struct store *st, struct store_batch *b)
-{
-	MDB_txn *txn;
-	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	if (rc != 0) {
-		b->where = "txn_begin";
-		return rc;
-	}
-	for (size_t i = 0; i < b->n; i++) {
-		const struct store_op *op = &b->ops[i];
-		rc = op->kind == STORE_OP_REP ? store_apply_rep(st, txn, op)
-					      : store_apply_pass(st, txn, op);
-		if (rc != 0) {
-			b->where = "put";
-			mdb_txn_abort(txn);
-			return rc;
-		}
-	}
-	rc = mdb_txn_commit(txn); /* frees txn either way */
-	if (rc != 0)
-		b->where = "commit";
-	return rc;
-}
-
-static bool store_rep_stale(const struct store *st, const MDB_val *v,
-			    int64_t now)
-{
-	struct store_rep r;
-	if (!store_rep_decode(v, &r))
-		return true;
-	store_rep_decay(st, &r, now);
-	return r.good + r.bad < STORE_PRUNE_WEIGHT;
-}
-
-static bool store_pass_stale(const struct store *st, const MDB_val *v,
-			     int64_t now)
-{
-	int64_t expires;
-
-	(void)st; /* the prune's predicates share one signature */
-	return !store_pass_decode(v, &expires) || expires <= now;
-}
-
-static int store_prune_db(const struct store *st, MDB_txn *txn, MDB_dbi dbi,
-			  bool (*stale)(const struct store *, const MDB_val *,
-					int64_t),
-			  int64_t now, size_t *pruned)
-{
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc = mdb_cursor_open(txn, dbi, &cur);
-	if (rc != 0)
-		return rc;
-	/* After mdb_cursor_del the cursor already sits on the next record
-	 * and MDB_NEXT does not skip it. */
-	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-		if (!stale(st, &v, now))
-			continue;
-		rc = mdb_cursor_del(cur, 0);
-		if (rc != 0)
-			break;
-		(*pruned)++;
-	}
-	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-/* Deletes what no longer carries information. A full scan, but it runs
- * only on MAP_FULL, on a pool thread, at most once per pause. */
-static int store_prune(struct store *st, int64_t now, size_t *pruned)
-{
-	MDB_txn *txn;
-	size_t n = 0;
-	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	if (rc != 0)
-		return rc;
-	rc = store_prune_db(st, txn, st->rep, store_rep_stale, now, &n);
-	if (rc == 0)
-		rc = store_prune_db(st, txn, st->pass, store_pass_stale, now, &n);
-	if (rc != 0) {
-		mdb_txn_abort(txn);
-		return rc;
-	}
-	rc = mdb_txn_commit(txn);
-	if (rc != 0 || n == 0)
-		return rc;
-	*pruned = n;
-	/* Pages freed by transaction N are reusable from N + 2 on (N + 1
-	 * must still be able to fall back to N - 1's meta page), so the
-	 * retry needs one commit in between: this one notes the prune. */
-	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	if (rc != 0)
-		return rc;
-	MDB_val k = { sizeof STORE_META_PRUNED - 1, (void *)STORE_META_PRUNED };
-	MDB_val v = { sizeof now, &now };
-	rc = mdb_put(txn, st->meta, &k, &v, 0);
-	if (rc != 0) {
-		mdb_txn_abort(txn);
-		return rc;
-	}
-	return mdb_txn_commit(txn);
-}
-
-static void store_write_work(void *arg)
-{
-	struct store_batch *b = arg;
-	struct store *st = b->st;
-
-	if (b->check_readers)
-		mdb_reader_check(st->env, &b->readers_cleared);
-	b->rc = store_apply(st, b);
-	if (b->rc == MDB_MAP_FULL) {
-		b->map_full = true;
-		if (store_prune(st, b->now_ms, &b->pruned) == 0 &&
-		    b->pruned > 0)
-			b->rc = store_apply(st, b);
-	}
-}
-
-/* ---- the loop side -------------------------------------------------- */
-
-static void store_destroy(struct store *st)
-{
-	if (st->rtxn)
-		mdb_txn_abort(st->rtxn);
-	free(st->next);
-	mdb_env_close(st->env);
-	free(st);
-}
-
-/* Another process grew the map: adopt its size. Only while this process
- * has no transaction at all (the loop is here, so no read; no batch in
- * flight, so no write). */
-static int store_adopt_mapsize(struct store *st)
-{
-	if (st->inflight)
-		return EBUSY;
-	if (st->rtxn) {
-		mdb_txn_abort(st->rtxn);
-		st->rtxn = NULL;
-	}
-	return mdb_env_set_mapsize(st->env, 0);
-}
-
-static void store_drop(struct store *st, size_t n, const char *why)
-{
-	unsigned long sup;
-
-	st->dropped += n;
-	if (store_ratelog_ok(&st->log_drop, store_now_ms(), &sup))
-		log_warn("store: write dropped reason=%s ops=%zu "
-			 "dropped_total=%llu suppressed=%lu",
-			 why, n, st->dropped, sup);
-}
-
-/* done() and store_close: what a finished batch means for the store. */
-static void store_report(struct store *st, const struct store_batch *b,
-			 int64_t now)
-{
-	unsigned long sup;
-
-	if (b->readers_cleared > 0)
-		log_warn("store: cleared stale readers count=%d path=%s",
-			 b->readers_cleared, st->path);
-	switch (b->rc) {
-	case 0:
-		if (b->map_full && store_ratelog_ok(&st->log_full, now, &sup))
-			log_warn("store: map full, pruned=%zu, write retried "
-				 "map_size=%llu suppressed=%lu", b->pruned,
-				 st->map_size, sup);
-		return;
-	case MDB_MAP_FULL:
-	case ENOSPC:
-	case EDQUOT:
-		/* Once per pause: the pause itself is the rate limit. */
-		st->failed += b->n;
-		st->paused_until_ms = now + STORE_FULL_PAUSE_MS;
-		log_warn("store: full err=\"%s\" map_size=%llu pruned=%zu "
-			 "ops=%zu failed_total=%llu: writes paused for %d s",
-			 mdb_strerror(b->rc), st->map_size, b->pruned, b->n,
-			 st->failed, STORE_FULL_PAUSE_MS / 1000);
-		return;
-	case MDB_PANIC:
-		st->broken = true;
-		st->failed += b->n;
-		log_err("store: fatal LMDB error at=%s path=%s: running "
-			"without reputation", b->where ? b->where : "?",
-			st->path);
-		return;
-	case MDB_MAP_RESIZED:
-		store_adopt_mapsize(st);
-		break;
-	default:
-		break;
-	}
-	st->failed += b->n;
-	if (store_ratelog_ok(&st->log_fail, now, &sup))
-		log_warn("store: write failed at=%s err=\"%s\" ops=%zu "
-			 "failed_total=%llu suppressed=%lu",
-			 b->where ? b->where : "?", mdb_strerror(b->rc), b->n,
-			 st->failed, sup);
-}
-
-static void store_write_done(void *arg);
-
-/* Submits the collected batch unless one is in flight (its done() comes
- * back here) or writes are paused. */
-static void store_flush(struct store *st)
-{
-	struct store_batch *b = st->next;
-	int64_t now = store_now_ms();
-	unsigned long sup;
-
-	if (st->inflight || !b)
-		return;
-	st->next = NULL;
-	if (st->broken || now < st->paused_until_ms) {
-		if (!st->broken)
-			store_drop(st, b->n, "paused");
-		free(b);
-		return;
-	}
-	b->now_ms = now;
-	b->check_readers = now >= st->next_reader_check_ms;
-	if (b->check_readers)
-		st->next_reader_check_ms = now + STORE_READER_CHECK_MS;
-	if (workq_submit(st->wq, store_write_work, store_write_done, b) != 0) {
-		/* Keep it: the next flush retries, store_close writes it (the
-		 * workq refuses while stopping, before the store is closed),
-		 * and the bound in store_push drops what comes on top. */
-		st->next = b;
-		if (store_ratelog_ok(&st->log_drop, now, &sup))
-			log_warn("store: workq refused a write ops=%zu "
-				 "suppressed=%lu", b->n, sup);
-		return;
-	}
-	st->inflight = true;
-}
-
-static void store_write_done(void *arg)
-{
-	struct store_batch *b = arg;
-	struct store *st = b->st;
-
-	st->inflight = false;
-	store_report(st, b, store_now_ms());
-	free(b);
-	if (st->closing)
-		store_destroy(st);
-	else
-		store_flush(st);
-}
-
-/* Appends n ops for one call, all or none, and kicks the writer. */
-static void store_push(struct store *st, const struct store_op *ops, size_t n)
-{
-	struct store_batch *b = st->next;
-	size_t have = b ? b->n : 0;
-
-	if (st->broken) {
-		st->dropped += n;
-		return;
-	}
-	if (have + n > STORE_BATCH_MAX) {
-		store_drop(st, n, "backlog");
-		return;
-	}
-	if (!b || have + n > b->cap) {
-		size_t cap = b ? b->cap * 2 : STORE_BATCH_INIT;
-		if (cap > STORE_BATCH_MAX)
-			cap = STORE_BATCH_MAX;
-		struct store_batch *nb =
-			realloc(b, sizeof *nb + cap * sizeof nb->ops[0]);
-		if (!nb) {
-			store_drop(st, n, "nomem");
-			return;
-		}
-		if (!b) {
-			memset(nb, 0, sizeof *nb);
-			nb->st = st;
-		}
-		nb->cap = cap;
-		st->next = b = nb;
-	}
-	memcpy(&b->ops[b->n], ops, n * sizeof *ops);
-	b->n += n;
-	store_flush(st);
-}
-
-/* ---- reads: loop thread ----------------------------------------------- */
-
-static void store_read_failed(struct store *st, const char *where, int rc)
-{
-	unsigned long sup;
-
-	if (rc == MDB_PANIC && !st->broken) {
-		st->broken = true;
-		log_err("store: fatal LMDB error at=%s path=%s: running "
-			"without reputation", where, st->path);
-		return;
-	}
-	if (store_ratelog_ok(&st->log_read, store_now_ms(), &sup))
-		log_warn("store: read failed at=%s err=\"%s\" suppressed=%lu",
-			 where, mdb_strerror(rc), sup);
-}
-
-static int store_read_txn(struct store *st)
-{
-	if (st->rtxn) {
-		int rc = mdb_txn_renew(st->rtxn);
-		if (rc == 0)
-			return 0;
-		mdb_txn_abort(st->rtxn);
-		st->rtxn = NULL;
-		if (rc != MDB_MAP_RESIZED)
-			return rc;
-		/* fall through: begin adopts the new size */
-	}
-	return mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
-}
-
-/* The read transaction, or NULL (then the caller answers "unknown"). */
-static MDB_txn *store_read_begin(struct store *st)
-{
-	if (st->broken)
+	if (!impl)
 		return NULL;
-	int rc = store_read_txn(st);
-	if (rc == MDB_MAP_RESIZED && store_adopt_mapsize(st) == 0) {
-		rc = store_read_txn(st);
-	} else if (rc == MDB_READERS_FULL) {
-		int dead = 0;
-		mdb_reader_check(st->env, &dead);
-		if (dead > 0) {
-			log_warn("store: cleared stale readers count=%d "
-				 "path=%s", dead, st->path);
-			rc = store_read_txn(st);
-		}
-	}
-	if (rc != 0) {
-		st->rtxn = NULL;
-		store_read_failed(st, "txn_begin", rc);
-		return NULL;
-	}
-	return st->rtxn;
-}
-
-/* Reset, not abort: keeps the reader slot, pins no snapshot. */
-static void store_read_end(struct store *st)
-{
-	mdb_txn_reset(st->rtxn);
-}
-
-/* One record, or false (absent, damaged or unreadable). */
-static bool store_get(struct store *st, MDB_txn *txn, MDB_dbi dbi,
-		      const struct store_key *key, MDB_val *v)
-{
-	MDB_val k = { key->len, (void *)key->b };
-	int rc = mdb_get(txn, dbi, &k, v);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		store_read_failed(st, "get", rc);
-	return rc == 0;
-}
-
-double store_reputation(struct store *st, const struct sockaddr *addr)
-{
-	struct store_key host, net;
-	struct store_rep r;
-	struct store_evidence he, ne;
-	bool have_host = false, have_net = false;
-	MDB_val v;
-
-	if (!st || st->redis || !store_keys(addr, &host, &net))
-		return 0;
-	MDB_txn *txn = store_read_begin(st);
-	if (!txn)
-		return 0;
-	int64_t now = store_now_ms();
-	if (store_get(st, txn, st->rep, &host, &v) &&
-	    store_rep_decode(&v, &r)) {
-		he = (struct store_evidence){ r.good, r.bad, r.updated_ms };
-		have_host = true;
-	}
-	if (store_get(st, txn, st->rep, &net, &v) &&
-	    store_rep_decode(&v, &r)) {
-		ne = (struct store_evidence){ r.good, r.bad, r.updated_ms };
-		have_net = true;
-	}
-	store_read_end(st);
-	return store_combine(have_host ? &he : NULL, have_net ? &ne : NULL, now,
-			     st->halflife_ms);
-}
-
-void store_record(struct store *st, const struct sockaddr *addr,
-		  enum store_event ev)
-{
-	struct store_op ops[2];
-
-	if (!st || (unsigned)ev >= sizeof store_weights / sizeof store_weights[0])
-		return;
-	if (st->redis) {
-		store_redis_record(st->redis, addr, store_weights[ev].good,
-				   store_weights[ev].bad);
-		return;
-	}
-	memset(ops, 0, sizeof ops);
-	if (!store_keys(addr, &ops[0].key, &ops[1].key))
-		return;
-	int64_t now = store_now_ms();
-	for (size_t i = 0; i < 2; i++) {
-		ops[i].kind = STORE_OP_REP;
-		ops[i].good = store_weights[ev].good;
-		ops[i].bad = store_weights[ev].bad;
-		ops[i].at_ms = now;
-	}
-	store_push(st, ops, 2);
-}
-
-bool store_pass_check(struct store *st, const struct sockaddr *addr)
-{
-	struct store_key host, net;
-	MDB_val v;
-	int64_t expires;
-	bool pass = false;
-
-	if (!st || st->redis || !store_keys(addr, &host, &net))
-		return false;
-	MDB_txn *txn = store_read_begin(st);
-	if (!txn)
-		return false;
-	if (store_get(st, txn, st->pass, &host, &v) &&
-	    store_pass_decode(&v, &expires))
-		pass = store_now_ms() < expires;
-	store_read_end(st);
-	return pass;
-}
-
-void store_pass_grant(struct store *st, const struct sockaddr *addr,
-		      long ttl_ms)
-{
-	struct store_op op;
-	struct store_key net;
-
-	if (!st || ttl_ms <= 0)
-		return;
-	if (st->redis) {
-		store_redis_pass_grant(st->redis, addr, ttl_ms);
-		return;
-	}
-	memset(&op, 0, sizeof op);
-	if (!store_keys(addr, &op.key, &net))
-		return;
-	op.kind = STORE_OP_PASS;
-	op.at_ms = store_now_ms() + ttl_ms;
-	store_push(st, &op, 1);
-}
-
-/* ---- open and close ------------------------------------------------- */
-
-static int store_open_dbis(struct store *st)
-{
-	MDB_txn *txn;
-	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	if (rc != 0)
-		return rc;
-	rc = mdb_dbi_open(txn, "rep", MDB_CREATE, &st->rep);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "pass", MDB_CREATE, &st->pass);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta);
-	if (rc != 0) {
-		mdb_txn_abort(txn);
-		return rc;
-	}
-	return mdb_txn_commit(txn);
-}
-
-struct store *store_open(const char *dir, struct workq *wq,
-			 long halflife_ms, unsigned long long map_size)
-{
-	int rc, dead = 0;
-	const char *step;
-
-	if (!dir || !*dir || !wq) {
-		log_err("store: no state_dir or no work queue: running "
-			"without reputation");
-		return NULL;
-	}
 	struct store *st = calloc(1, sizeof *st);
 	if (!st) {
 		log_err("store: out of memory: running without reputation");
+		ops->close(impl);
 		return NULL;
 	}
-	int n = snprintf(st->path, sizeof st->path, "%s/%s", dir, STORE_FILE);
-	if (n < 0 || (size_t)n >= sizeof st->path) {
-		log_err("store: state_dir too long: running without "
-			"reputation");
-		free(st);
-		return NULL;
-	}
-	st->wq = wq;
+	st->ops = ops;
+	st->impl = impl;
 	st->halflife_ms = halflife_ms;
-	st->map_size = map_size ? map_size : STORE_MAP_SIZE_DEFAULT;
-
-	step = "env_create";
-	rc = mdb_env_create(&st->env);
-	if (rc != 0) {
-		st->env = NULL;
-		goto fail;
-	}
-	step = "set_mapsize";
-	rc = mdb_env_set_mapsize(st->env, (size_t)st->map_size);
-	if (rc == 0) {
-		step = "set_maxdbs";
-		rc = mdb_env_set_maxdbs(st->env, STORE_MAX_DBS);
-	}
-	if (rc == 0) {
-		step = "env_open";
-		rc = mdb_env_open(st->env, st->path,
-				  MDB_NOSUBDIR | MDB_NOTLS | MDB_NOMETASYNC,
-				  STORE_FILE_MODE);
-	}
-	if (rc == 0) {
-		step = "reader_check";
-		rc = mdb_reader_check(st->env, &dead);
-	}
-	if (rc == 0) {
-		step = "dbi_open";
-		rc = store_open_dbis(st);
-	}
-	if (rc != 0)
-		goto fail;
-	if (dead > 0)
-		log_warn("store: cleared stale readers count=%d path=%s", dead,
-			 st->path);
-	st->next_reader_check_ms = store_now_ms() + STORE_READER_CHECK_MS;
-	log_info("store: open path=%s map_size=%llu halflife_ms=%ld", st->path,
-		 st->map_size, halflife_ms);
+	TAILQ_INIT(&st->live);
 	return st;
-
-fail:
-	log_err("store: cannot open path=%s at=%s err=\"%s\": running without "
-		"reputation", st->path, step, mdb_strerror(rc));
-	if (st->env)
-		mdb_env_close(st->env);
-	free(st);
-	return NULL;
 }
 
-void store_close(struct store *st)
+struct store *store_open_lmdb(const char *dir, struct workq *wq,
+			      long halflife_ms, unsigned long long map_size)
 {
-	if (!st)
-		return;
-	if (st->redis) {
-		store_redis_close(st->redis);
-		free(st);
-		return;
-	}
-	if (st->rtxn) {
-		mdb_txn_abort(st->rtxn);
-		st->rtxn = NULL;
-	}
-	struct store_batch *b = st->next;
-	st->next = NULL;
-	if (b) {
-		int64_t now = store_now_ms();
-		if (!st->broken && now >= st->paused_until_ms) {
-			/* Synchronously: shutdown may block, and the workq
-			 * may be gone already. A batch in flight only makes
-			 * this wait for LMDB's writer lock. */
-			b->now_ms = now;
-			store_write_work(b);
-			store_report(st, b, now);
-		} else if (!st->broken) {
-			store_drop(st, b->n, "paused");
-		}
-		free(b);
-	}
-	st->closing = true;
-	if (!st->inflight)
-		store_destroy(st);
+	return store_wrap(&store_lmdb_ops,
+			  store_lmdb_open(dir, wq, halflife_ms, map_size),
+			  halflife_ms);
 }
-
-/* ---- store = redis -------------------------------------------------- */
 
 struct store *store_open_redis(struct event_base *base,
 			       const struct endpoint *server,
 			       const char *prefix, long timeout_ms,
 			       long halflife_ms)
 {
-	struct store *st = calloc(1, sizeof *st);
-	if (!st) {
-		log_err("store: out of memory: running without reputation");
-		return NULL;
+	return store_wrap(&store_redis_ops,
+			  store_redis_open(base, server, prefix, timeout_ms,
+					   halflife_ms),
+			  halflife_ms);
+}
+
+void store_close(struct store *st)
+{
+	struct store_lookup *l;
+
+	if (!st)
+		return;
+	/* Look-ups still live end without their callback (as the
+	 * implementation's close promises), and their handles with them. */
+	while ((l = TAILQ_FIRST(&st->live))) {
+		TAILQ_REMOVE(&st->live, l, link);
+		st->ops->cancel(st->impl, l->handle);
+		free(l);
 	}
-	st->halflife_ms = halflife_ms;
-	st->redis = store_redis_open(base, server, prefix, timeout_ms,
-				     halflife_ms);
-	if (!st->redis) {
-		free(st);
-		return NULL;
-	}
-	return st;
+	st->ops->close(st->impl);
+	free(st);
+}
+
+/* The records as an answer, at now. */
+static struct store_answer store_answer_of(const struct store *st,
+					   const struct store_records *r)
+{
+	struct store_answer a = { 0, false };
+	long long now = mstime_real();
+
+	a.reputation = reputation_combine(r->have_host ? &r->host : NULL,
+					  r->have_net ? &r->net : NULL, now,
+					  st->halflife_ms);
+	a.pass = r->have_pass && reputation_passed(r->pass_expires_ms, now);
+	return a;
+}
+
+/* The synchronous read; false: answer "unknown". */
+static bool store_read(struct store *st, const struct sockaddr *addr,
+		       struct store_answer *a)
+{
+	struct ipaddr ip;
+	struct store_records r = { 0 };
+
+	if (!st || !st->ops->read || !ipaddr_from_sockaddr(addr, &ip) ||
+	    !st->ops->read(st->impl, &ip, &r))
+		return false;
+	*a = store_answer_of(st, &r);
+	return true;
+}
+
+double store_reputation(struct store *st, const struct sockaddr *addr)
+{
+	struct store_answer a;
+
+	return store_read(st, addr, &a) ? a.reputation : 0;
+}
+
+bool store_pass_check(struct store *st, const struct sockaddr *addr)
+{
+	struct store_answer a;
+
+	return store_read(st, addr, &a) && a.pass;
+}
+
+void store_record(struct store *st, const struct sockaddr *addr,
+		  enum reputation_event ev)
+{
+	struct ipaddr ip;
+	double good, bad;
+
+	if (!st || !reputation_weights(ev, &good, &bad) ||
+	    !ipaddr_from_sockaddr(addr, &ip))
+		return;
+	st->ops->add(st->impl, &ip, good, bad, mstime_real());
+}
+
+void store_pass_grant(struct store *st, const struct sockaddr *addr,
+		      long ttl_ms)
+{
+	struct ipaddr ip;
+
+	if (!st || ttl_ms <= 0 || !ipaddr_from_sockaddr(addr, &ip))
+		return;
+	st->ops->pass(st->impl, &ip, mstime_real() + ttl_ms, ttl_ms);
 }
 
 bool store_async(const struct store *st)
 {
-	return st && st->redis;
+	return st && st->ops->lookup;
+}
+
+static void store_lookup_done_cb(void *arg, const struct store_records *r)
+{
+	struct store_lookup *l = arg;
+	struct store_answer a = { 0, false };
+	store_lookup_cb *cb = l->cb;
+	void *cb_arg = l->arg;
+
+	if (r)
+		a = store_answer_of(l->st, r);
+	TAILQ_REMOVE(&l->st->live, l, link);
+	free(l);
+	cb(cb_arg, &a);
 }
 
 struct store_lookup *store_lookup_start(struct store *st,
 					const struct sockaddr *addr,
 					store_lookup_cb *cb, void *arg)
 {
-	if (!st || !st->redis)
+	struct ipaddr ip;
+
+	if (!store_async(st) || !cb || !ipaddr_from_sockaddr(addr, &ip))
 		return NULL;
-	return store_redis_lookup(st->redis, addr, cb, arg);
+	struct store_lookup *l = calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	l->st = st;
+	l->cb = cb;
+	l->arg = arg;
+	l->handle = st->ops->lookup(st->impl, &ip, store_lookup_done_cb, l);
+	if (!l->handle) {
+		free(l);
+		return NULL;
+	}
+	TAILQ_INSERT_TAIL(&st->live, l, link);
+	return l;
 }
 
 void store_lookup_cancel(struct store_lookup *l)
 {
-	store_redis_cancel(l);
+	if (!l)
+		return;
+	TAILQ_REMOVE(&l->st->live, l, link);
+	l->st->ops->cancel(l->st->impl, l->handle);
+	free(l);
 }

@@ -1,16 +1,28 @@
 /*
- * store: state shared by all workers on this machine, in LMDB under
- * state_dir (safe across processes): local reputation per address and per
- * network (/24 for IPv4, /64 for IPv6) and the pass cache. With store =
- * redis the same state lives in Redis, shared by several machines
- * (store_redis.c); then reads are asynchronous (store_lookup_start) and
- * the synchronous reads answer "unknown".
+ * store: the interface to the state shared beyond one session: local
+ * reputation per address and per network (/24 for IPv4, /64 for IPv6) and
+ * the pass cache. Two implementations sit behind one table of operations
+ * (struct store_ops): store_lmdb.c (state_dir, shared by the workers of one
+ * machine; synchronous reads) and store_redis.c (store = redis, shared by
+ * several machines; asynchronous reads). The implementations never call
+ * each other nor this facade; the arithmetic they share is the leaf
+ * reputation.c below them.
  *
- * Reads run on the loop (a read transaction is a memory-mapped lookup);
- * writes go to the worker pool (workq) because a write transaction syncs.
- * The environment is opened in each worker after fork (LMDB environments
- * must not cross fork), with stale readers of dead workers cleared
- * (mdb_reader_check) at open.
+ * The table and the records it reads are in store_ops.h, which the
+ * implementations include (not this header: they sit below the facade).
+ *
+ * Callers use only the store_* functions below and never know which store
+ * they have, except for when reads answer: store_async tells whether to
+ * read with store_lookup_start (then the synchronous reads answer
+ * "unknown").
+ *
+ * The facade's own logic, shared by both implementations: an address
+ * becomes an ipaddr (IPv4-mapped unwrapped, anything not IP ignored), an
+ * event becomes weights, times are taken here (mstime_real), and the raw
+ * records an implementation reads are turned into an answer
+ * (reputation_combine, reputation_passed). Every function accepts a NULL
+ * store and does nothing (reputation 0, no pass), so mail never waits on
+ * the store.
  */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
@@ -18,54 +30,46 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "reputation.h"
+
 struct endpoint;
 struct event_base;
 struct workq;
 struct store;
 struct store_lookup;
 
-enum store_event {
-	STORE_DELIVERED,     /* a message accepted by the backend */
-	STORE_RCPT_REFUSED,  /* a recipient refused by the backend */
-	STORE_MSG_REFUSED,   /* a message refused (5xx at end of data) */
-	STORE_BAD_SIGNAL,    /* a classification signal fired */
-	STORE_HANGUP_SHAPED, /* hung up while shaped */
-};
+/* ---- for callers ---------------------------------------------------- */
 
-/* NULL with a logged reason. map_size: LMDB map size in bytes. */
-struct store *store_open(const char *dir, struct workq *wq,
-			 long halflife_ms, unsigned long long map_size);
-void store_close(struct store *st);
+/* LMDB under dir (see store_lmdb.c). NULL with a logged reason.
+ * map_size: LMDB map size in bytes (0: default). */
+struct store *store_open_lmdb(const char *dir, struct workq *wq,
+			      long halflife_ms, unsigned long long map_size);
 
-/* Reputation in [-1, 1]: -1 worst, 0 unknown, 1 best. The worse of the
- * address's and its network's, each decayed to now. */
-double store_reputation(struct store *st, const struct sockaddr *addr);
-
-/* Records evidence for the address and its network (async, best effort:
- * a failure is logged and counted, never reported to the caller). */
-void store_record(struct store *st, const struct sockaddr *addr,
-		  enum store_event ev);
-
-/* Pass cache. */
-bool store_pass_check(struct store *st, const struct sockaddr *addr);
-void store_pass_grant(struct store *st, const struct sockaddr *addr,
-		      long ttl_ms);
-
-/* The decay arithmetic, exposed for tests: value v recorded age_ms ago
- * with half-life h. */
-double store_decay(double v, long long age_ms, long halflife_ms);
-
-/* ---- store = redis ---------------------------------------------------- */
-
-/* The shared store on server (see store_redis.c). NULL only when out of
- * memory: an unreachable Redis is not an error, the store connects (and
- * reconnects) by itself and answers "unknown" meanwhile. */
+/* Redis on server (see store_redis.c). NULL only when out of memory: an
+ * unreachable Redis is not an error, the store connects (and reconnects)
+ * by itself and answers "unknown" meanwhile. */
 struct store *store_open_redis(struct event_base *base,
 			       const struct endpoint *server,
 			       const char *prefix, long timeout_ms,
 			       long halflife_ms);
 
-/* True when reads must go through store_lookup_start (Redis). */
+void store_close(struct store *st);
+
+/* Reputation in [-1, 1]: -1 worst, 0 unknown, 1 best. The worse of the
+ * address's and its network's, each decayed to now. 0 on an async store. */
+double store_reputation(struct store *st, const struct sockaddr *addr);
+
+/* Records evidence for the address and its network (async, best effort:
+ * a failure is logged and counted, never reported to the caller). */
+void store_record(struct store *st, const struct sockaddr *addr,
+		  enum reputation_event ev);
+
+/* Pass cache. store_pass_check is false on an async store. */
+bool store_pass_check(struct store *st, const struct sockaddr *addr);
+void store_pass_grant(struct store *st, const struct sockaddr *addr,
+		      long ttl_ms);
+
+/* True when reads must go through store_lookup_start. */
 bool store_async(const struct store *st);
 
 struct store_answer {
@@ -78,31 +82,12 @@ typedef void store_lookup_cb(void *arg, const struct store_answer *ans);
  * on a later loop turn: with the answer, or with the default (0, no
  * pass) once the store's timeout has passed or its connection is lost.
  * NULL when there is nothing to wait for (not an async store, not an IP
- * address, Redis down or over its backlog): the default applies now, and
- * cb never runs. After cb, or after store_lookup_cancel, the handle is
- * gone. */
+ * address, the store down or over its backlog, out of memory): the
+ * default applies now, and cb never runs. After cb, or after
+ * store_lookup_cancel, the handle is gone. */
 struct store_lookup *store_lookup_start(struct store *st,
 					const struct sockaddr *addr,
 					store_lookup_cb *cb, void *arg);
 void store_lookup_cancel(struct store_lookup *l);
-
-/* Evidence for one key, for the reputation arithmetic shared by both
- * stores: weights and the (CLOCK_REALTIME) time they were last decayed to. */
-struct store_evidence {
-	double good, bad;
-	long long updated_ms;
-};
-
-/* store_reputation's answer from the address's and its network's records
- * (NULL: none), each decayed to now_ms. */
-double store_combine(const struct store_evidence *host,
-		     const struct store_evidence *net, long long now_ms,
-		     long halflife_ms);
-
-/* The weights one event adds; false for an unknown event. */
-bool store_event_weights(enum store_event ev, double *good, double *bad);
-
-/* CLOCK_REALTIME in milliseconds: the stores' time base. */
-long long store_now_ms(void);
 
 #endif

@@ -1,12 +1,11 @@
 /*
  * store_redis: reputation and the pass cache in Redis (store = redis), so
  * that several sluice machines in front of one domain share them
- * (DESIGN.md "Scaling out"). Reached through store.c, which hands writes
- * here and starts look-ups with store_lookup_start.
+ * (DESIGN.md "Scaling out"). One implementation of struct store_ops
+ * (store.h), reached only through it; it never calls store.c.
  *
- * Exports store_redis_open, store_redis_close, store_redis_lookup,
- * store_redis_cancel, store_redis_record, store_redis_pass_grant, and for
- * tests store_redis_keys and the reply parsers.
+ * Exports store_redis_open and store_redis_ops, and for tests
+ * store_redis_keys and the reply parsers.
  *
  * Connection. One per worker, through hiredis' async API on the worker's
  * libevent loop (adapters/libevent.h); nothing here ever blocks: the
@@ -25,8 +24,9 @@
  *   <prefix>rep:<net>/24|/64  the same for the network
  *   <prefix>pass:<addr>       string: expiry in ms, with PX at that expiry
  * Reputation is stored as LMDB stores it (weights plus the time they were
- * last decayed to), not decay-normalised, so that store_combine (store.c)
- * reads both stores with one arithmetic: store_decay on read, and a write
+ * last decayed to), not decay-normalised, so that reputation_combine
+ * (reputation.c) reads both stores with one arithmetic: reputation_decay on
+ * read, and a write
  * is read-decay-add-write in one Lua script (Redis runs a script
  * atomically, as LMDB runs one write transaction), with the writer's clock
  * as LMDB uses the writer's clock. Lua's 2^x and C's exp2 agree to the last
@@ -45,7 +45,7 @@
  *
  * Reads. A look-up is three commands pipelined (HMGET host, HMGET net, GET
  * pass; not one script, so they work on a Redis Cluster proxy too), one
- * struct store_lookup, one deadline (redis_timeout, one libevent common
+ * struct store_redis_lookup, one deadline (redis_timeout, one libevent common
  * timeout). Its callback runs once: with the answer when the third reply
  * comes, or with the default (no reputation, no pass) at the deadline or
  * when the connection is lost (HOSTILE M.111). A look-up whose callback has
@@ -91,6 +91,8 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
+#include "ratelog.h"
 
 #define STORE_REDIS_PENDING_MAX    4096  /* replies owed before refusing */
 #define STORE_REDIS_BACKOFF_MIN_MS 100
@@ -135,26 +137,21 @@ static const char store_redis_pass_script[] =
 	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
 	"return 1";
 
-struct store_redis_ratelog {
-	long long next_ms;
-	unsigned long suppressed;
-};
-
-struct store_lookup {
-	TAILQ_ENTRY(store_lookup) link; /* in live while cb is set */
+struct store_redis_lookup {
+	TAILQ_ENTRY(store_redis_lookup) link; /* in live while cb is set */
 	struct store_redis *sr;
-	store_lookup_cb *cb; /* NULL: answered, timed out or cancelled */
+	store_records_cb *cb; /* NULL: answered, timed out or cancelled */
 	void *arg;
 	struct event *timer;
 	unsigned queued, answered; /* commands sent, replies handed back */
 	bool lost;                 /* a reply never came */
 	int have[2];               /* host, net: store_redis_parse_rep */
-	struct store_evidence rec[2];
+	struct reputation_evidence rec[2];
 	int have_pass;
 	long long pass_expires;
 };
 
-TAILQ_HEAD(store_lookup_list, store_lookup);
+TAILQ_HEAD(store_redis_lookup_list, store_redis_lookup);
 
 struct store_redis {
 	struct event_base *base;
@@ -171,75 +168,40 @@ struct store_redis {
 	long backoff_ms;
 	unsigned pending;       /* replies hiredis still owes */
 	long long waiting_since_ms; /* monotonic: last reply, or first owed */
-	struct store_lookup_list live;
-	struct store_redis_ratelog log_down, log_timeout, log_write, log_bad,
+	struct store_redis_lookup_list live;
+	struct ratelog log_down, log_timeout, log_write, log_bad,
 		log_backlog;
 };
 
-static long long store_redis_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool store_redis_ratelog_ok(struct store_redis_ratelog *rl,
+static bool store_redis_ratelog_ok(struct ratelog *rl,
 				   unsigned long *suppressed)
 {
-	long long now = store_redis_mono_ms();
-
-	if (now < rl->next_ms) {
-		rl->suppressed++;
-		return false;
-	}
-	*suppressed = rl->suppressed;
-	rl->suppressed = 0;
-	rl->next_ms = now + STORE_REDIS_LOG_INTERVAL_MS;
-	return true;
+	return ratelog_ok(rl, mstime_mono(), STORE_REDIS_LOG_INTERVAL_MS,
+			  suppressed);
 }
 
 /* ---- keys and replies (pure) ------------------------------------------ */
 
-bool store_redis_keys(const char *prefix, const struct sockaddr *sa,
+bool store_redis_keys(const char *prefix, const struct ipaddr *a,
 		      struct store_redis_keys *k)
 {
 	char host[INET6_ADDRSTRLEN], net[INET6_ADDRSTRLEN];
+	unsigned char nb[IPADDR_V6_LEN];
 	const char *bits;
 
-	if (!sa || !prefix || strlen(prefix) > STORE_REDIS_PREFIX_MAX)
+	if (!a || !prefix || strlen(prefix) > STORE_REDIS_PREFIX_MAX ||
+	    (a->family != AF_INET && a->family != AF_INET6))
 		return false;
-	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
-		unsigned char v4[4];
-		bool is_v4 = sa->sa_family == AF_INET;
-		struct in6_addr a6;
-		if (is_v4) {
-			struct sockaddr_in sin;
-			memcpy(&sin, sa, sizeof sin);
-			memcpy(v4, &sin.sin_addr, 4);
-		} else {
-			struct sockaddr_in6 sin6;
-			memcpy(&sin6, sa, sizeof sin6);
-			a6 = sin6.sin6_addr;
-			if (IN6_IS_ADDR_V4MAPPED(&a6)) {
-				memcpy(v4, a6.s6_addr + 12, 4);
-				is_v4 = true;
-			}
-		}
-		if (is_v4) {
-			inet_ntop(AF_INET, v4, host, sizeof host);
-			v4[3] = 0;
-			inet_ntop(AF_INET, v4, net, sizeof net);
-			bits = "24";
-		} else {
-			inet_ntop(AF_INET6, &a6, host, sizeof host);
-			memset(a6.s6_addr + 8, 0, 8);
-			inet_ntop(AF_INET6, &a6, net, sizeof net);
-			bits = "64";
-		}
+	memcpy(nb, a->b, sizeof nb);
+	inet_ntop(a->family, a->b, host, sizeof host);
+	if (a->family == AF_INET) {
+		nb[3] = 0;
+		bits = "24";
 	} else {
-		return false;
+		memset(nb + 8, 0, 8);
+		bits = "64";
 	}
+	inet_ntop(a->family, nb, net, sizeof net);
 	/* Fits: the prefix is bounded and an address is at most 45 bytes. */
 	snprintf(k->host, sizeof k->host, "%srep:%s", prefix, host);
 	snprintf(k->net, sizeof k->net, "%srep:%s/%s", prefix, net, bits);
@@ -288,7 +250,7 @@ static bool store_redis_int(const redisReply *r, long long *out)
 	return true;
 }
 
-int store_redis_parse_rep(const redisReply *r, struct store_evidence *ev)
+int store_redis_parse_rep(const redisReply *r, struct reputation_evidence *ev)
 {
 	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element)
 		return -1;
@@ -300,7 +262,7 @@ int store_redis_parse_rep(const redisReply *r, struct store_evidence *ev)
 	}
 	if (nil == 3)
 		return 0;
-	struct store_evidence e;
+	struct reputation_evidence e;
 	if (!store_redis_double(r->element[0], &e.good) ||
 	    !store_redis_double(r->element[1], &e.bad) ||
 	    !store_redis_int(r->element[2], &e.updated_ms))
@@ -330,8 +292,7 @@ static void store_redis_set_up(struct store_redis *sr, bool up)
 /* The next connect after the back-off, which then doubles. */
 static void store_redis_backoff(struct store_redis *sr)
 {
-	struct timeval tv = { sr->backoff_ms / 1000,
-			      (sr->backoff_ms % 1000) * 1000 };
+	struct timeval tv = mstime_tv(sr->backoff_ms);
 	evtimer_add(sr->timer, &tv);
 	sr->backoff_ms *= 2;
 	if (sr->backoff_ms > STORE_REDIS_BACKOFF_MAX_MS)
@@ -399,7 +360,7 @@ static void store_redis_connect_cb(const redisAsyncContext *ac, int status)
 	}
 	evtimer_del(sr->timer);
 	store_redis_set_up(sr, true);
-	sr->waiting_since_ms = store_redis_mono_ms();
+	sr->waiting_since_ms = mstime_mono();
 	/* A stopped Redis still completes connects (the kernel does): the
 	 * "answering again" line waits for a reply (store_redis_replied). */
 	if (!sr->ever_connected)
@@ -484,7 +445,7 @@ static void store_redis_connect(struct store_redis *sr)
 		return;
 	}
 	sr->ac = ac;
-	struct timeval tv = { sr->stall_ms / 1000, (sr->stall_ms % 1000) * 1000 };
+	struct timeval tv = mstime_tv(sr->stall_ms);
 	evtimer_add(sr->timer, &tv);
 }
 
@@ -495,7 +456,7 @@ static void store_redis_check_stall(struct store_redis *sr)
 
 	if (!sr->ac || !sr->connected || sr->pending == 0)
 		return;
-	long long idle = store_redis_mono_ms() - sr->waiting_since_ms;
+	long long idle = mstime_mono() - sr->waiting_since_ms;
 	if (idle < sr->stall_ms)
 		return;
 	if (store_redis_ratelog_ok(&sr->log_down, &sup)) {
@@ -515,7 +476,7 @@ static void store_redis_check_stall(struct store_redis *sr)
  * NULL from a dying context) is a sign of life. */
 static void store_redis_replied(struct store_redis *sr, const redisReply *r)
 {
-	long long now = store_redis_mono_ms();
+	long long now = mstime_mono();
 
 	if (sr->pending > 0)
 		sr->pending--;
@@ -540,7 +501,7 @@ static bool store_redis_send(struct store_redis *sr, redisCallbackFn *fn,
 	    REDIS_OK)
 		return false;
 	if (sr->pending++ == 0)
-		sr->waiting_since_ms = store_redis_mono_ms();
+		sr->waiting_since_ms = mstime_mono();
 	return true;
 }
 
@@ -564,7 +525,7 @@ static void store_redis_bad_reply(struct store_redis *sr, const char *what,
 /* ---- look-ups ----------------------------------------------------------- */
 
 /* Ends the session's interest: no callback any more, no deadline. */
-static void store_redis_detach(struct store_lookup *l)
+static void store_redis_detach(struct store_redis_lookup *l)
 {
 	if (!l->cb)
 		return;
@@ -579,29 +540,30 @@ static void store_redis_detach(struct store_lookup *l)
 /* Detaches, then runs the callback with the answer (ok) or the default.
  * The callback may do anything but free the store; l may be freed by the
  * caller afterwards, never by the callback. */
-static void store_redis_answer(struct store_lookup *l, bool ok)
+static void store_redis_answer(struct store_redis_lookup *l, bool ok)
 {
-	store_lookup_cb *cb = l->cb;
+	store_records_cb *cb = l->cb;
 	void *arg = l->arg;
-	struct store_answer a = { 0, false };
+	struct store_records r = { 0 };
 
 	if (!cb)
 		return;
 	if (ok) {
-		long long now = store_now_ms();
-		a.reputation = store_combine(l->have[0] > 0 ? &l->rec[0] : NULL,
-					     l->have[1] > 0 ? &l->rec[1] : NULL,
-					     now, l->sr->halflife_ms);
-		a.pass = l->have_pass > 0 && now < l->pass_expires;
+		r.have_host = l->have[0] > 0;
+		r.host = l->rec[0];
+		r.have_net = l->have[1] > 0;
+		r.net = l->rec[1];
+		r.have_pass = l->have_pass > 0;
+		r.pass_expires_ms = l->pass_expires;
 	}
 	store_redis_detach(l);
-	cb(arg, &a);
+	cb(arg, ok ? &r : NULL);
 }
 
 static void store_redis_read_cb(redisAsyncContext *ac, void *reply,
 				void *privdata)
 {
-	struct store_lookup *l = privdata;
+	struct store_redis_lookup *l = privdata;
 	struct store_redis *sr = l->sr;
 	const redisReply *r = reply;
 	unsigned i = l->answered++;
@@ -630,7 +592,7 @@ static void store_redis_read_cb(redisAsyncContext *ac, void *reply,
 
 static void store_redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct store_lookup *l = arg;
+	struct store_redis_lookup *l = arg;
 	struct store_redis *sr = l->sr;
 	unsigned long sup;
 
@@ -645,10 +607,11 @@ static void store_redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	store_redis_check_stall(sr);
 }
 
-struct store_lookup *store_redis_lookup(struct store_redis *sr,
-					const struct sockaddr *addr,
-					store_lookup_cb *cb, void *arg)
+/* store_ops.lookup */
+static void *store_redis_lookup(void *impl, const struct ipaddr *addr,
+				store_records_cb *cb, void *arg)
 {
+	struct store_redis *sr = impl;
 	struct store_redis_keys k;
 	unsigned long sup;
 
@@ -668,7 +631,7 @@ struct store_lookup *store_redis_lookup(struct store_redis *sr,
 				 sr->pending, sup);
 		return NULL;
 	}
-	struct store_lookup *l = calloc(1, sizeof *l);
+	struct store_redis_lookup *l = calloc(1, sizeof *l);
 	if (!l || !(l->timer = evtimer_new(sr->base, store_redis_timeout_cb, l))) {
 		free(l);
 		metrics_inc(METRIC_STORE_REDIS_LOOKUP_FAILURES);
@@ -707,8 +670,11 @@ struct store_lookup *store_redis_lookup(struct store_redis *sr,
 	return l;
 }
 
-void store_redis_cancel(struct store_lookup *l)
+/* store_ops.cancel */
+static void store_redis_cancel(void *impl, void *handle)
 {
+	struct store_redis_lookup *l = handle;
+
 	if (l)
 		store_redis_detach(l);
 }
@@ -765,9 +731,11 @@ static void store_redis_eval(struct store_redis *sr, const char *script,
 			 "(suppressed=%lu)", sr->server.text, sr->pending, sup);
 }
 
-void store_redis_record(struct store_redis *sr, const struct sockaddr *addr,
-			double good, double bad)
+/* store_ops.add */
+static void store_redis_add(void *impl, const struct ipaddr *addr,
+			    double good, double bad, long long at_ms)
 {
+	struct store_redis *sr = impl;
 	struct store_redis_keys k;
 	char args[5][32];
 
@@ -776,22 +744,24 @@ void store_redis_record(struct store_redis *sr, const struct sockaddr *addr,
 	long long ttl = (long long)sr->halflife_ms * STORE_REDIS_REP_TTL_HALFLIVES;
 	snprintf(args[0], sizeof args[0], "%.17g", good);
 	snprintf(args[1], sizeof args[1], "%.17g", bad);
-	snprintf(args[2], sizeof args[2], "%lld", store_now_ms());
+	snprintf(args[2], sizeof args[2], "%lld", at_ms);
 	snprintf(args[3], sizeof args[3], "%ld", sr->halflife_ms);
 	snprintf(args[4], sizeof args[4], "%lld", ttl > 0 ? ttl : 0);
 	store_redis_eval(sr, store_redis_rep_script, k.host, 5, args);
 	store_redis_eval(sr, store_redis_rep_script, k.net, 5, args);
 }
 
-void store_redis_pass_grant(struct store_redis *sr,
-			    const struct sockaddr *addr, long ttl_ms)
+/* store_ops.pass */
+static void store_redis_pass(void *impl, const struct ipaddr *addr,
+			     long long expires_ms, long ttl_ms)
 {
+	struct store_redis *sr = impl;
 	struct store_redis_keys k;
 	char args[2][32];
 
 	if (!sr || ttl_ms <= 0 || !store_redis_keys(sr->prefix, addr, &k))
 		return;
-	snprintf(args[0], sizeof args[0], "%lld", store_now_ms() + ttl_ms);
+	snprintf(args[0], sizeof args[0], "%lld", expires_ms);
 	snprintf(args[1], sizeof args[1], "%ld", ttl_ms);
 	store_redis_eval(sr, store_redis_pass_script, k.pass, 2, args);
 }
@@ -822,8 +792,7 @@ struct store_redis *store_redis_open(struct event_base *base,
 		sr->stall_ms = STORE_REDIS_STALL_MIN_MS;
 	sr->backoff_ms = STORE_REDIS_BACKOFF_MIN_MS;
 	TAILQ_INIT(&sr->live);
-	struct timeval tv = { sr->timeout_ms / 1000,
-			      (sr->timeout_ms % 1000) * 1000 };
+	struct timeval tv = mstime_tv(sr->timeout_ms);
 	static struct timeval tv_fallback;
 	sr->timeout_tv = event_base_init_common_timeout(base, &tv);
 	if (!sr->timeout_tv) {
@@ -834,9 +803,11 @@ struct store_redis *store_redis_open(struct event_base *base,
 	return sr;
 }
 
-void store_redis_close(struct store_redis *sr)
+/* store_ops.close */
+static void store_redis_close(void *impl)
 {
-	struct store_lookup *l;
+	struct store_redis *sr = impl;
+	struct store_redis_lookup *l;
 
 	if (!sr)
 		return;
@@ -846,3 +817,12 @@ void store_redis_close(struct store_redis *sr)
 	event_free(sr->timer);
 	free(sr);
 }
+
+const struct store_ops store_redis_ops = {
+	.name = "redis",
+	.lookup = store_redis_lookup,
+	.cancel = store_redis_cancel,
+	.add = store_redis_add,
+	.pass = store_redis_pass,
+	.close = store_redis_close,
+};

@@ -1,42 +1,32 @@
 /*
  * store_redis: reputation and the pass cache in Redis (store = redis),
- * shared by several sluice machines. Reached only through store.c's
- * facade; see store_redis.c for the layout and the fault handling.
+ * shared by several sluice machines. Reached only through store.c
+ * (store_open_redis); see store_redis.c for the layout and the fault
+ * handling.
  */
 #ifndef SLUICE_STORE_REDIS_H
 #define SLUICE_STORE_REDIS_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/socket.h>
-
-#include "store.h"
+#include "store_ops.h"
 
 struct endpoint;
 struct event_base;
 struct redisReply;
 struct store_redis;
 
-/* NULL only when out of memory; connects on its own, later. */
+/* NULL only when out of memory; connects on its own, later. Closed
+ * through store_redis_ops.close: drops the connection (writes not yet
+ * sent are lost); live look-ups are cancelled without their callback. */
 struct store_redis *store_redis_open(struct event_base *base,
 				     const struct endpoint *server,
 				     const char *prefix, long timeout_ms,
 				     long halflife_ms);
-/* Drops the connection (writes not yet sent are lost) and frees. Live
- * look-ups are cancelled without their callback. */
-void store_redis_close(struct store_redis *sr);
 
-/* As store_lookup_start / store_lookup_cancel. */
-struct store_lookup *store_redis_lookup(struct store_redis *sr,
-					const struct sockaddr *addr,
-					store_lookup_cb *cb, void *arg);
-void store_redis_cancel(struct store_lookup *l);
-
-/* Fire and forget: a failure is counted and logged at a limited rate. */
-void store_redis_record(struct store_redis *sr, const struct sockaddr *addr,
-			double good, double bad);
-void store_redis_pass_grant(struct store_redis *sr,
-			    const struct sockaddr *addr, long ttl_ms);
+/* Reads are asynchronous (lookup/cancel); writes are fire and forget: a
+ * failure is counted and logged at a limited rate. */
+extern const struct store_ops store_redis_ops;
 
 /* ---- exposed for tests -------------------------------------------------- */
 
@@ -44,15 +34,15 @@ void store_redis_pass_grant(struct store_redis *sr,
 #define STORE_REDIS_KEY_MAX    (STORE_REDIS_PREFIX_MAX + 64)
 
 /* The keys of addr: "<prefix>rep:192.0.2.1", "<prefix>rep:192.0.2.0/24"
- * ("/64" for IPv6), "<prefix>pass:192.0.2.1". An IPv4-mapped IPv6 address
- * is the IPv4 address. False for anything not IPv4 or IPv6, or a prefix
- * over STORE_REDIS_PREFIX_MAX. */
+ * ("/64" for IPv6), "<prefix>pass:192.0.2.1" (an IPv4-mapped address
+ * arrives unwrapped, see ipaddr.h). False for a family not AF_INET or
+ * AF_INET6, or a prefix over STORE_REDIS_PREFIX_MAX. */
 struct store_redis_keys {
 	char host[STORE_REDIS_KEY_MAX];
 	char net[STORE_REDIS_KEY_MAX];
 	char pass[STORE_REDIS_KEY_MAX];
 };
-bool store_redis_keys(const char *prefix, const struct sockaddr *addr,
+bool store_redis_keys(const char *prefix, const struct ipaddr *addr,
 		      struct store_redis_keys *k);
 
 /* Parsers of untrusted replies. rep: the reply to HMGET key g b t; pass:
@@ -60,7 +50,7 @@ bool store_redis_keys(const char *prefix, const struct sockaddr *addr,
  * -1: not what sluice writes (wrong type, partial, a number over 64 bytes,
  * not finite, negative weights), to be read as no record. */
 int store_redis_parse_rep(const struct redisReply *r,
-			  struct store_evidence *ev);
+			  struct reputation_evidence *ev);
 int store_redis_parse_pass(const struct redisReply *r, long long *expires_ms);
 
 #endif

@@ -41,6 +41,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
 #include "spool.h"
 #include "worker.h"
 
@@ -57,7 +58,11 @@ struct sup_worker {
 };
 
 static struct config *cur_cfg;
-static struct config *old_cfgs[8]; /* kept alive: draining workers are forks */
+/* Earlier generations' configurations. Nothing reads them: a forked
+ * worker has its own copy. They are not freed because the first one is
+ * main's, not ours; the ring only bounds what is held (the oldest pointer
+ * is dropped, so each reload past eight leaks one struct config). */
+static struct config *old_cfgs[8];
 static const char *cfg_path;
 static char *const *cfg_overrides;
 static size_t cfg_n_overrides;
@@ -110,24 +115,39 @@ static int make_dir(const char *dir, const struct config *cfg)
 	return 0;
 }
 
-static int bind_slot(const struct config *cfg, unsigned slot)
+/* Binds cfg's addresses into fds (CONFIG_LISTEN_MAX), all or none: on a
+ * failure what was bound is closed again and fds is all -1. */
+static int bind_into(const struct config *cfg, int *fds)
 {
+	for (size_t i = 0; i < CONFIG_LISTEN_MAX; i++)
+		fds[i] = -1;
 	for (size_t i = 0; i < cfg->listen_count; i++) {
-		sockets[slot][i] = listener_bind(&cfg->listen[i]);
-		if (sockets[slot][i] < 0) {
+		fds[i] = listener_bind(&cfg->listen[i]);
+		if (fds[i] < 0) {
 			log_err("cannot listen on %s: %s", cfg->listen[i].text,
 				strerror(errno));
+			for (size_t j = 0; j < i; j++) {
+				close(fds[j]);
+				fds[j] = -1;
+			}
 			return -1;
 		}
 	}
 	return 0;
 }
 
+static int bind_slot(const struct config *cfg, unsigned slot)
+{
+	return bind_into(cfg, sockets[slot]);
+}
+
 static void close_slot(unsigned slot, size_t count)
 {
 	for (size_t i = 0; i < count; i++)
-		if (sockets[slot][i] >= 0)
+		if (sockets[slot][i] >= 0) {
 			close(sockets[slot][i]);
+			sockets[slot][i] = -1;
+		}
 }
 
 static int spawn(unsigned slot)
@@ -230,7 +250,7 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 	if (stopping && n_workers == 0)
 		event_base_loopexit(base, NULL);
 	if (restart) {
-		struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+		struct timeval tv = mstime_tv(delay);
 		evtimer_add(restart_ev, &tv);
 	}
 }
@@ -295,30 +315,45 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 	unsigned n = effective_workers(next);
 	if (n > metric_slots_per_bank)
 		n = metric_slots_per_bank;
-	if (!same_listen(cur_cfg, next)) {
-		/* New sockets; the old ones close once the old workers are gone
-		 * (their copies stay open in those processes). */
-		for (unsigned s = 0; s < n_slots; s++)
-			close_slot(s, cur_cfg->listen_count);
-		for (unsigned s = 0; s < n; s++)
-			if (bind_slot(next, s) != 0) {
-				log_err("reload: cannot bind the new listen addresses");
-				free(next);
-				return;
-			}
-	} else {
-		for (unsigned s = n_slots; s < n; s++)
-			if (bind_slot(next, s) != 0) {
-				free(next);
-				return;
-			}
-		for (unsigned s = n; s < n_slots; s++)
-			close_slot(s, cur_cfg->listen_count);
+	/* Everything that can fail comes before anything is changed: the
+	 * new sockets are bound aside and installed only once all of them and
+	 * the directories are in place, so a failed reload leaves the running
+	 * listeners (and the slots a restarted worker inherits) as they were.
+	 * With new addresses every slot gets new sockets; otherwise only the
+	 * slots added. SO_REUSEPORT lets an address bind again while the old
+	 * socket is still open. */
+	bool rebind = !same_listen(cur_cfg, next);
+	unsigned from = rebind ? 0 : n_slots;
+	static int fresh[SUP_MAX_WORKERS][CONFIG_LISTEN_MAX];
+	for (unsigned s = from; s < n; s++) {
+		if (bind_into(next, fresh[s]) != 0) {
+			log_err("reload: cannot bind the new listen addresses; "
+				"keeping the running configuration");
+			for (unsigned t = from; t < s; t++)
+				for (size_t i = 0; i < next->listen_count; i++)
+					close(fresh[t][i]);
+			free(next);
+			return;
+		}
 	}
 	if (make_dir(next->spool_dir, next) != 0 || make_dir(next->state_dir, next) != 0) {
+		for (unsigned t = from; t < n; t++)
+			for (size_t i = 0; i < next->listen_count; i++)
+				close(fresh[t][i]);
 		free(next);
 		return;
 	}
+	/* The old sockets close here; the old workers' copies stay open in
+	 * those processes until they are gone. */
+	if (rebind) {
+		for (unsigned s = 0; s < n_slots; s++)
+			close_slot(s, cur_cfg->listen_count);
+	} else {
+		for (unsigned s = n; s < n_slots; s++)
+			close_slot(s, cur_cfg->listen_count);
+	}
+	for (unsigned s = from; s < n; s++)
+		memcpy(sockets[s], fresh[s], sizeof sockets[s]);
 	/* The old workers retire (SIGUSR1): their sessions carry on to
 	 * their natural end; the new generation takes the sockets. */
 	for (size_t i = 0; i < n_workers; i++) {

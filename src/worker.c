@@ -27,13 +27,16 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "dns.h"
 #include "dnsbl.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
 #include "pool.h"
 #include "session.h"
+#include "spool.h"
 #include "signals.h"
 #include "store.h"
 #include "throttle.h"
@@ -44,79 +47,77 @@
 #define WORKER_DRAIN_POLL_MS 100
 #define WORKER_STORE_MAP_SIZE (64ULL * 1024 * 1024)
 
-struct worker *worker;
-
-unsigned long long worker_size_limit(void)
-{
-	unsigned long long limit = worker->cfg->message_size_limit;
-	if (worker->backend_size_max && worker->backend_size_max < limit)
-		limit = worker->backend_size_max;
-	return limit;
-}
-
-static struct event *drain_ev;
-static long long drain_deadline_ms;
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool retiring; /* reload: sessions end on their own */
-static pid_t supervisor_pid;
+/* One per process, on worker_main's stack frame (static): everything the
+ * worker made at start-up, handed to the modules through their
+ * constructors and the two shared environments. Only this file touches
+ * it; callbacks get it as their argument. */
+struct worker {
+	struct event_base *base;
+	const struct config *cfg;
+	struct workq *workq;
+	SSL_CTX *tls_client;         /* for backend_tls */
+	unsigned slot;               /* worker index, 1-based; metrics slot */
+	pid_t supervisor_pid;
+	bool retiring;               /* reload: sessions end on their own */
+	struct event *drain_ev;
+	struct event *orphan_ev;     /* EOF on the life pipe */
+	long long drain_deadline_ms;
+	struct spool_env spool;      /* the message bodies' shared state */
+	struct session_env sessions; /* what every session shares */
+};
 
 static void worker_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
+	struct worker *w = arg;
+
 	if (session_count() == 0 ||
-	    (worker->draining && mono_ms() >= drain_deadline_ms)) {
+	    (w->sessions.draining && mstime_mono() >= w->drain_deadline_ms)) {
 		if (session_count())
 			log_warn("worker: drain deadline passed with %u sessions open",
 				 session_count());
-		event_base_loopexit(worker->base, NULL);
+		event_base_loopexit(w->base, NULL);
 		return;
 	}
 	/* Sessions that finished a replay since: 421 them too. */
-	if (worker->draining)
+	if (w->sessions.draining)
 		session_shutdown_all();
-	struct timeval tv = {0, WORKER_DRAIN_POLL_MS * 1000};
-	evtimer_add(drain_ev, &tv);
+	struct timeval tv = mstime_tv(WORKER_DRAIN_POLL_MS);
+	evtimer_add(w->drain_ev, &tv);
 }
 
 /* Shut down: 421 to every session not in a replay, replays finish, exit
  * by shutdown_timeout at the latest. */
-static void worker_drain(void)
+static void worker_drain(struct worker *w)
 {
-	if (worker->draining)
+	if (w->sessions.draining)
 		return;
-	worker->draining = true;
+	w->sessions.draining = true;
 	log_info("worker: draining %u sessions", session_count());
-	if (!retiring)
+	if (!w->retiring)
 		listener_stop();
-	retiring = true;
+	w->retiring = true;
 	session_shutdown_all();
-	drain_deadline_ms = mono_ms() + worker->cfg->shutdown_timeout_ms;
-	worker_drain_poll(-1, 0, NULL);
+	w->drain_deadline_ms = mstime_mono() + w->cfg->shutdown_timeout_ms;
+	worker_drain_poll(-1, 0, w);
 }
 
 static void worker_term_cb(evutil_socket_t sig, short what, void *arg)
 {
-	worker_drain();
+	worker_drain(arg);
 }
 
 /* The life pipe is readable only at EOF: nobody writes to it, and its last
  * write end closed with the supervisor. */
 static void worker_orphan_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct event *ev = arg;
+	struct worker *w = arg;
 	char c;
 	if (read(fd, &c, 1) < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	event_del(ev);
-	log_err("worker %u: supervisor pid=%d gone; draining", worker->slot,
-		(int)supervisor_pid);
-	worker_drain();
+	event_del(w->orphan_ev);
+	log_err("worker %u: supervisor pid=%d gone; draining", w->slot,
+		(int)w->supervisor_pid);
+	worker_drain(w);
 }
 
 /* SIGUSR1 (reload): a new worker serves the slot; this one stops
@@ -125,12 +126,14 @@ static void worker_orphan_cb(evutil_socket_t fd, short what, void *arg)
  * old processes finish their client. A SIGTERM later still applies. */
 static void worker_retire_cb(evutil_socket_t sig, short what, void *arg)
 {
-	if (retiring || worker->draining)
+	struct worker *w = arg;
+
+	if (w->retiring || w->sessions.draining)
 		return;
-	retiring = true;
+	w->retiring = true;
 	log_info("worker: retiring after reload with %u sessions", session_count());
 	listener_stop();
-	worker_drain_poll(-1, 0, NULL);
+	worker_drain_poll(-1, 0, w);
 }
 
 static int worker_drop_privileges(const struct config *cfg)
@@ -168,15 +171,15 @@ static int worker_classify_init(struct worker *w)
 			log_err("worker: dnsbl_sites: %s", err);
 			return -1;
 		}
-		w->dnsbl = &list;
+		w->sessions.dnsbl = &list;
 	}
 	if (cfg->cidr_allow_file[0] &&
-	    !(w->allow = cidr_load(cfg->cidr_allow_file, err, sizeof err))) {
+	    !(w->sessions.allow = cidr_load(cfg->cidr_allow_file, err, sizeof err))) {
 		log_err("worker: %s: %s", cfg->cidr_allow_file, err);
 		return -1;
 	}
 	if (cfg->cidr_deny_file[0] &&
-	    !(w->deny = cidr_load(cfg->cidr_deny_file, err, sizeof err))) {
+	    !(w->sessions.deny = cidr_load(cfg->cidr_deny_file, err, sizeof err))) {
 		log_err("worker: %s: %s", cfg->cidr_deny_file, err);
 		return -1;
 	}
@@ -187,10 +190,9 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		size_t n_listen, int life_fd)
 {
 	static struct worker w;
-	worker = &w;
 	w.cfg = cfg;
 	w.slot = slot;
-	supervisor_pid = getppid();
+	w.supervisor_pid = getppid();
 	metrics_use_slot(slot);
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() != 0) {
@@ -200,11 +202,11 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	w.base = event_base_new();
 	if (!w.base)
 		return 1;
-	if (cfg->tls_cert_file[0] && !(w.tls_server = tls_server_ctx(cfg)))
+	if (cfg->tls_cert_file[0] && !(w.sessions.tls_server = tls_server_ctx(cfg)))
 		return 1;
 	if (cfg->backend_tls && !(w.tls_client = tls_client_ctx(cfg)))
 		return 1;
-	if (!(w.dns = dns_new(w.base, cfg))) {
+	if (!(w.sessions.dns = dns_new(w.base, cfg))) {
 		log_err("worker: cannot set up DNS");
 		return 1;
 	}
@@ -221,40 +223,47 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	 * costs reputation and passes, never mail. Redis: one connection per
 	 * worker, made on the loop (it never fails here for want of Redis). */
 	if (cfg->store == CONFIG_STORE_REDIS) {
-		w.store = store_open_redis(w.base, &cfg->redis_server, cfg->redis_prefix,
+		w.sessions.store = store_open_redis(w.base, &cfg->redis_server, cfg->redis_prefix,
 					   cfg->redis_timeout_ms,
 					   cfg->reputation_halflife_ms);
-		if (!w.store)
+		if (!w.sessions.store)
 			log_warn("worker: running without the reputation store");
 	} else {
-		w.store = store_open(cfg->state_dir, w.workq, cfg->reputation_halflife_ms,
-				     WORKER_STORE_MAP_SIZE);
-		if (!w.store)
+		w.sessions.store = store_open_lmdb(cfg->state_dir, w.workq,
+					  cfg->reputation_halflife_ms,
+					  WORKER_STORE_MAP_SIZE);
+		if (!w.sessions.store)
 			log_warn("worker: running without the reputation store in %s",
 				 cfg->state_dir);
 	}
-	if (!(w.pool = pool_new()))
+	if (!(w.sessions.pool = pool_new(w.base, cfg, w.tls_client)))
 		return 1;
-	if (listener_start(w.base, listen_fds, n_listen) != 0) {
+	w.spool = (struct spool_env){ .base = w.base, .workq = w.workq,
+				      .cfg = cfg };
+	w.sessions.base = w.base;
+	w.sessions.cfg = cfg;
+	w.sessions.spool = &w.spool;
+	if (listener_start(w.base, &w.sessions, listen_fds, n_listen) != 0) {
 		log_err("worker: cannot listen");
 		return 1;
 	}
-	struct event *term = evsignal_new(w.base, SIGTERM, worker_term_cb, NULL);
-	struct event *retire = evsignal_new(w.base, SIGUSR1, worker_retire_cb, NULL);
-	drain_ev = evtimer_new(w.base, worker_drain_poll, NULL);
-	struct event *orphan = event_new(w.base, life_fd, EV_READ | EV_PERSIST,
-					 worker_orphan_cb, event_self_cbarg());
-	if (!term || !retire || !drain_ev || !orphan || evsignal_add(term, NULL) != 0 ||
-	    evsignal_add(retire, NULL) != 0 || evutil_make_socket_nonblocking(life_fd) != 0 ||
-	    event_add(orphan, NULL) != 0)
+	struct event *term = evsignal_new(w.base, SIGTERM, worker_term_cb, &w);
+	struct event *retire = evsignal_new(w.base, SIGUSR1, worker_retire_cb, &w);
+	w.drain_ev = evtimer_new(w.base, worker_drain_poll, &w);
+	w.orphan_ev = event_new(w.base, life_fd, EV_READ | EV_PERSIST,
+				worker_orphan_cb, &w);
+	if (!term || !retire || !w.drain_ev || !w.orphan_ev ||
+	    evsignal_add(term, NULL) != 0 || evsignal_add(retire, NULL) != 0 ||
+	    evutil_make_socket_nonblocking(life_fd) != 0 ||
+	    event_add(w.orphan_ev, NULL) != 0)
 		return 1;
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */
 	log_info("worker %u: ready pid=%d", slot, (int)getpid());
 	event_base_dispatch(w.base);
-	pool_shutdown(w.pool);
+	pool_shutdown(w.sessions.pool);
 	workq_free(w.workq); /* finishes pending store writes */
-	store_close(w.store);
+	store_close(w.sessions.store);
 	log_info("worker %u: exit", slot);
 	return 0;
 }

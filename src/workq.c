@@ -15,8 +15,9 @@
  * and the pool wakes the loop by writing to a non-blocking pipe watched by
  * a persistent read event on the submitter's event_base; the callback runs
  * every done() on the loop thread, outside the lock, so done() may submit
- * again. Pool threads never touch libevent, so the base needs no locking
- * (evthread_use_pthreads is not required for this module).
+ * again. Pool threads never touch libevent, so this module does not rely
+ * on libevent's locking (the worker turns it on, evthread_use_pthreads,
+ * for its own reasons; a base without it works here too).
  *
  * One byte is written only when the done list goes from empty to
  * non-empty, so the pipe cannot fill up however many jobs finish. The loop
@@ -28,8 +29,9 @@
  * is what an owner needs to know before it may free what the jobs use.
  *
  * Rejected: eventfd (Linux only, and a pipe costs nothing more here);
- * event_active() from the pool threads (needs a thread-safe base and
- * makes every libevent call in the worker take a lock).
+ * event_active() from the pool threads (it would tie this module to a
+ * thread-safe base, and a wake-up per job instead of per empty->non-empty
+ * change of the done list).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -591,37 +591,53 @@ def test_ops_09_max_recipients(shared_pf, sluice):
 
 @pytest.mark.deadline(60)
 def test_ops_10_memory_limit_refuses_data(shared_pf, sluice):
-    """memory_limit = 64k: two sessions each holding 40000 body bytes in
-    memory (below message_memory_max, so nothing spills) fill it; a third
-    DATA gets 452 4.3.1; once they end, DATA works again."""
+    """memory_limit = 64k, held on every append (issue 11): a session holds
+    40000 body bytes in memory (below message_memory_max, so nothing
+    spills); a second one's 40000 bytes reach the cap on the way, so its
+    message gets 452 4.3.1 at end of data and its session goes on; a third
+    DATA meanwhile gets 452 4.3.1 at once; once memory is free, DATA works
+    again."""
     pf = shared_pf
     mport = harness.free_port()
     sl = sluice(pf, workers=1, memory_limit="64k", message_memory_max="64k",
                 metrics_listen="127.0.0.1:%d" % mport)
     chunk = (b"z" * 98 + b"\r\n") * 400  # 40000 bytes
-    toks = [token("10a"), token("10b"), token("10c")]
+    toks = [token("10a"), token("10b"), token("10c"), token("10d")]
     a, b, c = connect(sl), connect(sl), connect(sl)
     try:
         for cl in (a, b, c):
             cl.ehlo(CLIENT23_NAME)
             cl.expect("MAIL FROM:<a@example.net>", 250)
             cl.expect("RCPT TO:<alice@example.com>", 250)
-        for cl, tok, need in ((a, toks[0], 39000), (b, toks[1], 78000)):
+        hits = metrics(mport)["sluice_memory_limit_hits_total"]
+        for cl, tok, need in ((a, toks[0], 39000), (b, toks[1], 65536)):
             cl.expect("DATA", 354)
             cl.send(dot_stuff(message(tok)) + chunk)
             assert harness.wait_until(
                 lambda: metrics(mport)["sluice_memory_buffered_bytes"] >= need, 5), \
                 "memory buffered: %r" % metrics(mport)["sluice_memory_buffered_bytes"]
-        hits = metrics(mport)["sluice_memory_limit_hits_total"]
+        # b stopped holding at the cap: one hit, and at most one feed over.
+        assert harness.wait_until(
+            lambda: metrics(mport)["sluice_memory_limit_hits_total"] == hits + 1, 5)
+        assert metrics(mport)["sluice_memory_buffered_bytes"] < 78000
         code, text = c.cmd("DATA")
         assert code == 452 and text[0].startswith("4.3.1"), (code, text)
-        assert metrics(mport)["sluice_memory_limit_hits_total"] == hits + 1
-        for cl in (a, b):
-            cl.send(b".\r\n")
-            code, text = cl.read_reply(timeout=30)
-            assert code == 250, (code, text)
+        assert metrics(mport)["sluice_memory_limit_hits_total"] == hits + 2
+        a.send(b".\r\n")
+        code, text = a.read_reply(timeout=30)
+        assert code == 250, (code, text)
+        b.send(b".\r\n")
+        code, text = b.read_reply(timeout=30)
+        assert code == 452 and text[0].startswith("4.3.1"), (code, text)
         assert harness.wait_until(
             lambda: metrics(mport)["sluice_memory_buffered_bytes"] < 65536, 5)
+        # The refused message's session goes on.
+        b.expect("MAIL FROM:<a@example.net>", 250)
+        b.expect("RCPT TO:<alice@example.com>", 250)
+        b.expect("DATA", 354)
+        b.send(dot_stuff(message(toks[3])) + b".\r\n")
+        code, text = b.read_reply(timeout=30)
+        assert code == 250, (code, text)
         c.expect("DATA", 354)
         c.send(dot_stuff(message(toks[2])) + b".\r\n")
         code, text = c.read_reply(timeout=30)
@@ -629,8 +645,10 @@ def test_ops_10_memory_limit_refuses_data(shared_pf, sluice):
     finally:
         for cl in (a, b, c):
             cl.close()
-    got = pf.wait_messages(3, 15, lambda m: m.subject in toks)
-    assert sorted(m.subject for m in got) == sorted(toks)
+    want = [toks[0], toks[2], toks[3]]
+    got = pf.wait_messages(3, 15, lambda m: m.subject in want)
+    assert sorted(m.subject for m in got) == sorted(want)
+    assert not [m for m in pf.messages() if m.subject == toks[1]]
     assert_alive(sl)
 
 

@@ -1,5 +1,6 @@
 /*
- * Unit tests for store: the decay table; reputation of an address and of
+ * Unit tests for store (LMDB through the facade; the arithmetic alone is
+ * tests/unit/test_reputation.c): reputation of an address and of
  * its /24 and /64 neighbours after events written through the workq;
  * decay applied on read and on read-decay-add-write; the pass cache and
  * its expiry; a write by another process seen by an open store; a reader
@@ -69,7 +70,7 @@ static double rep(struct store *st, const char *ip)
 	return store_reputation(st, unit_sockaddr(&ss, ip));
 }
 
-static void record(struct store *st, const char *ip, enum store_event ev,
+static void record(struct store *st, const char *ip, enum reputation_event ev,
 		   int times)
 {
 	struct sockaddr_storage ss;
@@ -112,7 +113,7 @@ static int drain(struct event_base *base, struct workq *wq)
 static void fx_open(struct fixture *f, long halflife_ms,
 		    unsigned long long map_size)
 {
-	f->st = store_open(f->dir, f->wq, halflife_ms, map_size);
+	f->st = store_open_lmdb(f->dir, f->wq, halflife_ms, map_size);
 	assert_non_null(f->st);
 }
 
@@ -156,39 +157,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* ---- pure arithmetic ------------------------------------------------ */
-
-static void test_decay_table(void **state)
-{
-	static const struct {
-		const char *name;
-		double v;
-		long long age_ms;
-		long halflife_ms;
-		double want;
-	} rows[] = {
-		{ "fresh", 1.0, 0, 1000, 1.0 },
-		{ "one half-life", 1.0, 1000, 1000, 0.5 },
-		{ "three half-lives", 8.0, 3000, 1000, 1.0 },
-		{ "half a half-life", 2.0, 500, 1000, M_SQRT2 },
-		{ "a week at 7d", 4.0, 7 * DAY_MS, 7 * DAY_MS, 2.0 },
-		{ "two weeks at 7d", 4.0, 14 * DAY_MS, 7 * DAY_MS, 1.0 },
-		{ "zero stays zero", 0.0, 5000, 1000, 0.0 },
-		{ "future (clock step) keeps", 3.0, -5000, 1000, 3.0 },
-		{ "halflife 0 disables", 3.0, 1000, 0, 3.0 },
-		{ "halflife < 0 disables", 3.0, 1000, -1, 3.0 },
-		{ "underflow to 0", 1.0, 2000000LL, 1000, 0.0 },
-	};
-
-	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		double got = store_decay(rows[i].v, rows[i].age_ms,
-					 rows[i].halflife_ms);
-		if (fabs(got - rows[i].want) > 1e-12 * (1 + rows[i].want))
-			fail_msg("%s: got %.15g want %.15g", rows[i].name, got,
-				 rows[i].want);
-	}
-}
-
 /* ---- NULL and unusable stores -------------------------------------- */
 
 static void test_null_store_safe(void **state)
@@ -197,7 +165,7 @@ static void test_null_store_safe(void **state)
 	const struct sockaddr *a = unit_sockaddr(&ss, "192.0.2.1");
 
 	assert_true(store_reputation(NULL, a) == 0.0);
-	store_record(NULL, a, STORE_MSG_REFUSED);
+	store_record(NULL, a, REPUTATION_MSG_REFUSED);
 	assert_false(store_pass_check(NULL, a));
 	store_pass_grant(NULL, a, 1000);
 	store_close(NULL);
@@ -208,11 +176,11 @@ static void test_open_failures_give_null(void **state)
 	struct fixture *f = *state;
 	char missing[128];
 
-	assert_null(store_open(NULL, f->wq, DAY_MS, MAP_SIZE));
-	assert_null(store_open("", f->wq, DAY_MS, MAP_SIZE));
-	assert_null(store_open(f->dir, NULL, DAY_MS, MAP_SIZE));
+	assert_null(store_open_lmdb(NULL, f->wq, DAY_MS, MAP_SIZE));
+	assert_null(store_open_lmdb("", f->wq, DAY_MS, MAP_SIZE));
+	assert_null(store_open_lmdb(f->dir, NULL, DAY_MS, MAP_SIZE));
 	snprintf(missing, sizeof missing, "%s/nonexistent", f->dir);
-	assert_null(store_open(missing, f->wq, DAY_MS, MAP_SIZE));
+	assert_null(store_open_lmdb(missing, f->wq, DAY_MS, MAP_SIZE));
 
 	/* Not an LMDB file: a corrupt store must not stop mail. */
 	int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -222,7 +190,7 @@ static void test_open_failures_give_null(void **state)
 		junk[i] = (char)(i * 131 + 7);
 	assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
 	close(fd);
-	assert_null(store_open(f->dir, f->wq, DAY_MS, MAP_SIZE));
+	assert_null(store_open_lmdb(f->dir, f->wq, DAY_MS, MAP_SIZE));
 	assert_int_equal(workq_pending(f->wq), 0);
 }
 
@@ -239,15 +207,15 @@ static void test_file_mode_and_odd_addresses(void **state)
 	/* Not IP: nothing stored, nothing known. */
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
-	store_record(f->st, (struct sockaddr *)&sun, STORE_MSG_REFUSED);
+	store_record(f->st, (struct sockaddr *)&sun, REPUTATION_MSG_REFUSED);
 	store_pass_grant(f->st, (struct sockaddr *)&sun, 1000);
-	store_record(f->st, NULL, STORE_MSG_REFUSED);
+	store_record(f->st, NULL, REPUTATION_MSG_REFUSED);
 	assert_int_equal(workq_pending(f->wq), 0);
 	assert_true(store_reputation(f->st, (struct sockaddr *)&sun) == 0.0);
 	assert_false(store_pass_check(f->st, (struct sockaddr *)&sun));
 	assert_true(store_reputation(f->st, NULL) == 0.0);
 	/* An event value outside the enum is ignored. */
-	record(f->st, "192.0.2.1", (enum store_event)99, 1);
+	record(f->st, "192.0.2.1", (enum reputation_event)99, 1);
 	assert_int_equal(workq_pending(f->wq), 0);
 	fx_close(f);
 }
@@ -261,13 +229,13 @@ static void test_reputation_address_and_network(void **state)
 	fx_open(f, 7 * DAY_MS, MAP_SIZE);
 	assert_true(rep(f->st, "192.0.2.10") == 0.0);
 
-	record(f->st, "192.0.2.10", STORE_DELIVERED, 3);     /* g3 */
-	record(f->st, "198.51.100.1", STORE_MSG_REFUSED, 4); /* b4 */
-	record(f->st, "198.51.100.3", STORE_DELIVERED, 1);   /* g1 */
-	record(f->st, "203.0.113.5", STORE_MSG_REFUSED, 1);  /* b1 */
-	record(f->st, "203.0.113.9", STORE_BAD_SIGNAL, 2);   /* b1 */
-	record(f->st, "203.0.113.10", STORE_RCPT_REFUSED, 2); /* b1 */
-	record(f->st, "2001:db8::1", STORE_HANGUP_SHAPED, 3); /* b3 */
+	record(f->st, "192.0.2.10", REPUTATION_DELIVERED, 3);     /* g3 */
+	record(f->st, "198.51.100.1", REPUTATION_MSG_REFUSED, 4); /* b4 */
+	record(f->st, "198.51.100.3", REPUTATION_DELIVERED, 1);   /* g1 */
+	record(f->st, "203.0.113.5", REPUTATION_MSG_REFUSED, 1);  /* b1 */
+	record(f->st, "203.0.113.9", REPUTATION_BAD_SIGNAL, 2);   /* b1 */
+	record(f->st, "203.0.113.10", REPUTATION_RCPT_REFUSED, 2); /* b1 */
+	record(f->st, "2001:db8::1", REPUTATION_HANGUP_SHAPED, 3); /* b3 */
 	assert_int_equal(drain(f->base, f->wq), 0);
 
 	static const struct {
@@ -313,17 +281,17 @@ static void test_network_needs_evidence(void **state)
 
 	fx_open(f, 7 * DAY_MS, MAP_SIZE);
 	/* One bad neighbour, evidence 1: the /24 does not count yet. */
-	record(f->st, "192.0.2.5", STORE_MSG_REFUSED, 1);
+	record(f->st, "192.0.2.5", REPUTATION_MSG_REFUSED, 1);
 	assert_int_equal(drain(f->base, f->wq), 0);
 	assert_true(fabs(rep(f->st, "192.0.2.5") + 0.5) < EPS);
 	assert_true(rep(f->st, "192.0.2.6") == 0.0);
 	/* Evidence 2.5 (< 3) still does not. */
-	record(f->st, "192.0.2.7", STORE_MSG_REFUSED, 1);
-	record(f->st, "192.0.2.8", STORE_RCPT_REFUSED, 1);
+	record(f->st, "192.0.2.7", REPUTATION_MSG_REFUSED, 1);
+	record(f->st, "192.0.2.8", REPUTATION_RCPT_REFUSED, 1);
 	assert_int_equal(drain(f->base, f->wq), 0);
 	assert_true(rep(f->st, "192.0.2.6") == 0.0);
 	/* 3.0 (less a hair of decay): it does: -3/4. */
-	record(f->st, "192.0.2.9", STORE_BAD_SIGNAL, 1);
+	record(f->st, "192.0.2.9", REPUTATION_BAD_SIGNAL, 1);
 	assert_int_equal(drain(f->base, f->wq), 0);
 	assert_true(fabs(rep(f->st, "192.0.2.6") + 0.75) < EPS);
 	fx_close(f);
@@ -343,28 +311,28 @@ static void test_decay_applied(void **state)
 
 	fx_open(f, h, MAP_SIZE);
 	int64_t b0 = now_ms();
-	record(f->st, "192.0.2.1", STORE_MSG_REFUSED, 4);
+	record(f->st, "192.0.2.1", REPUTATION_MSG_REFUSED, 4);
 	int64_t b1 = now_ms();
 	assert_int_equal(drain(f->base, f->wq), 0);
 	int64_t r0 = now_ms();
 	double got = rep(f->st, "192.0.2.1");
 	int64_t r1 = now_ms();
-	double lo = score(0, store_decay(4, r0 - b1, h));
-	double hi = score(0, store_decay(4, r1 - b0, h));
+	double lo = score(0, reputation_decay(4, r0 - b1, h));
+	double hi = score(0, reputation_decay(4, r1 - b0, h));
 	if (!(got >= lo - EPS && got <= hi + EPS))
 		fail_msg("fresh: %f not in [%f, %f]", got, lo, hi);
 
 	sleep_ms(h); /* one half-life: bad about 2 */
 	int64_t g0 = now_ms();
-	record(f->st, "192.0.2.1", STORE_DELIVERED, 1);
+	record(f->st, "192.0.2.1", REPUTATION_DELIVERED, 1);
 	int64_t g1 = now_ms();
 	assert_int_equal(drain(f->base, f->wq), 0);
 	r0 = now_ms();
 	got = rep(f->st, "192.0.2.1");
 	r1 = now_ms();
 	/* Worst: bad as fresh as possible, good as old as possible. */
-	lo = score(store_decay(1, r1 - g0, h), store_decay(4, r0 - b1, h));
-	hi = score(store_decay(1, r0 - g1, h), store_decay(4, r1 - b0, h));
+	lo = score(reputation_decay(1, r1 - g0, h), reputation_decay(4, r0 - b1, h));
+	hi = score(reputation_decay(1, r0 - g1, h), reputation_decay(4, r1 - b0, h));
 	if (!(got >= lo - EPS && got <= hi + EPS))
 		fail_msg("after add: %f not in [%f, %f]", got, lo, hi);
 	/* And it did decay: 4 bad and 1 good undecayed would be -0.5. */
@@ -418,8 +386,8 @@ static void test_close_with_writes_pending(void **state)
 	fx_open(f, DAY_MS, MAP_SIZE);
 	/* The first goes to the workq at once; the others wait on the loop
 	 * for it and are written by store_close itself. */
-	record(f->st, "192.0.2.1", STORE_DELIVERED, 1);
-	record(f->st, "192.0.2.2", STORE_MSG_REFUSED, 1);
+	record(f->st, "192.0.2.1", REPUTATION_DELIVERED, 1);
+	record(f->st, "192.0.2.2", REPUTATION_MSG_REFUSED, 1);
 	grant(f->st, "192.0.2.3", 60000);
 	assert_int_equal(workq_pending(f->wq), 1);
 	store_close(f->st); /* freed by the in-flight job's done() */
@@ -438,8 +406,8 @@ static void test_close_after_workq_free(void **state)
 	struct fixture *f = *state;
 
 	fx_open(f, DAY_MS, MAP_SIZE);
-	record(f->st, "192.0.2.1", STORE_DELIVERED, 1);
-	record(f->st, "192.0.2.2", STORE_DELIVERED, 1);
+	record(f->st, "192.0.2.1", REPUTATION_DELIVERED, 1);
+	record(f->st, "192.0.2.2", REPUTATION_DELIVERED, 1);
 	/* Shutdown in the other order: the workq goes first, running the
 	 * in-flight job's done(); store_close must not touch the workq. */
 	workq_free(f->wq);
@@ -463,13 +431,13 @@ static int child_write(const char *dir)
 	struct workq *wq = base ? workq_new(base, 1) : NULL;
 	if (!wq)
 		return 10;
-	struct store *st = store_open(dir, wq, 7 * DAY_MS, MAP_SIZE);
+	struct store *st = store_open_lmdb(dir, wq, 7 * DAY_MS, MAP_SIZE);
 	if (!st)
 		return 11;
 	struct sockaddr_in a = { .sin_family = AF_INET };
 	inet_pton(AF_INET, "192.0.2.44", &a.sin_addr);
 	for (int i = 0; i < 3; i++)
-		store_record(st, (struct sockaddr *)&a, STORE_DELIVERED);
+		store_record(st, (struct sockaddr *)&a, REPUTATION_DELIVERED);
 	store_pass_grant(st, (struct sockaddr *)&a, 60000);
 	if (drain(base, wq) != 0)
 		return 12;
@@ -581,7 +549,7 @@ static void test_hostile_109_killed_reader_cleared_at_open(void **state)
 
 	/* Create the file with some data. */
 	fx_open(f, DAY_MS, MAP_SIZE);
-	record(f->st, "192.0.2.1", STORE_DELIVERED, 1);
+	record(f->st, "192.0.2.1", REPUTATION_DELIVERED, 1);
 	fx_close(f);
 
 	assert_int_equal(pipe(ready), 0);
@@ -610,9 +578,9 @@ static void test_hostile_109_killed_reader_cleared_at_open(void **state)
 
 	/* The dead worker's slot is still in the table... */
 	assert_int_equal(readers_of(f->path, victim), 1);
-	/* ...until store_open clears it, and the store works. */
+	/* ...until store_open_lmdb clears it, and the store works. */
 	fx_open(f, DAY_MS, MAP_SIZE);
-	record(f->st, "192.0.2.1", STORE_DELIVERED, 2);
+	record(f->st, "192.0.2.1", REPUTATION_DELIVERED, 2);
 	assert_int_equal(drain(f->base, f->wq), 0);
 	assert_true(fabs(rep(f->st, "192.0.2.1") - 0.75) < EPS);
 	fx_close(f);
@@ -639,7 +607,7 @@ static void fill(struct fixture *f, int n, long pause_ms)
 
 	for (int i = 0; i < n; i++) {
 		snprintf(ip, sizeof ip, "10.%d.%d.1", (i >> 8) & 255, i & 255);
-		record(f->st, ip, STORE_MSG_REFUSED, 1);
+		record(f->st, ip, REPUTATION_MSG_REFUSED, 1);
 		if (i % FULL_CHUNK == FULL_CHUNK - 1) {
 			assert_int_equal(drain(f->base, f->wq), 0);
 			if (pause_ms > 0)
@@ -691,7 +659,6 @@ static void test_hostile_112_map_full_pauses_writes_reads_go_on(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_decay_table),
 		cmocka_unit_test(test_null_store_safe),
 		cmocka_unit_test_setup_teardown(test_open_failures_give_null,
 						setup, teardown),

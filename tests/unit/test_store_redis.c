@@ -38,6 +38,16 @@
 
 /* ---- keys ------------------------------------------------------------- */
 
+/* The keys of a socket address as the facade hands it over: through
+ * ipaddr (IPv4-mapped unwrapped, anything not IP refused). */
+static bool keys(const char *prefix, const struct sockaddr *sa,
+		 struct store_redis_keys *k)
+{
+	struct ipaddr a;
+
+	return ipaddr_from_sockaddr(sa, &a) && store_redis_keys(prefix, &a, k);
+}
+
 static void test_keys(void **state)
 {
 	static const struct {
@@ -60,7 +70,7 @@ static void test_keys(void **state)
 	struct store_redis_keys k;
 
 	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		assert_true(store_redis_keys(rows[i].prefix, unit_sockaddr(&ss, rows[i].ip), &k));
+		assert_true(keys(rows[i].prefix, unit_sockaddr(&ss, rows[i].ip), &k));
 		assert_string_equal(k.host, rows[i].host);
 		assert_string_equal(k.net, rows[i].net);
 		assert_string_equal(k.pass, rows[i].pass);
@@ -69,14 +79,17 @@ static void test_keys(void **state)
 	char prefix[STORE_REDIS_PREFIX_MAX + 2];
 	memset(prefix, 'p', STORE_REDIS_PREFIX_MAX);
 	prefix[STORE_REDIS_PREFIX_MAX] = '\0';
-	assert_true(store_redis_keys(prefix, unit_sockaddr(&ss, rows[4].ip), &k));
+	assert_true(keys(prefix, unit_sockaddr(&ss, rows[4].ip), &k));
 	assert_int_equal(strlen(k.pass), STORE_REDIS_PREFIX_MAX + 5 + 39);
 	prefix[STORE_REDIS_PREFIX_MAX] = 'p';
 	prefix[STORE_REDIS_PREFIX_MAX + 1] = '\0';
-	assert_false(store_redis_keys(prefix, unit_sockaddr(&ss, "192.0.2.1"), &k));
+	assert_false(keys(prefix, unit_sockaddr(&ss, "192.0.2.1"), &k));
 
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
-	assert_false(store_redis_keys("x", (struct sockaddr *)&un, &k));
+	assert_false(keys("x", (struct sockaddr *)&un, &k));
+	assert_false(keys("x", NULL, &k));
+	struct ipaddr odd = { .family = AF_UNIX };
+	assert_false(store_redis_keys("x", &odd, &k));
 	assert_false(store_redis_keys("x", NULL, &k));
 }
 
@@ -177,7 +190,7 @@ static void test_parse_rep(void **state)
 			top.str = (char *)"WRONGTYPE Operation against a key";
 			top.len = strlen(top.str);
 		}
-		struct store_evidence ev = { -7, -7, -7 };
+		struct reputation_evidence ev = { -7, -7, -7 };
 		int got = store_redis_parse_rep(&top, &ev);
 		if (got != rows[i].want)
 			fail_msg("%s: got %d want %d", rows[i].name, got, rows[i].want);
@@ -218,34 +231,6 @@ static void test_parse_pass(void **state)
 			fail_msg("%s: got %d %lld", rows[i].name, got, e);
 	}
 	assert_int_equal(store_redis_parse_pass(NULL, NULL), -1);
-}
-
-/* ---- the arithmetic both stores share ------------------------------------ */
-
-static void test_combine(void **state)
-{
-	const long h = 1000;
-	const long long now = 1000000;
-	struct store_evidence bad2 = { 0, 2, now };
-	struct store_evidence bad2_old = { 0, 2, now - h };      /* decays to 1 */
-	struct store_evidence good1 = { 1, 0, now };
-	struct store_evidence net_weak = { 0, 2.8, now };         /* no say */
-	struct store_evidence net_bad = { 0, 3, now };
-
-	assert_true(store_combine(NULL, NULL, now, h) == 0);
-	assert_true(fabs(store_combine(&bad2, NULL, now, h) + 2.0 / 3) < 1e-12);
-	assert_true(fabs(store_combine(&bad2_old, NULL, now, h) + 0.5) < 1e-12);
-	assert_true(fabs(store_combine(&good1, NULL, now, h) - 0.5) < 1e-12);
-	assert_true(store_combine(NULL, &net_weak, now, h) == 0);
-	assert_true(fabs(store_combine(&good1, &net_bad, now, h) + 0.75) < 1e-12);
-	/* A good network never vouches for an unknown address. */
-	struct store_evidence net_good = { 10, 0, now };
-	assert_true(store_combine(NULL, &net_good, now, h) == 0);
-
-	double g, b;
-	assert_true(store_event_weights(STORE_RCPT_REFUSED, &g, &b));
-	assert_true(g == 0 && b == 0.5);
-	assert_false(store_event_weights((enum store_event)99, &g, &b));
 }
 
 /* ---- the asynchronous contract, against broken servers -------------------- */
@@ -346,7 +331,7 @@ static void test_nothing_listening_fails_at_once(void **state)
 			 before + 1);
 	/* Writes are dropped and counted, synchronous reads say "unknown". */
 	long long wf = metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES);
-	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), STORE_MSG_REFUSED);
+	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), REPUTATION_MSG_REFUSED);
 	store_pass_grant(st, unit_sockaddr(&ss, "192.0.2.1"), 1000);
 	assert_int_equal(metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES), wf + 3);
 	assert_true(store_reputation(st, unit_sockaddr(&ss, "192.0.2.1")) == 0);
@@ -376,7 +361,7 @@ static void test_silent_server_times_out_once(void **state)
 		store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.2"), answer_cb, &cancelled);
 	assert_non_null(lc);
 	store_lookup_cancel(lc);
-	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), STORE_MSG_REFUSED); /* owed too */
+	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), REPUTATION_MSG_REFUSED); /* owed too */
 	assert_int_equal(x.calls, 0); /* never synchronously */
 	run_for(f, 400);
 	assert_int_equal(x.calls, 1);
@@ -413,7 +398,6 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_parse_rep),
 		cmocka_unit_test(test_parse_pass),
-		cmocka_unit_test(test_combine),
 		cmocka_unit_test_setup_teardown(test_nothing_listening_fails_at_once,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_silent_server_times_out_once,

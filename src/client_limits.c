@@ -1,12 +1,12 @@
 /*
- * limits: sessions per client address (see limits.h).
+ * client_limits: sessions per client address (see client_limits.h).
  *
  * A chained hash of addresses with a session count, entries freed when
  * their count drops to zero, so memory follows the number of distinct
  * clients connected now, not the history. The hash seed is random per
  * process so a client cannot aim many addresses at one chain.
  */
-#include "limits.h"
+#include "client_limits.h"
 
 #include <netinet/in.h>
 #include <stdint.h>
@@ -63,7 +63,7 @@ static struct client_count **find(const uint8_t *key, size_t len)
 	return p;
 }
 
-unsigned limits_client_enter(const struct sockaddr *addr)
+unsigned client_limits_enter(const struct sockaddr *addr)
 {
 	uint8_t key[16];
 	size_t len = addr_key(addr, key);
@@ -81,7 +81,7 @@ unsigned limits_client_enter(const struct sockaddr *addr)
 	return ++(*p)->count;
 }
 
-void limits_client_leave(const struct sockaddr *addr)
+void client_limits_leave(const struct sockaddr *addr)
 {
 	uint8_t key[16];
 	size_t len = addr_key(addr, key);
@@ -112,7 +112,7 @@ struct tls_rate {
 
 static struct tls_rate tls_rates[LIMITS_TLS_SLOTS];
 
-unsigned limits_tls_rate(const struct sockaddr *addr)
+unsigned client_limits_tls_rate(const struct sockaddr *addr)
 {
 	uint8_t key[16];
 	size_t len = addr_key(addr, key);

@@ -1,0 +1,238 @@
+/*
+ * shape: the rate limit, the budget, the hold and the verdict's deadline of
+ * one client (see shape.h). Exports shape_*.
+ *
+ * Time: libevent's cached clock of the loop (the same for every session in
+ * a loop turn). The budget is shape_time in all, across every stretch the
+ * rate limit was on; a body pauses it.
+ *
+ * Ownership: the owner embeds struct shape and frees it with shape_free;
+ * the timers are allocated on first use (most sessions are never shaped),
+ * the verdict's deadline only until the verdict. Callbacks run from
+ * libevent, never inside a shape_* call.
+ */
+#include "shape.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "mstime.h"
+#include "throttle.h"
+
+static const char *const shape_names[] = {
+#define SHAPE_NAME(id, name) name,
+	SHAPE_STATES(SHAPE_NAME)
+#undef SHAPE_NAME
+};
+
+const char *shape_state_name(enum shape_state st)
+{
+	return (unsigned)st < sizeof shape_names / sizeof shape_names[0]
+		       ? shape_names[st]
+		       : "?";
+}
+
+static void shape_set_state(struct shape *sh, enum shape_state st)
+{
+	if (sh->state == st)
+		return;
+	log_debug("session=%llu shape %s -> %s", sh->id,
+		  shape_state_name(sh->state), shape_state_name(st));
+	sh->state = st;
+}
+
+static int shape_fd(const struct shape *sh)
+{
+	if (!sh->bev)
+		return -1;
+	struct bufferevent *under = bufferevent_get_underlying(sh->bev);
+	return (int)bufferevent_getfd(under ? under : sh->bev);
+}
+
+void shape_init(struct shape *sh, struct event_base *base,
+		const struct config *cfg, struct bufferevent *bev,
+		unsigned long long id, const char *client,
+		shape_fn *verdict_due, void *arg)
+{
+	*sh = (struct shape){ .base = base, .cfg = cfg, .bev = bev, .id = id,
+			      .client = client, .verdict_due = verdict_due,
+			      .arg = arg };
+}
+
+long shape_used_ms(const struct shape *sh)
+{
+	long ms = sh->used_ms;
+	if (sh->state == SHAPE_ON) {
+		struct timeval now, d;
+		event_base_gettimeofday_cached(sh->base, &now);
+		timersub(&now, &sh->since, &d);
+		ms += d.tv_sec * 1000 + d.tv_usec / 1000;
+	}
+	return ms;
+}
+
+bool shape_is_on(const struct shape *sh)
+{
+	return sh->state == SHAPE_ON;
+}
+
+bool shape_ever(const struct shape *sh)
+{
+	return sh->state != SHAPE_NEVER;
+}
+
+/* Rate limit off; the stretch is added to the budget used. */
+static void shape_off(struct shape *sh, enum shape_state next)
+{
+	if (sh->state != SHAPE_ON)
+		return;
+	sh->used_ms = shape_used_ms(sh);
+	shape_set_state(sh, next);
+	metrics_add(METRIC_SHAPED_ACTIVE, -1);
+	if (sh->bev)
+		throttle_apply(sh->bev, false);
+}
+
+static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
+{
+	shape_finish(arg, "shape_time spent");
+}
+
+bool shape_start(struct shape *sh, int score)
+{
+	const struct config *cfg = sh->cfg;
+	if (sh->state == SHAPE_ON || sh->state == SHAPE_SPENT ||
+	    cfg->shape_time_ms == 0)
+		return false;
+	long left = cfg->shape_time_ms - sh->used_ms;
+	if (left <= 0) {
+		shape_set_state(sh, SHAPE_SPENT);
+		return false;
+	}
+	if (!sh->spent_ev &&
+	    !(sh->spent_ev = evtimer_new(sh->base, shape_spent_cb, sh)))
+		return false; /* cannot bound it: do not shape at all */
+	if (!sh->bev || throttle_apply(sh->bev, true) != 0)
+		return false;
+	struct timeval tv = mstime_tv(left);
+	evtimer_add(sh->spent_ev, &tv);
+	event_base_gettimeofday_cached(sh->base, &sh->since);
+	bool first = sh->state == SHAPE_NEVER;
+	shape_set_state(sh, SHAPE_ON);
+	metrics_add(METRIC_SHAPED_ACTIVE, 1);
+	if (first) {
+		metrics_inc(METRIC_SHAPED);
+		log_info("session=%llu client=%s SHAPED score=%d rate=%u/s for at most %lds",
+			 sh->id, sh->client, score, cfg->shape_rate, left / 1000);
+	}
+	throttle_window(shape_fd(sh), false);
+	return true;
+}
+
+void shape_pause(struct shape *sh)
+{
+	if (sh->state != SHAPE_ON)
+		return;
+	shape_off(sh, SHAPE_PAUSED);
+	throttle_window(shape_fd(sh), true);
+}
+
+void shape_finish(struct shape *sh, const char *why)
+{
+	if (sh->state == SHAPE_SPENT || sh->state == SHAPE_NEVER)
+		return;
+	shape_off(sh, SHAPE_SPENT);
+	shape_set_state(sh, SHAPE_SPENT);
+	if (sh->spent_ev)
+		event_del(sh->spent_ev);
+	throttle_window(shape_fd(sh), true);
+	log_info("session=%llu client=%s %s after %lds shaped; full speed",
+		 sh->id, sh->client, why, sh->used_ms / 1000);
+}
+
+static void shape_hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shape *sh = arg;
+	shape_fn *then = sh->hold_then;
+	sh->hold_then = NULL;
+	if (then)
+		then(sh->arg);
+}
+
+bool shape_hold(struct shape *sh, long max_ms, shape_fn *then)
+{
+	if (sh->state != SHAPE_ON)
+		return false;
+	long left = sh->cfg->shape_time_ms - shape_used_ms(sh);
+	if (left > max_ms)
+		left = max_ms;
+	if (left <= 0)
+		return false;
+	if (!sh->hold_ev &&
+	    !(sh->hold_ev = evtimer_new(sh->base, shape_hold_cb, sh)))
+		return false; /* no timer, no hold: reply now */
+	struct timeval tv = mstime_tv(left);
+	if (evtimer_add(sh->hold_ev, &tv) != 0)
+		return false;
+	sh->hold_then = then;
+	metrics_inc(METRIC_FINAL_HOLDS);
+	log_info("session=%llu client=%s HOLD end-of-data reply for %ld s", sh->id,
+		 sh->client, (left + 500) / 1000);
+	return true;
+}
+
+static void shape_verdict_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shape *sh = arg;
+	sh->verdict_due(sh->arg);
+}
+
+int shape_verdict_after(struct shape *sh, long ms)
+{
+	if (!sh->verdict_ev &&
+	    !(sh->verdict_ev = evtimer_new(sh->base, shape_verdict_cb, sh)))
+		return -1;
+	struct timeval tv = mstime_tv(ms);
+	const struct timeval *ctv = event_base_init_common_timeout(sh->base, &tv);
+	return evtimer_add(sh->verdict_ev, ctv ? ctv : &tv);
+}
+
+void shape_verdict_cancel(struct shape *sh)
+{
+	if (sh->verdict_ev) {
+		event_free(sh->verdict_ev);
+		sh->verdict_ev = NULL;
+	}
+}
+
+void shape_leave(struct shape *sh)
+{
+	if (sh->state == SHAPE_ON && sh->bev)
+		throttle_apply(sh->bev, false);
+	sh->bev = NULL;
+}
+
+void shape_join(struct shape *sh, struct bufferevent *bev)
+{
+	sh->bev = bev;
+	if (sh->state == SHAPE_ON)
+		throttle_apply(bev, true);
+}
+
+void shape_free(struct shape *sh)
+{
+	shape_off(sh, SHAPE_PAUSED);
+	if (sh->spent_ev) {
+		event_free(sh->spent_ev);
+		sh->spent_ev = NULL;
+	}
+	if (sh->hold_ev) {
+		event_free(sh->hold_ev);
+		sh->hold_ev = NULL;
+		sh->hold_then = NULL;
+	}
+	shape_verdict_cancel(sh);
+}

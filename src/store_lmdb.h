@@ -1,0 +1,23 @@
+/*
+ * store_lmdb: reputation and the pass cache in LMDB under state_dir,
+ * shared by the workers of one machine. Reached only through store.c
+ * (store_open_lmdb); see store_lmdb.c for the layout and the faults.
+ */
+#ifndef SLUICE_STORE_LMDB_H
+#define SLUICE_STORE_LMDB_H
+
+#include "store_ops.h"
+
+struct store_lmdb;
+struct workq;
+
+/* NULL with a logged reason (missing dir, permissions, not an LMDB file,
+ * version mismatch). map_size: LMDB map size in bytes, 0 for the
+ * default. */
+struct store_lmdb *store_lmdb_open(const char *dir, struct workq *wq,
+				   long halflife_ms,
+				   unsigned long long map_size);
+
+extern const struct store_ops store_lmdb_ops;
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * store_ops: the table of operations a store implementation fills in
+ * (store_lmdb.c, store_redis.c) and the records it reads, for the facade
+ * store.c above it. A header only: the implementations include this, never
+ * store.h, so they cannot call the facade.
+ */
+#ifndef SLUICE_STORE_OPS_H
+#define SLUICE_STORE_OPS_H
+
+#include <stdbool.h>
+
+#include "ipaddr.h"
+#include "reputation.h"
+
+/* What an implementation reads for one address: its record, its
+ * network's record and its pass. */
+struct store_records {
+	bool have_host, have_net, have_pass;
+	struct reputation_evidence host, net;
+	long long pass_expires_ms;
+};
+
+/* An asynchronous read's end: r is NULL when it failed (timeout, lost
+ * connection); runs at most once, never inside the lookup call. */
+typedef void store_records_cb(void *arg, const struct store_records *r);
+
+/* impl is the implementation's own handle. Exactly one of read and
+ * lookup/cancel is set. */
+struct store_ops {
+	const char *name;
+	/* Synchronous read: false when unreadable (answer "unknown"). */
+	bool (*read)(void *impl, const struct ipaddr *a,
+		     struct store_records *r);
+	/* Asynchronous read: a handle for cancel, or NULL (nothing will
+	 * come: answer "unknown" now). */
+	void *(*lookup)(void *impl, const struct ipaddr *a,
+			store_records_cb *cb, void *arg);
+	/* The callback never runs after this. */
+	void (*cancel)(void *impl, void *handle);
+	/* Read-decay-add-write (reputation_add) of the address's record and
+	 * its network's, at at_ms. Fire and forget. */
+	void (*add)(void *impl, const struct ipaddr *a, double good,
+		    double bad, long long at_ms);
+	/* Extends the address's pass to expires_ms (never shortens it);
+	 * ttl_ms is what remains of it now. Fire and forget. */
+	void (*pass)(void *impl, const struct ipaddr *a, long long expires_ms,
+		     long ttl_ms);
+	void (*close)(void *impl);
+};
+
+#endif
