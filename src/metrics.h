@@ -44,7 +44,8 @@ struct endpoint;
 	X(REFUSED_COMMANDS, "sluice_refused_commands_total", "XCLIENT/XFORWARD/PROXY/AUTH/unknown from clients", 1) \
 	X(BARE_NEWLINES, "sluice_bare_newlines_total", "Bare LF or CR seen from clients", 1) \
 	X(DNS_QUERIES, "sluice_dns_queries_total", "DNS queries sent", 1)    \
-	X(DNS_FAILURES, "sluice_dns_failures_total", "DNS queries timed out or failed", 1) \
+	X(DNS_FAILURES, "sluice_dns_failures_total", "DNS look-ups failed temporarily (timeout, SERVFAIL, REFUSED, FORMERR, NOTIMPL, truncated, unparsable)", 1) \
+	X(DNSBL_ERROR_ANSWERS, "sluice_dnsbl_error_answers_total", "DNSBL answers in 127.255.255.0/24: the list refuses our resolver", 1) \
 	X(WORKER_RESTARTS, "sluice_worker_restarts_total", "Workers restarted after dying", 1) \
 	X(SIGNAL_DNSBL, "sluice_signals_total{signal=\"DNSBL\"}", "Classification signals seen", 1) \
 	X(SIGNAL_DNSWL, "sluice_signals_total{signal=\"DNSWL\"}", "", 1) \
