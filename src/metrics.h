@@ -61,12 +61,14 @@ struct endpoint;
 	X(SIGNAL_DENYLIST, "sluice_signals_total{signal=\"DENYLIST\"}", "", 1) \
 	X(SIGNAL_ALLOWLIST, "sluice_signals_total{signal=\"ALLOWLIST\"}", "", 1) \
 	X(SIGNAL_REPUTATION, "sluice_signals_total{signal=\"REPUTATION\"}", "", 1) \
+	X(SIGNAL_CONTENT, "sluice_signals_total{signal=\"CONTENT\"}", "", 1) \
 	X(SIGNAL_PASS, "sluice_signals_total{signal=\"PASS\"}", "", 1) \
 	X(SHAPED, "sluice_shaped_sessions_total", "Sessions shaped", 1) \
 	X(SHAPED_ACTIVE, "sluice_shaped_sessions", "Sessions being shaped now", 0) \
 	X(SHAPED_DELIVERIES, "sluice_shaped_deliveries_total", "Messages delivered from sessions that were shaped", 1) \
 	X(REJECTED_CLIENTS, "sluice_rejected_clients_total", "Sessions at reject_threshold", 1) \
 	X(FINAL_HOLDS, "sluice_final_holds_total", "End-of-data replies held back for shaped sessions", 1) \
+	X(CONTENT_REFUSALS, "sluice_content_refusals_total", "Messages the server refused for their content (5.7.x at end of data)", 1) \
 	X(EARLY_CLOSE, "sluice_early_close_total", "Messages not replayed: the client closed before its reply", 1) \
 	X(HANGUP_GREETING, "sluice_shaped_hangups_total{phase=\"greeting\"}", "Shaped sessions that hung up, by phase", 1) \
 	X(HANGUP_HELO, "sluice_shaped_hangups_total{phase=\"helo\"}", "", 1) \

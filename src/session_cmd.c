@@ -341,7 +341,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 		s->rcpt_refused++;
 		metrics_inc(METRIC_RECIPIENTS_REFUSED);
 	}
-	session_shape_rcpt(s, code);
+	session_shape_rcpt(s, code, reply ? reply->enhanced : "");
 	if (reply)
 		session_reply_relay(s, reply);
 	else

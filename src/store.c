@@ -3,11 +3,11 @@
  *
  * Exports store_open_lmdb, store_open_redis, store_close,
  * store_reputation, store_record, store_pass_check, store_pass_grant,
- * store_async, store_lookup_start, store_lookup_cancel.
+ * store_pass_revoke, store_async, store_lookup_start, store_lookup_cancel.
  *
  * struct store is the ops table, the implementation's handle and the
- * half-life (the answer's arithmetic is done here, so both stores answer
- * alike). A look-up is a small struct store_lookup owned by the caller
+ * parameters (keys and the answer's arithmetic are done here, so both
+ * stores key and answer alike). A look-up is a small struct store_lookup owned by the caller
  * until its callback runs or it is cancelled: it holds the caller's
  * callback and the implementation's handle, and frees itself before
  * calling back (the callback may start another look-up or close the
@@ -31,7 +31,7 @@
 struct store {
 	const struct store_ops *ops;
 	void *impl;
-	long halflife_ms;
+	struct store_params p;
 };
 
 struct store_lookup {
@@ -42,7 +42,7 @@ struct store_lookup {
 };
 
 static struct store *store_wrap(const struct store_ops *ops, void *impl,
-				long halflife_ms)
+				const struct store_params *p)
 {
 	if (!impl)
 		return NULL;
@@ -54,27 +54,27 @@ static struct store *store_wrap(const struct store_ops *ops, void *impl,
 	}
 	st->ops = ops;
 	st->impl = impl;
-	st->halflife_ms = halflife_ms;
+	st->p = *p;
 	return st;
 }
 
 struct store *store_open_lmdb(const char *dir, struct workq *wq,
-			      long halflife_ms, unsigned long long map_size)
+			      const struct store_params *p,
+			      unsigned long long map_size)
 {
 	return store_wrap(&store_lmdb_ops,
-			  store_lmdb_open(dir, wq, halflife_ms, map_size),
-			  halflife_ms);
+			  store_lmdb_open(dir, wq, p->rep.halflife_ms, map_size), p);
 }
 
 struct store *store_open_redis(struct event_base *base,
 			       const struct endpoint *server,
 			       const char *prefix, long timeout_ms,
-			       long halflife_ms)
+			       const struct store_params *p)
 {
 	return store_wrap(&store_redis_ops,
 			  store_redis_open(base, server, prefix, timeout_ms,
-					   halflife_ms),
-			  halflife_ms);
+					   p->rep.halflife_ms),
+			  p);
 }
 
 void store_close(struct store *st)
@@ -89,35 +89,49 @@ void store_close(struct store *st)
 static struct store_answer store_answer_of(const struct store *st,
 					   const struct store_records *r)
 {
-	struct store_answer a = { 0, false };
+	struct store_answer a = { { 0, 0, false, false }, false };
 	long long now = mstime_real();
 
-	a.reputation = reputation_combine(r->have_host ? &r->host : NULL,
-					  r->have_net ? &r->net : NULL, now,
-					  st->halflife_ms);
+	reputation_weigh(r->have_host ? &r->host : NULL,
+			 r->have_net ? &r->net : NULL, now, &st->p.rep,
+			 &a.verdict);
 	a.pass = r->have_pass && reputation_passed(r->pass_expires_ms, now);
 	return a;
+}
+
+/* The client's and its network's keys; false for anything not IP. */
+static bool store_keys(const struct store *st, const struct sockaddr *addr,
+		       struct reputation_keys *k)
+{
+	struct ipaddr ip;
+
+	return st && ipaddr_from_sockaddr(addr, &ip) &&
+	       reputation_keys(&ip, &st->p.prefixes, k);
 }
 
 /* The synchronous read; false: answer "unknown". */
 static bool store_read(struct store *st, const struct sockaddr *addr,
 		       struct store_answer *a)
 {
-	struct ipaddr ip;
+	struct reputation_keys k;
 	struct store_records r = { 0 };
 
-	if (!st || !st->ops->read || !ipaddr_from_sockaddr(addr, &ip) ||
-	    !st->ops->read(st->impl, &ip, &r))
+	if (!st || !st->ops->read || !store_keys(st, addr, &k) ||
+	    !st->ops->read(st->impl, &k, &r))
 		return false;
 	*a = store_answer_of(st, &r);
 	return true;
 }
 
-double store_reputation(struct store *st, const struct sockaddr *addr)
+void store_reputation(struct store *st, const struct sockaddr *addr,
+		      struct reputation_verdict *out)
 {
 	struct store_answer a;
 
-	return store_read(st, addr, &a) ? a.reputation : 0;
+	if (store_read(st, addr, &a))
+		*out = a.verdict;
+	else
+		*out = (struct reputation_verdict){ 0, 0, false, false };
 }
 
 bool store_pass_check(struct store *st, const struct sockaddr *addr)
@@ -130,23 +144,30 @@ bool store_pass_check(struct store *st, const struct sockaddr *addr)
 void store_record(struct store *st, const struct sockaddr *addr,
 		  enum reputation_event ev)
 {
-	struct ipaddr ip;
-	double good, bad;
+	struct reputation_keys k;
+	struct reputation_delta d;
 
-	if (!st || !reputation_weights(ev, &good, &bad) ||
-	    !ipaddr_from_sockaddr(addr, &ip))
+	if (!reputation_delta(ev, &d) || !store_keys(st, addr, &k))
 		return;
-	st->ops->add(st->impl, &ip, good, bad, mstime_real());
+	st->ops->apply(st->impl, &k, &d, mstime_real());
 }
 
 void store_pass_grant(struct store *st, const struct sockaddr *addr,
 		      long ttl_ms)
 {
-	struct ipaddr ip;
+	struct reputation_keys k;
 
-	if (!st || ttl_ms <= 0 || !ipaddr_from_sockaddr(addr, &ip))
+	if (ttl_ms <= 0 || !store_keys(st, addr, &k))
 		return;
-	st->ops->pass(st->impl, &ip, mstime_real() + ttl_ms, ttl_ms);
+	st->ops->pass(st->impl, &k, mstime_real() + ttl_ms, ttl_ms);
+}
+
+void store_pass_revoke(struct store *st, const struct sockaddr *addr)
+{
+	struct reputation_keys k;
+
+	if (store_keys(st, addr, &k))
+		st->ops->revoke(st->impl, &k);
 }
 
 bool store_async(const struct store *st)
@@ -157,7 +178,7 @@ bool store_async(const struct store *st)
 static void store_lookup_done_cb(void *arg, const struct store_records *r)
 {
 	struct store_lookup *l = arg;
-	struct store_answer a = { 0, false };
+	struct store_answer a = { { 0, 0, false, false }, false };
 	store_lookup_cb *cb = l->cb;
 	void *cb_arg = l->arg;
 
@@ -171,9 +192,9 @@ struct store_lookup *store_lookup_start(struct store *st,
 					const struct sockaddr *addr,
 					store_lookup_cb *cb, void *arg)
 {
-	struct ipaddr ip;
+	struct reputation_keys k;
 
-	if (!store_async(st) || !cb || !ipaddr_from_sockaddr(addr, &ip))
+	if (!store_async(st) || !cb || !store_keys(st, addr, &k))
 		return NULL;
 	struct store_lookup *l = calloc(1, sizeof *l);
 	if (!l)
@@ -181,7 +202,7 @@ struct store_lookup *store_lookup_start(struct store *st,
 	l->st = st;
 	l->cb = cb;
 	l->arg = arg;
-	l->handle = st->ops->lookup(st->impl, &ip, store_lookup_done_cb, l);
+	l->handle = st->ops->lookup(st->impl, &k, store_lookup_done_cb, l);
 	if (!l->handle) {
 		free(l);
 		return NULL;
