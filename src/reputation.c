@@ -21,10 +21,9 @@
  *              events (an event counts for one half-life),
  *              s = (good - bad) / (good + bad + 1), in (-1, 1);
  *              weight_reputation * -s, rounded, when s < 0;
- *     network: weight_network when its bad addresses reach
- *              network_min_addresses (less REPUTATION_COUNT_SLACK, so that
- *              decay by a millisecond does not undo a count) and are at
- *              least network_bad_share percent of its good addresses.
+ *     network: weight_network when its bad addresses, decayed and
+ *              rounded, reach network_min_addresses and are at least
+ *              network_bad_share percent of its good addresses.
  *   CONTENT = max(client, network)
  *     client:  weight_content per refusal still counted (the decayed count
  *              rounded: one refusal counts for one half-life);
@@ -44,9 +43,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* Counts compared with a whole number of addresses get this slack:
- * N addresses recorded a moment ago have decayed a hair below N. */
-#define REPUTATION_COUNT_SLACK 0.1
+/* A network's decayed count of addresses is compared rounded, as the
+ * client's events are counted: N addresses recorded within the last
+ * half-life or so weigh between N/2 and N, and N - 1/2 is "N of them". */
+#define REPUTATION_COUNT_SLACK REPUTATION_DISTINCT_FLOOR
 #define REPUTATION_PERCENT 100.0
 #define REPUTATION_WEIGHT_MAX 1000000 /* as the score thresholds */
 
