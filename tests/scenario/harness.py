@@ -433,6 +433,26 @@ def postfix_master_cf(port, extra_rows=()):
                    for r in rows)
 
 
+# master.cf rows and main.cf settings of a Postfix instance that sends
+# mail out: everything relayed to [host]:port from bind_address.
+SENDER_MASTER = (
+    ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
+    ("relay", "unix", "-", "-", "n", "-", "-", "smtp"),
+)
+
+
+def sender_extra(host, port, bind_address):
+    return {
+        "myhostname": "sender.test",
+        "virtual_mailbox_domains": "",
+        "virtual_mailbox_maps": "",
+        "default_transport": "smtp",
+        "relay_transport": "relay",
+        "relayhost": "[%s]:%d" % (host, port),
+        "smtp_bind_address": bind_address,
+    }
+
+
 class Postfix:
     """A private Postfix backend rooted at directory d, smtpd on
     127.0.0.1:port. Call write_config() then start(); stop() always."""

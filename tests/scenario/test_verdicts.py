@@ -321,10 +321,6 @@ PBL_ONLY = "127.0.0.111"  # zen: 127.0.0.10 (PBL) only, no PTR
 ZEN_PRODUCTION = ("zen.spamhaus.org=127.0.0.[2;3;9]*8 zen.spamhaus.org=127.0.0.[4..7]*4 "
                   "zen.spamhaus.org=127.0.0.[10;11]*2 list.dnswl.org=127.0.[0..255].0*-2 "
                   "list.dnswl.org=127.0.[0..255].1*-4 list.dnswl.org=127.0.[0..255].[2;3]*-8")
-SENDER_MASTER = (
-    ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
-    ("relay", "unix", "-", "-", "n", "-", "-", "smtp"),
-)
 
 
 @pytest.mark.deadline(120)
@@ -353,15 +349,8 @@ def test_verdicts_05_pbl_only_legitimate_server_delivered_first_try(workdir, pos
         rc, out = sl.check_config(bad)
         assert rc == 0 and "can refuse a legitimate server listed only in the Spamhaus PBL" \
             in out, out
-        sender = postfix(name="sender", master_extra=SENDER_MASTER, extra={
-            "myhostname": "sender.test",
-            "virtual_mailbox_domains": "",
-            "virtual_mailbox_maps": "",
-            "default_transport": "smtp",
-            "relay_transport": "relay",
-            "relayhost": "[%s]:%d" % (sl.host, sl.port),
-            "smtp_bind_address": PBL_ONLY,
-        })
+        sender = postfix(name="sender", master_extra=harness.SENDER_MASTER,
+                         extra=harness.sender_extra(sl.host, sl.port, PBL_ONLY))
         tok = "pbl-%d" % os.getpid()
         msg = (b"From: <s@sender.test>\nTo: <alice@example.com>\nSubject: " + tok.encode()
                + b"\nMessage-ID: <" + tok.encode() + b"@sender.test>\n\nA small server.\n")
