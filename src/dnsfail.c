@@ -22,21 +22,21 @@
 #include <event2/dns.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
+#include "mstime.h"
+#include "ratelog.h"
 
-#define DNSFAIL_LOG_INTERVAL_S 60
+#define DNSFAIL_LOG_INTERVAL_MS 60000
 /* Per DNSBL domain: its failures and its error-code answers. */
 #define DNSFAIL_KEYS (2 * DNSBL_SITES_MAX + 2)
 #define DNSFAIL_KEY_MAX (DNSBL_DOMAIN_MAX + 16)
 
 struct dnsfail_slot {
 	char key[DNSFAIL_KEY_MAX + 1];
-	time_t last;         /* last warning logged; 0: never */
-	unsigned suppressed; /* calls since */
+	struct ratelog rl;
 };
 
 static struct dnsfail_slot dnsfail_slots[DNSFAIL_KEYS];
@@ -94,14 +94,10 @@ bool dnsfail_log_due(const char *key, unsigned *suppressed)
 			break;
 		}
 	}
-	time_t now = time(NULL);
-	if (slot->last != 0 && now - slot->last < DNSFAIL_LOG_INTERVAL_S) {
-		slot->suppressed++;
+	unsigned long held;
+	if (!ratelog_ok(&slot->rl, mstime_mono(), DNSFAIL_LOG_INTERVAL_MS, &held))
 		return false;
-	}
-	*suppressed = slot->suppressed;
-	slot->suppressed = 0;
-	slot->last = now;
+	*suppressed = (unsigned)held;
 	return true;
 }
 

@@ -26,14 +26,14 @@ enum dnsfail_kind dnsfail_classify(int result);
 const char *dnsfail_word(int result);
 
 /* Counts a temporary failure (METRIC_DNS_FAILURES) and logs one warning
- * line per server at most once every DNSFAIL_LOG_INTERVAL_S, with the
+ * line per server at most once a minute (ratelog.h), with the
  * number of failures not logged since. server: what failed ("reverse",
  * "forward" or a DNSBL domain; evdns does not say which resolver
  * answered); client: the client address text. */
 void dnsfail_report(const char *server, const char *client, int result);
 
-/* Whether a warning about key is due now (at most once every
- * DNSFAIL_LOG_INTERVAL_S per key); *suppressed gets the number of calls
+/* Whether a warning about key is due now (at most once a minute per
+ * key); *suppressed gets the number of calls
  * for key since the last one that returned true. */
 bool dnsfail_log_due(const char *key, unsigned *suppressed);
 
