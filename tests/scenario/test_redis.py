@@ -350,6 +350,13 @@ def test_redis_hostile_110_redis_loses_writes(postfix, sluices, redis_server):
     took = deliver(b, client, toks[-1])
     assert took < GREET_WAIT - 0.5, took
     assert [l for l in session_log(b, client) if " PASS " in l], session_log(b, client)
+    # Two deliveries of one client: its record counts both, its /24 counts
+    # the client once (the Lua script's distinct-address rule).
+    assert harness.wait_until(
+        lambda: float(r.cmd("HGET", rep_key(client), "g") or 0) > 1.99, 10), \
+        r.cmd("HGETALL", rep_key(client))
+    assert abs(float(r.cmd("HGET", net_key(client), "g")) - 1.0) < 0.01, \
+        r.cmd("HGETALL", net_key(client))
 
     # Redis loses every write: only the classification changes.
     assert r.cmd("FLUSHALL") == "OK"
