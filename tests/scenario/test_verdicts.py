@@ -22,6 +22,7 @@ import pytest
 
 import harness
 from harness import NO_PTR_ADDRS, SmtpRaw, dot_stuff
+from test_redis import redis_server  # noqa: F401 (the real Redis fixture)
 from test_shaping import (assert_alive, metric, metrics_text, session_log,
                           summary, wait_log)
 
@@ -245,18 +246,27 @@ def quit_shaped(sl, source):
 
 
 @pytest.mark.deadline(120)
-def test_verdicts_04_content_refusal_shapes_client_then_network_then_decays(postfix, sluice):
+@pytest.mark.parametrize("store", ["lmdb", "redis"])
+def test_verdicts_04_content_refusal_shapes_client_then_network_then_decays(
+        request, postfix, sluice, store):
     """Forward-confirmed clients (nothing else counts against them): a
     client that delivers a clean message and then, in the same session,
     one that Postfix's body_checks refuses (5.7.1) is shaped on its next
     connection despite the pass it held; a different address of its /24
     is not, until several (network_min_addresses = 2 here) addresses have
     been refused; after the evidence has decayed (half-life 8 s here) the
-    client is no longer shaped. One refusal each never refuses anyone."""
+    client is no longer shaped. One refusal each never refuses anyone.
+    Run with each store: LMDB, and a real Redis."""
+    stored = {}
+    if store == "redis":
+        r = request.getfixturevalue("redis_server")()
+        stored = dict(store="redis", redis_server="127.0.0.1:%d" % r.port,
+                      redis_timeout="500ms")
     pf = postfix(extra=BODY_CHECKS)
     sl = sluice(pf, shape_threshold=3, reject_threshold=8, greet_wait="300ms",
                 shape_rate=200, shape_time="20s",
-                reputation_halflife="%ds" % HALFLIFE_S, network_min_addresses=2)
+                reputation_halflife="%ds" % HALFLIFE_S, network_min_addresses=2,
+                **stored)
     (a, a_name), (b, b_name), (c, c_name), (e, e_name) = [fcrdns(i) for i in range(4)]
 
     # A earns a pass, comes back with it, and sends clean + spam.
