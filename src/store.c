@@ -11,7 +11,8 @@
  * until its callback runs or it is cancelled: it holds the caller's
  * callback and the implementation's handle, and frees itself before
  * calling back (the callback may start another look-up or close the
- * session).
+ * session). The store lists the live ones: store_close frees those the
+ * implementation dropped without a callback.
  *
  * Rejected: the implementations calling shared helpers in this file (the
  * facade would sit both above and below them); one struct with an
@@ -21,6 +22,7 @@
 #include "store.h"
 
 #include <stdlib.h>
+#include <sys/queue.h>
 
 #include "log.h"
 #include "mstime.h"
@@ -28,13 +30,18 @@
 #include "store_ops.h"
 #include "store_redis.h"
 
+struct store_lookup;
+TAILQ_HEAD(store_lookup_list, store_lookup);
+
 struct store {
 	const struct store_ops *ops;
 	void *impl;
 	struct store_params p;
+	struct store_lookup_list live; /* look-ups started, not yet ended */
 };
 
 struct store_lookup {
+	TAILQ_ENTRY(store_lookup) link; /* in st->live */
 	struct store *st;
 	void *handle; /* the implementation's */
 	store_lookup_cb *cb;
@@ -55,6 +62,7 @@ static struct store *store_wrap(const struct store_ops *ops, void *impl,
 	st->ops = ops;
 	st->impl = impl;
 	st->p = *p;
+	TAILQ_INIT(&st->live);
 	return st;
 }
 
@@ -81,7 +89,12 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
-	st->ops->close(st->impl);
+	st->ops->close(st->impl); /* live look-ups end without a callback */
+	struct store_lookup *l;
+	while ((l = TAILQ_FIRST(&st->live))) {
+		TAILQ_REMOVE(&st->live, l, link);
+		free(l);
+	}
 	free(st);
 }
 
@@ -184,6 +197,7 @@ static void store_lookup_done_cb(void *arg, const struct store_records *r)
 
 	if (r)
 		a = store_answer_of(l->st, r);
+	TAILQ_REMOVE(&l->st->live, l, link);
 	free(l);
 	cb(cb_arg, &a);
 }
@@ -207,6 +221,7 @@ struct store_lookup *store_lookup_start(struct store *st,
 		free(l);
 		return NULL;
 	}
+	TAILQ_INSERT_TAIL(&st->live, l, link);
 	return l;
 }
 
@@ -215,5 +230,6 @@ void store_lookup_cancel(struct store_lookup *l)
 	if (!l)
 		return;
 	l->st->ops->cancel(l->st->impl, l->handle);
+	TAILQ_REMOVE(&l->st->live, l, link);
 	free(l);
 }

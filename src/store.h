@@ -61,6 +61,8 @@ struct store *store_open_redis(struct event_base *base,
 			       const char *prefix, long timeout_ms,
 			       const struct store_params *p);
 
+/* Live look-ups end without their callback, and their handles are freed:
+ * cancel them first if you still hold them. */
 void store_close(struct store *st);
 
 /* The verdict for a new session of addr from its and its network's
