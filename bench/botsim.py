@@ -2,8 +2,9 @@
 """botsim: does shaping work against bots? A reproducible simulation on
 loopback (see bench/botsim.md for the model and BENCHMARKS.md for results).
 
-    bench/botsim.py [--profile all|fast,t21,t100,idle,patient,mix]
+    bench/botsim.py [--profile all|fast,t21,t100,idle,patient,mix,mtaspam]
                     [--scale K] [--setups direct,sluice,postscreen,trickle]
+                    [--lists single|production] [--pool-legit N]
                     [--shape-time 120[,60,...]] [--bots 200] [--legit 40]
                     [--seed 1] [--sluice PATH] [--json FILE] [--keep]
 
@@ -22,6 +23,17 @@ population of sessions (same seed) is run against each set-up in turn:
               wait, shape_time = 1d, no end-of-data hold (sluice's
               early-close and pipelining checks cannot be switched off, so
               they still act)
+
+--lists production gives every listed address a Spamhaus ZEN return code
+in bl.test (MTA-grade senders half SBL 127.0.0.2, half PBL 127.0.0.10;
+bots 60 % XBL 127.0.0.4, 40 % PBL; policy-listed legitimate senders PBL)
+and runs sluice with docs/classification.md's production weights
+(SBL 8, XBL 4, PBL 2, reject_threshold 8) and postscreen with the same
+weights and threshold 3. The profile "mtaspam" is MTA-grade spam (patient
+real servers) of which --content-share carries a marker that the backend's
+body_checks REJECTs (5.7.1) in every set-up alike. --pool-legit N adds N
+legitimate senders (FCrDNS, unlisted) in the bots' first /24, a provider
+pool shared with bots; sluice's log tells how many of them were shaped.
 
 Time is compressed by K for every set-up alike: every duration (bot
 deadlines, RFC timeouts, retry interval, greet_wait, shape_time,
@@ -69,8 +81,16 @@ PROFILES = {
     "patient": {"patient": 1.0},  # real server: RFC timeouts, retries 4xx
     "mix": {"fast": 0.35, "t21": 0.20, "t100": 0.15, "idle": 0.15,
             "patient": 0.15},
+    "mtaspam": {"patient": 1.0},  # real servers, part of it refused for content
 }
-PROFILE_ORDER = ("fast", "t21", "t100", "idle", "patient", "mix")
+PROFILE_ORDER = ("fast", "t21", "t100", "idle", "patient", "mix", "mtaspam")
+CONTENT_MARKER = "BOTSIM-CONTENT-REJECT"  # the backend's body_checks REJECTs it
+# Spamhaus ZEN return codes (docs/classification.md) and the production
+# weights for them, on the private list bl.test.
+ZEN_SBL, ZEN_XBL, ZEN_PBL = "127.0.0.2", "127.0.0.4", "127.0.0.10"
+PRODUCTION_SITES = ("bl.test=127.0.0.[2;3;9]*8 bl.test=127.0.0.[4..7]*4 "
+                    "bl.test=127.0.0.[10;11]*2")
+PRODUCTION_REJECT = 8
 
 
 class GiveUp(Exception):
@@ -88,9 +108,11 @@ def log(msg):
 # ------------------------------------------------------------ address plan
 
 class Host:
-    def __init__(self, addr, name=None, helo=None, listed=False, kind=""):
+    def __init__(self, addr, name=None, helo=None, listed=False, kind="",
+                 code=ZEN_SBL):
         self.addr, self.name, self.helo = addr, name, helo
         self.listed, self.kind = listed, kind
+        self.code = code  # bl.test's answer when listed
 
 
 def address_plan(a):
@@ -118,12 +140,15 @@ def address_plan(a):
         else:
             helo = name or "mail.%s.com" % "".join(
                 rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
-        bots.append(Host(addr, name, helo, rng.random() < a.bot_listed, "bot"))
+        code = ZEN_XBL if rng.random() < 0.6 else ZEN_PBL
+        bots.append(Host(addr, name, helo, rng.random() < a.bot_listed, "bot",
+                         code if a.lists == "production" else ZEN_SBL))
     patient = []
     for i in range(a.patient_addrs):
         addr = "127.0.9.%d" % (1 + i)
         name = "smtp%d.bulk-mailer%d.example" % (i + 1, i + 1)
-        patient.append(Host(addr, name, name, True, "patient"))
+        code = ZEN_SBL if a.lists != "production" or i % 2 == 0 else ZEN_PBL
+        patient.append(Host(addr, name, name, True, "patient", code))
     legit = []
     n_listed = int(round(a.legit * a.legit_listed))
     for i in range(a.legit - n_listed):
@@ -136,7 +161,15 @@ def address_plan(a):
         addr = ("127.0.6.%d" % (201 + i // 2)) if i % 2 == 0 else \
             ("127.0.8.%d" % (1 + i // 2))
         name = "mail.office%d.example" % (i + 1)
-        legit.append(Host(addr, name, name, True, "legit-listed"))
+        legit.append(Host(addr, name, name, True, "legit-listed",
+                          ZEN_PBL if a.lists == "production" else ZEN_SBL))
+    for i in range(a.pool_legit):
+        # A provider's outbound pool: the bots' first /24, above them.
+        addr = "127.0.5.%d" % (230 + i)
+        if 230 + i > 254:
+            raise SystemExit("--pool-legit too large (at most 25)")
+        name = "out%d.provider.example" % (i + 1)
+        legit.append(Host(addr, name, name, False, "legit-pool"))
     return bots, patient, legit
 
 
@@ -166,8 +199,8 @@ class Dns:
                  "host-record=2.0.0.127.bl.test,127.0.0.2"]
         for h in self.hosts:
             if h.listed:
-                lines.append("host-record=%s.bl.test,127.0.0.2"
-                             % ".".join(reversed(h.addr.split("."))))
+                lines.append("host-record=%s.bl.test,%s"
+                             % (".".join(reversed(h.addr.split("."))), h.code))
         with open(os.path.join(self.dir, "dnsmasq.conf"), "w") as f:
             f.write("\n".join(lines) + "\n")
         for n in ("hosts", "dnsmasq.conf"):
@@ -219,13 +252,14 @@ class Dns:
 
 class Session:
     def __init__(self, idx, role, host, patience=None, deadline=None,
-                 quirk="plain", start=0.0, pipelining=False):
+                 quirk="plain", start=0.0, pipelining=False, marked=False):
         self.idx, self.role, self.host = idx, role, host
         self.patience = patience  # fast, t21, t100, idle, patient (bots)
         self.deadline = deadline  # unscaled seconds, fast/t21/t100
         self.quirk = quirk        # pregreet, pipeline, sendclose, plain
         self.start = start        # unscaled arrival offset
         self.pipelining = pipelining  # legit: pipelines when offered
+        self.marked = marked          # body_checks refuses its message
 
 
 def population(a, profile, bots, patient, legit):
@@ -256,8 +290,9 @@ def population(a, profile, bots, patient, legit):
                     quirk = q
                     break
                 r -= share
+        marked = profile == "mtaspam" and rng.random() < a.content_share
         out.append(Session(i, "bot", host, kind, deadline, quirk,
-                           rng.uniform(0, a.window)))
+                           rng.uniform(0, a.window), marked=marked))
     for i, h in enumerate(legit):
         out.append(Session(i, "legit", h, start=rng.uniform(0, a.window),
                            pipelining=rng.random() < 0.5))
@@ -265,8 +300,8 @@ def population(a, profile, bots, patient, legit):
     return out
 
 
-def message(token, size, helo):
-    body = []
+def message(token, size, helo, marked=False):
+    body = [CONTENT_MARKER] if marked else []
     line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit sed do."
     n = 0
     while n < size:
@@ -422,7 +457,7 @@ def bot_attempt(a, s, dst, token, res):
                 code, _ = c.reply(step(what))
                 if code // 100 != want:
                     return _refused(res, code, what)
-        c.send(message(token, a.spam_size, h.helo))
+        c.send(message(token, a.spam_size, h.helo, s.marked))
         if s.quirk == "sendclose":
             try:
                 c.sock.shutdown(socket.SHUT_WR)
@@ -577,8 +612,11 @@ def postfix_instance(d, a, ps_port):
         "smtpd_forbid_unauth_pipelining": a.backend_forbid_pipelining,
         "smtpd_timeout": "%ds" % max(1, round(SMTPD_TIMEOUT / K)),
         "default_process_limit": str(max(200, a.concurrency + 50)),
-        "postscreen_dnsbl_sites": "bl.test",
-        "postscreen_dnsbl_threshold": "1",
+        "postscreen_dnsbl_sites": "bl.test" if a.lists != "production"
+        else PRODUCTION_SITES,
+        "postscreen_dnsbl_threshold": "1" if a.lists != "production" else "3",
+        # Content verdicts, in every set-up alike (mtaspam's marked share).
+        "body_checks": "regexp:{ {/%s/ REJECT botsim content} }" % CONTENT_MARKER,
         "postscreen_dnsbl_action": "enforce",
         "postscreen_greet_action": "enforce",
         "postscreen_greet_wait": "%ds" % greet,
@@ -697,6 +735,8 @@ def sluice_setup(a, d, pf, dns_addr, name, shape_time, trickle=False):
         shape_time="%dms" % round(shape_time * 1000 / K),
         shape_final_hold="%dms" % round(SLUICE_FINAL_HOLD * 1000 / K),
     )
+    if a.lists == "production":
+        st.update(dnsbl_sites=PRODUCTION_SITES, reject_threshold=str(PRODUCTION_REJECT))
     if trickle:
         st.update(dnsbl_sites="bl.test*3", greet_wait="0s", shape_time="1d",
                   shape_final_hold="0s", weight_reputation="0")
@@ -712,9 +752,13 @@ def sluice_setup(a, d, pf, dns_addr, name, shape_time, trickle=False):
     return s
 
 
-def sluice_stats(text):
+def sluice_stats(text, pool=()):
     c = lambda pat: len(re.findall(pat, text))  # noqa: E731
     return {
+        "pool_shaped": sorted({h for h in pool if re.search(
+            r"client=%s SHAPED " % re.escape(h), text)}),
+        "content_refused": c(r" CONTENTREFUSED "),
+        "rejected_clients": c(r" REJECT score="),
         "shaped": c(r" SHAPED score="),
         "hangup_shaped": c(r" HANGUP after "),
         "earlyclose": c(r" EARLYCLOSE"),
@@ -830,9 +874,11 @@ def print_table(profile, rows, a):
         if "sluice" in m:
             x = m["sluice"]
             extra = (" | sluice: shaped=%d hangup_shaped=%d earlyclose=%d "
-                     "pipelining_closed=%d shape_time_spent=%d errors=%d warnings=%d"
+                     "pipelining_closed=%d shape_time_spent=%d content_refused=%d "
+                     "rejected_clients=%d provider_pool_shaped=%d errors=%d warnings=%d"
                      % (x["shaped"], x["hangup_shaped"], x["earlyclose"],
-                        x["pipelining_closed"], x["shape_spent"], len(x["errors"]),
+                        x["pipelining_closed"], x["shape_spent"], x["content_refused"],
+                        x["rejected_clients"], len(x["pool_shaped"]), len(x["errors"]),
                         x["n_warnings"]))
         print("- %s: spam by patience %s; by quirk %s; wall %.0f s%s" % (
             name, bp, bq, m["wall"], extra))
@@ -852,6 +898,13 @@ def main():
                     help="sluice shape_time(s) in real seconds, comma list")
     ap.add_argument("--shape-rate", type=float, default=SLUICE_SHAPE_RATE,
                     help="sluice shape_rate in real bytes/s (multiplied by K)")
+    ap.add_argument("--lists", default="single", choices=("single", "production"),
+                    help="single: bl.test lists with 127.0.0.2; production: ZEN "
+                    "codes and docs/classification.md's weights")
+    ap.add_argument("--content-share", type=float, default=0.5,
+                    help="mtaspam: share of messages body_checks refuses")
+    ap.add_argument("--pool-legit", type=int, default=0,
+                    help="legitimate senders in the bots' first /24")
     ap.add_argument("--dnsbl-weight", type=int, default=1,
                     help="weight of bl.test for sluice (1: no weight given)")
     ap.add_argument("--bots", type=int, default=200)
@@ -986,7 +1039,8 @@ def main():
                 } if kind == "postscreen" else None
                 if kind in ("sluice", "trickle"):
                     sl.stop()
-                    m["sluice"] = sluice_stats(sl.log())
+                    m["sluice"] = sluice_stats(sl.log(), [
+                        h.addr for h in legit if h.kind == "legit-pool"])
                     m["sluice_exit"] = sl.exit_code
                     if m["sluice"]["errors"]:
                         failed = True

@@ -31,6 +31,7 @@
 	X(DENYLIST, METRIC_SIGNAL_DENYLIST, WEIGHT(weight_deny))                       \
 	X(ALLOWLIST, METRIC_SIGNAL_ALLOWLIST, NO_WEIGHT)                            \
 	X(REPUTATION, METRIC_SIGNAL_REPUTATION, NO_WEIGHT)                          \
+	X(CONTENT, METRIC_SIGNAL_CONTENT, NO_WEIGHT)                                \
 	X(PASS, METRIC_SIGNAL_PASS, NO_WEIGHT)
 
 enum signal_id {

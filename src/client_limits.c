@@ -1,9 +1,12 @@
 /*
  * client_limits: sessions per client address (see client_limits.h).
  *
- * A chained hash of addresses with a session count, entries freed when
+ * A chained hash of clients with a session count, entries freed when
  * their count drops to zero, so memory follows the number of distinct
- * clients connected now, not the history. The hash seed is random per
+ * clients connected now, not the history. An IPv6 client is its
+ * /ipv6_client_prefix (64 by default), as reputation keys it: a single
+ * host commonly holds a whole /64, and per-address limits would not bind
+ * it. The hash seed is random per
  * process so a client cannot aim many addresses at one chain.
  */
 #include "client_limits.h"
@@ -28,7 +31,9 @@ static struct client_count *buckets[LIMITS_BUCKETS];
 static uint64_t seed;
 static bool seeded;
 
-static size_t addr_key(const struct sockaddr *sa, uint8_t key[16])
+/* The client's key: an IPv4 address, or an IPv6 address with the bits
+ * past v6_prefix zeroed. */
+static size_t addr_key(const struct sockaddr *sa, unsigned v6_prefix, uint8_t key[16])
 {
 	if (sa->sa_family == AF_INET) {
 		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
@@ -36,6 +41,13 @@ static size_t addr_key(const struct sockaddr *sa, uint8_t key[16])
 	}
 	if (sa->sa_family == AF_INET6) {
 		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		for (unsigned i = 0; i < 16; i++) {
+			unsigned bit = i * 8;
+			if (bit >= v6_prefix)
+				key[i] = 0;
+			else if (v6_prefix - bit < 8)
+				key[i] &= (uint8_t)(0xffu << (8 - (v6_prefix - bit)));
+		}
 		return 16;
 	}
 	return 0;
@@ -63,10 +75,10 @@ static struct client_count **find(const uint8_t *key, size_t len)
 	return p;
 }
 
-unsigned client_limits_enter(const struct sockaddr *addr)
+unsigned client_limits_enter(const struct sockaddr *addr, unsigned v6_prefix)
 {
 	uint8_t key[16];
-	size_t len = addr_key(addr, key);
+	size_t len = addr_key(addr, v6_prefix, key);
 	if (!len)
 		return 1;
 	struct client_count **p = find(key, len);
@@ -81,10 +93,10 @@ unsigned client_limits_enter(const struct sockaddr *addr)
 	return ++(*p)->count;
 }
 
-void client_limits_leave(const struct sockaddr *addr)
+void client_limits_leave(const struct sockaddr *addr, unsigned v6_prefix)
 {
 	uint8_t key[16];
-	size_t len = addr_key(addr, key);
+	size_t len = addr_key(addr, v6_prefix, key);
 	if (!len)
 		return;
 	struct client_count **p = find(key, len);
@@ -112,10 +124,10 @@ struct tls_rate {
 
 static struct tls_rate tls_rates[LIMITS_TLS_SLOTS];
 
-unsigned client_limits_tls_rate(const struct sockaddr *addr)
+unsigned client_limits_tls_rate(const struct sockaddr *addr, unsigned v6_prefix)
 {
 	uint8_t key[16];
-	size_t len = addr_key(addr, key);
+	size_t len = addr_key(addr, v6_prefix, key);
 	if (!len)
 		return 1;
 	struct tls_rate *t = &tls_rates[bucket_of(key, len) % LIMITS_TLS_SLOTS];

@@ -10,13 +10,15 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-/* Counts a new session from addr; returns its session count including
- * this one, or 0 when out of memory (then it was not counted). */
-unsigned client_limits_enter(const struct sockaddr *addr);
-void client_limits_leave(const struct sockaddr *addr);
+/* Counts a new session from addr's client (an IPv6 client is its
+ * /v6_prefix: ipv6_client_prefix); returns its session count including
+ * this one, or 0 when out of memory (then it was not counted). Leave with
+ * the same prefix. */
+unsigned client_limits_enter(const struct sockaddr *addr, unsigned v6_prefix);
+void client_limits_leave(const struct sockaddr *addr, unsigned v6_prefix);
 
-/* Counts a new TLS session from addr; returns how many it started in the
- * current minute (a fixed window), this one included. */
-unsigned client_limits_tls_rate(const struct sockaddr *addr);
+/* Counts a new TLS session from addr's client; returns how many it
+ * started in the current minute (a fixed window), this one included. */
+unsigned client_limits_tls_rate(const struct sockaddr *addr, unsigned v6_prefix);
 
 #endif

@@ -210,6 +210,22 @@ static const struct config_setting config_settings[] = {
 	       "Score for a client in cidr_deny_file"),
 	S_UINT(weight_reputation, 0, 1000, "3",
 	       "Score for the worst local reputation (scaled down for better ones)"),
+	S_UINT(weight_network, 0, 1000, "2",
+	       "Score for a network whose distinct addresses earned bad outcomes"),
+	S_UINT(weight_content, 0, 1000, "3",
+	       "Score per content refusal (5.7.x at end of data) still counted"),
+	S_UINT(network_min_addresses, 1, 1000000, "5",
+	       "Distinct addresses with bad outcomes before their network counts"),
+	S_UINT(network_bad_share, 0, 100000, "10",
+	       "Those addresses as a percentage of the network's good ones, at least"),
+	S_UINT(ipv4_network_prefix, 8, 32, "24",
+	       "An IPv4 client's network for reputation: its /N"),
+	S_UINT(ipv6_client_prefix, 16, 128, "64",
+	       "An IPv6 client is its /N: for reputation, passes and per-client limits"),
+	S_UINT(ipv6_network_prefix, 8, 128, "48",
+	       "An IPv6 client's network for reputation: its /N"),
+	S_UINT(harvest_share, 1, 100, "50",
+	       "Percent of a session's recipients refused with 5.1.x that is harvesting"),
 };
 
 #define N_SETTINGS (sizeof config_settings / sizeof config_settings[0])
@@ -979,6 +995,12 @@ static int config_check(const struct config *cfg, const char *place, char *err,
 		config_err(err, err_len,
 			   "%s: tls_cert_file and tls_key_file must be set together",
 			   place);
+		return -1;
+	}
+	if (cfg->ipv6_network_prefix > cfg->ipv6_client_prefix) {
+		config_err(err, err_len,
+			   "%s: ipv6_network_prefix (%u) is longer than ipv6_client_prefix (%u)",
+			   place, cfg->ipv6_network_prefix, cfg->ipv6_client_prefix);
 		return -1;
 	}
 	if (cfg->message_memory_max > cfg->memory_limit) {

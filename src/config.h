@@ -96,6 +96,14 @@ struct config {
 	unsigned weight_errors;          /* 1 */
 	unsigned weight_deny;            /* 100 */
 	unsigned weight_reputation;      /* 3: at the worst reputation */
+	unsigned weight_network;         /* 2: a network of bad outcomes */
+	unsigned weight_content;         /* 3: per content refusal */
+	unsigned network_min_addresses;  /* 5 distinct bad addresses */
+	unsigned network_bad_share;      /* 10: percent of the good ones */
+	unsigned ipv4_network_prefix;    /* 24 */
+	unsigned ipv6_client_prefix;     /* 64 */
+	unsigned ipv6_network_prefix;    /* 48 */
+	unsigned harvest_share;          /* 50: percent of recipients */
 };
 
 /* Defaults in *cfg; myhostname from gethostname(). */

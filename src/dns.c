@@ -5,6 +5,10 @@
  * name's A/AAAA records include the client address. Anything less gives
  * [UNAVAILABLE], as Postfix's smtpd does, so a PTR a client controls can
  * neither inject into XCLIENT NAME= nor claim a name it does not own.
+ * But only NXDOMAIN, no PTR data or a PTR name of bad syntax is "less";
+ * a resolver that fails (REFUSED, SERVFAIL, FORMERR, NOTIMPL, TRUNCATED,
+ * timeout, unparsable answer) gives [TEMPUNAVAIL] and no signal
+ * (dnsfail.c), as Postfix does.
  *
  * Ownership: struct dns_ptr belongs to its requester until the callback
  * runs or dns_ptr_cancel is called. evdns delivers a cancelled request's
@@ -25,6 +29,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "dnsfail.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -191,21 +196,18 @@ static void dns_finish(struct dns_ptr *req, enum dns_name_status st)
 		cb(st, name, arg);
 }
 
-static enum dns_name_status dns_fail_status(int result)
+/* Only NXDOMAIN or no data says the name has no record; anything else is
+ * the resolver's failure, [TEMPUNAVAIL] and never a signal (dnsfail.c). */
+static enum dns_name_status dns_fail_status(const struct dns_ptr *req,
+					    const char *server, int result)
 {
-	switch (result) {
-	case DNS_ERR_SERVERFAILED:
-	case DNS_ERR_TIMEOUT:
-	case DNS_ERR_SHUTDOWN:
-	case DNS_ERR_CANCEL:
-		metrics_inc(METRIC_DNS_FAILURES);
-		return DNS_NAME_TEMPFAIL;
-	default:
-		/* NXDOMAIN, no data, and answers evdns could not parse (a PTR
-		 * name with bytes no host name has): no usable name, as
-		 * Postfix says for a bad name. */
+	if (dnsfail_classify(result) == DNSFAIL_ABSENT)
 		return DNS_NAME_UNAVAILABLE;
-	}
+	char client[INET6_ADDRSTRLEN];
+	if (!inet_ntop(req->family, &req->addr, client, sizeof client))
+		snprintf(client, sizeof client, "?");
+	dnsfail_report(server, client, result);
+	return DNS_NAME_TEMPFAIL;
 }
 
 /* What every evdns answer does first: the request is no longer in
@@ -230,7 +232,7 @@ static void dns_forward_cb(int result, char type, int count, int ttl,
 	if (!dns_answer_begin(req, result, ttl))
 		return;
 	if (result != DNS_ERR_NONE) {
-		enum dns_name_status st = dns_fail_status(result);
+		enum dns_name_status st = dns_fail_status(req, "forward", result);
 		dns_finish(req, st == DNS_NAME_UNAVAILABLE ? DNS_NAME_UNCONFIRMED : st);
 		return;
 	}
@@ -256,8 +258,7 @@ static void dns_reverse_cb(int result, char type, int count, int ttl,
 	if (!dns_answer_begin(req, result, ttl))
 		return;
 	if (result != DNS_ERR_NONE) {
-		enum dns_name_status st = dns_fail_status(result);
-		dns_finish(req, st);
+		dns_finish(req, dns_fail_status(req, "reverse", result));
 		return;
 	}
 	const char *name = count > 0 && type == DNS_PTR ? *(char **)addresses : NULL;

@@ -21,9 +21,11 @@
  * Queries: one evdns A query per distinct domain (entries sharing a domain
  * share its answer, as postscreen does), all in parallel, with
  * DNS_QUERY_NO_SEARCH. NXDOMAIN and NODATA mean "not listed"; a timeout
- * or any other failure also counts as not listed but logs one warning per
- * site and counts METRIC_DNS_FAILURES, since a dead list must never look
- * like a listing (fail open).
+ * or any other failure (dnsfail.c) also counts as not listed but counts
+ * METRIC_DNS_FAILURES and logs a warning at most once a minute per site,
+ * since a dead list must never look like a listing (fail open). An answer
+ * in 127.255.255.0/24 (the list refusing our resolver) counts
+ * METRIC_DNSBL_ERROR_ANSWERS and warns likewise.
  *
  * Ownership and callbacks: struct dnsbl_req is malloc'd by dnsbl_start
  * and freed by dnsbl itself: just before the user's callback, or after
@@ -55,6 +57,7 @@
 #include <strings.h>
 
 #include "ascii.h"
+#include "dnsfail.h"
 #include "ipaddr.h"
 #include "log.h"
 #include "metrics.h"
@@ -381,29 +384,7 @@ struct dnsbl_req {
 	struct dnsbl_query q[DNSBL_SITES_MAX];
 };
 
-/* Short greppable words for the failure log line. */
-static const char *dnsbl_err_word(int result)
-{
-	switch (result) {
-	case DNS_ERR_TIMEOUT:
-		return "timeout";
-	case DNS_ERR_SERVERFAILED:
-		return "servfail";
-	case DNS_ERR_REFUSED:
-		return "refused";
-	case DNS_ERR_FORMAT:
-		return "format";
-	case DNS_ERR_TRUNCATED:
-		return "truncated";
-	case DNS_ERR_SHUTDOWN:
-		return "shutdown";
-	case DNS_ERR_CANCEL:
-		return "cancelled";
-	default:
-		return "error";
-	}
-}
-
+/* Not a DNS answer: the query could not even be made. */
 static void dnsbl_site_failed(struct dnsbl_req *req, size_t site,
 			      const char *why)
 {
@@ -412,20 +393,49 @@ static void dnsbl_site_failed(struct dnsbl_req *req, size_t site,
 		 req->list->sites[site].domain, req->client, why);
 }
 
+/* An answer in 127.255.255.0/24 is the list saying it will not answer
+ * us (Spamhaus: query via a public resolver, rate limited, typo): the
+ * list is silently off until someone notices, so it gets its own counter
+ * and a warning (at most once a minute per list). */
+static void dnsbl_error_answer(struct dnsbl_req *req, size_t site, uint32_t a)
+{
+	char key[DNSBL_DOMAIN_MAX + 16], code[INET_ADDRSTRLEN];
+	unsigned suppressed;
+	metrics_inc(METRIC_DNSBL_ERROR_ANSWERS);
+	snprintf(key, sizeof key, "errcode %s", req->list->sites[site].domain);
+	if (!dnsfail_log_due(key, &suppressed))
+		return;
+	inet_ntop(AF_INET, &a, code, sizeof code);
+	log_warn("dnsbl: site=%s client=%s ERRORCODE %s: the list refuses to answer "
+		 "this resolver; it lists nobody until that is fixed (%u more not logged "
+		 "in the last minute)", req->list->sites[site].domain, req->client, code,
+		 suppressed);
+}
+
 /* Applies one query's outcome to every entry that shares its domain. */
 static void dnsbl_record(struct dnsbl_req *req, size_t qi, int result,
 			 char type, int count, const void *addresses)
 {
-	if (result == DNS_ERR_NOTEXIST || result == DNS_ERR_NODATA)
+	enum dnsfail_kind kind = dnsfail_classify(result);
+	if (kind == DNSFAIL_ABSENT)
 		return;
-	if (result != DNS_ERR_NONE) {
-		dnsbl_site_failed(req, req->q[qi].site, dnsbl_err_word(result));
+	if (kind == DNSFAIL_TEMP) {
+		dnsfail_report(req->list->sites[req->q[qi].site].domain, req->client,
+			       result);
 		return;
 	}
 	if (type != DNS_IPv4_A || count <= 0 || !addresses)
 		return;
 	size_t n = (size_t)count < DNSBL_ANSWERS_MAX ? (size_t)count
 						     : DNSBL_ANSWERS_MAX;
+	for (size_t k = 0; k < n; k++) {
+		uint32_t a;
+		memcpy(&a, (const char *)addresses + k * sizeof a, sizeof a);
+		if ((ntohl(a) & DNSBL_ERRCODE_MASK) == DNSBL_ERRCODE_NET) {
+			dnsbl_error_answer(req, req->q[qi].site, a);
+			break;
+		}
+	}
 	for (size_t s = 0; s < req->list->n; s++) {
 		if (req->query_of[s] != qi)
 			continue;

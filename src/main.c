@@ -1,13 +1,15 @@
 /*
  * main: command line. "sluice [-f] [-v] [-c FILE] [-o name=value ...]" runs;
  * "sluice -n ..." checks the configuration and prints what differs from
- * the defaults.
+ * the defaults, and warnings about settings that would do harm (advice.c)
+ * on stderr.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "advice.h"
 #include "config.h"
 #include "log.h"
 #include "supervisor.h"
@@ -59,6 +61,7 @@ int main(int argc, char **argv)
 	}
 	if (check) {
 		config_print_nondefault(&cfg, stdout);
+		advice_print(&cfg, stderr);
 		return 0;
 	}
 	log_init("sluice", foreground, verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO);

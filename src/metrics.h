@@ -44,7 +44,8 @@ struct endpoint;
 	X(REFUSED_COMMANDS, "sluice_refused_commands_total", "XCLIENT/XFORWARD/PROXY/AUTH/unknown from clients", 1) \
 	X(BARE_NEWLINES, "sluice_bare_newlines_total", "Bare LF or CR seen from clients", 1) \
 	X(DNS_QUERIES, "sluice_dns_queries_total", "DNS queries sent", 1)    \
-	X(DNS_FAILURES, "sluice_dns_failures_total", "DNS queries timed out or failed", 1) \
+	X(DNS_FAILURES, "sluice_dns_failures_total", "DNS look-ups failed temporarily (timeout, SERVFAIL, REFUSED, FORMERR, NOTIMPL, truncated, unparsable)", 1) \
+	X(DNSBL_ERROR_ANSWERS, "sluice_dnsbl_error_answers_total", "DNSBL answers in 127.255.255.0/24: the list refuses our resolver", 1) \
 	X(WORKER_RESTARTS, "sluice_worker_restarts_total", "Workers restarted after dying", 1) \
 	X(SIGNAL_DNSBL, "sluice_signals_total{signal=\"DNSBL\"}", "Classification signals seen", 1) \
 	X(SIGNAL_DNSWL, "sluice_signals_total{signal=\"DNSWL\"}", "", 1) \
@@ -60,12 +61,14 @@ struct endpoint;
 	X(SIGNAL_DENYLIST, "sluice_signals_total{signal=\"DENYLIST\"}", "", 1) \
 	X(SIGNAL_ALLOWLIST, "sluice_signals_total{signal=\"ALLOWLIST\"}", "", 1) \
 	X(SIGNAL_REPUTATION, "sluice_signals_total{signal=\"REPUTATION\"}", "", 1) \
+	X(SIGNAL_CONTENT, "sluice_signals_total{signal=\"CONTENT\"}", "", 1) \
 	X(SIGNAL_PASS, "sluice_signals_total{signal=\"PASS\"}", "", 1) \
 	X(SHAPED, "sluice_shaped_sessions_total", "Sessions shaped", 1) \
 	X(SHAPED_ACTIVE, "sluice_shaped_sessions", "Sessions being shaped now", 0) \
 	X(SHAPED_DELIVERIES, "sluice_shaped_deliveries_total", "Messages delivered from sessions that were shaped", 1) \
 	X(REJECTED_CLIENTS, "sluice_rejected_clients_total", "Sessions at reject_threshold", 1) \
 	X(FINAL_HOLDS, "sluice_final_holds_total", "End-of-data replies held back for shaped sessions", 1) \
+	X(CONTENT_REFUSALS, "sluice_content_refusals_total", "Messages the server refused for their content (5.7.x at end of data)", 1) \
 	X(EARLY_CLOSE, "sluice_early_close_total", "Messages not replayed: the client closed before its reply", 1) \
 	X(ORPHAN_ANSWERS, "sluice_orphan_answers_total", "End-of-data answers that came after the client had gone (its retry may duplicate)", 1) \
 	X(HANGUP_GREETING, "sluice_shaped_hangups_total{phase=\"greeting\"}", "Shaped sessions that hung up, by phase", 1) \

@@ -163,7 +163,8 @@ static void session_log_summary(struct session *s)
 static void session_free(struct session *s)
 {
 	if (s->counted)
-		client_limits_leave((const struct sockaddr *)&s->peer);
+		client_limits_leave((const struct sockaddr *)&s->peer,
+				    s->env->cfg->ipv6_client_prefix);
 	session_shape_end(s, false);
 	session_log_summary(s);
 	if (s->store_req)
@@ -560,7 +561,7 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 		metrics_inc(METRIC_LIMIT_SESSIONS);
 		refuse = REPLY_TOO_MANY_SESSIONS;
 	} else {
-		unsigned count = client_limits_enter(addr);
+		unsigned count = client_limits_enter(addr, cfg->ipv6_client_prefix);
 		s->counted = count > 0;
 		if (count == 0) {
 			refuse = REPLY_RESOURCES;

@@ -341,7 +341,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 		s->rcpt_refused++;
 		metrics_inc(METRIC_RECIPIENTS_REFUSED);
 	}
-	session_shape_rcpt(s, code);
+	session_shape_rcpt(s, code, reply ? reply->enhanced : "");
 	if (reply)
 		session_reply_relay(s, reply);
 	else
@@ -447,7 +447,8 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	unsigned limit = s->env->cfg->tls_session_rate_limit;
-	if (limit && client_limits_tls_rate((const struct sockaddr *)&s->peer) > limit) {
+	if (limit && client_limits_tls_rate((const struct sockaddr *)&s->peer,
+					    s->env->cfg->ipv6_client_prefix) > limit) {
 		metrics_inc(METRIC_LIMIT_TLS_RATE);
 		log_warn("session=%llu client=%s too many new TLS sessions (tls_session_rate_limit=%u)",
 			 s->ident.session_id, s->ident.addr, limit);

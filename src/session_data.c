@@ -122,7 +122,7 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 	else
 		session_reply(s, local);
 	session_shape_answered(s); /* before the queued reply is written */
-	session_shape_delivered(s, code);
+	session_shape_delivered(s, code, reply ? reply->enhanced : "");
 	char sender[120], text[200];
 	log_escape(sender, sizeof sender, t->sender, strlen(t->sender));
 	if (reply)
@@ -173,6 +173,7 @@ static void data_release(struct session *s)
 		log_info("session=%llu client=%s EARLYCLOSE: client closed before its "
 			 "end-of-data reply; message not delivered",
 			 s->ident.session_id, s->ident.addr);
+		session_shape_early_close(s);
 		session_close(s, "closed before end-of-data reply");
 		return;
 	}

@@ -142,6 +142,8 @@ struct session {
 	bool reject_mode;            /* score reached reject_threshold */
 	bool greet_waiting;          /* greet_wait over, DNS still running */
 	bool shape_ended;            /* session_shape_end ran */
+	bool pass_blocked;           /* content refused: no pass this session */
+	unsigned rcpt_unknown;       /* recipients refused with 5.1.x */
 };
 
 /* session.c */
@@ -180,8 +182,9 @@ void session_shape_body(struct session *s, bool in_body);
 bool session_shape_client_gone(struct session *s);
 bool session_shape_hold(struct session *s, void (*then)(struct session *));
 void session_shape_answered(struct session *s);
-void session_shape_delivered(struct session *s, int code);
-void session_shape_rcpt(struct session *s, int code);
+void session_shape_delivered(struct session *s, int code, const char *enhanced);
+void session_shape_rcpt(struct session *s, int code, const char *enhanced);
+void session_shape_early_close(struct session *s);
 void session_shape_end(struct session *s, bool hangup);
 enum session_phase session_phase(const struct session *s);
 const char *session_phase_name(enum session_phase ph);

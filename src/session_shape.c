@@ -49,6 +49,7 @@
 #include "throttle.h"
 
 #define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
+#define SHAPE_HARVEST_MIN 3     /* unknown recipients before harvesting */
 
 static int session_fd(const struct session *s)
 {
@@ -133,10 +134,10 @@ static void shape_decide(struct session *s)
 
 void session_signal(struct session *s, enum signal_id sig, const char *detail)
 {
-	if (classify_add(&s->cls, s->ident.session_id, s->ident.addr, sig,
-			 classify_weight(s->env->cfg, sig), detail) &&
-	    sig != SIGNAL_PASS && sig != SIGNAL_ALLOWLIST && sig != SIGNAL_DNSWL)
-		store_record(s->env->store, session_addr(s), REPUTATION_BAD_SIGNAL);
+	/* Never recorded as reputation: the signal is in the score already,
+	 * and counting it twice taints neighbours by their PTR records. */
+	classify_add(&s->cls, s->ident.session_id, s->ident.addr, sig,
+		     classify_weight(s->env->cfg, sig), detail);
 	/* Before the greeting the verdict waits for the greeting. */
 	if (s->state != SESSION_GREETING)
 		shape_decide(s);
@@ -159,16 +160,17 @@ static void session_dnsbl_done(void *arg, int score, const char *hits)
 	shape_lookup_done(s);
 }
 
-static void shape_reputation(struct session *s, double rep)
+/* The client's outcomes (or its network's): REPUTATION and CONTENT. */
+static void shape_reputation(struct session *s, const struct reputation_verdict *v)
 {
-	if (rep < 0) {
-		char detail[32];
-		snprintf(detail, sizeof detail, "reputation=%.2f", rep);
-		int w = (int)lround(-rep * s->env->cfg->weight_reputation);
-		if (w > 0)
-			classify_add(&s->cls, s->ident.session_id, s->ident.addr,
-				     SIGNAL_REPUTATION, w, detail);
-	}
+	if (v->reputation > 0)
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+			     SIGNAL_REPUTATION, v->reputation,
+			     v->net_reputation ? "from=network" : "from=client");
+	if (v->content > 0)
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+			     SIGNAL_CONTENT, v->content,
+			     v->net_content ? "from=network" : "from=client");
 }
 
 /* store = redis: the pass and reputation read at accept. */
@@ -189,7 +191,7 @@ static void session_store_done(void *arg, const struct store_answer *a)
 			s->dnsbl = NULL;
 		}
 	}
-	shape_reputation(s, a->reputation);
+	shape_reputation(s, &a->verdict);
 	if (!greeting)
 		shape_decide(s);
 	else if (s->trusted)
@@ -225,8 +227,11 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 			     SIGNAL_DENYLIST, classify_weight(s->env->cfg, SIGNAL_DENYLIST),
 			     NULL);
 	}
-	if (!async)
-		shape_reputation(s, store_reputation(s->env->store, addr));
+	if (!async) {
+		struct reputation_verdict v;
+		store_reputation(s->env->store, addr, &v);
+		shape_reputation(s, &v);
+	}
 	else if (!s->trusted) /* NULL: nothing to wait for, the default holds */
 		s->store_req = store_lookup_start(s->env->store, addr,
 						  session_store_done, s);
@@ -274,7 +279,6 @@ void session_shape_greet_timer(struct session *s)
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_PREGREET, classify_weight(s->env->cfg, SIGNAL_PREGREET),
 			     detail);
-		store_record(s->env->store, session_addr(s), REPUTATION_BAD_SIGNAL);
 	}
 	/* The verdict waits for the look-ups, but the greeting waits at most
 	 * dns_timeout more for them: a slow or flooded resolver must not hold
@@ -372,13 +376,24 @@ bool session_shape_hold(struct session *s, void (*then)(struct session *))
 	return false;
 }
 
-void session_shape_rcpt(struct session *s, int code)
+/* 5.1.x: the recipient does not exist (RFC 3463). Only permanent ones
+ * count towards harvesting: a mailing-list server with stale addresses
+ * gets 4xx for full mailboxes and the like, and is not a harvester. */
+void session_shape_rcpt(struct session *s, int code, const char *enhanced)
 {
-	if (code / 100 == 5)
-		store_record(s->env->store, session_addr(s), REPUTATION_RCPT_REFUSED);
+	if (code / 100 == 5 && strncmp(enhanced, "5.1.", 4) == 0)
+		s->rcpt_unknown++;
 }
 
-void session_shape_delivered(struct session *s, int code)
+/* The mail server's content verdict: 5.7.x at end of data (a milter,
+ * header_checks/body_checks REJECT). 5.2.x and 5.3.x are size and system
+ * errors, and say nothing about the sender. */
+static bool shape_content_refused(int code, const char *enhanced)
+{
+	return code / 100 == 5 && strncmp(enhanced, "5.7.", 4) == 0;
+}
+
+void session_shape_delivered(struct session *s, int code, const char *enhanced)
 {
 	if (code / 100 == 2) {
 		/* The server took the message; that proves it wanted it only
@@ -390,12 +405,35 @@ void session_shape_delivered(struct session *s, int code)
 		} else {
 			metrics_inc(METRIC_SHAPED_DELIVERIES);
 			/* Patience proven: no more waiting for this client. */
-			store_pass_grant(s->env->store, session_addr(s),
-					 s->env->cfg->pass_ttl_ms);
+			if (!s->pass_blocked)
+				store_pass_grant(s->env->store, session_addr(s),
+						 s->env->cfg->pass_ttl_ms);
 		}
-	} else if (code / 100 == 5) {
-		store_record(s->env->store, session_addr(s), REPUTATION_MSG_REFUSED);
+	} else if (shape_content_refused(code, enhanced)) {
+		/* The strongest evidence there is: the next connections are
+		 * shaped, and whatever pass the client holds or would earn in
+		 * this session is gone. */
+		metrics_inc(METRIC_CONTENT_REFUSALS);
+		log_info("session=%llu client=%s CONTENTREFUSED %d %s: pass revoked",
+			 s->ident.session_id, s->ident.addr, code, enhanced);
+		s->pass_blocked = true;
+		store_record(s->env->store, session_addr(s), REPUTATION_CONTENT_REFUSED);
+		store_pass_revoke(s->env->store, session_addr(s));
 	}
+}
+
+void session_shape_early_close(struct session *s)
+{
+	store_record(s->env->store, session_addr(s), REPUTATION_EARLY_CLOSE);
+}
+
+/* A harvester: at least SHAPE_HARVEST_MIN recipients unknown, and more
+ * than harvest_share percent of its attempts. */
+static bool shape_harvested(const struct session *s)
+{
+	unsigned tried = s->rcpt_accepted + s->rcpt_refused;
+	return s->rcpt_unknown >= SHAPE_HARVEST_MIN &&
+	       s->rcpt_unknown * 100ULL > (unsigned long long)tried * s->env->cfg->harvest_share;
 }
 
 void session_shape_end(struct session *s, bool hangup)
@@ -430,9 +468,15 @@ void session_shape_end(struct session *s, bool hangup)
 			 s->ident.addr, ms / 1000, phase);
 		store_record(s->env->store, session_addr(s), REPUTATION_HANGUP_SHAPED);
 	}
+	if (shape_harvested(s)) {
+		log_info("session=%llu client=%s HARVEST %u of %u recipients unknown",
+			 s->ident.session_id, s->ident.addr, s->rcpt_unknown,
+			 s->rcpt_accepted + s->rcpt_refused);
+		store_record(s->env->store, session_addr(s), REPUTATION_HARVEST);
+	}
 	/* A client that was never shaped and showed nothing bad passes. */
-	if (!shape_ever(&s->shape) && !s->trusted && s->cls.score < (int)s->env->cfg->shape_threshold &&
-	    s->transactions > 0)
+	if (!shape_ever(&s->shape) && !s->trusted && !s->pass_blocked &&
+	    s->cls.score < (int)s->env->cfg->shape_threshold && s->transactions > 0)
 		store_pass_grant(s->env->store, session_addr(s),
 				 s->env->cfg->pass_ttl_ms);
 }

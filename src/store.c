@@ -3,16 +3,16 @@
  *
  * Exports store_open_lmdb, store_open_redis, store_close,
  * store_reputation, store_record, store_pass_check, store_pass_grant,
- * store_async, store_lookup_start, store_lookup_cancel.
+ * store_pass_revoke, store_async, store_lookup_start, store_lookup_cancel.
  *
  * struct store is the ops table, the implementation's handle and the
- * half-life (the answer's arithmetic is done here, so both stores answer
- * alike). A look-up is a small struct store_lookup owned by the caller
- * until its callback runs or it is cancelled (store_close frees those
- * still live, without calling back): it holds the caller's
+ * parameters (keys and the answer's arithmetic are done here, so both
+ * stores key and answer alike). A look-up is a small struct store_lookup owned by the caller
+ * until its callback runs or it is cancelled: it holds the caller's
  * callback and the implementation's handle, and frees itself before
  * calling back (the callback may start another look-up or close the
- * session).
+ * session). The store lists the live ones: store_close frees those the
+ * implementation dropped without a callback.
  *
  * Rejected: the implementations calling shared helpers in this file (the
  * facade would sit both above and below them); one struct with an
@@ -30,23 +30,26 @@
 #include "store_ops.h"
 #include "store_redis.h"
 
+struct store_lookup;
+TAILQ_HEAD(store_lookup_list, store_lookup);
+
+struct store {
+	const struct store_ops *ops;
+	void *impl;
+	struct store_params p;
+	struct store_lookup_list live; /* look-ups started, not yet ended */
+};
+
 struct store_lookup {
-	TAILQ_ENTRY(store_lookup) link; /* in st->live until done or cancel */
+	TAILQ_ENTRY(store_lookup) link; /* in st->live */
 	struct store *st;
 	void *handle; /* the implementation's */
 	store_lookup_cb *cb;
 	void *arg;
 };
 
-struct store {
-	const struct store_ops *ops;
-	void *impl;
-	long halflife_ms;
-	TAILQ_HEAD(, store_lookup) live; /* freed by store_close */
-};
-
 static struct store *store_wrap(const struct store_ops *ops, void *impl,
-				long halflife_ms)
+				const struct store_params *p)
 {
 	if (!impl)
 		return NULL;
@@ -58,44 +61,40 @@ static struct store *store_wrap(const struct store_ops *ops, void *impl,
 	}
 	st->ops = ops;
 	st->impl = impl;
-	st->halflife_ms = halflife_ms;
+	st->p = *p;
 	TAILQ_INIT(&st->live);
 	return st;
 }
 
 struct store *store_open_lmdb(const char *dir, struct workq *wq,
-			      long halflife_ms, unsigned long long map_size)
+			      const struct store_params *p,
+			      unsigned long long map_size)
 {
 	return store_wrap(&store_lmdb_ops,
-			  store_lmdb_open(dir, wq, halflife_ms, map_size),
-			  halflife_ms);
+			  store_lmdb_open(dir, wq, p->rep.halflife_ms, map_size), p);
 }
 
 struct store *store_open_redis(struct event_base *base,
 			       const struct endpoint *server,
 			       const char *prefix, long timeout_ms,
-			       long halflife_ms)
+			       const struct store_params *p)
 {
 	return store_wrap(&store_redis_ops,
 			  store_redis_open(base, server, prefix, timeout_ms,
-					   halflife_ms),
-			  halflife_ms);
+					   p->rep.halflife_ms),
+			  p);
 }
 
 void store_close(struct store *st)
 {
-	struct store_lookup *l;
-
 	if (!st)
 		return;
-	/* Look-ups still live end without their callback (as the
-	 * implementation's close promises), and their handles with them. */
+	st->ops->close(st->impl); /* live look-ups end without a callback */
+	struct store_lookup *l;
 	while ((l = TAILQ_FIRST(&st->live))) {
 		TAILQ_REMOVE(&st->live, l, link);
-		st->ops->cancel(st->impl, l->handle);
 		free(l);
 	}
-	st->ops->close(st->impl);
 	free(st);
 }
 
@@ -103,35 +102,49 @@ void store_close(struct store *st)
 static struct store_answer store_answer_of(const struct store *st,
 					   const struct store_records *r)
 {
-	struct store_answer a = { 0, false };
+	struct store_answer a = { { 0, 0, false, false }, false };
 	long long now = mstime_real();
 
-	a.reputation = reputation_combine(r->have_host ? &r->host : NULL,
-					  r->have_net ? &r->net : NULL, now,
-					  st->halflife_ms);
+	reputation_weigh(r->have_host ? &r->host : NULL,
+			 r->have_net ? &r->net : NULL, now, &st->p.rep,
+			 &a.verdict);
 	a.pass = r->have_pass && reputation_passed(r->pass_expires_ms, now);
 	return a;
+}
+
+/* The client's and its network's keys; false for anything not IP. */
+static bool store_keys(const struct store *st, const struct sockaddr *addr,
+		       struct reputation_keys *k)
+{
+	struct ipaddr ip;
+
+	return st && ipaddr_from_sockaddr(addr, &ip) &&
+	       reputation_keys(&ip, &st->p.prefixes, k);
 }
 
 /* The synchronous read; false: answer "unknown". */
 static bool store_read(struct store *st, const struct sockaddr *addr,
 		       struct store_answer *a)
 {
-	struct ipaddr ip;
+	struct reputation_keys k;
 	struct store_records r = { 0 };
 
-	if (!st || !st->ops->read || !ipaddr_from_sockaddr(addr, &ip) ||
-	    !st->ops->read(st->impl, &ip, &r))
+	if (!st || !st->ops->read || !store_keys(st, addr, &k) ||
+	    !st->ops->read(st->impl, &k, &r))
 		return false;
 	*a = store_answer_of(st, &r);
 	return true;
 }
 
-double store_reputation(struct store *st, const struct sockaddr *addr)
+void store_reputation(struct store *st, const struct sockaddr *addr,
+		      struct reputation_verdict *out)
 {
 	struct store_answer a;
 
-	return store_read(st, addr, &a) ? a.reputation : 0;
+	if (store_read(st, addr, &a))
+		*out = a.verdict;
+	else
+		*out = (struct reputation_verdict){ 0, 0, false, false };
 }
 
 bool store_pass_check(struct store *st, const struct sockaddr *addr)
@@ -144,23 +157,30 @@ bool store_pass_check(struct store *st, const struct sockaddr *addr)
 void store_record(struct store *st, const struct sockaddr *addr,
 		  enum reputation_event ev)
 {
-	struct ipaddr ip;
-	double good, bad;
+	struct reputation_keys k;
+	struct reputation_delta d;
 
-	if (!st || !reputation_weights(ev, &good, &bad) ||
-	    !ipaddr_from_sockaddr(addr, &ip))
+	if (!reputation_delta(ev, &d) || !store_keys(st, addr, &k))
 		return;
-	st->ops->add(st->impl, &ip, good, bad, mstime_real());
+	st->ops->apply(st->impl, &k, &d, mstime_real());
 }
 
 void store_pass_grant(struct store *st, const struct sockaddr *addr,
 		      long ttl_ms)
 {
-	struct ipaddr ip;
+	struct reputation_keys k;
 
-	if (!st || ttl_ms <= 0 || !ipaddr_from_sockaddr(addr, &ip))
+	if (ttl_ms <= 0 || !store_keys(st, addr, &k))
 		return;
-	st->ops->pass(st->impl, &ip, mstime_real() + ttl_ms, ttl_ms);
+	st->ops->pass(st->impl, &k, mstime_real() + ttl_ms, ttl_ms);
+}
+
+void store_pass_revoke(struct store *st, const struct sockaddr *addr)
+{
+	struct reputation_keys k;
+
+	if (store_keys(st, addr, &k))
+		st->ops->revoke(st->impl, &k);
 }
 
 bool store_async(const struct store *st)
@@ -171,7 +191,7 @@ bool store_async(const struct store *st)
 static void store_lookup_done_cb(void *arg, const struct store_records *r)
 {
 	struct store_lookup *l = arg;
-	struct store_answer a = { 0, false };
+	struct store_answer a = { { 0, 0, false, false }, false };
 	store_lookup_cb *cb = l->cb;
 	void *cb_arg = l->arg;
 
@@ -186,9 +206,9 @@ struct store_lookup *store_lookup_start(struct store *st,
 					const struct sockaddr *addr,
 					store_lookup_cb *cb, void *arg)
 {
-	struct ipaddr ip;
+	struct reputation_keys k;
 
-	if (!store_async(st) || !cb || !ipaddr_from_sockaddr(addr, &ip))
+	if (!store_async(st) || !cb || !store_keys(st, addr, &k))
 		return NULL;
 	struct store_lookup *l = calloc(1, sizeof *l);
 	if (!l)
@@ -196,7 +216,7 @@ struct store_lookup *store_lookup_start(struct store *st,
 	l->st = st;
 	l->cb = cb;
 	l->arg = arg;
-	l->handle = st->ops->lookup(st->impl, &ip, store_lookup_done_cb, l);
+	l->handle = st->ops->lookup(st->impl, &k, store_lookup_done_cb, l);
 	if (!l->handle) {
 		free(l);
 		return NULL;
@@ -209,7 +229,7 @@ void store_lookup_cancel(struct store_lookup *l)
 {
 	if (!l)
 		return;
-	TAILQ_REMOVE(&l->st->live, l, link);
 	l->st->ops->cancel(l->st->impl, l->handle);
+	TAILQ_REMOVE(&l->st->live, l, link);
 	free(l);
 }

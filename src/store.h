@@ -1,7 +1,7 @@
 /*
  * store: the interface to the state shared beyond one session: local
- * reputation per address and per network (/24 for IPv4, /64 for IPv6) and
- * the pass cache. Two implementations sit behind one table of operations
+ * reputation per client and per network (an IPv4 address and its /24, an
+ * IPv6 /64 and its /48: settings) and the pass cache. Two implementations sit behind one table of operations
  * (struct store_ops): store_lmdb.c (state_dir, shared by the workers of one
  * machine; synchronous reads) and store_redis.c (store = redis, shared by
  * several machines; asynchronous reads). The implementations never call
@@ -17,10 +17,11 @@
  * "unknown").
  *
  * The facade's own logic, shared by both implementations: an address
- * becomes an ipaddr (IPv4-mapped unwrapped, anything not IP ignored), an
- * event becomes weights, times are taken here (mstime_real), and the raw
+ * becomes an ipaddr (IPv4-mapped unwrapped, anything not IP ignored) and
+ * then the client's and network's keys (reputation_keys), an event
+ * becomes increments, times are taken here (mstime_real), and the raw
  * records an implementation reads are turned into an answer
- * (reputation_combine, reputation_passed). Every function accepts a NULL
+ * (reputation_weigh, reputation_passed). Every function accepts a NULL
  * store and does nothing (reputation 0, no pass), so mail never waits on
  * the store.
  */
@@ -40,10 +41,17 @@ struct store_lookup;
 
 /* ---- for callers ---------------------------------------------------- */
 
+/* How every store keys and weighs (settings; see reputation.h). */
+struct store_params {
+	struct reputation_params rep;
+	struct reputation_prefixes prefixes;
+};
+
 /* LMDB under dir (see store_lmdb.c). NULL with a logged reason.
  * map_size: LMDB map size in bytes (0: default). */
 struct store *store_open_lmdb(const char *dir, struct workq *wq,
-			      long halflife_ms, unsigned long long map_size);
+			      const struct store_params *p,
+			      unsigned long long map_size);
 
 /* Redis on server (see store_redis.c). NULL only when out of memory: an
  * unreachable Redis is not an error, the store connects (and reconnects)
@@ -51,30 +59,35 @@ struct store *store_open_lmdb(const char *dir, struct workq *wq,
 struct store *store_open_redis(struct event_base *base,
 			       const struct endpoint *server,
 			       const char *prefix, long timeout_ms,
-			       long halflife_ms);
+			       const struct store_params *p);
 
+/* Live look-ups end without their callback, and their handles are freed:
+ * cancel them first if you still hold them. */
 void store_close(struct store *st);
 
-/* Reputation in [-1, 1]: -1 worst, 0 unknown, 1 best. The worse of the
- * address's and its network's, each decayed to now. 0 on an async store. */
-double store_reputation(struct store *st, const struct sockaddr *addr);
+/* The verdict for a new session of addr from its and its network's
+ * records, decayed to now; all zero when unknown or on an async store. */
+void store_reputation(struct store *st, const struct sockaddr *addr,
+		      struct reputation_verdict *out);
 
-/* Records evidence for the address and its network (async, best effort:
+/* Records an outcome for the client and its network (async, best effort:
  * a failure is logged and counted, never reported to the caller). */
 void store_record(struct store *st, const struct sockaddr *addr,
 		  enum reputation_event ev);
 
-/* Pass cache. store_pass_check is false on an async store. */
+/* Pass cache. store_pass_check is false on an async store. A revoked
+ * pass is gone at once (a content refusal: the client proved nothing). */
 bool store_pass_check(struct store *st, const struct sockaddr *addr);
 void store_pass_grant(struct store *st, const struct sockaddr *addr,
 		      long ttl_ms);
+void store_pass_revoke(struct store *st, const struct sockaddr *addr);
 
 /* True when reads must go through store_lookup_start. */
 bool store_async(const struct store *st);
 
 struct store_answer {
-	double reputation; /* as store_reputation; 0 when unknown */
-	bool pass;         /* as store_pass_check */
+	struct reputation_verdict verdict; /* as store_reputation */
+	bool pass;                         /* as store_pass_check */
 };
 typedef void store_lookup_cb(void *arg, const struct store_answer *ans);
 

@@ -14,22 +14,29 @@
  * Layout. One file set: <state_dir>/sluice.mdb and sluice.mdb-lock
  * (MDB_NOSUBDIR, mode 0600, created by the worker's own unprivileged user
  * in the directory the supervisor made for it). Named databases:
- *   "rep"   key -> {double good, double bad, int64 updated_ms}
- *   "pass"  key -> int64 expires_ms
+ *   "rep"   key -> {double good, bad, content, int64 updated_ms}
+ *   "pass"  client key -> int64 expires_ms
  *   "meta"  "pruned_ms" -> int64, when MAP_FULL last forced a prune
- * Keys are binary and tagged by family so the four kinds cannot collide:
- *   'A' + 4 bytes IPv4 address      'N' + 3 bytes IPv4 /24
- *   'a' + 16 bytes IPv6 address     'n' + 8 bytes IPv6 /64
- * An IPv4-mapped IPv6 address is the IPv4 address. Values are host-endian
+ * Keys are binary, tagged by family and kind so that they cannot collide,
+ * then the prefix length and the address bytes it covers
+ * (reputation_keys: the client is an IPv4 address or an IPv6 /64, its
+ * network an IPv4 /24 or an IPv6 /48, by default):
+ *   'A' bits bytes  IPv4 client     'N' bits bytes  IPv4 network
+ *   'a' bits bytes  IPv6 client     'n' bits bytes  IPv6 network
+ * An IPv4-mapped IPv6 address is the IPv4 address. Records of the layout
+ * before outcomes (24 bytes, keys without the length) are never read again
+ * and go with the next prune. Values are host-endian
  * (the file never leaves the machine) and copied out with memcpy (LMDB
  * gives no alignment); a value of the wrong size or with a non-finite or
  * negative weight reads as "no record" and is overwritten by the next write.
  * Times are CLOCK_REALTIME milliseconds, so they mean the same in every
  * process and after a restart.
  *
- * Reputation: the arithmetic is reputation.c's. A write decays the stored
- * record to the event's time, adds, and stores it with that time
- * (reputation_add: read-decay-add-write, one write transaction).
+ * Reputation: the arithmetic is reputation.c's. A write reads the client's
+ * and its network's records, applies the event to both (reputation_apply:
+ * the network gains an address only when the client was not counted yet)
+ * and writes both back, in the batch's one write transaction, so parallel
+ * sessions of one address count it once.
  *
  * Pass cache: a grant never shortens an existing pass
  * (reputation_pass_merge, whichever process writes first).
@@ -109,8 +116,8 @@
 #define STORE_LMDB_MAP_SIZE_DEFAULT (64ULL * 1024 * 1024)
 #define STORE_LMDB_MAX_DBS          3
 
-/* Ops in the batch waiting on the loop (each record is two). At 40 bytes
- * an op this is 40 KiB, and one write transaction absorbs it easily. */
+/* Ops in the batch waiting on the loop (one per record). At 72 bytes an
+ * op this is 72 KiB, and one write transaction absorbs it easily. */
 #define STORE_LMDB_BATCH_INIT 16
 #define STORE_LMDB_BATCH_MAX  1024
 
@@ -118,7 +125,7 @@
 #define STORE_LMDB_READER_CHECK_MS 60000 /* periodic mdb_reader_check */
 #define STORE_LMDB_LOG_INTERVAL_MS 60000 /* one line per kind of failure */
 
-#define STORE_LMDB_KEY_MAX 17 /* 'a' + 16 bytes */
+#define STORE_LMDB_KEY_MAX 18 /* 'a', prefix length, 16 bytes */
 
 #define STORE_LMDB_META_PRUNED "pruned_ms" /* "meta": time of the last prune */
 
@@ -127,21 +134,23 @@ struct store_lmdb_key {
 	unsigned char b[STORE_LMDB_KEY_MAX];
 };
 
-/* The "rep" value, stored as these 24 bytes. */
+/* The "rep" value, stored as these 32 bytes. */
 struct store_lmdb_rep {
 	double good;
 	double bad;
+	double content;
 	int64_t updated_ms;
 };
-_Static_assert(sizeof(struct store_lmdb_rep) == 24, "rep record has padding");
+_Static_assert(sizeof(struct store_lmdb_rep) == 32, "rep record has padding");
 
-enum store_lmdb_op_kind { STORE_LMDB_OP_REP, STORE_LMDB_OP_PASS };
+enum store_lmdb_op_kind { STORE_LMDB_OP_REP, STORE_LMDB_OP_PASS, STORE_LMDB_OP_REVOKE };
 
 struct store_lmdb_op {
-	struct store_lmdb_key key;
-	unsigned char kind; /* enum store_lmdb_op_kind */
-	double good, bad;   /* REP: weights to add */
-	int64_t at_ms;      /* REP: event time; PASS: expiry */
+	struct store_lmdb_key key;  /* the client */
+	struct store_lmdb_key net;  /* REP: its network */
+	unsigned char kind;         /* enum store_lmdb_op_kind */
+	struct reputation_delta d;  /* REP: the event */
+	int64_t at_ms;              /* REP: event time; PASS: expiry */
 };
 
 struct store_lmdb_batch {
@@ -184,25 +193,24 @@ static bool store_lmdb_ratelog_ok(struct ratelog *rl, int64_t now,
 	return ratelog_ok(rl, now, STORE_LMDB_LOG_INTERVAL_MS, suppressed);
 }
 
-/* host: the address key; net: its /24 or /64. */
-static void store_lmdb_keys(const struct ipaddr *a, struct store_lmdb_key *host,
+static void store_lmdb_key(struct store_lmdb_key *key, char tag,
+			   const struct ipaddr *a, unsigned bits)
+{
+	size_t n = (bits + 7) / 8;
+	key->b[0] = (unsigned char)tag;
+	key->b[1] = (unsigned char)bits;
+	memcpy(key->b + 2, a->b, n);
+	key->len = (unsigned char)(2 + n);
+}
+
+/* host: the client's key; net: its network's. */
+static void store_lmdb_keys(const struct reputation_keys *k,
+			    struct store_lmdb_key *host,
 			    struct store_lmdb_key *net)
 {
-	if (a->family == AF_INET6) {
-		host->len = 1 + IPADDR_V6_LEN;
-		host->b[0] = 'a';
-		memcpy(host->b + 1, a->b, IPADDR_V6_LEN);
-		net->len = 1 + 8;
-		net->b[0] = 'n';
-		memcpy(net->b + 1, a->b, 8);
-		return;
-	}
-	host->len = 1 + IPADDR_V4_LEN;
-	host->b[0] = 'A';
-	memcpy(host->b + 1, a->b, IPADDR_V4_LEN);
-	net->len = 1 + 3;
-	net->b[0] = 'N';
-	memcpy(net->b + 1, a->b, 3);
+	bool v6 = k->host.family == AF_INET6;
+	store_lmdb_key(host, v6 ? 'a' : 'A', &k->host, k->host_bits);
+	store_lmdb_key(net, v6 ? 'n' : 'N', &k->net, k->net_bits);
 }
 
 /* A stored reputation value, or false if it is not one we wrote. */
@@ -214,7 +222,7 @@ static bool store_lmdb_rep_decode(const MDB_val *v,
 	if (v->mv_size != sizeof r)
 		return false;
 	memcpy(&r, v->mv_data, sizeof r);
-	*ev = (struct reputation_evidence){ r.good, r.bad, r.updated_ms };
+	*ev = (struct reputation_evidence){ r.good, r.bad, r.content, r.updated_ms };
 	return reputation_valid(ev);
 }
 
@@ -228,24 +236,49 @@ static bool store_lmdb_pass_decode(const MDB_val *v, int64_t *expires)
 
 /* ---- writes: pool thread ---------------------------------------------- */
 
+/* One record into *ev; false when absent or not one we wrote. */
+static int store_lmdb_rep_get(struct store_lmdb *st, MDB_txn *txn,
+			      const struct store_lmdb_key *key,
+			      struct reputation_evidence *ev, bool *have)
+{
+	MDB_val k = { key->len, (void *)key->b }, v;
+	int rc = mdb_get(txn, st->rep, &k, &v);
+	*have = rc == 0 && store_lmdb_rep_decode(&v, ev);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int store_lmdb_rep_put(struct store_lmdb *st, MDB_txn *txn,
+			      const struct store_lmdb_key *key,
+			      const struct reputation_evidence *ev)
+{
+	struct store_lmdb_rep r = { ev->good, ev->bad, ev->content, ev->updated_ms };
+	MDB_val k = { key->len, (void *)key->b }, v = { sizeof r, &r };
+	return mdb_put(txn, st->rep, &k, &v, 0);
+}
+
 static int store_lmdb_apply_rep(struct store_lmdb *st, MDB_txn *txn,
 				const struct store_lmdb_op *op)
 {
-	MDB_val k = { op->key.len, (void *)op->key.b }, v;
-	struct reputation_evidence old;
-	bool have = false;
+	struct reputation_evidence host, net, host_out, net_out;
+	bool have_host, have_net;
 
-	int rc = mdb_get(txn, st->rep, &k, &v);
+	int rc = store_lmdb_rep_get(st, txn, &op->key, &host, &have_host);
 	if (rc == 0)
-		have = store_lmdb_rep_decode(&v, &old);
-	else if (rc != MDB_NOTFOUND)
+		rc = store_lmdb_rep_get(st, txn, &op->net, &net, &have_net);
+	if (rc != 0)
 		return rc;
-	struct reputation_evidence ev = reputation_add(
-		have ? &old : NULL, op->good, op->bad, op->at_ms, st->halflife_ms);
-	struct store_lmdb_rep r = { ev.good, ev.bad, ev.updated_ms };
-	v.mv_size = sizeof r;
-	v.mv_data = &r;
-	return mdb_put(txn, st->rep, &k, &v, 0);
+	reputation_apply(have_host ? &host : NULL, have_net ? &net : NULL, &op->d,
+			 op->at_ms, st->halflife_ms, &host_out, &net_out);
+	rc = store_lmdb_rep_put(st, txn, &op->key, &host_out);
+	return rc == 0 ? store_lmdb_rep_put(st, txn, &op->net, &net_out) : rc;
+}
+
+static int store_lmdb_apply_revoke(struct store_lmdb *st, MDB_txn *txn,
+				   const struct store_lmdb_op *op)
+{
+	MDB_val k = { op->key.len, (void *)op->key.b };
+	int rc = mdb_del(txn, st->pass, &k, NULL);
+	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 static int store_lmdb_apply_pass(struct store_lmdb *st, MDB_txn *txn,
@@ -278,8 +311,9 @@ static int store_lmdb_apply(struct store_lmdb *st, struct store_lmdb_batch *b)
 	}
 	for (size_t i = 0; i < b->n; i++) {
 		const struct store_lmdb_op *op = &b->ops[i];
-		rc = op->kind == STORE_LMDB_OP_REP ? store_lmdb_apply_rep(st, txn, op)
-					      : store_lmdb_apply_pass(st, txn, op);
+		rc = op->kind == STORE_LMDB_OP_REP	? store_lmdb_apply_rep(st, txn, op)
+		     : op->kind == STORE_LMDB_OP_PASS ? store_lmdb_apply_pass(st, txn, op)
+						       : store_lmdb_apply_revoke(st, txn, op);
 		if (rc != 0) {
 			b->where = "put";
 			mdb_txn_abort(txn);
@@ -633,7 +667,7 @@ static bool store_lmdb_get(struct store_lmdb *st, MDB_txn *txn, MDB_dbi dbi,
 
 /* store_ops.read: the address's and its network's records and its pass,
  * in one read transaction. */
-static bool store_lmdb_read(void *impl, const struct ipaddr *a,
+static bool store_lmdb_read(void *impl, const struct reputation_keys *a,
 			    struct store_records *r)
 {
 	struct store_lmdb *st = impl;
@@ -656,32 +690,38 @@ static bool store_lmdb_read(void *impl, const struct ipaddr *a,
 	return true;
 }
 
-static void store_lmdb_add(void *impl, const struct ipaddr *a, double good,
-			   double bad, long long at_ms)
+static void store_lmdb_record(void *impl, const struct reputation_keys *a,
+			     const struct reputation_delta *d, long long at_ms)
 {
-	struct store_lmdb_op ops[2];
+	struct store_lmdb_op op;
 
-	memset(ops, 0, sizeof ops);
-	store_lmdb_keys(a, &ops[0].key, &ops[1].key);
-	for (size_t i = 0; i < 2; i++) {
-		ops[i].kind = STORE_LMDB_OP_REP;
-		ops[i].good = good;
-		ops[i].bad = bad;
-		ops[i].at_ms = at_ms;
-	}
-	store_lmdb_push(impl, ops, 2);
+	memset(&op, 0, sizeof op);
+	store_lmdb_keys(a, &op.key, &op.net);
+	op.kind = STORE_LMDB_OP_REP;
+	op.d = *d;
+	op.at_ms = at_ms;
+	store_lmdb_push(impl, &op, 1);
 }
 
-static void store_lmdb_pass(void *impl, const struct ipaddr *a,
+static void store_lmdb_pass(void *impl, const struct reputation_keys *a,
 			    long long expires_ms, long ttl_ms)
 {
 	struct store_lmdb_op op;
-	struct store_lmdb_key net;
 
 	memset(&op, 0, sizeof op);
-	store_lmdb_keys(a, &op.key, &net);
+	store_lmdb_keys(a, &op.key, &op.net);
 	op.kind = STORE_LMDB_OP_PASS;
 	op.at_ms = expires_ms;
+	store_lmdb_push(impl, &op, 1);
+}
+
+static void store_lmdb_revoke(void *impl, const struct reputation_keys *a)
+{
+	struct store_lmdb_op op;
+
+	memset(&op, 0, sizeof op);
+	store_lmdb_keys(a, &op.key, &op.net);
+	op.kind = STORE_LMDB_OP_REVOKE;
 	store_lmdb_push(impl, &op, 1);
 }
 
@@ -809,7 +849,8 @@ static void store_lmdb_close(void *impl)
 const struct store_ops store_lmdb_ops = {
 	.name = "lmdb",
 	.read = store_lmdb_read,
-	.add = store_lmdb_add,
+	.apply = store_lmdb_record,
 	.pass = store_lmdb_pass,
+	.revoke = store_lmdb_revoke,
 	.close = store_lmdb_close,
 };

@@ -12,7 +12,7 @@
 #include "ipaddr.h"
 #include "reputation.h"
 
-/* What an implementation reads for one address: its record, its
+/* What an implementation reads for one client: its record, its
  * network's record and its pass. */
 struct store_records {
 	bool have_host, have_net, have_pass;
@@ -24,27 +24,30 @@ struct store_records {
  * connection); runs at most once, never inside the lookup call. */
 typedef void store_records_cb(void *arg, const struct store_records *r);
 
-/* impl is the implementation's own handle. Exactly one of read and
+/* impl is the implementation's own handle; k the client's and its
+ * network's keys (reputation_keys). Exactly one of read and
  * lookup/cancel is set. */
 struct store_ops {
 	const char *name;
 	/* Synchronous read: false when unreadable (answer "unknown"). */
-	bool (*read)(void *impl, const struct ipaddr *a,
+	bool (*read)(void *impl, const struct reputation_keys *k,
 		     struct store_records *r);
 	/* Asynchronous read: a handle for cancel, or NULL (nothing will
 	 * come: answer "unknown" now). */
-	void *(*lookup)(void *impl, const struct ipaddr *a,
+	void *(*lookup)(void *impl, const struct reputation_keys *k,
 			store_records_cb *cb, void *arg);
 	/* The callback never runs after this. */
 	void (*cancel)(void *impl, void *handle);
-	/* Read-decay-add-write (reputation_add) of the address's record and
-	 * its network's, at at_ms. Fire and forget. */
-	void (*add)(void *impl, const struct ipaddr *a, double good,
-		    double bad, long long at_ms);
-	/* Extends the address's pass to expires_ms (never shortens it);
+	/* reputation_apply of d at at_ms to the client's record and its
+	 * network's, both in one transaction. Fire and forget. */
+	void (*apply)(void *impl, const struct reputation_keys *k,
+		      const struct reputation_delta *d, long long at_ms);
+	/* Extends the client's pass to expires_ms (never shortens it);
 	 * ttl_ms is what remains of it now. Fire and forget. */
-	void (*pass)(void *impl, const struct ipaddr *a, long long expires_ms,
-		     long ttl_ms);
+	void (*pass)(void *impl, const struct reputation_keys *k,
+		     long long expires_ms, long ttl_ms);
+	/* Removes the client's pass. Fire and forget. */
+	void (*revoke)(void *impl, const struct reputation_keys *k);
 	void (*close)(void *impl);
 };
 

@@ -20,16 +20,20 @@
  * look-ups and writes.
  *
  * Layout (text keys, so an operator can read them with redis-cli):
- *   <prefix>rep:<addr>        hash g (good), b (bad), t (ms, CLOCK_REALTIME)
- *   <prefix>rep:<net>/24|/64  the same for the network
- *   <prefix>pass:<addr>       string: expiry in ms, with PX at that expiry
- * Reputation is stored as LMDB stores it (weights plus the time they were
- * last decayed to), not decay-normalised, so that reputation_combine
+ *   <prefix>rep:{<net>/<bits>}         hash g (good), b (bad), c (content),
+ *                                      t (ms, CLOCK_REALTIME): the network
+ *   <prefix>rep:{<net>/<bits>}<client> the same for the client (an IPv4
+ *                                      address, an IPv6 "<addr>/64")
+ *   <prefix>pass:<client>              string: expiry in ms, PX at expiry
+ * The network in braces is a hash tag: a client's record and its
+ * network's share a Redis Cluster slot, since one script writes both.
+ * Reputation is stored as LMDB stores it (counters plus the time they were
+ * last decayed to), not decay-normalised, so that reputation_weigh
  * (reputation.c) reads both stores with one arithmetic: reputation_decay on
- * read, and a write
- * is read-decay-add-write in one Lua script (Redis runs a script
- * atomically, as LMDB runs one write transaction), with the writer's clock
- * as LMDB uses the writer's clock. Lua's 2^x and C's exp2 agree to the last
+ * read, and a write is reputation_apply on both records in one Lua script
+ * (Redis runs a script atomically, as LMDB runs one write transaction: so
+ * parallel sessions of one address count it once in its network), with
+ * the writer's clock as LMDB uses the writer's clock. Lua's 2^x and C's exp2 agree to the last
  * bit or two; the numbers are written with %.17g so nothing else is lost.
  * Rejected: HINCRBYFLOAT of weights scaled by 2^(t/halflife) (atomic
  * without a script, but the scale overflows a double after about 1000
@@ -104,29 +108,42 @@
 #define STORE_REDIS_REP_TTL_HALFLIVES 8
 #define STORE_REDIS_READS          3     /* commands per look-up */
 
-/* KEYS[1] rep key; ARGV good, bad, now_ms, halflife_ms, ttl_ms. */
+/* reputation_apply (reputation.c) in Lua. KEYS[1] the client's record,
+ * KEYS[2] its network's; ARGV good, bad, content (the event's increments),
+ * now_ms, halflife_ms, ttl_ms, the distinct floor. A record that is not
+ * one we wrote reads as none and is replaced. */
 static const char store_redis_rep_script[] =
-	"if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then "
-	"redis.call('DEL', KEYS[1]) end "
-	"local t = tonumber(ARGV[3]) "
-	"local g, b = 0, 0 "
-	"local v = redis.call('HMGET', KEYS[1], 'g', 'b', 't') "
-	"local og, ob, ot = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]) "
-	"if og and ob and ot and og >= 0 and ob >= 0 and og < math.huge "
-	"and ob < math.huge then "
-	"local h, age = tonumber(ARGV[4]), t - ot "
+	"local t, h, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]) "
+	"local fl = tonumber(ARGV[7]) "
+	"local function load(k) "
+	"if redis.call('TYPE', k).ok ~= 'hash' then redis.call('DEL', k) end "
+	"local v = redis.call('HMGET', k, 'g', 'b', 'c', 't') "
+	"local r = {tonumber(v[1]), tonumber(v[2]), tonumber(v[3])} "
+	"local ot = tonumber(v[4]) "
+	"for i = 1, 3 do if not r[i] or r[i] < 0 or r[i] >= math.huge then "
+	"return {0, 0, 0}, t end end "
+	"if not ot then return {0, 0, 0}, t end "
+	"local age = t - ot "
 	"if h > 0 and age > 0 then local f = 2 ^ (-age / h) "
-	"og, ob = og * f, ob * f end "
-	"g, b = og, ob "
-	"if ot > t then t = ot end "
-	"end "
-	"redis.call('HSET', KEYS[1], "
-	"'g', string.format('%.17g', g + tonumber(ARGV[1])), "
-	"'b', string.format('%.17g', b + tonumber(ARGV[2])), "
-	"'t', string.format('%.0f', t)) "
-	"if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) "
-	"end "
+	"for i = 1, 3 do r[i] = r[i] * f end end "
+	"if ot > t then return r, ot end "
+	"return r, t end "
+	"local function save(k, r, at) "
+	"redis.call('HSET', k, 'g', string.format('%.17g', r[1]), "
+	"'b', string.format('%.17g', r[2]), 'c', string.format('%.17g', r[3]), "
+	"'t', string.format('%.0f', at)) "
+	"if ttl > 0 then redis.call('PEXPIRE', k, ttl) end end "
+	"local hr, ht = load(KEYS[1]) "
+	"local nr, nt = load(KEYS[2]) "
+	"for i = 1, 3 do local d = tonumber(ARGV[i]) "
+	"if d > 0 then if hr[i] < fl then nr[i] = nr[i] + 1 end "
+	"hr[i] = hr[i] + d end end "
+	"save(KEYS[1], hr, ht) save(KEYS[2], nr, nt) "
 	"return 1";
+
+/* KEYS[1] pass key. */
+static const char store_redis_revoke_script[] =
+	"redis.call('DEL', KEYS[1]) return 1";
 
 /* KEYS[1] pass key; ARGV expires_ms, ttl_ms. The later expiry wins. */
 static const char store_redis_pass_script[] =
@@ -182,29 +199,29 @@ static bool store_redis_ratelog_ok(struct ratelog *rl,
 
 /* ---- keys and replies (pure) ------------------------------------------ */
 
-bool store_redis_keys(const char *prefix, const struct ipaddr *a,
+bool store_redis_keys(const char *prefix, const struct reputation_keys *a,
 		      struct store_redis_keys *k)
 {
-	char host[INET6_ADDRSTRLEN], net[INET6_ADDRSTRLEN];
-	unsigned char nb[IPADDR_V6_LEN];
-	const char *bits;
+	char host[INET6_ADDRSTRLEN + 16], net[INET6_ADDRSTRLEN + 16];
+	char text[INET6_ADDRSTRLEN];
 
 	if (!a || !prefix || strlen(prefix) > STORE_REDIS_PREFIX_MAX ||
-	    (a->family != AF_INET && a->family != AF_INET6))
+	    (a->host.family != AF_INET && a->host.family != AF_INET6) ||
+	    a->net.family != a->host.family)
 		return false;
-	memcpy(nb, a->b, sizeof nb);
-	inet_ntop(a->family, a->b, host, sizeof host);
-	if (a->family == AF_INET) {
-		nb[3] = 0;
-		bits = "24";
-	} else {
-		memset(nb + 8, 0, 8);
-		bits = "64";
-	}
-	inet_ntop(a->family, nb, net, sizeof net);
+	unsigned max = (unsigned)ipaddr_len(&a->host) * 8;
+	if (a->host_bits > max || a->net_bits > a->host_bits)
+		return false;
+	inet_ntop(a->host.family, a->host.b, text, sizeof text);
+	if (a->host_bits >= max)
+		snprintf(host, sizeof host, "%s", text);
+	else
+		snprintf(host, sizeof host, "%s/%u", text, a->host_bits);
+	inet_ntop(a->net.family, a->net.b, text, sizeof text);
+	snprintf(net, sizeof net, "%s/%u", text, a->net_bits);
 	/* Fits: the prefix is bounded and an address is at most 45 bytes. */
-	snprintf(k->host, sizeof k->host, "%srep:%s", prefix, host);
-	snprintf(k->net, sizeof k->net, "%srep:%s/%s", prefix, net, bits);
+	snprintf(k->net, sizeof k->net, "%srep:{%s}", prefix, net);
+	snprintf(k->host, sizeof k->host, "%srep:{%s}%s", prefix, net, host);
 	snprintf(k->pass, sizeof k->pass, "%spass:%s", prefix, host);
 	return true;
 }
@@ -252,20 +269,21 @@ static bool store_redis_int(const redisReply *r, long long *out)
 
 int store_redis_parse_rep(const redisReply *r, struct reputation_evidence *ev)
 {
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element)
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4 || !r->element)
 		return -1;
 	size_t nil = 0;
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < 4; i++) {
 		if (!r->element[i])
 			return -1;
 		nil += r->element[i]->type == REDIS_REPLY_NIL;
 	}
-	if (nil == 3)
+	if (nil == 4)
 		return 0;
 	struct reputation_evidence e;
 	if (!store_redis_double(r->element[0], &e.good) ||
 	    !store_redis_double(r->element[1], &e.bad) ||
-	    !store_redis_int(r->element[2], &e.updated_ms))
+	    !store_redis_double(r->element[2], &e.content) ||
+	    !store_redis_int(r->element[3], &e.updated_ms))
 		return -1;
 	*ev = e;
 	return 1;
@@ -608,7 +626,7 @@ static void store_redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* store_ops.lookup */
-static void *store_redis_lookup(void *impl, const struct ipaddr *addr,
+static void *store_redis_lookup(void *impl, const struct reputation_keys *addr,
 				store_records_cb *cb, void *arg)
 {
 	struct store_redis *sr = impl;
@@ -638,14 +656,14 @@ static void *store_redis_lookup(void *impl, const struct ipaddr *addr,
 		return NULL;
 	}
 	l->sr = sr;
-	const char *argv[3][5] = {
-		{ "HMGET", k.host, "g", "b", "t" },
-		{ "HMGET", k.net, "g", "b", "t" },
-		{ "GET", k.pass, NULL, NULL, NULL },
+	const char *argv[3][6] = {
+		{ "HMGET", k.host, "g", "b", "c", "t" },
+		{ "HMGET", k.net, "g", "b", "c", "t" },
+		{ "GET", k.pass, NULL, NULL, NULL, NULL },
 	};
-	const int argc[3] = { 5, 5, 2 };
+	const int argc[3] = { 6, 6, 2 };
 	for (int c = 0; c < STORE_REDIS_READS; c++) {
-		size_t lens[5];
+		size_t lens[6];
 		for (int j = 0; j < argc[c]; j++)
 			lens[j] = strlen(argv[c][j]);
 		if (!store_redis_send(sr, store_redis_read_cb, l, argc[c],
@@ -704,19 +722,24 @@ static void store_redis_write_cb(redisAsyncContext *ac, void *reply,
 	}
 }
 
+#define STORE_REDIS_EVAL_KEYS 2
+#define STORE_REDIS_EVAL_ARGS 7
+
 static void store_redis_eval(struct store_redis *sr, const char *script,
-			     const char *key, int nargs, char args[][32])
+			     const char *const *keys, int nkeys, int nargs,
+			     char args[][32])
 {
-	const char *argv[3 + 1 + 5];
-	size_t lens[3 + 1 + 5];
+	const char *argv[3 + STORE_REDIS_EVAL_KEYS + STORE_REDIS_EVAL_ARGS];
+	size_t lens[3 + STORE_REDIS_EVAL_KEYS + STORE_REDIS_EVAL_ARGS];
 	unsigned long sup;
 	int argc = 0;
 
 	argv[argc++] = "EVAL";
 	argv[argc++] = script;
-	argv[argc++] = "1";
-	argv[argc++] = key;
-	for (int i = 0; i < nargs && i < 5; i++)
+	argv[argc++] = nkeys == 2 ? "2" : "1";
+	for (int i = 0; i < nkeys && i < STORE_REDIS_EVAL_KEYS; i++)
+		argv[argc++] = keys[i];
+	for (int i = 0; i < nargs && i < STORE_REDIS_EVAL_ARGS; i++)
 		argv[argc++] = args[i];
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
@@ -731,28 +754,30 @@ static void store_redis_eval(struct store_redis *sr, const char *script,
 			 "(suppressed=%lu)", sr->server.text, sr->pending, sup);
 }
 
-/* store_ops.add */
-static void store_redis_add(void *impl, const struct ipaddr *addr,
-			    double good, double bad, long long at_ms)
+/* store_ops.apply */
+static void store_redis_apply(void *impl, const struct reputation_keys *addr,
+			      const struct reputation_delta *d, long long at_ms)
 {
 	struct store_redis *sr = impl;
 	struct store_redis_keys k;
-	char args[5][32];
+	char args[STORE_REDIS_EVAL_ARGS][32];
 
 	if (!sr || !store_redis_keys(sr->prefix, addr, &k))
 		return;
 	long long ttl = (long long)sr->halflife_ms * STORE_REDIS_REP_TTL_HALFLIVES;
-	snprintf(args[0], sizeof args[0], "%.17g", good);
-	snprintf(args[1], sizeof args[1], "%.17g", bad);
-	snprintf(args[2], sizeof args[2], "%lld", at_ms);
-	snprintf(args[3], sizeof args[3], "%ld", sr->halflife_ms);
-	snprintf(args[4], sizeof args[4], "%lld", ttl > 0 ? ttl : 0);
-	store_redis_eval(sr, store_redis_rep_script, k.host, 5, args);
-	store_redis_eval(sr, store_redis_rep_script, k.net, 5, args);
+	snprintf(args[0], sizeof args[0], "%.17g", d->good);
+	snprintf(args[1], sizeof args[1], "%.17g", d->bad);
+	snprintf(args[2], sizeof args[2], "%.17g", d->content);
+	snprintf(args[3], sizeof args[3], "%lld", at_ms);
+	snprintf(args[4], sizeof args[4], "%ld", sr->halflife_ms);
+	snprintf(args[5], sizeof args[5], "%lld", ttl > 0 ? ttl : 0);
+	snprintf(args[6], sizeof args[6], "%.17g", REPUTATION_DISTINCT_FLOOR);
+	const char *keys[2] = { k.host, k.net };
+	store_redis_eval(sr, store_redis_rep_script, keys, 2, 7, args);
 }
 
 /* store_ops.pass */
-static void store_redis_pass(void *impl, const struct ipaddr *addr,
+static void store_redis_pass(void *impl, const struct reputation_keys *addr,
 			     long long expires_ms, long ttl_ms)
 {
 	struct store_redis *sr = impl;
@@ -763,7 +788,20 @@ static void store_redis_pass(void *impl, const struct ipaddr *addr,
 		return;
 	snprintf(args[0], sizeof args[0], "%lld", expires_ms);
 	snprintf(args[1], sizeof args[1], "%ld", ttl_ms);
-	store_redis_eval(sr, store_redis_pass_script, k.pass, 2, args);
+	const char *keys[1] = { k.pass };
+	store_redis_eval(sr, store_redis_pass_script, keys, 1, 2, args);
+}
+
+/* store_ops.revoke */
+static void store_redis_revoke(void *impl, const struct reputation_keys *addr)
+{
+	struct store_redis *sr = impl;
+	struct store_redis_keys k;
+
+	if (!sr || !store_redis_keys(sr->prefix, addr, &k))
+		return;
+	const char *keys[1] = { k.pass };
+	store_redis_eval(sr, store_redis_revoke_script, keys, 1, 0, NULL);
 }
 
 /* ---- open and close ------------------------------------------------------ */
@@ -822,7 +860,8 @@ const struct store_ops store_redis_ops = {
 	.name = "redis",
 	.lookup = store_redis_lookup,
 	.cancel = store_redis_cancel,
-	.add = store_redis_add,
+	.apply = store_redis_apply,
 	.pass = store_redis_pass,
+	.revoke = store_redis_revoke,
 	.close = store_redis_close,
 };

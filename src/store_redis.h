@@ -31,21 +31,23 @@ extern const struct store_ops store_redis_ops;
 /* ---- exposed for tests -------------------------------------------------- */
 
 #define STORE_REDIS_PREFIX_MAX 63
-#define STORE_REDIS_KEY_MAX    (STORE_REDIS_PREFIX_MAX + 64)
+#define STORE_REDIS_KEY_MAX    (STORE_REDIS_PREFIX_MAX + 128)
 
-/* The keys of addr: "<prefix>rep:192.0.2.1", "<prefix>rep:192.0.2.0/24"
- * ("/64" for IPv6), "<prefix>pass:192.0.2.1" (an IPv4-mapped address
- * arrives unwrapped, see ipaddr.h). False for a family not AF_INET or
- * AF_INET6, or a prefix over STORE_REDIS_PREFIX_MAX. */
+/* The keys of a client: "<prefix>rep:{192.0.2.0/24}192.0.2.1",
+ * "<prefix>rep:{192.0.2.0/24}", "<prefix>pass:192.0.2.1"; for IPv6
+ * "<prefix>rep:{2001:db8:1::/48}2001:db8:1:2::/64" and
+ * "<prefix>pass:2001:db8:1:2::/64" (an IPv4-mapped address arrives
+ * unwrapped, see ipaddr.h). False for a family not AF_INET or AF_INET6,
+ * or a prefix over STORE_REDIS_PREFIX_MAX. */
 struct store_redis_keys {
 	char host[STORE_REDIS_KEY_MAX];
 	char net[STORE_REDIS_KEY_MAX];
 	char pass[STORE_REDIS_KEY_MAX];
 };
-bool store_redis_keys(const char *prefix, const struct ipaddr *addr,
+bool store_redis_keys(const char *prefix, const struct reputation_keys *addr,
 		      struct store_redis_keys *k);
 
-/* Parsers of untrusted replies. rep: the reply to HMGET key g b t; pass:
+/* Parsers of untrusted replies. rep: the reply to HMGET key g b c t; pass:
  * the reply to GET key. 1: a record in *ev / *expires_ms; 0: no record;
  * -1: not what sluice writes (wrong type, partial, a number over 64 bytes,
  * not finite, negative weights), to be read as no record. */

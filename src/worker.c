@@ -222,15 +222,20 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	 * unprivileged user: open after both. A store that cannot be opened
 	 * costs reputation and passes, never mail. Redis: one connection per
 	 * worker, made on the loop (it never fails here for want of Redis). */
+	const struct store_params sp = {
+		.rep = { cfg->reputation_halflife_ms, cfg->network_min_addresses,
+			 cfg->network_bad_share, cfg->weight_reputation,
+			 cfg->weight_network, cfg->weight_content },
+		.prefixes = { cfg->ipv4_network_prefix, cfg->ipv6_client_prefix,
+			      cfg->ipv6_network_prefix },
+	};
 	if (cfg->store == CONFIG_STORE_REDIS) {
 		w.sessions.store = store_open_redis(w.base, &cfg->redis_server, cfg->redis_prefix,
-					   cfg->redis_timeout_ms,
-					   cfg->reputation_halflife_ms);
+					   cfg->redis_timeout_ms, &sp);
 		if (!w.sessions.store)
 			log_warn("worker: running without the reputation store");
 	} else {
-		w.sessions.store = store_open_lmdb(cfg->state_dir, w.workq,
-					  cfg->reputation_halflife_ms,
+		w.sessions.store = store_open_lmdb(cfg->state_dir, w.workq, &sp,
 					  WORKER_STORE_MAP_SIZE);
 		if (!w.sessions.store)
 			log_warn("worker: running without the reputation store in %s",

@@ -433,6 +433,26 @@ def postfix_master_cf(port, extra_rows=()):
                    for r in rows)
 
 
+# master.cf rows and main.cf settings of a Postfix instance that sends
+# mail out: everything relayed to [host]:port from bind_address.
+SENDER_MASTER = (
+    ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
+    ("relay", "unix", "-", "-", "n", "-", "-", "smtp"),
+)
+
+
+def sender_extra(host, port, bind_address):
+    return {
+        "myhostname": "sender.test",
+        "virtual_mailbox_domains": "",
+        "virtual_mailbox_maps": "",
+        "default_transport": "smtp",
+        "relay_transport": "relay",
+        "relayhost": "[%s]:%d" % (host, port),
+        "smtp_bind_address": bind_address,
+    }
+
+
 class Postfix:
     """A private Postfix backend rooted at directory d, smtpd on
     127.0.0.1:port. Call write_config() then start(); stop() always."""
@@ -638,9 +658,14 @@ class Dnsmasq:
 
     ZONES = ("example", "test", "127.in-addr.arpa", "bl.test", "wl.test")
 
-    def __init__(self, d, port=None, n_bulk=600, daemon=False):
+    def __init__(self, d, port=None, n_bulk=600, daemon=False, zones=None,
+                 extra=()):
         self.dir = os.path.abspath(d)
         self.port = port or free_port()
+        # Without a zone in local=, dnsmasq (no upstream) answers REFUSED
+        # for names in it that its hosts file does not hold.
+        self.zones = tuple(zones) if zones is not None else self.ZONES
+        self.extra = tuple(extra)  # more dnsmasq.conf lines
         self.n_bulk = n_bulk
         self.daemon = daemon  # demo: detach with a pid file
         self.proc = None
@@ -672,7 +697,7 @@ class Dnsmasq:
             "log-facility=%s" % self.log_path,
             "user=nobody",
         ]
-        lines += ["local=/%s/" % z for z in self.ZONES]
+        lines += ["local=/%s/" % z for z in self.zones]
         lines += [
             # PTR that is not forward-confirmed: 127.0.0.25 -> liar.example
             # (liar.example has no A record).
@@ -687,6 +712,7 @@ class Dnsmasq:
             "host-record=%s.wl.test,127.0.0.2" % _rev(ALLOWLISTED),
             "host-record=%s,%s" % (SLUICE_HOSTNAME, "127.0.0.1"),
         ]
+        lines += list(self.extra)
         # Always a private pid file: the default /var/run/dnsmasq.pid is
         # shared, and two instances starting at once (pytest -n) collide.
         lines.append("pid-file=%s" % self.pid_file)

@@ -2072,9 +2072,15 @@ def test_hostile_087_forward_confirmed_reverse_dns(pf, dsl, fdns):
         rcv = _received_from(m)
         assert "(unknown [%s])" % addr in rcv, (addr, rcv)
     log = pf.maillog()
-    for addr in ("127.0.0.111", "127.0.0.112", "127.0.0.113", "127.0.0.114"):
+    # 111/112 have a name that is not confirmed: [UNAVAILABLE]. evdns
+    # cannot parse the PTR answers of 113/114 at all, and an unparsable
+    # answer is the resolver's failure, [TEMPUNAVAIL] (issue 9): a client
+    # controlling its PTR zone gains nothing by it that a SERVFAIL from
+    # its own server would not give it too.
+    for addr, name in (("127.0.0.111", "UNAVAILABLE"), ("127.0.0.112", "UNAVAILABLE"),
+                       ("127.0.0.113", "TEMPUNAVAIL"), ("127.0.0.114", "TEMPUNAVAIL")):
         assert re.search(r"client=unknown\[%s\]" % re.escape(addr), log), addr
-        assert re.search(r"client=%s port=\d+ name=\[UNAVAILABLE\] " % re.escape(addr),
+        assert re.search(r"client=%s port=\d+ name=\[%s\] " % (re.escape(addr), name),
                          dsl.log()), addr
     assert "Bad NAME syntax" not in log
     assert "\x1b" not in log and "\x1b" not in dsl.log()

@@ -34,6 +34,16 @@ NO_PTR = harness.NO_PTR_ADDRS[0]  # 127.0.0.66: NOPTR, weight 1
 CLEAN = harness.bulk_client_addrs(3)  # FCrDNS names, another /24
 
 
+def net_key(client):
+    """The Redis key of an IPv4 client's /24 (store_redis.c layout)."""
+    return "sluice:rep:{%s.0/24}" % client.rsplit(".", 1)[0]
+
+
+def rep_key(client):
+    """The client's own record: hash-tagged with its network."""
+    return net_key(client) + client
+
+
 # ------------------------------------------------------------ redis-server
 
 class RedisServer:
@@ -321,22 +331,32 @@ def test_redis_hostile_110_redis_loses_writes(postfix, sluices, redis_server):
     assert took >= GREET_WAIT - 0.25, took
     # Clean and delivered: A grants a pass and records a delivery.
     assert wait_key(r, "sluice:pass:%s" % client), r.cmd("KEYS", "*")
-    assert wait_key(r, "sluice:rep:%s" % client), r.cmd("KEYS", "*")
+    assert wait_key(r, rep_key(client)), r.cmd("KEYS", "*")
     expires = int(r.cmd("GET", "sluice:pass:%s" % client))
     assert expires > time.time() * 1000, expires
     assert 0 < r.cmd("PTTL", "sluice:pass:%s" % client) <= 86400 * 1000
-    good, bad, t = r.cmd("HMGET", "sluice:rep:%s" % client, "g", "b", "t")
-    assert float(good) == 1.0 and float(bad) == 0.0, (good, bad, t)
-    assert r.cmd("PTTL", "sluice:rep:%s" % client) > 0  # decays away
+    good, bad, content, t = r.cmd("HMGET", rep_key(client), "g", "b", "c", "t")
+    assert float(good) == 1.0 and float(bad) == 0.0 and float(content) == 0.0, \
+        (good, bad, content, t)
+    # The /24 counts distinct addresses: one good one.
+    assert float(r.cmd("HGET", net_key(client), "g")) == 1.0
+    assert r.cmd("PTTL", rep_key(client)) > 0  # decays away
     # Redis holds reputation and passes, nothing else (no delivery state).
     keys = r.cmd("KEYS", "*")
-    assert keys and all(re.match(r"^sluice:(rep|pass):[0-9./]+$", k) for k in keys), keys
+    assert keys and all(re.match(r"^sluice:(rep|pass):[0-9./{}]+$", k) for k in keys), keys
 
     # At B the pass written by A holds: greeted at once.
     toks.append(token("b1"))
     took = deliver(b, client, toks[-1])
     assert took < GREET_WAIT - 0.5, took
     assert [l for l in session_log(b, client) if " PASS " in l], session_log(b, client)
+    # Two deliveries of one client: its record counts both, its /24 counts
+    # the client once (the Lua script's distinct-address rule).
+    assert harness.wait_until(
+        lambda: float(r.cmd("HGET", rep_key(client), "g") or 0) > 1.99, 10), \
+        r.cmd("HGETALL", rep_key(client))
+    assert abs(float(r.cmd("HGET", net_key(client), "g")) - 1.0) < 0.01, \
+        r.cmd("HGETALL", net_key(client))
 
     # Redis loses every write: only the classification changes.
     assert r.cmd("FLUSHALL") == "OK"
@@ -448,8 +468,9 @@ def test_redis_hostile_111_redis_down_or_slow(postfix, sluices, redis_server):
 
 @pytest.mark.deadline(120)
 def test_redis_shared_reputation_shapes_at_other_sluice(postfix, sluices, redis_server):
-    """Recipients refused at sluice A are bad evidence in Redis; the same
-    client is then shaped at sluice B, and a clean client is not."""
+    """Harvesting at sluice A (every recipient refused as unknown, 5.1.1)
+    is bad evidence in Redis; the same client is then shaped at sluice B,
+    and a clean client is not."""
     pf = postfix()
     r = redis_server()
     a = sluices(pf, "a", r)
@@ -464,17 +485,18 @@ def test_redis_shared_reputation_shapes_at_other_sluice(postfix, sluices, redis_
             assert code == 550 and text[0].startswith("5.1.1"), (code, text)
         code, text = c.cmd("QUIT")
         assert code == 221, (code, text)
-    # Four refusals, half a point each, for the address and its /24.
-    key = "sluice:rep:%s" % NO_PTR
+    # Four of four unknown: one harvesting outcome for the address, and
+    # one bad address for its /24.
+    key = rep_key(NO_PTR)
 
     def bad_weight():
-        v = r.cmd("HMGET", key, "g", "b", "t")
-        return v[1] is not None and float(v[1]) >= 1.99
+        v = r.cmd("HMGET", key, "g", "b", "c", "t")
+        return v[1] is not None and float(v[1]) >= 0.99
     assert harness.wait_until(bad_weight, 10), r.cmd("HGETALL", key)
-    assert r.cmd("EXISTS", "sluice:rep:127.0.0.0/24") == 1
+    assert float(r.cmd("HGET", net_key(NO_PTR), "b")) >= 0.99
     assert not [l for l in session_log(a, NO_PTR) if " SHAPED " in l]
 
-    # At B: reputation -0.67 (weight 2) + NOPTR (1) = the threshold.
+    # At B: reputation -0.5 (weight 2) + NOPTR (1) = the threshold.
     with SmtpRaw(b.host, b.port, source=NO_PTR, timeout=30) as c:
         assert c.read_reply(20)[0] == 220
     assert wait_log(b, r"client=%s REPUTATION weight=2 " % re.escape(NO_PTR), 10), \
@@ -499,8 +521,8 @@ def test_redis_hostile_111_garbage_records_read_as_none(postfix, sluices, redis_
     r = redis_server()
     sl = sluices(pf, "a", r)
     client = CLEAN[1]
-    r.cmd("SET", "sluice:rep:%s" % client, "not a hash")
-    r.cmd("HSET", "sluice:rep:127.0.1.0/24", "g", "nan", "b", "1", "t", "1")
+    r.cmd("SET", rep_key(client), "not a hash")
+    r.cmd("HSET", net_key(client), "g", "nan", "b", "1", "c", "0", "t", "1")
     r.cmd("RPUSH", "sluice:pass:%s" % client, "x")
     tok = token("garbage")
     took = deliver(sl, client, tok)
@@ -513,8 +535,8 @@ def test_redis_hostile_111_garbage_records_read_as_none(postfix, sluices, redis_
     assert harness.wait_until(
         lambda: r.cmd("TYPE", "sluice:pass:%s" % client) == "string", 10)
     assert harness.wait_until(
-        lambda: r.cmd("HGET", "sluice:rep:%s" % client, "g") == "1", 10)
-    r.cmd("HSET", "sluice:rep:%s" % client, "g", "9" * 80)
+        lambda: r.cmd("HGET", rep_key(client), "g") == "1", 10)
+    r.cmd("HSET", rep_key(client), "g", "9" * 80)
     tok2 = token("garbage2")
     deliver(sl, client, tok2)  # the pass is sluice's own again
     assert metrics(sl)["bad_replies_total"] >= 4

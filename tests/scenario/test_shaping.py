@@ -505,25 +505,15 @@ def test_shape_04_patient_delivers_impatient_hangs_up(postfix, sluice):
 
 # ------------------------------- 05 a real Postfix sender is patient enough
 
-SENDER_MASTER = (
-    ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
-    ("relay", "unix", "-", "-", "n", "-", "-", "smtp"),
-)
+SENDER_MASTER = harness.SENDER_MASTER
 
 
 @pytest.mark.deadline(170)
 def test_shape_05_postfix_sender_delivers_1mb_while_shaped(postfix, sluice):
     pf = postfix()
     sl = sluice(pf, **shaping(greet_wait="6s", shape_time="60s"))
-    sender = postfix(name="sender", master_extra=SENDER_MASTER, extra={
-        "myhostname": "sender.test",
-        "virtual_mailbox_domains": "",
-        "virtual_mailbox_maps": "",
-        "default_transport": "smtp",
-        "relay_transport": "relay",
-        "relayhost": "[%s]:%d" % (sl.host, sl.port),
-        "smtp_bind_address": BLOCKLISTED,
-    })
+    sender = postfix(name="sender", master_extra=SENDER_MASTER,
+                     extra=harness.sender_extra(sl.host, sl.port, BLOCKLISTED))
     tok = token("05")
     body = b"".join(b"%06d %s\n" % (i, b"x" * 69) for i in range(13500))
     assert len(body) >= 1000000

@@ -1,9 +1,10 @@
 /*
  * Unit tests for reputation, the arithmetic every store shares, alone (no
- * store, no loop, no clock): the decay table; scores and the combination
- * of an address's and its network's evidence (the network holds back,
- * never vouches); the weights per event; read-decay-add; staleness for
- * the prune; the pass rules (expiry, a grant never shortens).
+ * store, no loop, no clock): the decay table; keys by family and prefix;
+ * a network gains each address once per kind; a network counts only with
+ * enough distinct bad addresses outweighing its good ones; content
+ * refusals shape once and add up only when repeated, and decay; damaged
+ * records; staleness for the prune; the pass rules.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +12,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <float.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <string.h>
 
 #include "reputation.h"
@@ -20,6 +23,30 @@
 
 #define DAY_MS (24L * 3600 * 1000)
 #define EPS 1e-12
+#define H 3600000L /* half-life: one hour */
+#define T0 1700000000000LL
+
+static const struct reputation_prefixes prefixes = { 24, 64, 48 };
+static const struct reputation_params params = {
+	.halflife_ms = H, .network_min_addresses = 5, .network_bad_share = 10,
+	.weight_reputation = 3, .weight_network = 2, .weight_content = 3 };
+
+/* One event on (host, net), as a store applies it. */
+static void apply(struct reputation_evidence *host, struct reputation_evidence *net,
+		  enum reputation_event ev, long long at)
+{
+	struct reputation_delta d;
+	assert_true(reputation_delta(ev, &d));
+	reputation_apply(host, net, &d, at, H, host, net);
+}
+
+static struct ipaddr ip(const char *text)
+{
+	struct ipaddr a = { 0 };
+	a.family = strchr(text, ':') ? AF_INET6 : AF_INET;
+	assert_int_equal(inet_pton(a.family, text, a.b), 1);
+	return a;
+}
 
 static void test_decay_table(void **state)
 {
@@ -52,101 +79,173 @@ static void test_decay_table(void **state)
 	}
 }
 
-static void test_score(void **state)
+static void test_keys(void **state)
 {
-	const long h = 1000;
-	const long long now = 1000000;
-	struct reputation_evidence none = { 0, 0, now };
-	struct reputation_evidence good1 = { 1, 0, now };
-	struct reputation_evidence bad3 = { 0, 3, now };
-	struct reputation_evidence huge = { DBL_MAX, DBL_MAX, now };
-	struct reputation_evidence old_bad2 = { 0, 2, now - 2 * h };
+	struct reputation_keys k;
+	struct ipaddr a = ip("192.0.2.77");
+	assert_true(reputation_keys(&a, &prefixes, &k));
+	assert_int_equal(k.host_bits, 32);
+	assert_int_equal(k.net_bits, 24);
+	assert_memory_equal(k.host.b, "\xc0\x00\x02\x4d", 4);
+	assert_memory_equal(k.net.b, "\xc0\x00\x02\x00", 4);
 
-	assert_true(reputation_score(&none, now, h) == 0);
-	assert_true(fabs(reputation_score(&good1, now, h) - 0.5) < EPS);
-	assert_true(fabs(reputation_score(&bad3, now, h) + 0.75) < EPS);
-	/* inf/inf is not a number: reads as unknown. */
-	assert_true(reputation_score(&huge, now, h) == 0);
-	/* Decayed to now: 2 * 1/4 = 0.5 bad. */
-	assert_true(fabs(reputation_score(&old_bad2, now, h) + 1.0 / 3) < EPS);
+	a = ip("2001:db8:1:2:3:4:5:6");
+	assert_true(reputation_keys(&a, &prefixes, &k));
+	assert_int_equal(k.host_bits, 64);
+	assert_memory_equal(k.host.b, "\x20\x01\x0d\xb8\x00\x01\x00\x02\0\0\0\0\0\0\0\0", 16);
+	assert_int_equal(k.net_bits, 48);
+	assert_memory_equal(k.net.b, "\x20\x01\x0d\xb8\x00\x01\0\0\0\0\0\0\0\0\0\0", 16);
+	/* Two hosts of one /64 are one client. */
+	struct reputation_keys k2;
+	struct ipaddr b = ip("2001:db8:1:2:ffff::1");
+	assert_true(reputation_keys(&b, &prefixes, &k2));
+	assert_memory_equal(&k.host, &k2.host, sizeof k.host);
+
+	/* An odd prefix masks inside a byte; nonsense prefixes are refused. */
+	struct reputation_prefixes odd = { 20, 64, 48 };
+	a = ip("192.0.255.77");
+	assert_true(reputation_keys(&a, &odd, &k));
+	assert_memory_equal(k.net.b, "\xc0\x00\xf0\x00", 4);
+	struct reputation_prefixes bad = { 33, 64, 48 };
+	assert_false(reputation_keys(&a, &bad, &k));
+	struct reputation_prefixes bad6 = { 24, 48, 64 };
+	b = ip("2001:db8::1");
+	assert_false(reputation_keys(&b, &bad6, &k));
+	struct ipaddr none = { 0 };
+	assert_false(reputation_keys(&none, &prefixes, &k));
 }
 
-static void test_combine(void **state)
+static void test_one_address_counts_once(void **state)
 {
-	const long h = 1000;
-	const long long now = 1000000;
-	struct reputation_evidence bad2 = { 0, 2, now };
-	struct reputation_evidence bad2_old = { 0, 2, now - h }; /* decays to 1 */
-	struct reputation_evidence good1 = { 1, 0, now };
-	struct reputation_evidence net_weak = { 0, 2.8, now };    /* no say */
-	struct reputation_evidence net_bad = { 0, 3, now };
-	struct reputation_evidence net_good = { 10, 0, now };
-
-	assert_true(reputation_combine(NULL, NULL, now, h) == 0);
-	assert_true(fabs(reputation_combine(&bad2, NULL, now, h) + 2.0 / 3) < EPS);
-	assert_true(fabs(reputation_combine(&bad2_old, NULL, now, h) + 0.5) < EPS);
-	assert_true(fabs(reputation_combine(&good1, NULL, now, h) - 0.5) < EPS);
-	assert_true(reputation_combine(NULL, &net_weak, now, h) == 0);
-	assert_true(fabs(reputation_combine(&good1, &net_bad, now, h) + 0.75) < EPS);
-	/* A good network never vouches for an unknown address. */
-	assert_true(reputation_combine(NULL, &net_good, now, h) == 0);
-	/* Three events in the network decayed by a millisecond still count. */
-	struct reputation_evidence net3 = { 0, 3, now - 1 };
-	assert_true(reputation_combine(NULL, &net3, now, 7 * DAY_MS) < -0.7);
+	struct reputation_evidence host = { 0 }, net = { 0 };
+	struct reputation_verdict v;
+	for (int i = 0; i < 50; i++)
+		apply(&host, &net, REPUTATION_HANGUP_SHAPED, T0 + i);
+	assert_true(net.bad > 0.99 && net.bad < 1.01);
+	assert_true(host.bad > 49);
+	reputation_weigh(NULL, &net, T0 + 100, &params, &v);
+	assert_int_equal(v.reputation, 0); /* one bad neighbour taints nobody */
+	reputation_weigh(&host, &net, T0 + 100, &params, &v);
+	assert_int_equal(v.reputation, 3); /* but the address itself */
+	assert_false(v.net_reputation);
+	/* One hang-up: (0 - 1) / 2 = -0.5, times 3. */
+	struct reputation_evidence one = { 0 }, onet = { 0 };
+	apply(&one, &onet, REPUTATION_EARLY_CLOSE, T0);
+	reputation_weigh(&one, NULL, T0, &params, &v);
+	assert_int_equal(v.reputation, 2);
+	/* Deliveries outweigh it. */
+	apply(&one, &onet, REPUTATION_DELIVERED, T0);
+	apply(&one, &onet, REPUTATION_DELIVERED, T0);
+	reputation_weigh(&one, NULL, T0, &params, &v);
+	assert_int_equal(v.reputation, 0);
+	struct reputation_delta d;
+	assert_false(reputation_delta(REPUTATION_EVENT_COUNT, &d));
 }
 
-static void test_weights(void **state)
+static void test_network_needs_distinct_addresses_outweighing_good(void **state)
 {
-	static const struct {
-		enum reputation_event ev;
-		double good, bad;
-	} rows[] = {
-		{ REPUTATION_DELIVERED, 1, 0 },
-		{ REPUTATION_RCPT_REFUSED, 0, 0.5 },
-		{ REPUTATION_MSG_REFUSED, 0, 1 },
-		{ REPUTATION_BAD_SIGNAL, 0, 0.5 },
-		{ REPUTATION_HANGUP_SHAPED, 0, 1 },
-	};
-	double g, b;
-
-	assert_int_equal(UNIT_NELEM(rows), REPUTATION_EVENT_COUNT);
-	for (size_t i = 0; i < UNIT_NELEM(rows); i++) {
-		assert_true(reputation_weights(rows[i].ev, &g, &b));
-		assert_true(g == rows[i].good && b == rows[i].bad);
-		assert_string_not_equal(reputation_event_name(rows[i].ev), "?");
+	struct reputation_evidence net = { 0 }, host;
+	struct reputation_verdict v;
+	for (int i = 0; i < 200; i++) { /* 200 distinct good addresses */
+		host = (struct reputation_evidence){ 0 };
+		apply(&host, &net, REPUTATION_DELIVERED, T0 + i);
 	}
-	assert_false(reputation_weights((enum reputation_event)99, &g, &b));
-	assert_false(reputation_weights((enum reputation_event)-1, &g, &b));
-	assert_string_equal(reputation_event_name((enum reputation_event)99), "?");
+	for (int i = 0; i < 19; i++) {
+		host = (struct reputation_evidence){ 0 };
+		apply(&host, &net, REPUTATION_HANGUP_SHAPED, T0 + 1000 + i);
+	}
+	reputation_weigh(NULL, &net, T0 + 2000, &params, &v);
+	assert_int_equal(v.reputation, 0); /* 19 < 10 % of 200 */
+	host = (struct reputation_evidence){ 0 };
+	apply(&host, &net, REPUTATION_HANGUP_SHAPED, T0 + 1500);
+	reputation_weigh(NULL, &net, T0 + 2000, &params, &v);
+	assert_int_equal(v.reputation, 2);
+	assert_true(v.net_reputation);
+	assert_int_equal(v.content, 0);
+
+	/* Fewer than network_min_addresses never count, good or not. */
+	struct reputation_evidence small = { 0 };
+	for (int i = 0; i < 4; i++) {
+		host = (struct reputation_evidence){ 0 };
+		apply(&host, &small, REPUTATION_EARLY_CLOSE, T0);
+	}
+	reputation_weigh(NULL, &small, T0, &params, &v);
+	assert_int_equal(v.reputation, 0);
+	host = (struct reputation_evidence){ 0 };
+	apply(&host, &small, REPUTATION_HARVEST, T0);
+	reputation_weigh(NULL, &small, T0 + 10, &params, &v);
+	assert_int_equal(v.reputation, 2);
+	/* Decay: two half-lives later 5 addresses weigh 1.25. */
+	reputation_weigh(NULL, &small, T0 + 2 * H, &params, &v);
+	assert_int_equal(v.reputation, 0);
 }
 
-static void test_add(void **state)
+static void test_content_shapes_once_adds_up_when_repeated_decays(void **state)
 {
-	const long h = 1000;
-	struct reputation_evidence r;
+	struct reputation_evidence host = { 0 }, net = { 0 };
+	struct reputation_verdict v;
+	apply(&host, &net, REPUTATION_DELIVERED, T0);
+	apply(&host, &net, REPUTATION_CONTENT_REFUSED, T0 + 1);
+	reputation_weigh(&host, &net, T0 + 2, &params, &v);
+	assert_int_equal(v.content, 3);
+	assert_int_equal(v.reputation, 0);
+	assert_false(v.net_content); /* one address: only itself */
+	reputation_weigh(&host, &net, T0 + H - 1000, &params, &v);
+	assert_int_equal(v.content, 3);       /* within a half-life */
+	reputation_weigh(&host, &net, T0 + H + 60000, &params, &v);
+	assert_int_equal(v.content, 0);       /* decayed: recovered */
+	apply(&host, &net, REPUTATION_CONTENT_REFUSED, T0 + 10);
+	apply(&host, &net, REPUTATION_CONTENT_REFUSED, T0 + 20);
+	reputation_weigh(&host, &net, T0 + 30, &params, &v);
+	assert_int_equal(v.content, 9);       /* repeated: can reach reject */
+	assert_true(net.content > 0.99 && net.content < 1.01);
 
-	/* No record: the weights, stamped now. */
-	r = reputation_add(NULL, 0, 1, 5000, h);
-	assert_true(r.good == 0 && r.bad == 1 && r.updated_ms == 5000);
-	/* A record one half-life old: halved, then added. */
-	struct reputation_evidence old = { 2, 4, 4000 };
-	r = reputation_add(&old, 1, 0, 5000, h);
-	assert_true(fabs(r.good - 2) < EPS && fabs(r.bad - 2) < EPS);
-	assert_int_equal(r.updated_ms, 5000);
-	/* A record from the future (another process's clock): kept as is,
-	 * and its later time stays. */
-	struct reputation_evidence later = { 1, 1, 9000 };
-	r = reputation_add(&later, 1, 0, 5000, h);
-	assert_true(r.good == 2 && r.bad == 1 && r.updated_ms == 9000);
+	/* Distinct refused addresses shape their network's new addresses. */
+	for (int i = 0; i < 4; i++) {
+		struct reputation_evidence h = { 0 };
+		apply(&h, &net, REPUTATION_CONTENT_REFUSED, T0 + 40 + i);
+	}
+	reputation_weigh(NULL, &net, T0 + 50, &params, &v);
+	assert_int_equal(v.content, 3);
+	assert_true(v.net_content);
+}
+
+static void test_apply_stamps_and_damaged_records(void **state)
+{
+	struct reputation_evidence old = { 4, 0, 0, T0 }, out, nout;
+	struct reputation_delta d;
+	assert_true(reputation_delta(REPUTATION_DELIVERED, &d));
+	reputation_apply(&old, NULL, &d, T0 + 2 * H, H, &out, &nout);
+	assert_true(fabs(out.good - 2.0) < EPS && out.updated_ms == T0 + 2 * H);
+	assert_true(nout.good == 0 && nout.updated_ms == T0 + 2 * H);
+	/* A later stamp (another writer's clock) stays. */
+	struct reputation_evidence later = { 1, 0, 0, T0 + 5000 };
+	reputation_apply(&later, NULL, &d, T0, H, &out, &nout);
+	assert_true(out.good == 2 && out.updated_ms == T0 + 5000);
+
+	struct reputation_evidence bad = { -1, 0, 0, T0 };
+	struct reputation_verdict v;
+	reputation_weigh(&bad, &bad, T0, &params, &v);
+	assert_int_equal(v.reputation, 0);
+	assert_int_equal(v.content, 0);
+	struct reputation_evidence huge = { 0, 1e300, 1e300, T0 };
+	reputation_weigh(&huge, NULL, T0, &params, &v);
+	assert_int_equal(v.reputation, 3);
+	assert_int_equal(v.content, 1000000);
+	struct reputation_evidence nan_ = { DBL_MAX, DBL_MAX, 0, T0 };
+	reputation_weigh(&nan_, NULL, T0, &params, &v); /* inf/inf: unknown */
+	assert_int_equal(v.reputation, 0);
+	assert_string_equal(reputation_event_name(REPUTATION_CONTENT_REFUSED), "content");
+	assert_string_equal(reputation_event_name(REPUTATION_EVENT_COUNT), "?");
 }
 
 static void test_valid_and_stale(void **state)
 {
 	const long h = 1000;
-	struct reputation_evidence ok = { 1, 0, 0 };
-	struct reputation_evidence neg = { -1, 0, 0 };
-	struct reputation_evidence nan_ = { NAN, 0, 0 };
-	struct reputation_evidence inf = { 0, INFINITY, 0 };
+	struct reputation_evidence ok = { 1, 0, 0, 0 };
+	struct reputation_evidence neg = { -1, 0, 0, 0 };
+	struct reputation_evidence nan_ = { NAN, 0, 0, 0 };
+	struct reputation_evidence inf = { 0, 0, INFINITY, 0 };
 
 	assert_true(reputation_valid(&ok));
 	assert_false(reputation_valid(&neg));
@@ -173,10 +272,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decay_table),
-		cmocka_unit_test(test_score),
-		cmocka_unit_test(test_combine),
-		cmocka_unit_test(test_weights),
-		cmocka_unit_test(test_add),
+		cmocka_unit_test(test_keys),
+		cmocka_unit_test(test_one_address_counts_once),
+		cmocka_unit_test(test_network_needs_distinct_addresses_outweighing_good),
+		cmocka_unit_test(test_content_shapes_once_adds_up_when_repeated_decays),
+		cmocka_unit_test(test_apply_stamps_and_damaged_records),
 		cmocka_unit_test(test_valid_and_stale),
 		cmocka_unit_test(test_pass),
 	};

@@ -38,14 +38,23 @@
 
 /* ---- keys ------------------------------------------------------------- */
 
+static const struct store_params params = {
+	.rep = { 1000, 5, 10, 3, 2, 3 },
+	.prefixes = { 24, 64, 48 },
+};
+
 /* The keys of a socket address as the facade hands it over: through
- * ipaddr (IPv4-mapped unwrapped, anything not IP refused). */
+ * ipaddr (IPv4-mapped unwrapped, anything not IP refused) and
+ * reputation_keys (the client and its network). */
 static bool keys(const char *prefix, const struct sockaddr *sa,
 		 struct store_redis_keys *k)
 {
 	struct ipaddr a;
+	struct reputation_keys rk;
 
-	return ipaddr_from_sockaddr(sa, &a) && store_redis_keys(prefix, &a, k);
+	return ipaddr_from_sockaddr(sa, &a) &&
+	       reputation_keys(&a, &params.prefixes, &rk) &&
+	       store_redis_keys(prefix, &rk, k);
 }
 
 static void test_keys(void **state)
@@ -53,18 +62,19 @@ static void test_keys(void **state)
 	static const struct {
 		const char *prefix, *ip, *host, *net, *pass;
 	} rows[] = {
-		{ "sluice:", "192.0.2.1", "sluice:rep:192.0.2.1",
-		  "sluice:rep:192.0.2.0/24", "sluice:pass:192.0.2.1" },
-		{ "", "10.1.2.255", "rep:10.1.2.255", "rep:10.1.2.0/24",
+		{ "sluice:", "192.0.2.1", "sluice:rep:{192.0.2.0/24}192.0.2.1",
+		  "sluice:rep:{192.0.2.0/24}", "sluice:pass:192.0.2.1" },
+		{ "", "10.1.2.255", "rep:{10.1.2.0/24}10.1.2.255", "rep:{10.1.2.0/24}",
 		  "pass:10.1.2.255" },
-		{ "x:", "::ffff:192.0.2.7", "x:rep:192.0.2.7",
-		  "x:rep:192.0.2.0/24", "x:pass:192.0.2.7" },
-		{ "x:", "2001:db8:1:2:3:4:5:6", "x:rep:2001:db8:1:2:3:4:5:6",
-		  "x:rep:2001:db8:1:2::/64", "x:pass:2001:db8:1:2:3:4:5:6" },
+		{ "x:", "::ffff:192.0.2.7", "x:rep:{192.0.2.0/24}192.0.2.7",
+		  "x:rep:{192.0.2.0/24}", "x:pass:192.0.2.7" },
+		/* IPv6: the client is its /64, its network the /48. */
+		{ "x:", "2001:db8:1:2:3:4:5:6", "x:rep:{2001:db8:1::/48}2001:db8:1:2::/64",
+		  "x:rep:{2001:db8:1::/48}", "x:pass:2001:db8:1:2::/64" },
 		{ "x:", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-		  "x:rep:ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-		  "x:rep:ffff:ffff:ffff:ffff::/64",
-		  "x:pass:ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
+		  "x:rep:{ffff:ffff:ffff::/48}ffff:ffff:ffff:ffff::/64",
+		  "x:rep:{ffff:ffff:ffff::/48}",
+		  "x:pass:ffff:ffff:ffff:ffff::/64" },
 	};
 	struct sockaddr_storage ss;
 	struct store_redis_keys k;
@@ -80,7 +90,15 @@ static void test_keys(void **state)
 	memset(prefix, 'p', STORE_REDIS_PREFIX_MAX);
 	prefix[STORE_REDIS_PREFIX_MAX] = '\0';
 	assert_true(keys(prefix, unit_sockaddr(&ss, rows[4].ip), &k));
-	assert_int_equal(strlen(k.pass), STORE_REDIS_PREFIX_MAX + 5 + 39);
+	assert_int_equal(strlen(k.host), STORE_REDIS_PREFIX_MAX + strlen(rows[4].host) - 2);
+	/* The longest a key gets: a /127 client in a /120 network. */
+	struct ipaddr wide;
+	struct reputation_keys rk;
+	static const struct reputation_prefixes p127 = { 24, 127, 120 };
+	assert_true(ipaddr_from_sockaddr(unit_sockaddr(&ss, rows[4].ip), &wide));
+	assert_true(reputation_keys(&wide, &p127, &rk));
+	assert_true(store_redis_keys(prefix, &rk, &k));
+	assert_int_equal(strlen(k.host), STORE_REDIS_PREFIX_MAX + 4 + 2 * 43 + 2);
 	prefix[STORE_REDIS_PREFIX_MAX] = 'p';
 	prefix[STORE_REDIS_PREFIX_MAX + 1] = '\0';
 	assert_false(keys(prefix, unit_sockaddr(&ss, "192.0.2.1"), &k));
@@ -88,7 +106,7 @@ static void test_keys(void **state)
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 	assert_false(keys("x", (struct sockaddr *)&un, &k));
 	assert_false(keys("x", NULL, &k));
-	struct ipaddr odd = { .family = AF_UNIX };
+	struct reputation_keys odd = { .host.family = AF_UNIX, .net.family = AF_UNIX };
 	assert_false(store_redis_keys("x", &odd, &k));
 	assert_false(store_redis_keys("x", NULL, &k));
 }
@@ -178,19 +196,34 @@ static void test_parse_rep(void **state)
 	};
 
 	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		redisReply top, els[4], *ptrs[4];
+		redisReply top, els[5], *ptrs[5];
 		memset(&top, 0, sizeof top);
 		top.type = rows[i].array_type;
 		if (top.type == REDIS_REPLY_ARRAY) {
+			/* The rows are g b t; the content counter c goes in
+			 * before t ("0", or NIL where the row is all NIL), so a
+			 * row of 3 is a well-formed reply and one of 4 or 2 is
+			 * not. */
+			size_t n = 0;
+			bool nil = true;
 			for (size_t j = 0; j < rows[i].n; j++)
-				ptrs[j] = mk(&rows[i].el[j], &els[j]);
-			top.elements = rows[i].n;
+				nil = nil && rows[i].el[j].type == N;
+			static const struct rrow zero = { S, "0" }, none = { N, 0 };
+			for (size_t j = 0; j < rows[i].n; j++) {
+				if (j == 2)
+					ptrs[n] = mk(nil ? &none : &zero, &els[n]), n++;
+				ptrs[n] = mk(&rows[i].el[j], &els[n]);
+				n++;
+			}
+			if (rows[i].n == 2) /* no content inserted */
+				n = 2;
+			top.elements = n;
 			top.element = ptrs;
 		} else if (top.type == E) {
 			top.str = (char *)"WRONGTYPE Operation against a key";
 			top.len = strlen(top.str);
 		}
-		struct reputation_evidence ev = { -7, -7, -7 };
+		struct reputation_evidence ev = { -7, -7, -7, -7 };
 		int got = store_redis_parse_rep(&top, &ev);
 		if (got != rows[i].want)
 			fail_msg("%s: got %d want %d", rows[i].name, got, rows[i].want);
@@ -203,6 +236,23 @@ static void test_parse_rep(void **state)
 			fail_msg("%s: wrote the record on failure", rows[i].name);
 	}
 	assert_int_equal(store_redis_parse_rep(NULL, NULL), -1);
+
+	/* The content counter itself. */
+	static const struct rrow good_c[4] = { { S, "1" }, { S, "0" }, { S, "2.5" }, { S, "5" } };
+	static const struct rrow bad_c[4] = { { S, "1" }, { S, "0" }, { S, "-1" }, { S, "5" } };
+	redisReply top, els[4], *ptrs[4];
+	struct reputation_evidence ev;
+	memset(&top, 0, sizeof top);
+	top.type = REDIS_REPLY_ARRAY;
+	top.elements = 4;
+	top.element = ptrs;
+	for (size_t j = 0; j < 4; j++)
+		ptrs[j] = mk(&good_c[j], &els[j]);
+	assert_int_equal(store_redis_parse_rep(&top, &ev), 1);
+	assert_true(ev.content == 2.5 && ev.good == 1 && ev.updated_ms == 5);
+	for (size_t j = 0; j < 4; j++)
+		ptrs[j] = mk(&bad_c[j], &els[j]);
+	assert_int_equal(store_redis_parse_rep(&top, &ev), -1);
 }
 
 static void test_parse_pass(void **state)
@@ -287,7 +337,7 @@ static void fx_server(struct fx *f, bool listening)
 
 struct answers {
 	int calls;
-	double reputation;
+	int reputation;
 	bool pass;
 	struct timespec at;
 };
@@ -296,7 +346,7 @@ static void answer_cb(void *arg, const struct store_answer *a)
 {
 	struct answers *x = arg;
 	x->calls++;
-	x->reputation = a->reputation;
+	x->reputation = a->verdict.reputation + a->verdict.content;
 	x->pass = a->pass;
 	clock_gettime(CLOCK_MONOTONIC, &x->at);
 }
@@ -321,7 +371,7 @@ static void test_nothing_listening_fails_at_once(void **state)
 	struct answers x = { 0 };
 
 	fx_server(f, false);
-	struct store *st = store_open_redis(f->base, &f->ep, "t:", 100, 1000);
+	struct store *st = store_open_redis(f->base, &f->ep, "t:", 100, &params);
 	assert_non_null(st);
 	assert_true(store_async(st));
 	run_for(f, 200); /* the refused connect is seen on the loop */
@@ -331,10 +381,13 @@ static void test_nothing_listening_fails_at_once(void **state)
 			 before + 1);
 	/* Writes are dropped and counted, synchronous reads say "unknown". */
 	long long wf = metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES);
-	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), REPUTATION_MSG_REFUSED);
+	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), REPUTATION_HANGUP_SHAPED);
 	store_pass_grant(st, unit_sockaddr(&ss, "192.0.2.1"), 1000);
-	assert_int_equal(metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES), wf + 3);
-	assert_true(store_reputation(st, unit_sockaddr(&ss, "192.0.2.1")) == 0);
+	/* One script writes the client and its network. */
+	assert_int_equal(metrics_get(METRIC_STORE_REDIS_WRITE_FAILURES), wf + 2);
+	struct reputation_verdict v = { 1, 1, true, true };
+	store_reputation(st, unit_sockaddr(&ss, "192.0.2.1"), &v);
+	assert_true(v.reputation == 0 && v.content == 0);
 	assert_false(store_pass_check(st, unit_sockaddr(&ss, "192.0.2.1")));
 	run_for(f, 300);
 	assert_int_equal(x.calls, 0);
@@ -349,7 +402,7 @@ static void test_silent_server_times_out_once(void **state)
 	struct timespec t0;
 
 	fx_server(f, true);
-	struct store *st = store_open_redis(f->base, &f->ep, "t:", 150, 1000);
+	struct store *st = store_open_redis(f->base, &f->ep, "t:", 150, &params);
 	assert_non_null(st);
 	run_for(f, 50); /* connected: the kernel accepted */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -361,7 +414,7 @@ static void test_silent_server_times_out_once(void **state)
 		store_lookup_start(st, unit_sockaddr(&ss, "192.0.2.2"), answer_cb, &cancelled);
 	assert_non_null(lc);
 	store_lookup_cancel(lc);
-	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), REPUTATION_MSG_REFUSED); /* owed too */
+	store_record(st, unit_sockaddr(&ss, "192.0.2.1"), REPUTATION_HANGUP_SHAPED); /* owed too */
 	assert_int_equal(x.calls, 0); /* never synchronously */
 	run_for(f, 400);
 	assert_int_equal(x.calls, 1);
