@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "proxy_listen.h"
 #include "session.h"
 #include "throttle.h"
 
@@ -27,6 +28,7 @@
 static struct evconnlistener *listeners[CONFIG_LISTEN_MAX];
 static size_t n_listeners;
 static struct event *resume_ev;
+static const struct config *listener_cfg;
 
 int listener_bind(const struct endpoint *ep)
 {
@@ -56,6 +58,14 @@ static void listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	session_accept(fd, addr, (socklen_t)len);
 }
 
+/* A listener in proxy_protocol_listen: the header comes first. */
+static void listener_accept_proxy_cb(struct evconnlistener *l, evutil_socket_t fd,
+				     struct sockaddr *addr, int len, void *arg)
+{
+	proxy_listen_accept(evconnlistener_get_base(l), listener_cfg, fd, addr,
+			    (socklen_t)len);
+}
+
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	for (size_t i = 0; i < n_listeners; i++)
@@ -73,13 +83,17 @@ static void listener_error_cb(struct evconnlistener *l, void *arg)
 	evtimer_add(resume_ev, &tv);
 }
 
-int listener_start(struct event_base *base, const int *fds, size_t n)
+int listener_start(struct event_base *base, const struct config *cfg, const int *fds,
+		   size_t n)
 {
+	listener_cfg = cfg;
 	resume_ev = evtimer_new(base, listener_resume_cb, NULL);
-	if (!resume_ev)
+	if (!resume_ev || proxy_listen_init(cfg) != 0)
 		return -1;
 	for (size_t i = 0; i < n && i < CONFIG_LISTEN_MAX; i++) {
-		listeners[i] = evconnlistener_new(base, listener_accept_cb, NULL,
+		listeners[i] = evconnlistener_new(base, proxy_listen_expects(cfg, i)
+							? listener_accept_proxy_cb
+							: listener_accept_cb, NULL,
 						  LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
 		if (!listeners[i])
 			return -1;

@@ -9,14 +9,17 @@
 
 #include <stddef.h>
 
+struct config;
 struct endpoint;
 struct event_base;
 
 /* Returns a listening, non-blocking fd or -1 (errno set). */
 int listener_bind(const struct endpoint *ep);
 
-/* Accepts on fds into session_accept. 0 or -1. */
-int listener_start(struct event_base *base, const int *fds, size_t n);
+/* Accepts on fds (fds[i] bound to cfg->listen[i]) into session_accept,
+ * through proxy_listen for those in proxy_protocol_listen. 0 or -1. */
+int listener_start(struct event_base *base, const struct config *cfg, const int *fds,
+		   size_t n);
 
 /* Stops accepting for good (drain); the sockets stay open in the
  * supervisor and the slot's next worker. */

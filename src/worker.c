@@ -235,7 +235,7 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	}
 	if (!(w.pool = pool_new()))
 		return 1;
-	if (listener_start(w.base, listen_fds, n_listen) != 0) {
+	if (listener_start(w.base, cfg, listen_fds, n_listen) != 0) {
 		log_err("worker: cannot listen");
 		return 1;
 	}
