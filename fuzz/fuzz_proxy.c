@@ -7,6 +7,7 @@
  * address of the right family and length for PROXY; nothing is taken
  * after the end.
  */
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
