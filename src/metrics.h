@@ -89,7 +89,8 @@ struct endpoint;
 	X(PROXY_REFUSED_UNTRUSTED, "sluice_proxy_refused_total{reason=\"untrusted\"}", "Connections on a PROXY listener closed without a session, by reason", 1) \
 	X(PROXY_REFUSED_INVALID, "sluice_proxy_refused_total{reason=\"invalid\"}", "", 1) \
 	X(PROXY_REFUSED_TIMEOUT, "sluice_proxy_refused_total{reason=\"timeout\"}", "", 1) \
-	X(PROXY_REFUSED_UNSUPPORTED, "sluice_proxy_refused_total{reason=\"unsupported\"}", "", 1)
+	X(PROXY_REFUSED_UNSUPPORTED, "sluice_proxy_refused_total{reason=\"unsupported\"}", "", 1) \
+	X(LOG_DROPPED, "sluice_log_dropped_total", "Log lines dropped: the log destination did not keep up or was gone", 1)
 
 enum metric_id {
 #define METRIC_ENUM(name, m, h, c) METRIC_##name,
