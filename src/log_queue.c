@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -44,6 +45,7 @@
 #include "metrics.h"
 
 #define LOG_QUEUE_RECONNECT_S 1 /* syslog socket: retry at most this often */
+#define LOG_QUEUE_POLL_MS 1000  /* writer's wait for a full syslog socket, per round */
 
 static struct {
 	pthread_mutex_t mu;
@@ -126,8 +128,10 @@ static void lq_write_stderr(const char *p, size_t len)
 	}
 }
 
-/* Returns false when the line could not be delivered. */
-static bool lq_send_syslog(const char *p, size_t len)
+/* Returns false when the line could not be delivered. The socket is
+ * non-blocking: the writer thread (may_wait) waits for room with poll,
+ * the inline path without a thread drops instead. */
+static bool lq_send_syslog(const char *p, size_t len, bool may_wait)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (lq.fd < 0) {
@@ -137,7 +141,7 @@ static bool lq_send_syslog(const char *p, size_t len)
 			lq.next_connect = now + LOG_QUEUE_RECONNECT_S;
 			struct sockaddr_un sun = { .sun_family = AF_UNIX };
 			memcpy(sun.sun_path, lq.path, sizeof sun.sun_path);
-			lq.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+			lq.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 			if (lq.fd < 0)
 				return false;
 			if (connect(lq.fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
@@ -147,11 +151,20 @@ static bool lq_send_syslog(const char *p, size_t len)
 			}
 		}
 		ssize_t n;
-		do
+		for (;;) {
 			n = send(lq.fd, p, len, MSG_NOSIGNAL);
-		while (n < 0 && errno == EINTR);
-		if (n >= 0)
-			return true;
+			if (n >= 0)
+				return true;
+			if (errno == EINTR)
+				continue;
+			if ((errno != EAGAIN && errno != EWOULDBLOCK) || !may_wait)
+				break;
+			struct pollfd pfd = { .fd = lq.fd, .events = POLLOUT };
+			if (poll(&pfd, 1, LOG_QUEUE_POLL_MS) < 0 && errno != EINTR)
+				break;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return false; /* full, and not ours to wait: drop */
 		/* The syslog daemon restarted (its socket is a new one):
 		 * reconnect once, at once. */
 		close(lq.fd);
@@ -161,11 +174,11 @@ static bool lq_send_syslog(const char *p, size_t len)
 	return false;
 }
 
-static void lq_output(const char *p, size_t len)
+static void lq_output(const char *p, size_t len, bool may_wait)
 {
 	if (lq.dest == LOG_QUEUE_STDERR) {
 		lq_write_stderr(p, len);
-	} else if (!lq_send_syslog(p, len)) {
+	} else if (!lq_send_syslog(p, len, may_wait)) {
 		pthread_mutex_lock(&lq.mu);
 		lq.dropped++;
 		pthread_mutex_unlock(&lq.mu);
@@ -213,7 +226,7 @@ static void *lq_writer(void *arg)
 		if (report)
 			lq.reported = lq.dropped;
 		pthread_mutex_unlock(&lq.mu);
-		lq_output(line, len);
+		lq_output(line, len, true);
 		/* Caught up after losing lines: say how many, once. */
 		if (report)
 			log_warn("log: %llu lines dropped: the log destination did "
@@ -258,7 +271,7 @@ void log_queue_put(const char *line, size_t len)
 	if (lq.writer_pid != getpid() && !lq_start_writer()) {
 		/* No thread to be had: write inline, as before the queue. */
 		pthread_mutex_unlock(&lq.mu);
-		lq_output(line, len);
+		lq_output(line, len, false);
 		return;
 	}
 	if (LOG_QUEUE_BYTES - lq.used < len + 2) {
