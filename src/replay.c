@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "backend_warn.h"
 #include "config.h"
 #include "log.h"
 #include "pool.h"
@@ -253,6 +254,8 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 			replay_finish(r, false);
 			return;
 		}
+		backend_warn_xclient_refused(c, reply->enhanced, reply->text,
+					     r->id->family == AF_INET6);
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}
@@ -283,6 +286,8 @@ static void replay_identify(struct replay *r)
 		log_warn("replay: session=%llu mail server does not offer XCLIENT "
 			 "(ADDR) to sluice; refusing to relay without it",
 			 r->id->session_id);
+		backend_warn_seen(BACKEND_PROBLEM_XCLIENT_NOT_OFFERED, r->b->xclient
+				  ? r->b->xclient_attrs : "no XCLIENT in EHLO");
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}
