@@ -35,8 +35,6 @@ static const char proxy_v1_prefix[] = "PROXY ";
 #define PROXY_V2_AF_INET 0x1
 #define PROXY_V2_AF_INET6 0x2
 #define PROXY_V2_STREAM 0x1
-#define PROXY_V2_INET_LEN 12  /* 2 x 4 address bytes + 2 x 2 port bytes */
-#define PROXY_V2_INET6_LEN 36 /* 2 x 16 + 2 x 2 */
 #define PROXY_V2_TLV_HDR 3    /* type, 16-bit length */
 
 void proxy_proto_init(struct proxy_proto *p)
@@ -189,6 +187,24 @@ static uint16_t proxy_be16(const uint8_t *b)
 	return (uint16_t)((b[0] << 8) | b[1]);
 }
 
+/* One endpoint of family af from v2 body bytes (network order). */
+static void proxy_v2_endpoint(struct sockaddr_storage *ss, int af, const uint8_t *addr,
+			      const uint8_t *port)
+{
+	memset(ss, 0, sizeof *ss);
+	if (af == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+		in->sin_family = AF_INET;
+		memcpy(&in->sin_addr, addr, 4);
+		memcpy(&in->sin_port, port, 2);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+		in6->sin6_family = AF_INET6;
+		memcpy(&in6->sin6_addr, addr, 16);
+		memcpy(&in6->sin6_port, port, 2);
+	}
+}
+
 /* The complete v2 header is in p->buf[0 .. p->need). */
 static enum proxy_proto_rc proxy_v2_decode(struct proxy_proto *p)
 {
@@ -204,37 +220,27 @@ static enum proxy_proto_rc proxy_v2_decode(struct proxy_proto *p)
 		return PROXY_PROTO_DONE;
 	}
 	p->cmd = PROXY_CMD_UNKNOWN;
+	int af;
+	size_t asize;
 	if (proto == PROXY_V2_STREAM && fam == PROXY_V2_AF_INET) {
-		alen = PROXY_V2_INET_LEN;
-		if (blen < alen)
-			return PROXY_PROTO_INVALID;
-		struct sockaddr_in *s = (struct sockaddr_in *)&p->src;
-		struct sockaddr_in *d = (struct sockaddr_in *)&p->dst;
-		s->sin_family = d->sin_family = AF_INET;
-		memcpy(&s->sin_addr, body, 4);
-		memcpy(&d->sin_addr, body + 4, 4);
-		memcpy(&s->sin_port, body + 8, 2);
-		memcpy(&d->sin_port, body + 10, 2);
-		p->addr_len = sizeof *s;
-		p->cmd = PROXY_CMD_PROXY;
+		af = AF_INET;
+		asize = 4;
 	} else if (proto == PROXY_V2_STREAM && fam == PROXY_V2_AF_INET6) {
-		alen = PROXY_V2_INET6_LEN;
-		if (blen < alen)
-			return PROXY_PROTO_INVALID;
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&p->src;
-		struct sockaddr_in6 *d = (struct sockaddr_in6 *)&p->dst;
-		s->sin6_family = d->sin6_family = AF_INET6;
-		memcpy(&s->sin6_addr, body, 16);
-		memcpy(&d->sin6_addr, body + 16, 16);
-		memcpy(&s->sin6_port, body + 32, 2);
-		memcpy(&d->sin6_port, body + 34, 2);
-		p->addr_len = sizeof *s;
-		p->cmd = PROXY_CMD_PROXY;
+		af = AF_INET6;
+		asize = 16;
 	} else {
 		/* UNSPEC, UNIX or datagram: no TCP client address to use. The
 		 * TLVs cannot be found without knowing the address size. */
 		return PROXY_PROTO_DONE;
 	}
+	/* src addr, dst addr, src port, dst port */
+	alen = 2 * asize + 4;
+	if (blen < alen)
+		return PROXY_PROTO_INVALID;
+	proxy_v2_endpoint(&p->src, af, body, body + 2 * asize);
+	proxy_v2_endpoint(&p->dst, af, body + asize, body + 2 * asize + 2);
+	p->addr_len = af == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	p->cmd = PROXY_CMD_PROXY;
 	/* TLVs fill the rest exactly; a malformed one means a broken sender. */
 	size_t off = alen;
 	while (off < blen) {

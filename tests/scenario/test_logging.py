@@ -10,7 +10,6 @@ Every wait is bounded in time, every loop in count and time.
 """
 
 import fcntl
-import http.client
 import os
 import re
 import subprocess
@@ -57,17 +56,6 @@ class PipeSluice(harness.Sluice):
         return out
 
 
-def metric(port, name):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError("no %s" % name)
 
 
 @pytest.mark.deadline(90)
@@ -97,17 +85,17 @@ def test_logging_01_stalled_log_pipe_sessions_complete_drops_counted(
                 c.cmd("QUIT", timeout=5)
             toks.append(tok)
             if after_drop is None and i % 5 == 4 and \
-                    metric(mport, "sluice_log_dropped_total") > 0:
+                    sl.metric("sluice_log_dropped_total") > 0:
                 after_drop = i
             if after_drop is not None and i >= after_drop + 10:
                 break
         assert after_drop is not None, \
             "nothing dropped after %d sessions: the pipe never filled?" % len(toks)
-        dropped_before = metric(mport, "sluice_log_dropped_total")
+        dropped_before = sl.metric("sluice_log_dropped_total")
         print("logging: lines dropped after session %d of %d: %d" % (after_drop, len(toks), dropped_before))
         got = pf.wait_messages(len(toks), 30, lambda m: m.subject in toks)
         assert len(got) == len(toks)
-        assert metric(mport, "sluice_log_dropped_total") >= dropped_before > 0
+        assert sl.metric("sluice_log_dropped_total") >= dropped_before > 0
 
         # The pipe is read again: whole lines, and the drop report.
         text = b""

@@ -110,19 +110,6 @@ def proxy_sluice(sluice, pf, **settings):
     return sluice(pf, **s)
 
 
-def metric(sl, name):
-    import http.client
-    host, port = sl.settings["metrics_listen"].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError("no metric %s in:\n%s" % (name, body))
 
 
 def deliver_via(port, source, tok):
@@ -193,8 +180,8 @@ def test_proxy_01_haproxy_v1_and_v2_client_address_reaches_postfix(
         summ = [l for l in slog.splitlines() if "client=%s port=" % addr in l
                 and "outcome=" in l]
         assert summ and all("PREGREET" not in l for l in summ), summ
-    assert metric(sl, "sluice_proxy_headers_total") >= 2
-    assert harness.wait_until(lambda: metric(sl, "sluice_proxy_local_total") >= 1, 5), \
+    assert sl.metric("sluice_proxy_headers_total") >= 2
+    assert harness.wait_until(lambda: sl.metric("sluice_proxy_local_total") >= 1, 5), \
         "no health check seen as v2 LOCAL"
     assert "PREGREET" not in "".join(l for l in slog.splitlines() if "127.0.0.1 " in l)
 
@@ -245,15 +232,15 @@ def test_proxy_02_hostile_headers_closed_with_nothing_sent(postfix, sluice):
             assert got == b"", got
         assert closed
         assert 0.9 <= time.monotonic() - t0 < 3
-    assert harness.wait_until(lambda: metric(
-        sl, 'sluice_proxy_refused_total{reason="timeout"}') == 1, 5)
-    assert metric(sl, 'sluice_proxy_refused_total{reason="untrusted"}') == 1
+    assert harness.wait_until(lambda: sl.metric(
+        'sluice_proxy_refused_total{reason="timeout"}') == 1, 5)
+    assert sl.metric('sluice_proxy_refused_total{reason="untrusted"}') == 1
     # five malformed, one cut short
-    assert harness.wait_until(lambda: metric(
-        sl, 'sluice_proxy_refused_total{reason="invalid"}') == 6, 5)
-    assert metric(sl, 'sluice_proxy_refused_total{reason="unsupported"}') == 1
-    assert metric(sl, "sluice_proxy_local_total") == 1
-    assert metric(sl, "sluice_sessions_total") == 0
+    assert harness.wait_until(lambda: sl.metric(
+        'sluice_proxy_refused_total{reason="invalid"}') == 6, 5)
+    assert sl.metric('sluice_proxy_refused_total{reason="unsupported"}') == 1
+    assert sl.metric("sluice_proxy_local_total") == 1
+    assert sl.metric("sluice_sessions_total") == 0
     log = sl.log()
     assert "proxy: peer=127.0.0.66 header refused: peer not in proxy_trusted_networks" in log
     assert "header refused: timeout (proxy_timeout)" in log

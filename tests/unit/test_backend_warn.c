@@ -84,11 +84,8 @@ static void test_offers(void **state)
 /* Three refusals in a row: three counts, one warning line. */
 static void test_one_warning_a_minute(void **state)
 {
-	FILE *tmp = tmpfile();
-	assert_non_null(tmp);
-	int saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_int_equal(dup2(fileno(tmp), STDERR_FILENO), STDERR_FILENO);
+	int saved;
+	FILE *tmp = unit_stderr_capture(&saved);
 	log_init("sluice-test", 1, LOG_LVL_INFO);
 
 	long long before = metrics_get(METRIC_BACKEND_XCLIENT_IPV6);
@@ -97,15 +94,10 @@ static void test_one_warning_a_minute(void **state)
 	backend_warn_xclient_refused(503, "5.5.1", "Error: MAIL transaction in progress",
 				     true);
 	log_flush();
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
+	char text[8192];
+	unit_stderr_release(tmp, saved, text, sizeof text);
 	assert_int_equal(metrics_get(METRIC_BACKEND_XCLIENT_IPV6) - before, 3);
 
-	char text[8192];
-	rewind(tmp);
-	size_t n = fread(text, 1, sizeof text - 1, tmp);
-	text[n] = '\0';
-	fclose(tmp);
 	regex_t re;
 	assert_int_equal(regcomp(&re,
 		"^[0-9T:.Z-]{24} sluice-test\\[[0-9]+\\]: warning: backend: MISCONFIGURED "

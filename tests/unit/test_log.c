@@ -6,11 +6,7 @@
  * are whole, and the count is reported once the destination reads again.
  * SIGALRM fails a test that would hang on a blocked destination.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "unit.h"
 
 #include <fcntl.h>
 #include <regex.h>
@@ -102,11 +98,8 @@ static void test_escape_exhaustive(void **state)
 
 static void test_stderr_line(void **state)
 {
-	FILE *tmp = tmpfile();
-	assert_non_null(tmp);
-	int saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_int_equal(dup2(fileno(tmp), STDERR_FILENO), STDERR_FILENO);
+	int saved;
+	FILE *tmp = unit_stderr_capture(&saved);
 
 	log_init("sluice-test", 1, LOG_LVL_INFO);
 	log_info("abc=1 def=\"x\"");
@@ -114,15 +107,8 @@ static void test_stderr_line(void **state)
 	log_err("bad %d", 42);
 	log_debug("not shown");
 	log_flush(); /* the writer thread writes to whatever fd 2 is then */
-
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
-
 	char text[4096];
-	rewind(tmp);
-	size_t n = fread(text, 1, sizeof text - 1, tmp);
-	text[n] = '\0';
-	fclose(tmp);
+	unit_stderr_release(tmp, saved, text, sizeof text);
 
 	regex_t re;
 	assert_int_equal(regcomp(&re,
