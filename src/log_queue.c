@@ -55,6 +55,7 @@ static struct {
 	size_t head, used;   /* read position, bytes queued */
 	bool writing;        /* the writer holds an entry outside the ring */
 	pid_t writer_pid;    /* process whose writer runs; 0: none */
+	bool writer_ready;   /* it has started and waits for lines */
 	bool no_thread;      /* thread creation failed: write inline */
 	unsigned long long dropped, reported;
 	enum log_queue_dest dest;
@@ -68,6 +69,8 @@ static struct {
 	.idle = PTHREAD_COND_INITIALIZER,
 	.fd = -1,
 };
+
+static bool lq_start_writer(void);
 
 static void lq_prepare(void)
 {
@@ -84,6 +87,7 @@ static void lq_child(void)
 	lq.head = lq.used = 0;
 	lq.writing = false;
 	lq.writer_pid = 0;
+	lq.writer_ready = false;
 	lq.dropped = lq.reported = 0;
 	pthread_cond_init(&lq.more, NULL);
 	pthread_cond_init(&lq.idle, NULL);
@@ -102,6 +106,8 @@ void log_queue_init(enum log_queue_dest dest, const char *path)
 		close(lq.fd);
 	lq.fd = -1;
 	lq.next_connect = 0;
+	if (lq.writer_pid != getpid())
+		(void)lq_start_writer();
 	pthread_mutex_unlock(&lq.mu);
 }
 
@@ -211,6 +217,7 @@ static void *lq_writer(void *arg)
 	static char line[LOG_QUEUE_ENTRY_MAX];
 
 	pthread_mutex_lock(&lq.mu);
+	lq.writer_ready = true;
 	for (;;) {
 		while (lq.used == 0) {
 			pthread_cond_broadcast(&lq.idle);
@@ -237,7 +244,8 @@ static void *lq_writer(void *arg)
 	return NULL;
 }
 
-/* lq.mu held. Starts this process's writer; false if it cannot. */
+/* lq.mu held. Starts this process's writer and returns once it runs;
+ * false if it cannot be started. */
 static bool lq_start_writer(void)
 {
 	pthread_t t;
@@ -260,6 +268,12 @@ static bool lq_start_writer(void)
 		return false;
 	}
 	lq.writer_pid = getpid();
+	lq.writer_ready = false;
+	/* Wait until it runs: a thread still starting up when the supervisor
+	 * forks a worker can leave the child with a runtime lock held (seen
+	 * with ASan's thread registry: the worker's first log line hung). */
+	while (!lq.writer_ready)
+		pthread_cond_wait(&lq.idle, &lq.mu);
 	return true;
 }
 
