@@ -13,7 +13,7 @@
 
 struct config;
 
-#define BACKEND_CHECK_WAIT_MAX_MS 10000
+#define BACKEND_CHECK_WAIT_MAX_MS 30000
 
 enum backend_check_result {
 	BACKEND_CHECK_OK = 0,          /* XCLIENT ADDR NAME HELO PROTO offered */

@@ -32,7 +32,7 @@ MISCONF = re.compile(r"warning: backend: MISCONFIGURED problem=(\w+) ")
 def check_backend(sl, *extra):
     r = subprocess.run([sl.binary, "-n", "--check-backend", "-c", sl.conf]
                        + [a for o in extra for a in ("-o", o)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=80)
     return r.returncode, r.stdout.decode(errors="replace")
 
 
