@@ -90,6 +90,7 @@ struct endpoint;
 	X(PROXY_REFUSED_INVALID, "sluice_proxy_refused_total{reason=\"invalid\"}", "", 1) \
 	X(PROXY_REFUSED_TIMEOUT, "sluice_proxy_refused_total{reason=\"timeout\"}", "", 1) \
 	X(PROXY_REFUSED_UNSUPPORTED, "sluice_proxy_refused_total{reason=\"unsupported\"}", "", 1) \
+	X(PROXY_REFUSED_LIMIT, "sluice_proxy_refused_total{reason=\"limit\"}", "", 1) \
 	X(LOG_DROPPED, "sluice_log_dropped_total", "Log lines dropped: the log destination did not keep up or was gone", 1) \
 	X(BACKEND_XCLIENT_IPV6, "sluice_backend_problems_total{problem=\"xclient_ipv6\"}", "Mail server misconfigurations met (see the MISCONFIGURED warnings)", 1) \
 	X(BACKEND_XCLIENT_UNAUTHORIZED, "sluice_backend_problems_total{problem=\"xclient_unauthorized\"}", "", 1) \

@@ -56,6 +56,7 @@ struct proxy_pending {
 };
 
 static struct cidr_list *proxy_trusted;
+static unsigned proxy_pending_count; /* headers being read now */
 
 int proxy_listen_init(const struct config *cfg)
 {
@@ -103,6 +104,7 @@ static void proxy_addr_text(const struct sockaddr *sa, char *buf, size_t cap,
 
 static void proxy_pending_free(struct proxy_pending *p, bool close_fd)
 {
+	proxy_pending_count--;
 	if (p->ev)
 		event_free(p->ev);
 	if (close_fd)
@@ -215,6 +217,7 @@ void proxy_listen_accept(struct event_base *base, const struct config *cfg, int 
 		return;
 	}
 	p->fd = fd;
+	proxy_pending_count++;
 	if (len <= sizeof p->peer)
 		memcpy(&p->peer, addr, len);
 	proxy_addr_text(addr, p->peer_text, sizeof p->peer_text, &port);
@@ -222,6 +225,12 @@ void proxy_listen_accept(struct event_base *base, const struct config *cfg, int 
 	if (!proxy_trusted || !cidr_match(proxy_trusted, addr)) {
 		proxy_refuse(p, METRIC_PROXY_REFUSED_UNTRUSTED,
 			     "peer not in proxy_trusted_networks", NULL, 0);
+		return;
+	}
+	/* Headers in flight count against session_limit like the sessions
+	 * they will become: a flood of silent connections stays bounded. */
+	if (proxy_pending_count + session_count() > cfg->session_limit) {
+		proxy_refuse(p, METRIC_PROXY_REFUSED_LIMIT, "session_limit", NULL, 0);
 		return;
 	}
 	long ms = cfg->proxy_timeout_ms;

@@ -289,3 +289,22 @@ def test_proxy_03_client_bytes_after_header_are_the_clients(postfix, sluice):
     polite = [l for l in sl.log().splitlines() if "client=127.0.0.43 port=" in l
               and "outcome=" in l]
     assert polite and "PREGREET" not in polite[0], polite
+
+
+@pytest.mark.deadline(30)
+def test_proxy_04_silent_connections_count_against_session_limit(postfix, sluice):
+    """Headers still being read count as sessions: with session_limit = 2,
+    a third silent connection is closed at once with nothing sent."""
+    pf = postfix()
+    sl = proxy_sluice(sluice, pf, session_limit="2", proxy_timeout="5s")
+    held = [raw(sl), raw(sl)]
+    try:
+        time.sleep(0.3)  # both accepted and pending
+        with raw(sl) as s:
+            closed, got, secs = closed_silently(s, 3)
+            assert closed and got == b"" and secs < 2, (closed, got, secs)
+        assert sl.metric('sluice_proxy_refused_total{reason="limit"}') == 1
+        assert "header refused: session_limit" in sl.log()
+    finally:
+        for s in held:
+            s.close()

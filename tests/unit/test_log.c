@@ -124,7 +124,7 @@ static void test_stderr_line(void **state)
 	assert_int_equal(rc, 0);
 }
 
-#define STALL_LINES 3000
+#define STALL_LINES 10000
 #define STALL_WATCHDOG_S 20
 
 static void on_alarm(int sig)
