@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -46,6 +47,7 @@
 
 #define LOG_QUEUE_RECONNECT_S 1 /* syslog socket: retry at most this often */
 #define LOG_QUEUE_POLL_MS 1000  /* writer's wait for a full syslog socket, per round */
+#define LOG_QUEUE_BATCH PIPE_BUF /* bytes of lines per write(2) to stderr */
 
 static struct {
 	pthread_mutex_t mu;
@@ -212,9 +214,19 @@ static void lq_ring_get(void *dst, size_t n)
 	lq.used -= n;
 }
 
+/* Length of the entry at the head (lq.mu held, lq.used > 0). */
+static size_t lq_ring_peek_len(void)
+{
+	uint8_t a = lq.ring[lq.head], b = lq.ring[(lq.head + 1) % LOG_QUEUE_BYTES];
+	return (size_t)a << 8 | b;
+}
+
 static void *lq_writer(void *arg)
 {
-	static char line[LOG_QUEUE_ENTRY_MAX];
+	/* stderr: as many whole lines as fit in one atomic pipe write, so a
+	 * burst costs a few write(2) calls, not one per line. syslog: one
+	 * datagram per line. */
+	static char batch[LOG_QUEUE_BATCH];
 
 	pthread_mutex_lock(&lq.mu);
 	lq.writer_ready = true;
@@ -223,17 +235,23 @@ static void *lq_writer(void *arg)
 			pthread_cond_broadcast(&lq.idle);
 			pthread_cond_wait(&lq.more, &lq.mu);
 		}
-		uint8_t hdr[2];
-		lq_ring_get(hdr, sizeof hdr);
-		size_t len = (size_t)hdr[0] << 8 | hdr[1];
-		lq_ring_get(line, len);
+		size_t blen = 0;
+		do {
+			size_t len = lq_ring_peek_len();
+			if (blen > 0 && blen + len > sizeof batch)
+				break;
+			uint8_t hdr[2];
+			lq_ring_get(hdr, sizeof hdr);
+			lq_ring_get(batch + blen, len);
+			blen += len;
+		} while (lq.dest == LOG_QUEUE_STDERR && lq.used > 0);
 		lq.writing = true;
 		unsigned long long dropped = lq.dropped - lq.reported;
 		bool report = dropped > 0 && lq.used == 0;
 		if (report)
 			lq.reported = lq.dropped;
 		pthread_mutex_unlock(&lq.mu);
-		lq_output(line, len, true);
+		lq_output(batch, blen, true);
 		/* Caught up after losing lines: say how many, once. */
 		if (report)
 			log_warn("log: %llu lines dropped: the log destination did "

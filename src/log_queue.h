@@ -12,7 +12,7 @@
 
 #include <stddef.h>
 
-#define LOG_QUEUE_BYTES (64 * 1024) /* lines waiting, with 2 bytes each */
+#define LOG_QUEUE_BYTES (256 * 1024) /* lines waiting, with 2 bytes each */
 #define LOG_QUEUE_ENTRY_MAX 4096    /* longest line accepted */
 #define LOG_QUEUE_FLUSH_MS 1000     /* longest wait at exit */
 

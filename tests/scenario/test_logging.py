@@ -22,7 +22,7 @@ import harness
 from harness import SmtpRaw, dot_stuff
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-MAX_SESSIONS = 400
+MAX_SESSIONS = 600
 
 
 class PipeSluice(harness.Sluice):
