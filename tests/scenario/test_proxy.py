@@ -308,3 +308,25 @@ def test_proxy_04_silent_connections_count_against_session_limit(postfix, sluice
     finally:
         for s in held:
             s.close()
+
+
+@pytest.mark.deadline(60)
+def test_proxy_05_ipv6_client_from_v1_header_reaches_xclient(postfix, sluice):
+    """An IPv6 client address from a TCP6 header is the one sluice passes
+    with XCLIENT: the harness's Postfix (inet_protocols = ipv4) refuses it
+    as IPV6:2001:db8::7, and sluice explains that (backend_warn)."""
+    pf = postfix(allow_log=("Bad ADDR syntax",))
+    sl = proxy_sluice(sluice, pf)
+    with SmtpRaw("127.0.0.1", sl.port, timeout=20) as c:
+        c.send(b"PROXY TCP6 2001:db8::7 2001:db8::1 40007 25\r\n")
+        assert c.read_reply()[0] == 220
+        c.ehlo("client.example")
+        code, text = c.cmd("MAIL FROM:<a@example.net>", timeout=30)
+        if code == 250:
+            code, text = c.cmd("RCPT TO:<alice@example.com>", timeout=30)
+        assert code == 451 and text[0].startswith("4.3.0"), (code, text)
+    log = sl.log()
+    assert "proxy: peer=127.0.0.1 client=2001:db8::7 port=40007 version=1" in log
+    assert re.search(r"connect from 2001:db8::7 port=40007", log), log[-2000:]
+    assert harness.wait_until(lambda: "MISCONFIGURED problem=xclient_ipv6" in sl.log(), 5)
+    assert "Bad ADDR syntax: IPV6:2001:db8::7" in sl.log()
