@@ -43,6 +43,7 @@
 
 #include "config.h"
 #include "dnsbl.h"
+#include "signals.h"
 
 enum config_type {
 	CT_ENDPOINT_LIST,
@@ -101,6 +102,13 @@ struct config_setting {
 static const struct config_setting config_settings[] = {
 	S_LIST(listen, 0, listen, listen_count, "0.0.0.0:25",
 	       "Addresses to accept clients on"),
+	S_LIST(proxy_protocol_listen, CF_EMPTY, proxy_protocol_listen,
+	       proxy_protocol_listen_count, "",
+	       "Addresses of listen that expect a PROXY protocol header (v1 or v2) first; empty: none"),
+	S_STR(proxy_trusted_networks, CF_EMPTY, "127.0.0.0/8 ::1",
+	      "Networks allowed to send a PROXY header; others are closed unanswered"),
+	S_DUR(proxy_timeout, 1, 5 * MINUTE, "5s",
+	      "Time allowed for the PROXY header, before anything else happens"),
 	S_EP(backend, CF_UNIX, 0, "127.0.0.1:10025",
 	     "The mail server: host:port or unix:/path"),
 	S_UINT(backend_pool_size, 1, 1024, "8",
@@ -1003,6 +1011,26 @@ static int config_check(const struct config *cfg, const char *place, char *err,
 			   place, cfg->ipv6_network_prefix, cfg->ipv6_client_prefix);
 		return -1;
 	}
+	for (size_t i = 0; i < cfg->proxy_protocol_listen_count; i++) {
+		const struct endpoint *p = &cfg->proxy_protocol_listen[i];
+		bool found = false;
+		for (size_t j = 0; j < cfg->listen_count && !found; j++)
+			found = cfg->listen[j].len == p->len &&
+				memcmp(&cfg->listen[j].ss, &p->ss, p->len) == 0;
+		if (!found) {
+			config_err(err, err_len,
+				   "%s: proxy_protocol_listen %s is not one of listen",
+				   place, p->text);
+			return -1;
+		}
+	}
+	char why[256];
+	struct cidr_list *trusted = config_proxy_trusted(cfg, why, sizeof why);
+	if (!trusted) {
+		config_err(err, err_len, "%s: proxy_trusted_networks: %s", place, why);
+		return -1;
+	}
+	cidr_free(trusted);
 	if (cfg->message_memory_max > cfg->memory_limit) {
 		config_err(err, err_len,
 			   "%s: message_memory_max (%llu) exceeds memory_limit (%llu)",
@@ -1010,6 +1038,20 @@ static int config_check(const struct config *cfg, const char *place, char *err,
 		return -1;
 	}
 	return 0;
+}
+
+struct cidr_list *config_proxy_trusted(const struct config *cfg, char *err,
+				       size_t err_len)
+{
+	char text[sizeof cfg->proxy_trusted_networks];
+
+	/* cidr_parse takes one network a line. */
+	memcpy(text, cfg->proxy_trusted_networks, sizeof text);
+	text[sizeof text - 1] = '\0';
+	for (char *c = text; *c; c++)
+		if (*c == ',' || *c == ' ' || *c == '\t')
+			*c = '\n';
+	return cidr_parse(text, strlen(text), err, err_len);
 }
 
 int config_load(struct config *cfg, const char *path, char *const *overrides,

@@ -32,6 +32,11 @@ enum config_store { CONFIG_STORE_LMDB, CONFIG_STORE_REDIS };
 struct config {
 	struct endpoint listen[CONFIG_LISTEN_MAX];
 	size_t listen_count;           /* default 0.0.0.0:25 */
+	/* PROXY protocol inbound (proxy_listen.h) */
+	struct endpoint proxy_protocol_listen[CONFIG_LISTEN_MAX];
+	size_t proxy_protocol_listen_count; /* default none */
+	char proxy_trusted_networks[1024];  /* 127.0.0.0/8 ::1 */
+	long proxy_timeout_ms;              /* 5s: to read the header */
 	struct endpoint backend;       /* default 127.0.0.1:10025 */
 	unsigned backend_pool_size;    /* 8 */
 	bool backend_xclient;          /* yes */
@@ -134,6 +139,12 @@ void config_print_nondefault(const struct config *cfg, FILE *out);
 size_t config_setting_count(void);
 const char *config_setting_name(size_t i);
 const char *config_setting_default(size_t i);
+
+/* The networks of proxy_trusted_networks (CIDRs separated by commas or
+ * white space) as a cidr_list (signals.h), or NULL with the reason in err.
+ * The caller frees it with cidr_free. */
+struct cidr_list *config_proxy_trusted(const struct config *cfg, char *err,
+				       size_t err_len);
 
 /* Parsers shared with tests; return 0 or -1. */
 int config_parse_duration_ms(const char *s, long *ms);

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "log.h"
 #include "mstime.h"
+#include "proxy_listen.h"
 #include "session.h"
 #include "throttle.h"
 
@@ -57,6 +58,13 @@ static void listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	session_accept(arg, fd, addr, (socklen_t)len);
 }
 
+/* A listener in proxy_protocol_listen: the header comes first. */
+static void listener_accept_proxy_cb(struct evconnlistener *l, evutil_socket_t fd,
+				     struct sockaddr *addr, int len, void *arg)
+{
+	proxy_listen_accept(arg, fd, addr, (socklen_t)len);
+}
+
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	for (size_t i = 0; i < n_listeners; i++)
@@ -77,11 +85,15 @@ static void listener_error_cb(struct evconnlistener *l, void *arg)
 int listener_start(struct event_base *base, struct session_env *env,
 		   const int *fds, size_t n)
 {
+	const struct config *cfg = env->cfg;
+
 	resume_ev = evtimer_new(base, listener_resume_cb, NULL);
-	if (!resume_ev)
+	if (!resume_ev || proxy_listen_init(cfg) != 0)
 		return -1;
 	for (size_t i = 0; i < n && i < CONFIG_LISTEN_MAX; i++) {
-		listeners[i] = evconnlistener_new(base, listener_accept_cb, env,
+		listeners[i] = evconnlistener_new(base, proxy_listen_expects(cfg, i)
+							? listener_accept_proxy_cb
+							: listener_accept_cb, env,
 						  LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
 		if (!listeners[i])
 			return -1;

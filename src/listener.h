@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+struct config;
 struct endpoint;
 struct event_base;
 struct session_env;
@@ -16,7 +17,9 @@ struct session_env;
 /* Returns a listening, non-blocking fd or -1 (errno set). */
 int listener_bind(const struct endpoint *ep);
 
-/* Accepts on fds into session_accept(env, ...). 0 or -1. */
+/* Accepts on fds (fds[i] bound to env->cfg->listen[i]) into
+ * session_accept(env, ...), through proxy_listen for those in
+ * proxy_protocol_listen. 0 or -1. */
 int listener_start(struct event_base *base, struct session_env *env,
 		   const int *fds, size_t n);
 

@@ -2,29 +2,36 @@
  * log: one line per event, to stderr (foreground, tests) or to syslog
  * (facility mail, so it lands next to the mail server's own lines).
  *
- * Exports log_init, log_msg and log_escape. The module owns a small static
- * state (ident, destination, threshold) set once by log_init at start-up,
- * before any thread exists; log_msg itself keeps no shared state and may be
- * called from pool threads.
+ * Exports log_init, log_msg, log_flush and log_escape. The module owns a
+ * small static state (ident, destination, threshold) set once by log_init
+ * at start-up, before any thread exists; log_msg itself keeps no shared
+ * state and may be called from pool threads.
  *
- * A stderr line is built in one buffer and written with one write(2), so
- * lines from several worker processes and threads do not interleave. Control
- * characters in the formatted text are replaced, so whatever a caller passes
- * (even unescaped client bytes) cannot forge a second log line. log_msg
+ * log_msg formats the whole line (stderr: timestamp, ident[pid], text and
+ * LF; syslog: an RFC 3164 datagram) in its own buffer and hands it to
+ * log_queue, which writes it from its own thread: a stalled syslog or a
+ * full pipe never blocks the caller (the line is dropped and counted
+ * instead). Each line is still written with one write(2), so lines from
+ * several worker processes do not interleave. Control characters in the
+ * formatted text are replaced, so whatever a caller passes (even
+ * unescaped client bytes) cannot forge a second log line. log_msg
  * preserves errno, so a caller may log and then still look at errno.
  *
  * Rejected: stdio (FILE locking, and a line may be split across two
- * write(2) calls when it passes the buffer size).
+ * write(2) calls when it passes the buffer size); syslog(3) (see
+ * log_queue.c).
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "log_queue.h"
 
 #include <event2/event.h>
 
@@ -35,7 +42,7 @@ static struct {
 	char ident[64]; /* openlog keeps the pointer: must be static storage */
 	int to_stderr;
 	enum log_level min_level;
-	int syslog_open;
+	int atexit_done;
 } log_state = { "sluice", 1, LOG_LVL_INFO, 0 };
 
 /* libevent's own messages ("[warn] ...", nameserver up/down) become ours,
@@ -55,14 +62,15 @@ void log_init(const char *ident, int to_stderr, enum log_level min_level)
 		 ident && *ident ? ident : "sluice");
 	log_state.to_stderr = to_stderr;
 	log_state.min_level = min_level;
-	if (log_state.syslog_open) {
-		closelog();
-		log_state.syslog_open = 0;
-	}
-	if (!to_stderr) {
-		openlog(log_state.ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
-		log_state.syslog_open = 1;
-	}
+	log_queue_init(to_stderr ? LOG_QUEUE_STDERR : LOG_QUEUE_SYSLOG, NULL);
+	/* Lines still queued at exit get a bounded time to go out. */
+	if (!log_state.atexit_done && atexit(log_flush) == 0)
+		log_state.atexit_done = 1;
+}
+
+void log_flush(void)
+{
+	log_queue_flush(LOG_QUEUE_FLUSH_MS);
 }
 
 static const char *log_tag(enum log_level lvl)
@@ -110,18 +118,17 @@ static size_t log_timestamp(char *buf, size_t cap)
 	return (size_t)n;
 }
 
-static void log_write_all(int fd, const char *p, size_t len)
+/* RFC 3164 "Mmm dd hh:mm:ss " in local time, as syslog(3) writes it;
+ * 0 if the clock fails. */
+static size_t log_syslog_timestamp(char *buf, size_t cap)
 {
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		/* Nowhere left to report a failing stderr: drop the line. */
-		if (n <= 0)
-			return;
-		p += n;
-		len -= (size_t)n;
-	}
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (localtime_r(&now, &tm) == NULL)
+		return 0;
+	size_t n = strftime(buf, cap, "%b %e %H:%M:%S ", &tm);
+	return n < cap ? n : 0;
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...)
@@ -146,22 +153,25 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 
-	if (!log_state.to_stderr) {
-		syslog(log_priority(lvl), "%s%s", log_tag(lvl), msg);
-		errno = saved_errno;
-		return;
-	}
-
 	char line[LOG_LINE_MAX + 160];
-	size_t len = log_timestamp(line, sizeof line);
-	n = snprintf(line + len, sizeof line - len, "%s[%ld]: %s%s\n",
-		     log_state.ident, (long)getpid(), log_tag(lvl), msg);
+	size_t len;
+	if (!log_state.to_stderr) {
+		n = snprintf(line, sizeof line, "<%d>", LOG_MAIL | log_priority(lvl));
+		len = n > 0 ? (size_t)n : 0;
+		len += log_syslog_timestamp(line + len, sizeof line - len);
+		n = snprintf(line + len, sizeof line - len, "%s[%ld]: %s%s",
+			     log_state.ident, (long)getpid(), log_tag(lvl), msg);
+	} else {
+		len = log_timestamp(line, sizeof line);
+		n = snprintf(line + len, sizeof line - len, "%s[%ld]: %s%s\n",
+			     log_state.ident, (long)getpid(), log_tag(lvl), msg);
+	}
 	if (n >= 0) {
 		len += (size_t)n < sizeof line - len ? (size_t)n
 						     : sizeof line - len - 1;
-		if (line[len - 1] != '\n')
+		if (log_state.to_stderr && line[len - 1] != '\n')
 			line[len - 1] = '\n';
-		log_write_all(STDERR_FILENO, line, len);
+		log_queue_put(line, len);
 	}
 	errno = saved_errno;
 }

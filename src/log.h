@@ -1,7 +1,8 @@
 /*
  * log: one line per event. Lines are "key=value" after a free tag, the
  * session id first where there is one. To stderr with -f, else syslog
- * (facility mail).
+ * (facility mail), through a bounded queue and a writer thread
+ * (log_queue.h): logging never blocks the caller.
  */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
@@ -12,6 +13,9 @@
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_init(const char *ident, int to_stderr, enum log_level min_level);
+/* Waits (bounded, LOG_QUEUE_FLUSH_MS) until the queued lines are out:
+ * before _exit, and in tests. Registered with atexit by log_init. */
+void log_flush(void);
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -2,14 +2,18 @@
  * main: command line. "sluice [-f] [-v] [-c FILE] [-o name=value ...]" runs;
  * "sluice -n ..." checks the configuration and prints what differs from
  * the defaults, and warnings about settings that would do harm (advice.c)
- * on stderr.
+ * on stderr; "sluice -n --check-backend ..." also asks the mail server
+ * whether it offers sluice what it needs (backend_check.h; the exit code
+ * says so).
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "advice.h"
+#include "backend_check.h"
 #include "config.h"
 #include "log.h"
 #include "supervisor.h"
@@ -18,7 +22,8 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: sluice [-f] [-v] [-n] [-c FILE] [-o name=value ...]\n");
+	fprintf(stderr, "usage: sluice [-f] [-v] [-n [--check-backend]] [-c FILE] "
+			"[-o name=value ...]\n");
 	exit(2);
 }
 
@@ -27,9 +32,17 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	static char *overrides[MAIN_MAX_OVERRIDES];
 	size_t n_overrides = 0;
-	int foreground = 0, check = 0, verbose = 0, opt;
-	while ((opt = getopt(argc, argv, "c:fno:vh")) != -1) {
+	int foreground = 0, check = 0, verbose = 0, check_backend = 0, opt;
+	static const struct option longopts[] = {
+		{ "check-backend", no_argument, NULL, 'B' },
+		{ NULL, 0, NULL, 0 },
+	};
+	while ((opt = getopt_long(argc, argv, "c:fno:vh", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'B':
+			check_backend = 1;
+			check = 1;
+			break;
 		case 'c':
 			path = optarg;
 			break;
@@ -62,7 +75,7 @@ int main(int argc, char **argv)
 	if (check) {
 		config_print_nondefault(&cfg, stdout);
 		advice_print(&cfg, stderr);
-		return 0;
+		return check_backend ? (int)backend_check_run(&cfg, stdout) : 0;
 	}
 	log_init("sluice", foreground, verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO);
 	if (!foreground && daemon(0, 0) != 0) {

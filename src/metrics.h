@@ -87,7 +87,18 @@ struct endpoint;
 	X(STORE_REDIS_LOOKUP_TIMEOUTS, "sluice_store_redis_lookup_timeouts_total", "Redis look-ups past redis_timeout: default classification", 1) \
 	X(STORE_REDIS_WRITES, "sluice_store_redis_writes_total", "Redis writes (evidence, passes) attempted", 1) \
 	X(STORE_REDIS_WRITE_FAILURES, "sluice_store_redis_write_failures_total", "Redis writes dropped (down, backlog), lost or refused", 1) \
-	X(STORE_REDIS_BAD_REPLIES, "sluice_store_redis_bad_replies_total", "Redis replies not in sluice's format, read as no record", 1)
+	X(STORE_REDIS_BAD_REPLIES, "sluice_store_redis_bad_replies_total", "Redis replies not in sluice's format, read as no record", 1) \
+	X(PROXY_HEADERS, "sluice_proxy_headers_total", "PROXY protocol headers accepted (sessions with the header's client address)", 1) \
+	X(PROXY_LOCAL, "sluice_proxy_local_total", "PROXY v2 LOCAL connections (health checks) closed quietly", 1) \
+	X(PROXY_REFUSED_UNTRUSTED, "sluice_proxy_refused_total{reason=\"untrusted\"}", "Connections on a PROXY listener closed without a session, by reason", 1) \
+	X(PROXY_REFUSED_INVALID, "sluice_proxy_refused_total{reason=\"invalid\"}", "", 1) \
+	X(PROXY_REFUSED_TIMEOUT, "sluice_proxy_refused_total{reason=\"timeout\"}", "", 1) \
+	X(PROXY_REFUSED_UNSUPPORTED, "sluice_proxy_refused_total{reason=\"unsupported\"}", "", 1) \
+	X(PROXY_REFUSED_LIMIT, "sluice_proxy_refused_total{reason=\"limit\"}", "", 1) \
+	X(LOG_DROPPED, "sluice_log_dropped_total", "Log lines dropped: the log destination did not keep up or was gone", 1) \
+	X(BACKEND_XCLIENT_IPV6, "sluice_backend_problems_total{problem=\"xclient_ipv6\"}", "Mail server misconfigurations met (see the MISCONFIGURED warnings)", 1) \
+	X(BACKEND_XCLIENT_UNAUTHORIZED, "sluice_backend_problems_total{problem=\"xclient_unauthorized\"}", "", 1) \
+	X(BACKEND_XCLIENT_NOT_OFFERED, "sluice_backend_problems_total{problem=\"xclient_not_offered\"}", "", 1)
 
 enum metric_id {
 #define METRIC_ENUM(name, m, h, c) METRIC_##name,

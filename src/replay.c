@@ -23,6 +23,7 @@
 
 #include "ascii.h"
 #include "backend.h"
+#include "backend_warn.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -329,6 +330,8 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 			replay_finish(r, false);
 			return;
 		}
+		backend_warn_xclient_refused(c, reply->enhanced, reply->text,
+					     r->id->family == AF_INET6);
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}
@@ -375,6 +378,10 @@ static void replay_identify(struct replay *r)
 		log_warn("replay: session=%llu mail server does not offer XCLIENT "
 			 "(ADDR) to sluice; refusing to relay without it",
 			 r->id->session_id);
+		backend_warn_seen(BACKEND_PROBLEM_XCLIENT_NOT_OFFERED,
+				  backend_caps(r->b)->xclient
+					  ? backend_caps(r->b)->xclient_attrs
+					  : "no XCLIENT in EHLO");
 		replay_fail(r, REPLY_XCLIENT_FAILED);
 		return;
 	}

@@ -173,6 +173,7 @@ static int spawn(unsigned slot)
 		int code = worker_main(cur_cfg, bank * metric_slots_per_bank + slot,
 				       sockets[slot - 1], cur_cfg->listen_count,
 				       life_pipe[0]);
+		log_flush();
 		_exit(code);
 	}
 	struct sup_worker *w = &workers[n_workers++];

@@ -27,6 +27,7 @@ Command line (used by scripts/run-demo.sh):
 """
 
 import calendar
+import http.client
 import os
 import random
 import re
@@ -966,6 +967,21 @@ class Sluice:
                 return f.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
+
+    def metric(self, name):
+        """The value of one line of GET /metrics on metrics_listen, by its
+        full name with labels, e.g. 'sluice_x_total{reason="y"}'."""
+        host, port = self.settings["metrics_listen"].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        for line in body.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        raise AssertionError("no metric %s on /metrics" % name)
 
     def check_config(self, path=None, timeout=20):
         """sluice -n -c FILE: (exit code, stdout+stderr)."""

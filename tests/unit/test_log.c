@@ -1,19 +1,26 @@
 /*
  * Unit tests for log: log_escape (table of inputs, capacities and expected
- * text) and the shape of a stderr line.
+ * text), the shape of a stderr line, and the queue in front of a log
+ * destination that never reads (a real pipe, a real syslog socket): the
+ * callers never wait, the lost lines are counted, the lines that do go out
+ * are whole, and the count is reported once the destination reads again.
+ * SIGALRM fails a test that would hang on a blocked destination.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "unit.h"
 
+#include <fcntl.h>
 #include <regex.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "log_queue.h"
+#include "metrics.h"
 
 struct escape_case {
 	const char *name;
@@ -91,26 +98,17 @@ static void test_escape_exhaustive(void **state)
 
 static void test_stderr_line(void **state)
 {
-	FILE *tmp = tmpfile();
-	assert_non_null(tmp);
-	int saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_int_equal(dup2(fileno(tmp), STDERR_FILENO), STDERR_FILENO);
+	int saved;
+	FILE *tmp = unit_stderr_capture(&saved);
 
 	log_init("sluice-test", 1, LOG_LVL_INFO);
 	log_info("abc=1 def=\"x\"");
 	log_warn("two\nlines");
 	log_err("bad %d", 42);
 	log_debug("not shown");
-
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
-
+	log_flush(); /* the writer thread writes to whatever fd 2 is then */
 	char text[4096];
-	rewind(tmp);
-	size_t n = fread(text, 1, sizeof text - 1, tmp);
-	text[n] = '\0';
-	fclose(tmp);
+	unit_stderr_release(tmp, saved, text, sizeof text);
 
 	regex_t re;
 	assert_int_equal(regcomp(&re,
@@ -126,12 +124,134 @@ static void test_stderr_line(void **state)
 	assert_int_equal(rc, 0);
 }
 
+#define STALL_LINES 10000
+#define STALL_WATCHDOG_S 20
+
+static void on_alarm(int sig)
+{
+	static const char msg[] = "test_log: logging blocked its caller\n";
+	ssize_t n = write(STDOUT_FILENO, msg, sizeof msg - 1);
+	(void)n;
+	_exit(1);
+}
+
+/* Reads what is there (fd non-blocking) until the queue is flushed. */
+static size_t drain(int fd, char *buf, size_t cap, bool datagrams)
+{
+	size_t have = 0;
+	for (int round = 0; round < 400; round++) {
+		for (;;) {
+			char tmp[8192];
+			ssize_t n = read(fd, tmp, sizeof tmp);
+			if (n <= 0)
+				break;
+			if (datagrams && n < (ssize_t)sizeof tmp)
+				tmp[n++] = '\n';
+			size_t k = (size_t)n < cap - 1 - have ? (size_t)n : cap - 1 - have;
+			memcpy(buf + have, tmp, k);
+			have += k;
+		}
+		log_queue_flush(5);
+		if (round > 20 && strstr(buf, "lines dropped"))
+			break;
+	}
+	buf[have] = '\0';
+	return have;
+}
+
+static void stall_and_check(int rfd, bool datagrams, const char *line_re)
+{
+	unsigned long long before = log_queue_dropped();
+	long long metric_before = metrics_get(METRIC_LOG_DROPPED);
+
+	signal(SIGALRM, on_alarm);
+	alarm(STALL_WATCHDOG_S);
+	for (int i = 0; i < STALL_LINES; i++)
+		log_info("stall=%d padding=%s", i,
+			 "................................................................");
+	alarm(0);
+	unsigned long long dropped = log_queue_dropped() - before;
+	assert_true(dropped > 0);
+	assert_true(dropped < STALL_LINES);
+	assert_int_equal(metrics_get(METRIC_LOG_DROPPED) - metric_before, (long long)dropped);
+
+	/* The destination reads again: what was queued goes out, whole. */
+	static char out[4 * 1024 * 1024];
+	memset(out, 0, sizeof out);
+	assert_true(fcntl(rfd, F_SETFL, O_NONBLOCK) == 0);
+	drain(rfd, out, sizeof out, datagrams);
+	/* Once it caught up, the writer said how many it lost. */
+	assert_non_null(strstr(out, "lines dropped"));
+	regex_t re;
+	assert_int_equal(regcomp(&re, line_re, REG_EXTENDED | REG_NOSUB), 0);
+	size_t lines = 0;
+	char *save = NULL;
+	for (char *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		if (regexec(&re, l, 0, NULL, 0) != 0) {
+			print_error("not a whole line: '%.200s'\n", l);
+			fail();
+		}
+		if (strstr(l, "stall="))
+			lines++;
+	}
+	regfree(&re);
+	/* Every line is either written or counted, never lost unseen. */
+	assert_int_equal(lines + dropped, STALL_LINES);
+}
+
+static void test_stderr_pipe_never_read(void **state)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	/* The smallest pipe the kernel allows: the stall comes at once. */
+	(void)fcntl(p[1], F_SETPIPE_SZ, 4096);
+	int saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(p[1], STDERR_FILENO), STDERR_FILENO);
+	log_init("sluice-test", 1, LOG_LVL_INFO);
+
+	stall_and_check(p[0], false,
+			"^[0-9T:.Z-]{24} sluice-test\\[[0-9]+\\]: "
+			"(stall=[0-9]+ padding=\\.{64}|warning: log: [0-9]+ lines dropped: .*)$");
+
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void test_syslog_socket_never_read(void **state)
+{
+	char dir[] = "/tmp/sluice-test-log-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/log", dir);
+	int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+
+	log_init("sluice-test", 0, LOG_LVL_INFO);
+	log_queue_init(LOG_QUEUE_SYSLOG, sun.sun_path);
+	/* <22>: facility mail, info; <20>: mail, warning. */
+	stall_and_check(fd, true,
+			"^(<22>[A-Z][a-z]{2} [ 0-9][0-9] [0-9:]{8} sluice-test\\[[0-9]+\\]: "
+			"stall=[0-9]+ padding=\\.{64}|<20>[A-Z][a-z]{2} [ 0-9][0-9] [0-9:]{8} "
+			"sluice-test\\[[0-9]+\\]: warning: log: [0-9]+ lines dropped: .*)$");
+
+	log_init("sluice-test", 1, LOG_LVL_INFO);
+	close(fd);
+	unlink(sun.sun_path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escape_table),
 		cmocka_unit_test(test_escape_exhaustive),
 		cmocka_unit_test(test_stderr_line),
+		cmocka_unit_test(test_stderr_pipe_never_read),
+		cmocka_unit_test(test_syslog_socket_never_read),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

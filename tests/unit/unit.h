@@ -15,6 +15,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 /* A byte-string literal with its length, embedded NULs included. */
 #define UNIT_BYTES(s) (s), (sizeof(s) - 1)
@@ -73,6 +74,32 @@ static inline const struct sockaddr *unit_sockaddr(struct sockaddr_storage *ss,
 		assert_int_equal(inet_pton(AF_INET, text, &sin->sin_addr), 1);
 	}
 	return (const struct sockaddr *)ss;
+}
+
+/* Points fd 2 (where log lines go with log_init(..., 1, ...)) at a
+ * temporary file until unit_stderr_release; *saved keeps the old fd 2. */
+static inline FILE *unit_stderr_capture(int *saved)
+{
+	FILE *tmp = tmpfile();
+	assert_non_null(tmp);
+	*saved = dup(STDERR_FILENO);
+	assert_true(*saved >= 0);
+	assert_int_equal(dup2(fileno(tmp), STDERR_FILENO), STDERR_FILENO);
+	return tmp;
+}
+
+/* Restores fd 2 and returns what was written (NUL-terminated, at most
+ * cap - 1 bytes) in buf. Call log_flush first: the log writer thread
+ * writes to whatever fd 2 is at the time. */
+static inline size_t unit_stderr_release(FILE *tmp, int saved, char *buf, size_t cap)
+{
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	rewind(tmp);
+	size_t n = fread(buf, 1, cap - 1, tmp);
+	buf[n] = '\0';
+	fclose(tmp);
+	return n;
 }
 
 #endif
