@@ -33,6 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "sdnotify.h"
 #include "session.h"
 #include "signals.h"
 #include "store.h"
@@ -251,6 +252,7 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */
 	log_info("worker %u: ready pid=%d", slot, (int)getpid());
+	sdnotify_worker_ready();
 	event_base_dispatch(w.base);
 	pool_shutdown(w.pool);
 	workq_free(w.workq); /* finishes pending store writes */
