@@ -34,6 +34,7 @@ reruns="--reruns 1 --reruns-delay 1"
 stage build make --no-print-directory sluice
 stage unit make --no-print-directory unit
 stage lint ./scripts/lint-blocking.sh
+stage docs ./scripts/check-docs.sh
 stage hostile-coverage ./scripts/hostile-coverage.sh --require A,B,C,E,F,J
 stage scenario-release env SLUICE_BIN="$(pwd)/sluice" \
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider $reruns tests/scenario/test_core.py

@@ -574,6 +574,38 @@ static void config_format_limit(const struct config_setting *s, long long v,
 		snprintf(buf, cap, "%lld", v);
 }
 
+const char *config_setting_doc(size_t i)
+{
+	return i < N_SETTINGS ? config_settings[i].doc : NULL;
+}
+
+void config_setting_kind(size_t i, char *buf, size_t cap)
+{
+	static const char *const kinds[] = {
+		[CT_ENDPOINT_LIST] = "endpoint list", [CT_ENDPOINT] = "endpoint",
+		[CT_UINT] = "number", [CT_BOOL] = "yes or no", [CT_STRING] = "text",
+		[CT_SIZE] = "size", [CT_DURATION] = "duration",
+		[CT_BARE_NEWLINE] = "normalize or reject", [CT_STORE] = "lmdb or redis",
+	};
+	char lo[32], hi[32];
+
+	buf[0] = '\0';
+	if (i >= N_SETTINGS)
+		return;
+	const struct config_setting *s = &config_settings[i];
+	const char *kind = s->flags & CF_HOSTNAME ? "host name"
+			   : s->flags & CF_DNSBL  ? "DNS list sites"
+						  : kinds[s->type];
+	if (s->type == CT_UINT || s->type == CT_SIZE || s->type == CT_DURATION) {
+		config_format_limit(s, s->min, lo, sizeof lo);
+		config_format_limit(s, s->max, hi, sizeof hi);
+		snprintf(buf, cap, "%s, %s to %s", kind, lo, hi);
+	} else {
+		snprintf(buf, cap, "%s%s%s", kind, s->flags & CF_UNIX ? " or unix:/path" : "",
+			 s->flags & CF_EMPTY ? "; may be empty" : "");
+	}
+}
+
 /* ---- setting values ---------------------------------------------------- */
 
 static int config_fail(char *what, size_t cap, const char *fmt, ...)

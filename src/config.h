@@ -126,6 +126,10 @@ void config_print_nondefault(const struct config *cfg, FILE *out);
 size_t config_setting_count(void);
 const char *config_setting_name(size_t i);
 const char *config_setting_default(size_t i);
+/* Its one-line description, and its kind ("duration, 1ms to 30d",
+ * "endpoint or unix:/path") for generated documentation (tools/gendoc.c). */
+const char *config_setting_doc(size_t i);
+void config_setting_kind(size_t i, char *buf, size_t cap);
 
 /* Parsers shared with tests; return 0 or -1. */
 int config_parse_duration_ms(const char *s, long *ms);
