@@ -83,8 +83,15 @@ install: all
 	[ -e $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf ] || \
 		install -m 0644 contrib/sluice.conf $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf
 
+# dpkg-buildpackage writes its results next to the source tree; they are
+# moved into build/deb/ so that nothing is left outside the repository.
 deb:
 	dpkg-buildpackage -us -uc -b
+	mkdir -p build/deb
+	v=$$(dpkg-parsechangelog -S Version) && a=$$(dpkg-architecture -qDEB_HOST_ARCH) && \
+		mv ../sluice_$${v}_$$a.deb ../sluice-dbgsym_$${v}_$$a.deb \
+		   ../sluice_$${v}_$$a.buildinfo ../sluice_$${v}_$$a.changes build/deb/
+	lintian --fail-on error build/deb/sluice_*.changes
 
 unit: deps
 	@$(MAKE) --no-print-directory $(UNIT_BIN)
