@@ -9,7 +9,7 @@
 #                   from the settings table (scripts/check-docs.sh checks)
 #   make install    what `make` builds, the man pages and the sample
 #                   configuration under $(DESTDIR)$(PREFIX)
-#   make deb        the Debian package (dpkg-buildpackage), in ../
+#   make deb        the Debian package in build/deb/ (scripts/build-deb.sh)
 #   NO_DEPS=1       skip scripts/install-deps.sh (package builds)
 
 CC      ?= cc
@@ -83,15 +83,9 @@ install: all
 	[ -e $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf ] || \
 		install -m 0644 contrib/sluice.conf $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf
 
-# dpkg-buildpackage writes its results next to the source tree; they are
-# moved into build/deb/ so that nothing is left outside the repository.
+# dpkg-buildpackage in a copy of the tree; lintian; build/deb/*.deb.
 deb:
-	dpkg-buildpackage -us -uc -b
-	mkdir -p build/deb
-	v=$$(dpkg-parsechangelog -S Version) && a=$$(dpkg-architecture -qDEB_HOST_ARCH) && \
-		mv ../sluice_$${v}_$$a.deb ../sluice-dbgsym_$${v}_$$a.deb \
-		   ../sluice_$${v}_$$a.buildinfo ../sluice_$${v}_$$a.changes build/deb/
-	lintian --fail-on error build/deb/sluice_*.changes
+	./scripts/build-deb.sh
 
 unit: deps
 	@$(MAKE) --no-print-directory $(UNIT_BIN)
@@ -133,5 +127,4 @@ run: deps
 	./scripts/run-demo.sh
 
 clean:
-	rm -rf build build-san build-fuzz sluice debian/.debhelper debian/sluice \
-		debian/files debian/sluice.substvars debian/debhelper-build-stamp
+	rm -rf build build-san build-fuzz sluice

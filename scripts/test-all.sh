@@ -3,7 +3,8 @@
 # unit tests, the blocking-call lint, the catalogue coverage check, the
 # core scenarios against the release build, unit tests and the whole
 # scenario suite (real Postfix, real DNS server) under ASan + UBSan, and a
-# short fuzz run of every target. Ends with one line
+# short fuzz run of every target, and the Debian package built, installed,
+# run and purged. Ends with one line
 # "suites: N passed, M failed".
 set -u
 cd "$(dirname "$0")/.."
@@ -46,6 +47,9 @@ stage sanitizer-scenario env SLUICE_BIN="$(pwd)/build-san/sluice" \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider -n "$jobs" $reruns tests/scenario
 stage fuzz make --no-print-directory fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+# The Debian package: build, lintian, install, run the installed binary,
+# purge (about a minute; needs root, as all of make test does).
+stage deb ./scripts/test-deb.sh
 [ -n "$failed_names" ] && echo "failed suites:$failed_names"
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
