@@ -13,7 +13,6 @@ Every wait is bounded in time, every loop in count and time.
 
 import os
 import pwd
-import signal
 import socket
 import subprocess
 import uuid
@@ -30,16 +29,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 pytestmark = pytest.mark.skipif(
     os.environ.get("SLUICE_PACKAGE_TEST") != "1",
     reason="needs the installed package (scripts/test-deb.sh)")
-
-
-def children(ppid):
-    out = set()
-    for n in os.listdir("/proc"):
-        if n.isdigit():
-            st = harness.proc_stat(int(n))
-            if st and st[1] == ppid and st[0] not in ("Z", "X"):
-                out.add(int(n))
-    return out
 
 
 def uid_of(pid):
@@ -82,7 +71,7 @@ def test_package_01_installed_binary_delivers(postfix, dns, workdir, monkeypatch
             if b"READY=1" in got:
                 break
         assert b"READY=1" in got, got
-        workers = harness.wait_until(lambda: children(sl.proc.pid), 5)
+        workers = harness.wait_until(lambda: harness.live_processes(1, sl.proc.pid), 5)
         assert workers, "no worker"
         for w in workers:
             assert uid_of(w) == sluice_pw.pw_uid, \
