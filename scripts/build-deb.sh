@@ -20,7 +20,7 @@ else
 	tar --exclude=./build --exclude=./build-san --exclude=./build-fuzz \
 		--exclude=./sluice --exclude=./debian/sluice -cf - . | tar -xf - -C "$tmp/sluice"
 fi
-(cd "$tmp/sluice" && dpkg-buildpackage -us -uc -b) >"$tmp/build.log" 2>&1 || {
+(cd "$tmp/sluice" && DEB_BUILD_OPTIONS="${DEB_BUILD_OPTIONS:-parallel=2}" dpkg-buildpackage -us -uc -b) >"$tmp/build.log" 2>&1 || {
 	tail -40 "$tmp/build.log" >&2
 	echo "build-deb: dpkg-buildpackage failed" >&2
 	exit 1
