@@ -138,6 +138,8 @@ def test_systemd_01_ready_status_reload_stopping(postfix, sluice, notify):
     assert f["STOPPING"] == "1" and pid == sup
     assert "stopping" in f.get("STATUS", ""), f
     assert harness.wait_until(lambda: not sl.alive(), 10), "sluice did not exit"
+    assert sl.proc.returncode == 0, "exit %r (99: a sanitizer report); log:\n%s" \
+        % (sl.proc.returncode, sl.log()[-3000:])
     assert all(g[0] == sup for g in n.got), \
         "datagram from another process: %r" % [(g[0], g[2]) for g in n.got]
 
