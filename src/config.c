@@ -12,6 +12,8 @@
  * through the same code as the file, and config_print_nondefault formats
  * from the same table, so parsing, defaults and output cannot drift.
  * docs/config.md is written from this table; keep the two in step.
+ * man/sluice.conf.5 and contrib/sluice.conf are generated from it by
+ * tools/gendoc.c (`make man`; scripts/check-docs.sh fails when stale).
  *
  * File syntax, as in Postfix main.cf: "name = value"; a line whose first
  * non-blank character is '#' is a comment; blank lines and comments are
