@@ -5,8 +5,8 @@ listens on, the way systemd starts it, against a real Postfix. No systemd
 is needed: the test reads the datagrams itself.
 
 Checked: READY=1 only once every worker has said it is ready (their log
-lines come first), STATUS= with sessions and shaped sessions (and a
-changed count after a session opens), RELOADING=1 then READY=1 around
+lines come first), STATUS= with sessions and shaped sessions (a changed
+count after a session opens, and after a deny-listed client is shaped), RELOADING=1 then READY=1 around
 SIGHUP, a refused reload that says so in STATUS= without RELOADING=1,
 STOPPING=1 on SIGTERM, every datagram sent by the supervisor itself
 (systemd's NotifyAccess=main drops others), both abstract ('@') and path
@@ -145,12 +145,24 @@ def test_systemd_01_ready_status_reload_stopping(postfix, sluice, notify):
 
 
 @pytest.mark.deadline(45)
-def test_systemd_02_path_socket_refused_reload(postfix, sluice, notify):
+def test_systemd_02_path_socket_shaped_status_refused_reload(postfix, sluice, notify, workdir):
     pf = postfix()
     n = notify(abstract=False)
-    sl = sluice(pf, workers=1)
+    deny = os.path.join(workdir, "deny.cidr")
+    with open(deny, "w") as fh:
+        fh.write("127.0.0.24/32\n")
+    os.chmod(deny, 0o644)
+    sl = sluice(pf, workers=1, cidr_deny_file=deny, shape_rate="1000")
     sup = sl.proc.pid
     n.wait_for("READY", 15)
+    # A deny-listed client is shaped: STATUS= counts it.
+    shaped = SmtpRaw(sl.host, sl.port, source="127.0.0.24", timeout=20)
+    try:
+        assert shaped.read_reply()[0] == 220
+        pid, f, _ = n.wait_for("STATUS", 8, lambda x: x["STATUS"].startswith("1 sessions, 1 shaped"))
+        assert pid == sup
+    finally:
+        shaped.close()
     with open(sl.conf, "a") as fh:
         fh.write("no_such_setting = 1\n")
     os.kill(sup, signal.SIGHUP)
