@@ -5,6 +5,12 @@
 #   make test       everything: unit, scenario (real Postfix + DNS), sanitizers, fuzz smoke
 #   make san        ASan+UBSan build in build-san/
 #   make fuzz       libFuzzer targets in build-fuzz/
+#   make man        regenerate man/sluice.conf.5 and contrib/sluice.conf
+#                   from the settings table (scripts/check-docs.sh checks)
+#   make install    what `make` builds, the man pages and the sample
+#                   configuration under $(DESTDIR)$(PREFIX)
+#   make deb        the Debian package in build/deb/ (scripts/build-deb.sh)
+#   NO_DEPS=1       skip scripts/install-deps.sh (package builds)
 
 CC      ?= cc
 PKGS     = libevent libevent_openssl libevent_pthreads openssl
@@ -12,7 +18,7 @@ PYTHON  ?= /usr/bin/python3
 BUILD   ?= build
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS)
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CPPFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS   = $(PKG_LIBS) -llmdb -lhiredis -lpthread -lm
@@ -24,12 +30,17 @@ UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/%)
 FUZZ_SRC = $(sort $(wildcard fuzz/fuzz_*.c))
 
-.PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean
+PREFIX  ?= /usr
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+
+.PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean man install deb
 all: deps
 	@$(MAKE) --no-print-directory sluice
 
 deps:
-	@./scripts/install-deps.sh
+	@[ -n "$(NO_DEPS)" ] || ./scripts/install-deps.sh
 
 sluice: $(BUILD)/main.o $(BUILD)/libsluice.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -45,6 +56,36 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libsluice.a tests/unit/*.h
 
 $(BUILD):
 	mkdir -p $@
+
+# Documentation generated from the settings table (tools/gendoc.c).
+$(BUILD)/gendoc: tools/gendoc.c $(BUILD)/libsluice.a src/config.h
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
+
+man: $(BUILD)/gendoc
+	$(BUILD)/gendoc man > man/sluice.conf.5
+	$(BUILD)/gendoc conf user=sluice > contrib/sluice.conf
+
+# Installs every program `make` builds: a program is one with a rule here
+# (sluice, and sluicectl once it has one); a rule whose program was not
+# built is an error. The configuration goes to $(SYSCONFDIR)/sluice only
+# if none is there (the Debian package ships it as a conffile).
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSCONFDIR)/sluice
+	@set -e; for p in sluice sluicectl; do \
+		if $(MAKE) -n --no-print-directory $$p >/dev/null 2>&1; then \
+			echo "install -m 0755 $$p $(DESTDIR)$(SBINDIR)/$$p"; \
+			install -m 0755 $$p $(DESTDIR)$(SBINDIR)/$$p; fi; done
+	@set -e; for m in man/*.[0-9]; do s=$${m##*.}; \
+		echo "install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/"; \
+		install -d $(DESTDIR)$(MANDIR)/man$$s; \
+		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
+	[ -e $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf ] || \
+		install -m 0644 contrib/sluice.conf $(DESTDIR)$(SYSCONFDIR)/sluice/sluice.conf
+
+# dpkg-buildpackage in a copy of the tree; lintian; build/deb/*.deb.
+deb:
+	./scripts/build-deb.sh
 
 unit: deps
 	@$(MAKE) --no-print-directory $(UNIT_BIN)

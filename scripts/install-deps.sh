@@ -7,7 +7,9 @@ set -eu
 PKGS="build-essential pkg-config clang llvm libevent-dev libssl-dev liblmdb-dev
 libhiredis-dev libcmocka-dev postfix dnsmasq-base redis-server swaks python3
 python3-pytest python3-pytest-xdist python3-pytest-rerunfailures openssl
-procps iproute2 lsof haproxy"
+procps iproute2 lsof haproxy
+debhelper dpkg-dev fakeroot lintian groff-base man-db systemd adduser
+debootstrap systemd-container"
 
 missing=""
 for p in $PKGS; do

@@ -5,7 +5,8 @@
 # check (docs/hostile.md), the
 # core scenarios against the release build, unit tests and the whole
 # scenario suite (real Postfix, real DNS server) under ASan + UBSan, and a
-# short fuzz run of every target. Ends with one line
+# short fuzz run of every target, and the Debian package built, installed,
+# run and purged. Ends with one line
 # "suites: N passed, M failed".
 set -u
 cd "$(dirname "$0")/.."
@@ -38,6 +39,7 @@ stage unit make --no-print-directory unit
 stage lint ./scripts/lint-blocking.sh
 stage self-contained ./scripts/check-self-contained.sh
 stage layers ./tests/layers/check.sh
+stage docs ./scripts/check-docs.sh
 stage hostile-coverage ./scripts/hostile-coverage.sh --require A,B,C,E,F,J
 stage scenario-release env SLUICE_BIN="$(pwd)/sluice" \
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider $reruns tests/scenario/test_core.py
@@ -49,6 +51,9 @@ stage sanitizer-scenario env SLUICE_BIN="$(pwd)/build-san/sluice" \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider -n "$jobs" $reruns tests/scenario
 stage fuzz make --no-print-directory fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+# The Debian package: build, lintian, install, run the installed binary,
+# purge (about a minute; needs root, as all of make test does).
+stage deb ./scripts/test-deb.sh
 [ -n "$failed_names" ] && echo "failed suites:$failed_names"
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

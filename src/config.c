@@ -12,6 +12,8 @@
  * through the same code as the file, and config_print_nondefault formats
  * from the same table, so parsing, defaults and output cannot drift.
  * docs/config.md is written from this table; keep the two in step.
+ * man/sluice.conf.5 and contrib/sluice.conf are generated from it by
+ * tools/gendoc.c (`make man`; scripts/check-docs.sh fails when stale).
  *
  * File syntax, as in Postfix main.cf: "name = value"; a line whose first
  * non-blank character is '#' is a comment; blank lines and comments are
@@ -596,6 +598,38 @@ static void config_format_limit(const struct config_setting *s, long long v,
 		config_format_size((unsigned long long)v, buf, cap);
 	else
 		snprintf(buf, cap, "%lld", v);
+}
+
+const char *config_setting_doc(size_t i)
+{
+	return i < N_SETTINGS ? config_settings[i].doc : NULL;
+}
+
+void config_setting_kind(size_t i, char *buf, size_t cap)
+{
+	static const char *const kinds[] = {
+		[CT_ENDPOINT_LIST] = "endpoint list", [CT_ENDPOINT] = "endpoint",
+		[CT_UINT] = "number", [CT_BOOL] = "yes or no", [CT_STRING] = "text",
+		[CT_SIZE] = "size", [CT_DURATION] = "duration",
+		[CT_BARE_NEWLINE] = "normalize or reject", [CT_STORE] = "lmdb or redis",
+	};
+	char lo[32], hi[32];
+
+	buf[0] = '\0';
+	if (i >= N_SETTINGS)
+		return;
+	const struct config_setting *s = &config_settings[i];
+	const char *kind = s->flags & CF_HOSTNAME ? "host name"
+			   : s->flags & CF_DNSBL  ? "DNS list sites"
+						  : kinds[s->type];
+	if (s->type == CT_UINT || s->type == CT_SIZE || s->type == CT_DURATION) {
+		config_format_limit(s, s->min, lo, sizeof lo);
+		config_format_limit(s, s->max, hi, sizeof hi);
+		snprintf(buf, cap, "%s, %s to %s", kind, lo, hi);
+	} else {
+		snprintf(buf, cap, "%s%s%s", kind, s->flags & CF_UNIX ? " or unix:/path" : "",
+			 s->flags & CF_EMPTY ? "; may be empty" : "");
+	}
 }
 
 /* ---- setting values ---------------------------------------------------- */

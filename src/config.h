@@ -139,6 +139,10 @@ void config_print_nondefault(const struct config *cfg, FILE *out);
 size_t config_setting_count(void);
 const char *config_setting_name(size_t i);
 const char *config_setting_default(size_t i);
+/* Its one-line description, and its kind ("duration, 1ms to 30d",
+ * "endpoint or unix:/path") for generated documentation (tools/gendoc.c). */
+const char *config_setting_doc(size_t i);
+void config_setting_kind(size_t i, char *buf, size_t cap);
 
 /* The networks of proxy_trusted_networks (CIDRs separated by commas or
  * white space) as a cidr_list (signals.h), or NULL with the reason in err.

@@ -42,18 +42,21 @@
 #include "log.h"
 #include "metrics.h"
 #include "mstime.h"
+#include "sdnotify.h"
 #include "spool.h"
 #include "worker.h"
 
 #define SUP_MAX_WORKERS 256
 #define SUP_RESTART_MIN_MS 200 /* a worker that dies at once is not respawned in a spin */
 #define SUP_KILL_GRACE_MS 5000
+#define SUP_STATUS_INTERVAL_S 2 /* STATUS= for systemctl status, when it changed */
 
 struct sup_worker {
 	pid_t pid;
 	unsigned slot;     /* 1..n */
 	unsigned bank;     /* metrics bank */
 	bool draining;     /* old generation, will not be restarted */
+	bool ready;        /* said it accepts (sdnotify ready pipe) */
 	long long started_ms;
 };
 
@@ -77,6 +80,7 @@ static long long stop_deadline_ms;
 static struct event_base *base;
 static struct event *restart_ev;
 static int life_pipe[2] = {-1, -1}; /* [0] in every worker, [1] here only */
+static bool ready_owed = true; /* READY=1 not yet sent for this generation */
 
 static long long mono_ms(void)
 {
@@ -181,6 +185,7 @@ static int spawn(unsigned slot)
 	w->slot = slot;
 	w->bank = bank;
 	w->draining = false;
+	w->ready = false;
 	w->started_ms = mono_ms();
 	return 0;
 }
@@ -216,6 +221,53 @@ static void respawn_missing(evutil_socket_t fd, short what, void *arg)
 			evtimer_add(restart_ev, &tv);
 			return;
 		}
+}
+
+/* "STATUS=" text for systemd: what an administrator wants from
+ * `systemctl status` at a glance. */
+static void sup_status(char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%lld sessions, %lld shaped; %u workers%s",
+		 metrics_get(METRIC_SESSIONS_ACTIVE), metrics_get(METRIC_SHAPED_ACTIVE),
+		 n_slots, stopping ? "; stopping" : "");
+}
+
+static void sup_status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static char last[128];
+	char now[128];
+	sup_status(now, sizeof now);
+	if (strcmp(now, last) != 0 && !ready_owed) {
+		sdnotify_send("STATUS=%s", now);
+		memcpy(last, now, sizeof last);
+	}
+}
+
+/* READY=1 once every worker of the current generation accepts. */
+static void sup_ready_cb(evutil_socket_t fd, short what, void *arg)
+{
+	pid_t pid;
+	for (size_t i = 0; i < SUP_MAX_WORKERS * 2 && (pid = sdnotify_read_ready()) > 0; i++) {
+		struct sup_worker *w = find_worker(pid);
+		if (w)
+			w->ready = true;
+	}
+	if (!ready_owed || stopping)
+		return;
+	unsigned serving = 0;
+	for (size_t i = 0; i < n_workers; i++) {
+		if (workers[i].draining)
+			continue;
+		if (!workers[i].ready)
+			return;
+		serving++;
+	}
+	if (serving < n_slots)
+		return;
+	char status[128];
+	sup_status(status, sizeof status);
+	sdnotify_send("READY=1\nSTATUS=%s", status);
+	ready_owed = false;
 }
 
 static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
@@ -276,6 +328,7 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	stopping = true;
 	log_info("supervisor: stopping %zu workers", n_workers);
+	sdnotify_send("STOPPING=1\nSTATUS=stopping: draining %zu workers", n_workers);
 	for (size_t i = 0; i < n_workers; i++)
 		kill(workers[i].pid, SIGTERM);
 	/* Stop accepting: once the workers have closed their copies too, a
@@ -310,6 +363,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	if (config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, err, sizeof err) != 0) {
 		log_err("reload: %s; keeping the running configuration", err);
+		sdnotify_send("STATUS=reload refused: %s", err);
 		free(next);
 		return;
 	}
@@ -355,6 +409,13 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	for (unsigned s = from; s < n; s++)
 		memcpy(sockets[s], fresh[s], sizeof sockets[s]);
+	/* From here the reload cannot fail: READY=1 follows once the new
+	 * generation accepts (sup_ready_cb). */
+	struct timespec mono;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld",
+		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000);
+	ready_owed = true;
 	/* The old workers retire (SIGUSR1): their sessions carry on to
 	 * their natural end; the new generation takes the sockets. */
 	for (size_t i = 0; i < n_workers; i++) {
@@ -394,10 +455,21 @@ int supervisor_run(struct config *cfg, const char *path,
 		log_err("cannot create the workers' pipe: %s", strerror(errno));
 		return 1;
 	}
+	if (sdnotify_init() != 0)
+		return 1;
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
 	if (!base)
 		return 1;
+	if (sdnotify_enabled()) {
+		struct event *ready = event_new(base, sdnotify_ready_fd(), EV_READ | EV_PERSIST,
+						sup_ready_cb, NULL);
+		struct event *status = event_new(base, -1, EV_PERSIST, sup_status_cb, NULL);
+		struct timeval every = {SUP_STATUS_INTERVAL_S, 0};
+		if (!ready || !status || event_add(ready, NULL) != 0 ||
+		    event_add(status, &every) != 0)
+			return 1;
+	}
 	struct event *chld = evsignal_new(base, SIGCHLD, sigchld_cb, NULL);
 	struct event *term = evsignal_new(base, SIGTERM, sigterm_cb, NULL);
 	struct event *intr = evsignal_new(base, SIGINT, sigterm_cb, NULL);

@@ -35,6 +35,7 @@
 #include "metrics.h"
 #include "mstime.h"
 #include "pool.h"
+#include "sdnotify.h"
 #include "session.h"
 #include "spool.h"
 #include "signals.h"
@@ -265,6 +266,7 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */
 	log_info("worker %u: ready pid=%d", slot, (int)getpid());
+	sdnotify_worker_ready();
 	event_base_dispatch(w.base);
 	pool_shutdown(w.sessions.pool);
 	workq_free(w.workq); /* finishes pending store writes */

@@ -263,6 +263,18 @@ def proc_stat(pid):
     return rest[0], int(rest[1]), int(rest[2])
 
 
+def live_processes(field, value):
+    """Live (not zombie) pids whose proc_stat field (1: ppid, 2: process
+    group) is value."""
+    out = set()
+    for n in os.listdir("/proc"):
+        if n.isdigit():
+            st = proc_stat(int(n))
+            if st and st[field] == value and st[0] not in ("Z", "X"):
+                out.add(int(n))
+    return out
+
+
 def wait_until(pred, timeout, interval=0.05):
     """Poll pred() until true or timeout; returns the last value."""
     deadline = time.monotonic() + timeout

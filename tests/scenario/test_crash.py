@@ -60,13 +60,7 @@ def group_members(pgid):
     """Live (not zombie) processes of process group pgid: sluice runs in
     its own group, so these are the supervisor and every worker, orphans
     included."""
-    out = set()
-    for n in os.listdir("/proc"):
-        if n.isdigit():
-            st = harness.proc_stat(int(n))
-            if st and st[2] == pgid and st[0] not in ("Z", "X"):
-                out.add(int(n))
-    return out
+    return harness.live_processes(2, pgid)
 
 
 def one_worker(sl, timeout=5):
