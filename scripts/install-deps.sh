@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential pkg-config clang llvm libevent-dev libssl-dev liblmdb-dev
 libhiredis-dev libcmocka-dev postfix dnsmasq-base redis-server swaks python3
 python3-pytest python3-pytest-xdist python3-pytest-rerunfailures openssl
-procps iproute2 lsof"
+procps iproute2 lsof chromium fonts-dejavu-core"
 
 missing=""
 for p in $PKGS; do
