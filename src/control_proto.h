@@ -26,10 +26,10 @@
 /* X(ID, verb, min args, max args, help) */
 #define CONTROL_VERBS(X)                                                      \
 	X(STATUS, "status", 0, 0, "sessions, shaping, pool and counters")      \
-	X(SESSIONS, "sessions", 0, 0, "open sessions [--shaped]")              \
-	X(ALLOW, "allow", 1, 2, "ADDR|CIDR [TTL]: never shape, never deny")    \
-	X(DENY, "deny", 1, 2, "ADDR|CIDR [TTL]: shape from the first byte")    \
-	X(FORGET, "forget", 1, 1, "ADDR|CIDR: drop its entry, reputation, pass") \
+	X(SESSIONS, "sessions", 0, 0, "open sessions, highest score first")              \
+	X(ALLOW, "allow", 1, 2, "never shape; no DNS lists, files or passes")    \
+	X(DENY, "deny", 1, 2, "shape from the first byte, whatever the score")    \
+	X(FORGET, "forget", 1, 1, "drop its entry, and an address's reputation and pass") \
 	X(LIST, "list", 0, 0, "allow and deny entries")                        \
 	X(RELOAD, "reload", 0, 0, "re-read the configuration (synchronous)")   \
 	X(DRAIN, "drain", 0, 0, "stop: finish replays, 421 the rest, exit")

@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "acl.h"
 #include "config.h"
 #include "dnsbl.h"
 #include "log.h"
@@ -260,7 +261,22 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	const struct config *cfg = worker->cfg;
 	int fd = session_fd(s);
 	bool async = store_async(worker->store);
-	if (worker->allow && cidr_match(worker->allow, addr)) {
+	/* sluicectl's entries come first and decide alone (control.c). */
+	char entry[80];
+	enum acl_kind acl = acl_match(addr, store_now_ms(), entry, sizeof entry);
+	if (acl == ACL_ALLOW) {
+		s->trusted = true;
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+			     SIGNAL_ALLOWLIST, 0, entry);
+	} else if (acl == ACL_DENY) {
+		/* Shaped whatever else it shows: at least shape_threshold, and
+		 * no DNS list look-up whose DNSWL could lower it. */
+		int w = classify_weight(SIGNAL_DENYLIST);
+		if (w < (int)cfg->shape_threshold)
+			w = (int)cfg->shape_threshold;
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+			     SIGNAL_DENYLIST, w, entry);
+	} else if (worker->allow && cidr_match(worker->allow, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_ALLOWLIST, 0, NULL);
@@ -269,7 +285,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_PASS,
 			     0, NULL);
 	}
-	if (worker->deny && cidr_match(worker->deny, addr)) {
+	if (acl == ACL_NONE && worker->deny && cidr_match(worker->deny, addr)) {
 		s->trusted = false; /* deny wins over a pass */
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_DENYLIST, classify_weight(SIGNAL_DENYLIST), NULL);
@@ -279,7 +295,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	else if (!s->trusted) /* NULL: nothing to wait for, the default holds */
 		s->store_req = store_lookup_start(worker->store, addr,
 						  session_store_done, s);
-	if (worker->dnsbl && !s->trusted)
+	if (worker->dnsbl && !s->trusted && acl != ACL_DENY)
 		s->dnsbl = dnsbl_start(worker->dns, worker->dnsbl, addr,
 				       session_dnsbl_done, s);
 	throttle_window(fd, s->trusted);

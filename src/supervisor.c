@@ -37,11 +37,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "config.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "snapshot.h"
 #include "spool.h"
+#include "status.h"
 #include "worker.h"
 
 #define SUP_MAX_WORKERS 256
@@ -150,6 +154,7 @@ static int spawn(unsigned slot)
 			if (s != slot - 1)
 				close_slot(s, cur_cfg->listen_count);
 		close(life_pipe[1]);
+		control_close_fds();
 		int code = worker_main(cur_cfg, bank * metric_slots_per_bank + slot,
 				       sockets[slot - 1], cur_cfg->listen_count,
 				       life_pipe[0]);
@@ -210,6 +215,7 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 		/* Leftover spill files of that process are unreferenced now. */
 		spool_clean_dir(cur_cfg->spool_dir, pid);
 		metrics_clear_gauges(w->bank * metric_slots_per_bank + w->slot);
+		snapshot_clear(w->bank * metric_slots_per_bank + w->slot);
 		if (w->draining || stopping) {
 			log_info("worker pid=%d exited", (int)pid);
 		} else {
@@ -279,19 +285,22 @@ static bool same_listen(const struct config *a, const struct config *b)
 	return true;
 }
 
-static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+/* Re-reads the configuration and starts a new generation of workers; the
+ * old one retires. 0, or -1 with the reason in err (the running
+ * configuration stays). Used by SIGHUP and by sluicectl reload. */
+static int supervisor_reload(char *err, size_t cap)
 {
-	if (stopping)
-		return;
-	struct config *next = malloc(sizeof *next);
-	char err[512];
-	if (!next)
-		return;
-	if (config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, err, sizeof err) != 0) {
-		log_err("reload: %s; keeping the running configuration", err);
-		free(next);
-		return;
+	if (stopping) {
+		snprintf(err, cap, "stopping");
+		return -1;
 	}
+	struct config *next = malloc(sizeof *next);
+	if (!next) {
+		snprintf(err, cap, "out of memory");
+		return -1;
+	}
+	if (config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, err, cap) != 0)
+		goto refused;
 	unsigned n = effective_workers(next);
 	if (n > metric_slots_per_bank)
 		n = metric_slots_per_bank;
@@ -302,22 +311,21 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 			close_slot(s, cur_cfg->listen_count);
 		for (unsigned s = 0; s < n; s++)
 			if (bind_slot(next, s) != 0) {
-				log_err("reload: cannot bind the new listen addresses");
-				free(next);
-				return;
+				snprintf(err, cap, "cannot bind the new listen addresses");
+				goto refused;
 			}
 	} else {
 		for (unsigned s = n_slots; s < n; s++)
 			if (bind_slot(next, s) != 0) {
-				free(next);
-				return;
+				snprintf(err, cap, "cannot bind the listen addresses for more workers");
+				goto refused;
 			}
 		for (unsigned s = n; s < n_slots; s++)
 			close_slot(s, cur_cfg->listen_count);
 	}
 	if (make_dir(next->spool_dir, next) != 0 || make_dir(next->state_dir, next) != 0) {
-		free(next);
-		return;
+		snprintf(err, cap, "cannot prepare spool_dir or state_dir (see the log)");
+		goto refused;
 	}
 	/* The old workers retire (SIGUSR1): their sessions carry on to
 	 * their natural end; the new generation takes the sockets. */
@@ -333,7 +341,33 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 	log_info("supervisor: configuration reloaded; starting %u workers", n);
 	for (unsigned s = 1; s <= n_slots; s++)
 		spawn(s);
+	return 0;
+refused:
+	log_err("reload: %s; keeping the running configuration", err);
+	free(next);
+	return -1;
 }
+
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char err[512];
+	supervisor_reload(err, sizeof err);
+}
+
+/* sluicectl drain: as SIGTERM. */
+static void supervisor_drain(void)
+{
+	sigterm_cb(SIGTERM, 0, NULL);
+}
+
+static const struct config *supervisor_config(void)
+{
+	return cur_cfg;
+}
+
+static const struct control_hooks supervisor_control = {
+	supervisor_config, supervisor_reload, supervisor_drain,
+};
 
 int supervisor_run(struct config *cfg, const char *path,
 		   char *const *overrides, size_t n_overrides)
@@ -347,7 +381,8 @@ int supervisor_run(struct config *cfg, const char *path,
 	if (make_dir(cfg->spool_dir, cfg) != 0 || make_dir(cfg->state_dir, cfg) != 0)
 		return 1;
 	spool_clean_dir(cfg->spool_dir, 0);
-	if (metrics_init(metric_slots_per_bank * 2) != 0) {
+	if (metrics_init(metric_slots_per_bank * 2) != 0 ||
+	    snapshot_init(metric_slots_per_bank * 2 + 1) != 0 || acl_init() != 0) {
 		log_err("cannot map metrics");
 		return 1;
 	}
@@ -376,6 +411,9 @@ int supervisor_run(struct config *cfg, const char *path,
 		log_err("cannot serve metrics on %s", cfg->metrics_listen.text);
 		return 1;
 	}
+	if (status_start(base, metrics_http_server()) != 0 ||
+	    control_start(base, cfg->state_dir, &supervisor_control) != 0)
+		return 1;
 	log_info("sluice: starting %u workers, listening on %s%s, backend %s", n_slots,
 		 cfg->listen[0].text, cfg->listen_count > 1 ? " ..." : "",
 		 cfg->backend.text);
@@ -383,6 +421,7 @@ int supervisor_run(struct config *cfg, const char *path,
 		if (spawn(s) != 0)
 			return 1;
 	event_base_dispatch(base);
+	control_stop();
 	log_info("sluice: stopped");
 	return 0;
 }
