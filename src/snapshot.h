@@ -15,7 +15,7 @@
 struct event_base;
 
 #define SNAPSHOT_ROWS_MAX 256     /* sessions per worker, highest score first */
-#define SNAPSHOT_PERIOD_MS 1000   /* a worker publishes this often */
+#define SNAPSHOT_PERIOD_MS 500    /* a worker publishes this often */
 #define SNAPSHOT_ADDR_MAX 64      /* as client_identity.addr */
 #define SNAPSHOT_NAME_MAX 80      /* a PTR name, truncated */
 
