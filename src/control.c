@@ -404,10 +404,12 @@ static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 /* A socket at path that answers belongs to a running sluice. */
 static bool control_in_use(const struct sockaddr_un *un)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	bool used = connect(fd, (const struct sockaddr *)un, sizeof *un) == 0;
+	/* A Unix connect completes at once; EAGAIN is a full backlog. */
+	bool used = connect(fd, (const struct sockaddr *)un, sizeof *un) == 0 ||
+		    errno == EAGAIN;
 	close(fd);
 	return used;
 }
