@@ -105,7 +105,7 @@ void control_close_fds(void)
 
 static int control_load(struct acl_entry **out, size_t *n, char *err, size_t cap)
 {
-	*out = malloc(ACL_ENTRIES_MAX * sizeof **out);
+	*out = calloc(ACL_ENTRIES_MAX, sizeof **out); /* zeroed padding: hashed */
 	if (!*out) {
 		snprintf(err, cap, "out of memory");
 		return -1;
@@ -132,6 +132,16 @@ void control_refresh(void)
 		return;
 	}
 	acl_publish(e, n, control_now_ms());
+	/* One line when the set changed (another node's sluicectl, with
+	 * store = redis, shows up here). FNV-1a over the entries. */
+	static unsigned long long last = 0;
+	unsigned long long h = 1469598103934665603ULL;
+	const unsigned char *p = (const unsigned char *)e;
+	for (size_t i = 0; i < n * sizeof *e; i++)
+		h = (h ^ p[i]) * 1099511628211ULL;
+	if (h != last)
+		log_info("control: %zu allow/deny entries in force", n);
+	last = h;
 	free(e);
 }
 

@@ -347,6 +347,14 @@ static redisReply *store_acl_redis_cmd(redisContext *c, const struct config *cfg
 	return r;
 }
 
+/* <prefix>acl as one string: a format's %s is one argument, spaces and
+ * all, where "%sacl" would split a prefix with spaces. */
+static const char *store_acl_key(const struct config *cfg, char *key)
+{
+	snprintf(key, STORE_REDIS_KEY_MAX, "%sacl", cfg->redis_prefix);
+	return key;
+}
+
 static bool store_acl_redis_value(const char *s, size_t len, long long v[3])
 {
 	char buf[STORE_ACL_VALUE_MAX];
@@ -361,11 +369,12 @@ static bool store_acl_redis_value(const char *s, size_t len, long long v[3])
 static int store_acl_redis_load(const struct config *cfg, struct acl_entry *out,
 				size_t cap, size_t *n, char *err, size_t errcap)
 {
+	char key[STORE_REDIS_KEY_MAX];
 	*n = 0;
 	redisContext *c = store_acl_redis_connect(cfg, err, errcap);
 	if (!c)
 		return -1;
-	redisReply *r = store_acl_redis_cmd(c, cfg, err, errcap, "HGETALL %sacl", cfg->redis_prefix);
+	redisReply *r = store_acl_redis_cmd(c, cfg, err, errcap, "HGETALL %s", store_acl_key(cfg, key));
 	redisFree(c);
 	if (!r)
 		return -1;
@@ -389,19 +398,21 @@ static int store_acl_redis_load(const struct config *cfg, struct acl_entry *out,
 static int store_acl_redis_put(const struct config *cfg, const struct acl_entry *e,
 			       char *err, size_t errcap)
 {
+	char key[STORE_REDIS_KEY_MAX];
 	redisContext *c = store_acl_redis_connect(cfg, err, errcap);
 	if (!c)
 		return -1;
-	char text[80];
+	char text[80], value[STORE_ACL_VALUE_MAX];
 	control_net_format(&e->net, text, sizeof text);
-	redisReply *r = store_acl_redis_cmd(c, cfg, err, errcap, "HSET %sacl %s %d %lld %lld",
-					    cfg->redis_prefix, text, (int)e->kind,
-					    e->expires_ms, e->added_ms);
+	/* One argument: hiredis splits a format at spaces. */
+	snprintf(value, sizeof value, "%d %lld %lld", (int)e->kind, e->expires_ms, e->added_ms);
+	redisReply *r = store_acl_redis_cmd(c, cfg, err, errcap, "HSET %s %s %s",
+					    store_acl_key(cfg, key), text, value);
 	if (r)
 		freeReplyObject(r);
 	/* Expired fields: HGETALL and HDEL what has passed (best effort). */
-	redisReply *h = r ? store_acl_redis_cmd(c, cfg, err, errcap, "HGETALL %sacl",
-						cfg->redis_prefix) : NULL;
+	redisReply *h = r ? store_acl_redis_cmd(c, cfg, err, errcap, "HGETALL %s",
+						store_acl_key(cfg, key)) : NULL;
 	long long now = store_acl_now_ms();
 	if (h && h->type == REDIS_REPLY_ARRAY)
 		for (size_t i = 0; i + 1 < h->elements; i += 2) {
@@ -409,7 +420,7 @@ static int store_acl_redis_put(const struct config *cfg, const struct acl_entry 
 			const redisReply *f = h->element[i], *v = h->element[i + 1];
 			if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
 			    store_acl_redis_value(v->str, v->len, val) && val[1] && val[1] <= now) {
-				redisReply *d = redisCommand(c, "HDEL %sacl %b", cfg->redis_prefix,
+				redisReply *d = redisCommand(c, "HDEL %s %b", store_acl_key(cfg, key),
 							     f->str, f->len);
 				if (d)
 					freeReplyObject(d);
@@ -424,14 +435,15 @@ static int store_acl_redis_put(const struct config *cfg, const struct acl_entry 
 static int store_acl_redis_del(const struct config *cfg, const struct control_net *net,
 			       bool *found, char *err, size_t errcap)
 {
+	char key[STORE_REDIS_KEY_MAX];
 	*found = false;
 	redisContext *c = store_acl_redis_connect(cfg, err, errcap);
 	if (!c)
 		return -1;
 	char text[80];
 	control_net_format(net, text, sizeof text);
-	redisReply *r = store_acl_redis_cmd(c, cfg, err, errcap, "HDEL %sacl %s",
-					    cfg->redis_prefix, text);
+	redisReply *r = store_acl_redis_cmd(c, cfg, err, errcap, "HDEL %s %s",
+					    store_acl_key(cfg, key), text);
 	redisFree(c);
 	if (!r)
 		return -1;

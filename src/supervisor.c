@@ -351,7 +351,8 @@ refused:
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
 	char err[512];
-	supervisor_reload(err, sizeof err);
+	if (supervisor_reload(err, sizeof err) == 0)
+		control_refresh(); /* the store may have moved */
 }
 
 /* sluicectl drain: as SIGTERM. */
