@@ -310,21 +310,23 @@ static void control_answer(struct control_client *c, bool ok, const char *err,
 			   bool json, struct evbuffer *body)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int rc;
 	c->answered = true;
 	bufferevent_disable(c->bev, EV_READ);
 	if (ok) {
-		evbuffer_add(out, "OK\n", 3);
-		if (body)
-			evbuffer_add_buffer(out, body);
+		rc = evbuffer_add(out, "OK\n", 3);
+		if (rc == 0 && body)
+			rc = evbuffer_add_buffer(out, body);
 	} else {
-		evbuffer_add_printf(out, "ERR %s\n", err);
-		if (json) {
-			evbuffer_add(out, "{\"error\":", 9);
-			json_str(out, err);
-			evbuffer_add(out, "}\n", 2);
-		}
+		rc = evbuffer_add_printf(out, "ERR %s\n", err) < 0 ? -1 : 0;
+		if (rc == 0 && json)
+			rc = evbuffer_add(out, "{\"error\":", 9) || json_str(out, err) ||
+			     evbuffer_add(out, "}\n", 2) ? -1 : 0;
 	}
-	bufferevent_enable(c->bev, EV_WRITE);
+	/* Out of memory: a closed connection without a whole answer, which
+	 * sluicectl reports as no answer (exit 3), never a truncated one. */
+	if (rc != 0 || bufferevent_enable(c->bev, EV_WRITE) != 0)
+		control_client_free(c);
 }
 
 static void control_read_cb(struct bufferevent *bev, void *arg)

@@ -192,9 +192,11 @@ static int status_series_json(struct evbuffer *b, const long long *v)
 	return 0;
 }
 
-/* The last hour and the minutes in it, from the ring and now. */
-static void status_window(const struct status_sample *now, long long *hour)
+/* The counters now, and what they rose by over the last hour (the ring's
+ * oldest sample). */
+static void status_window(struct status_sample *now, long long *hour)
 {
+	status_sample_now(now);
 	const struct status_sample *old = ring_len ? status_ring_at(0) : now;
 	for (unsigned i = 0; i < STATUS_SERIES_COUNT; i++)
 		hour[i] = now->v[i] - old->v[i];
@@ -204,7 +206,6 @@ static int status_json(struct evbuffer *b, const struct snapshot *snap)
 {
 	struct status_sample now;
 	long long hour[STATUS_SERIES_COUNT];
-	status_sample_now(&now);
 	status_window(&now, hour);
 	if (evbuffer_add_printf(b, "{\"time_ms\":%lld,\"uptime_s\":%lld,"
 				   "\"sessions\":{\"open\":%u,\"shaped\":%u,\"unshaped\":%u,"
@@ -256,7 +257,6 @@ static int status_text(struct evbuffer *b, const struct snapshot *snap)
 {
 	struct status_sample now;
 	long long hour[STATUS_SERIES_COUNT];
-	status_sample_now(&now);
 	status_window(&now, hour);
 	if (evbuffer_add_printf(b, "sessions: %u open, %u shaped, %u unshaped%s\n"
 				   "%-10s %9s %7s\n",

@@ -129,8 +129,9 @@ def test_ctl_socket_mode_and_status(postfix, sluice):
     st = os.stat(path)
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid() == 0
+    # the port listens before the workers run: wait for both to publish
+    assert harness.wait_until(lambda: len(ctl_json(sl, "status")["workers"]) == 2, 10)
     s = ctl_json(sl, "status")
-    assert [w["slot"] for w in s["workers"]] and len(s["workers"]) == 2
     assert s["sessions"]["open"] == 0 and set(s["sessions"]["by_phase"]) >= {
         "greeting", "helo", "mail", "rcpt", "data"}
     for w in s["workers"]:

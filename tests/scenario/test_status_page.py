@@ -31,6 +31,7 @@ import pytest
 
 import harness
 from harness import BLOCKLISTED, BLOCKLISTED2, CLIENT23, CLIENT23_NAME, SmtpRaw, dot_stuff
+from test_control import open_client
 
 N_DELIVERED = 3
 M_SHAPED = 2
@@ -84,14 +85,6 @@ def deliver(sl, tok):
         rr, final = c.send_message("a@example.net", ["alice@example.com"],
                                    dot_stuff(message(tok)))
         assert final and final[0] == 250, (rr, final)
-
-
-def open_client(sl, source):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((source, 0))
-    s.settimeout(10)
-    s.connect((sl.host, sl.port))
-    return s
 
 
 def shaped_from(port, source):
