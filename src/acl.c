@@ -1,7 +1,8 @@
 /*
  * acl: the shared table of allow and deny entries (see acl.h).
  *
- * Exports acl_kind_name, acl_init, acl_publish, acl_match, acl_lookup.
+ * Exports acl_kind_name, acl_entry_decode, acl_init, acl_publish,
+ * acl_match, acl_lookup.
  *
  * Memory: acl_init (supervisor, before fork) maps one struct acl_table,
  * MAP_SHARED | MAP_ANONYMOUS, never unmapped. Only the supervisor writes
@@ -22,6 +23,7 @@
  * index to keep in step with the table.
  */
 #include "acl.h"
+#include "ipaddr.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -50,6 +52,24 @@ static const char *const acl_kind_names[] = {
 const char *acl_kind_name(enum acl_kind k)
 {
 	return (unsigned)k <= ACL_DENY ? acl_kind_names[k] : "?";
+}
+
+bool acl_entry_decode(const char *key, size_t len, long long kind,
+		      long long expires_ms, long long added_ms,
+		      struct acl_entry *e)
+{
+	char text[CONTROL_TOKEN_MAX + 1];
+	if (len == 0 || len > CONTROL_TOKEN_MAX || (kind != ACL_ALLOW && kind != ACL_DENY) ||
+	    expires_ms < 0 || added_ms < 0 || memchr(key, 0, len))
+		return false;
+	memcpy(text, key, len);
+	text[len] = 0;
+	if (control_net_parse(text, &e->net) != 0)
+		return false;
+	e->kind = (enum acl_kind)kind;
+	e->expires_ms = expires_ms;
+	e->added_ms = added_ms;
+	return true;
 }
 
 int acl_init(void)
@@ -141,25 +161,12 @@ enum acl_kind acl_match(const struct sockaddr *sa, long long now_ms, char *entry
 	if (!acl_mine.n)
 		return ACL_NONE;
 	struct control_net a = {0};
-	if (sa->sa_family == AF_INET) {
-		a.family = AF_INET;
-		memcpy(a.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		a.prefix = 32;
-	} else if (sa->sa_family == AF_INET6) {
-		const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-		if (!memcmp(b, mapped, 12)) {
-			a.family = AF_INET;
-			memcpy(a.addr, b + 12, 4);
-			a.prefix = 32;
-		} else {
-			a.family = AF_INET6;
-			memcpy(a.addr, b, 16);
-			a.prefix = 128;
-		}
-	} else {
+	struct ipaddr ip;
+	if (!ipaddr_from_sockaddr(sa, &ip))
 		return ACL_NONE;
-	}
+	a.family = ip.family;
+	memcpy(a.addr, ip.b, ipaddr_len(&ip));
+	a.prefix = (unsigned)ipaddr_len(&ip) * 8;
 	long i = acl_lookup(acl_mine.e, acl_mine.n, &a, now_ms);
 	if (i < 0)
 		return ACL_NONE;

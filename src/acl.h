@@ -1,6 +1,6 @@
 /*
  * acl: the allow and deny entries an administrator sets with sluicectl.
- * Their lasting home is the store (store_acl.c: LMDB, or Redis with
+ * Their lasting home is the store (store_acl_* in store.h: LMDB, or Redis with
  * store = redis); the supervisor loads them from there and publishes them
  * to its workers through a shared table, which every worker checks at
  * accept, so an entry takes effect on the next connection on every worker.
@@ -32,6 +32,13 @@ struct acl_entry {
 };
 
 const char *acl_kind_name(enum acl_kind k);
+
+/* A stored entry: key (len bytes, untrusted: whatever is in the store) is
+ * the network's text, kind/expires/added as stored. False when it is not
+ * one sluice wrote. */
+bool acl_entry_decode(const char *key, size_t len, long long kind,
+		      long long expires_ms, long long added_ms,
+		      struct acl_entry *e);
 
 /* Supervisor, before fork: maps the shared table. 0 or -1. */
 int acl_init(void);

@@ -20,7 +20,7 @@
  *
  * Commands run on the supervisor's loop. status and sessions read one
  * snapshot (snapshot.h); allow, deny and forget write the store
- * synchronously (store_acl.c), then the entries are read back and
+ * synchronously (store_acl_put and friends, store.h), then the entries are read back and
  * published to the workers (acl.h), so when sluicectl returns, every
  * worker applies them to its next connection. With store = redis the
  * entries are read again every CONTROL_REDIS_POLL_S, so entries made on
@@ -54,9 +54,10 @@
 #include "control_proto.h"
 #include "json.h"
 #include "log.h"
+#include "mstime.h"
 #include "snapshot.h"
 #include "status.h"
-#include "store_acl.h"
+#include "store.h"
 
 #define CONTROL_CLIENTS_MAX 8
 #define CONTROL_TIMEOUT_S 10
@@ -75,13 +76,6 @@ static struct evconnlistener *control_listener;
 static char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static const struct control_hooks *control_hooks;
 static struct control_client *control_clients[CONTROL_CLIENTS_MAX];
-
-static long long control_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void control_client_free(struct control_client *c)
 {
@@ -103,14 +97,27 @@ void control_close_fds(void)
 
 /* ---- the allow/deny entries --------------------------------------------- */
 
+/* Where the configuration in force keeps the store. */
+static struct store_where control_where(void)
+{
+	const struct config *cfg = control_hooks->config();
+	struct store_where w = {
+		.redis = cfg->store == CONFIG_STORE_REDIS, .dir = cfg->state_dir,
+		.user = cfg->user, .server = &cfg->redis_server, .prefix = cfg->redis_prefix,
+		.timeout_ms = cfg->redis_timeout_ms,
+	};
+	return w;
+}
+
 static int control_load(struct acl_entry **out, size_t *n, char *err, size_t cap)
 {
+	struct store_where w = control_where();
 	*out = calloc(ACL_ENTRIES_MAX, sizeof **out); /* zeroed padding: hashed */
 	if (!*out) {
 		snprintf(err, cap, "out of memory");
 		return -1;
 	}
-	if (store_acl_load(control_hooks->config(), *out, ACL_ENTRIES_MAX, n, err, cap) != 0) {
+	if (store_acl_load(&w, *out, ACL_ENTRIES_MAX, n, err, cap) != 0) {
 		free(*out);
 		*out = NULL;
 		return -1;
@@ -131,7 +138,7 @@ void control_refresh(void)
 		log_warn("control: cannot read the allow/deny entries: %s", err);
 		return;
 	}
-	acl_publish(e, n, control_now_ms());
+	acl_publish(e, n, mstime_real());
 	/* One line when the set changed (another node's sluicectl, with
 	 * store = redis, shows up here). FNV-1a over the entries. */
 	static unsigned long long last = 0;
@@ -182,8 +189,8 @@ static int control_entry_text(struct evbuffer *b, const struct acl_entry *e,
 static int control_run(const struct control_req *req, uid_t uid, struct evbuffer *body,
 		       char *err, size_t cap)
 {
-	const struct config *cfg = control_hooks->config();
-	long long now = control_now_ms();
+	struct store_where w = control_where();
+	long long now = mstime_real();
 	char net[80] = "";
 	if (req->has_net)
 		control_net_format(&req->net, net, sizeof net);
@@ -222,7 +229,7 @@ static int control_run(const struct control_req *req, uid_t uid, struct evbuffer
 		e.kind = req->verb == CONTROL_ALLOW ? ACL_ALLOW : ACL_DENY;
 		e.added_ms = now;
 		e.expires_ms = req->ttl_ms ? now + req->ttl_ms : 0;
-		if (store_acl_put(cfg, &e, err, cap) != 0)
+		if (store_acl_put(&w, &e, err, cap) != 0)
 			return -1;
 		control_refresh();
 		log_info("control: %s %s ttl_ms=%lld uid=%d", acl_kind_name(e.kind), net,
@@ -236,9 +243,9 @@ static int control_run(const struct control_req *req, uid_t uid, struct evbuffer
 	case CONTROL_FORGET: {
 		bool entry = false, rep = false;
 		bool host = req->net.prefix == (req->net.family == AF_INET ? 32u : 128u);
-		if (store_acl_del(cfg, &req->net, &entry, err, cap) != 0)
+		if (store_acl_del(&w, &req->net, &entry, err, cap) != 0)
 			return -1;
-		if (host && store_acl_forget(cfg, &req->net, &rep, err, cap) != 0)
+		if (host && store_forget(&w, &req->net, &rep, err, cap) != 0)
 			return -1;
 		control_refresh();
 		log_info("control: forget %s entry=%d reputation=%d uid=%d", net, entry, rep,

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "ipaddr.h"
 
 static const struct {
 	const char *name;
@@ -75,10 +76,9 @@ int control_net_parse(const char *s, struct control_net *out)
 			return -1;
 		out->prefix = prefix < 0 ? 128 : (unsigned)prefix;
 		/* ::ffff:a.b.c.d is the IPv4 address everywhere in sluice. */
-		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-		if (!memcmp(out->addr, mapped, 12) && out->prefix >= 96) {
-			memmove(out->addr, out->addr + 12, 4);
-			memset(out->addr + 4, 0, 12);
+		if (ipaddr_is_v4mapped(out->addr) && out->prefix >= 96) {
+			memmove(out->addr, out->addr + IPADDR_V4MAPPED_OFFSET, IPADDR_V4_LEN);
+			memset(out->addr + IPADDR_V4_LEN, 0, IPADDR_V6_LEN - IPADDR_V4_LEN);
 			out->family = AF_INET;
 			out->prefix -= 96;
 		}

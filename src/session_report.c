@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mstime.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -50,11 +51,9 @@ static void session_report_one(const struct session *s, void *arg)
 
 static void session_report_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct timespec ts;
 	memset(&report, 0, offsetof(struct snapshot_worker, rows));
 	report.pid = getpid();
-	clock_gettime(CLOCK_REALTIME, &ts);
-	report.updated_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	report.updated_ms = mstime_real();
 	event_base_gettimeofday_cached(worker->base, &report_now);
 	session_foreach(session_report_one, &report);
 	snapshot_publish(report_slot, &report);
@@ -64,7 +63,7 @@ int session_report_start(struct event_base *base, unsigned slot)
 {
 	report_slot = slot;
 	struct event *ev = event_new(base, -1, EV_PERSIST, session_report_cb, NULL);
-	struct timeval tv = {SNAPSHOT_PERIOD_MS / 1000, (SNAPSHOT_PERIOD_MS % 1000) * 1000};
+	struct timeval tv = mstime_tv(SNAPSHOT_PERIOD_MS);
 	if (!ev || event_add(ev, &tv) != 0)
 		return -1;
 	session_report_cb(-1, 0, NULL); /* visible at once, not a period later */

@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "acl.h"
+#include "mstime.h"
 #include "config.h"
 #include "dnsbl.h"
 #include "log.h"
@@ -263,7 +264,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	bool async = store_async(worker->store);
 	/* sluicectl's entries come first and decide alone (control.c). */
 	char entry[80];
-	enum acl_kind acl = acl_match(addr, store_now_ms(), entry, sizeof entry);
+	enum acl_kind acl = acl_match(addr, mstime_real(), entry, sizeof entry);
 	if (acl == ACL_ALLOW) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,

@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "mstime.h"
 
 #define SNAPSHOT_READ_TRIES 8
 
@@ -160,9 +161,7 @@ struct snapshot *snapshot_gather(void)
 	struct snapshot_worker *w = malloc(sizeof *w);
 	if (!snap || !w)
 		goto fail;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	long long now = mstime_real();
 	for (unsigned slot = 0; slot < snapshot_nslots; slot++) {
 		if (!__atomic_load_n(&snapshot_slots[slot].live, __ATOMIC_RELAXED) ||
 		    !snapshot_read(slot, w))

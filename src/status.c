@@ -31,6 +31,7 @@
 #include "classify.h"
 #include "json.h"
 #include "metrics.h"
+#include "mstime.h"
 #include "snapshot.h"
 
 #define STATUS_SAMPLE_MS 60000
@@ -74,16 +75,9 @@ static struct status_sample ring[STATUS_MINUTES + 1];
 static unsigned ring_len, ring_head; /* head: index of the oldest */
 static long long started_ms;
 
-static long long status_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void status_sample_now(struct status_sample *s)
 {
-	s->t_ms = status_now_ms();
+	s->t_ms = mstime_real();
 	for (unsigned i = 0; i < STATUS_SERIES_COUNT; i++) {
 		s->v[i] = 0;
 		for (unsigned k = 0; k < status_series[i].n; k++)
@@ -388,7 +382,7 @@ static void status_json_cb(struct evhttp_request *req, void *arg)
 
 int status_start(struct event_base *base, struct evhttp *http)
 {
-	started_ms = status_now_ms();
+	started_ms = mstime_real();
 	status_sample_cb(-1, 0, NULL);
 	struct event *ev = event_new(base, -1, EV_PERSIST, status_sample_cb, NULL);
 	struct timeval tv = {STATUS_SAMPLE_MS / 1000, 0};
