@@ -293,3 +293,40 @@ def test_ctl_drain(postfix, sluice):
     assert not os.path.exists(os.path.join(sl.settings["state_dir"], "control.sock"))
     rc, out, err = ctl(sl, "status")
     assert rc == 3
+
+
+def test_ctl_entries_win_over_files_and_passes(postfix, sluice, workdir):
+    """An allow entry beats cidr_deny_file; a deny entry beats
+    cidr_allow_file and a pass earned by delivering."""
+    lists = harness.make_world_dir(os.path.join(workdir, "lists"))
+    deny_file = os.path.join(lists, "deny.cidr")
+    allow_file = os.path.join(lists, "allow.cidr")
+    with open(deny_file, "w") as f:
+        f.write("127.0.0.26\n")
+    with open(allow_file, "w") as f:
+        f.write("127.0.0.27\n")
+    pf = postfix()
+    sl = sluice(pf, cidr_deny_file=deny_file, cidr_allow_file=allow_file, **SHAPING)
+    assert verdict(sl, "127.0.0.26")["shaped"]
+    assert not verdict(sl, "127.0.0.27")["shaped"]
+    # a clean client that delivers earns a pass
+    with SmtpRaw(sl.host, sl.port, source=CLIENT23) as c:
+        assert c.read_reply()[0] == 220
+        c.ehlo(harness.CLIENT23_NAME)
+        msg = (b"From: <a@example.net>\r\nTo: <alice@example.com>\r\n"
+               b"Subject: ctl-pass\r\n\r\nHi.\r\n")
+        rr, final = c.send_message("a@example.net", ["alice@example.com"], harness.dot_stuff(msg))
+        assert final and final[0] == 250, (rr, final)
+    # the pass is written when that session ends, a moment later
+    seen = []
+    assert harness.wait_until(lambda: seen.append(verdict(sl, CLIENT23)) or
+                              "PASS" in seen[-1]["signals"], 15, interval=0.2), seen
+    assert not seen[-1]["shaped"]
+
+    for args in (("allow", "127.0.0.26"), ("deny", "127.0.0.27"), ("deny", CLIENT23)):
+        assert ctl(sl, *args)[0] == 0
+    r = verdict(sl, "127.0.0.26")
+    assert not r["shaped"] and "ALLOWLIST" in r["signals"] and "DENYLIST" not in r["signals"], r
+    for source in ("127.0.0.27", CLIENT23):
+        r = verdict(sl, source)
+        assert r["shaped"] and "DENYLIST" in r["signals"] and "PASS" not in r["signals"], r
