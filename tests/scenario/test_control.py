@@ -46,8 +46,26 @@ def sluicectl_bin():
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "sluicectl")
 
 
+_USED = []
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    """After the test (and after its sluice stopped: this fixture is set up
+    first, so torn down last), the logs of every sluice sluicectl talked to
+    must hold no ASan/UBSan report (the sanitizer build runs this too)."""
+    del _USED[:]
+    yield
+    reports = [l for sl in _USED for l in sl.log().splitlines()
+               if "Sanitizer" in l or "runtime error" in l]
+    if reports:
+        pytest.fail("sanitizer reports:\n" + "\n".join(reports[:20]), pytrace=False)
+
+
 def ctl(sl, *args, conf=True, timeout=30):
     """Runs sluicectl against sl: (exit code, stdout, stderr)."""
+    if sl not in _USED:
+        _USED.append(sl)
     cmd = [sluicectl_bin()] + (["-c", sl.conf] if conf else []) + list(args)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout)

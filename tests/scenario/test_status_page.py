@@ -31,7 +31,7 @@ import pytest
 
 import harness
 from harness import BLOCKLISTED, BLOCKLISTED2, CLIENT23, CLIENT23_NAME, SmtpRaw, dot_stuff
-from test_control import open_client
+from test_control import open_client, sanitizer_reports, _USED  # noqa: F401
 
 N_DELIVERED = 3
 M_SHAPED = 2
@@ -101,6 +101,7 @@ def test_status_page_in_chromium(postfix, sluice, workdir):
     mport = harness.free_port()
     sl = sluice(pf, metrics_listen="127.0.0.1:%d" % mport, dnsbl_sites="bl.test*3",
                 greet_wait="1s", shape_threshold="3", shape_rate="5", shape_time="60s")
+    _USED.append(sl)
 
     # plain HTTP: the page, its script and the JSON, no external assets
     st, hdr, page = get(mport, "/")
