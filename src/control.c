@@ -436,12 +436,19 @@ static bool control_in_use(const struct sockaddr_un *un)
 int control_start(struct event_base *base, const char *state_dir,
 		  const struct control_hooks *hooks)
 {
+	/* The entries apply even if the socket cannot be made. */
+	control_hooks = hooks;
+	control_refresh();
+	struct event *poll = event_new(base, -1, EV_PERSIST, control_poll_cb, NULL);
+	struct timeval tv = {CONTROL_REDIS_POLL_S, 0};
+	if (!poll || event_add(poll, &tv) != 0)
+		log_warn("control: no periodic re-read of the allow/deny entries");
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
 	int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/%s", state_dir,
 			 CONTROL_SOCKET_NAME);
 	if (n < 0 || (size_t)n >= sizeof un.sun_path) {
-		log_err("control: state_dir too long for a socket path");
-		return -1;
+		log_err("control: state_dir too long for a socket path; no sluicectl");
+		return 0;
 	}
 	if (control_in_use(&un)) {
 		log_err("control: %s answers: another sluice uses this state_dir", un.sun_path);
@@ -450,32 +457,26 @@ int control_start(struct event_base *base, const char *state_dir,
 	unlink(un.sun_path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		log_err("control: socket: %s", strerror(errno));
-		return -1;
+		log_err("control: socket: %s; no sluicectl", strerror(errno));
+		return 0;
 	}
 	mode_t old = umask(077);
 	int rc = bind(fd, (struct sockaddr *)&un, sizeof un);
 	umask(old);
 	if (rc != 0 || chmod(un.sun_path, 0600) != 0) {
-		log_err("control: cannot bind %s: %s", un.sun_path, strerror(errno));
+		log_err("control: cannot bind %s: %s; no sluicectl", un.sun_path, strerror(errno));
 		close(fd);
-		return -1;
+		return 0;
 	}
 	control_listener = evconnlistener_new(base, control_accept_cb, NULL,
 					      LEV_OPT_CLOSE_ON_FREE, CONTROL_BACKLOG, fd);
 	if (!control_listener) {
-		log_err("control: cannot listen on %s", un.sun_path);
+		log_err("control: cannot listen on %s; no sluicectl", un.sun_path);
 		close(fd);
 		unlink(un.sun_path);
-		return -1;
+		return 0;
 	}
 	memcpy(control_path, un.sun_path, sizeof control_path);
-	control_hooks = hooks;
-	control_refresh();
-	struct event *poll = event_new(base, -1, EV_PERSIST, control_poll_cb, NULL);
-	struct timeval tv = {CONTROL_REDIS_POLL_S, 0};
-	if (!poll || event_add(poll, &tv) != 0)
-		log_warn("control: no periodic re-read of the allow/deny entries");
 	log_info("control: listening on %s", un.sun_path);
 	return 0;
 }
