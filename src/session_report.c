@@ -20,10 +20,10 @@
 
 #include "mstime.h"
 #include "snapshot.h"
-#include "worker.h"
 
 static struct snapshot_worker report;
 static unsigned report_slot;
+static struct event_base *report_base;
 static struct timeval report_now;
 
 static void session_report_one(const struct session *s, void *arg)
@@ -54,7 +54,7 @@ static void session_report_cb(evutil_socket_t fd, short what, void *arg)
 	memset(&report, 0, offsetof(struct snapshot_worker, rows));
 	report.pid = getpid();
 	report.updated_ms = mstime_real();
-	event_base_gettimeofday_cached(worker->base, &report_now);
+	event_base_gettimeofday_cached(report_base, &report_now);
 	session_foreach(session_report_one, &report);
 	snapshot_publish(report_slot, &report);
 }
@@ -62,6 +62,7 @@ static void session_report_cb(evutil_socket_t fd, short what, void *arg)
 int session_report_start(struct event_base *base, unsigned slot)
 {
 	report_slot = slot;
+	report_base = base;
 	struct event *ev = event_new(base, -1, EV_PERSIST, session_report_cb, NULL);
 	struct timeval tv = mstime_tv(SNAPSHOT_PERIOD_MS);
 	if (!ev || event_add(ev, &tv) != 0)
