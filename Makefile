@@ -1,6 +1,6 @@
 # sluice — plain Makefile. `make` installs missing build dependencies
 # (scripts/install-deps.sh), then builds ./sluice.
-#   make            build ./sluice
+#   make            build ./sluice and ./sluicectl
 #   make run        demo: a private Postfix on loopback behind sluice on :2525
 #   make test       everything: unit, scenario (real Postfix + DNS), sanitizers, fuzz smoke
 #   make san        ASan+UBSan build in build-san/
@@ -24,7 +24,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS   = $(PKG_LIBS) -llmdb -lhiredis -lpthread -lm
 
 SRC      = $(sort $(wildcard src/*.c))
-LIB_SRC  = $(filter-out src/main.c,$(SRC))
+LIB_SRC  = $(filter-out src/main.c src/sluicectl.c,$(SRC))
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/%.o)
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/%)
@@ -37,12 +37,15 @@ SYSCONFDIR ?= /etc
 
 .PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean man install deb
 all: deps
-	@$(MAKE) --no-print-directory sluice
+	@$(MAKE) --no-print-directory sluice sluicectl
 
 deps:
 	@[ -n "$(NO_DEPS)" ] || ./scripts/install-deps.sh
 
 sluice: $(BUILD)/main.o $(BUILD)/libsluice.a
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+sluicectl: $(BUILD)/sluicectl.o $(BUILD)/libsluice.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libsluice.a: $(LIB_OBJ)
@@ -92,15 +95,17 @@ unit: deps
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 scenario: deps
-	@$(MAKE) --no-print-directory sluice
+	@$(MAKE) --no-print-directory sluice sluicectl
 	SLUICE_BIN=$(CURDIR)/sluice $(PYTHON) -m pytest -q -p no:cacheprovider tests/scenario $(PYTEST_ARGS)
 
 san: deps
 	@$(MAKE) --no-print-directory BUILD=build-san CC=clang \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-		LDFLAGS="-fsanitize=address,undefined" build-san/sluice build-san/unit-bins
+		LDFLAGS="-fsanitize=address,undefined" build-san/sluice build-san/sluicectl build-san/unit-bins
 
 build-san/sluice: $(BUILD)/main.o $(BUILD)/libsluice.a
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+build-san/sluicectl: $(BUILD)/sluicectl.o $(BUILD)/libsluice.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 build-san/unit-bins: $(UNIT_BIN)
 	@touch $@
@@ -127,4 +132,4 @@ run: deps
 	./scripts/run-demo.sh
 
 clean:
-	rm -rf build build-san build-fuzz sluice
+	rm -rf build build-san build-fuzz sluice sluicectl

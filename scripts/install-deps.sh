@@ -9,7 +9,7 @@ libhiredis-dev libcmocka-dev postfix dnsmasq-base redis-server swaks python3
 python3-pytest python3-pytest-xdist python3-pytest-rerunfailures openssl
 procps iproute2 lsof haproxy
 debhelper dpkg-dev fakeroot lintian groff-base man-db systemd adduser
-debootstrap systemd-container"
+debootstrap systemd-container chromium fonts-dejavu-core"
 
 missing=""
 for p in $PKGS; do

@@ -34,7 +34,7 @@ stage() {
 # in the summary ("N rerun"); a test that fails twice fails the suite.
 jobs=${SCENARIO_JOBS:-4}
 reruns="--reruns 1 --reruns-delay 1"
-stage build make --no-print-directory sluice
+stage build make --no-print-directory sluice sluicectl
 stage unit make --no-print-directory unit
 stage lint ./scripts/lint-blocking.sh
 stage self-contained ./scripts/check-self-contained.sh

@@ -3,7 +3,7 @@
  * format.
  *
  * Exports metrics_init, metrics_use_slot, metrics_add, metrics_get,
- * metrics_http_start.
+ * metrics_get_slot, metrics_http_start, metrics_http_server.
  *
  * Memory: metrics_init (supervisor, before fork) makes one anonymous
  * MAP_SHARED mapping of nworkers + 1 slots, each METRIC_COUNT long longs;
@@ -129,6 +129,19 @@ long long metrics_get(enum metric_id id)
 		sum += __atomic_load_n(&metrics_slots[(size_t)s * METRIC_COUNT + id],
 				       __ATOMIC_RELAXED);
 	return sum;
+}
+
+long long metrics_get_slot(unsigned slot, enum metric_id id)
+{
+	if ((unsigned)id >= METRIC_COUNT || !metrics_slots || slot >= metrics_nslots)
+		return 0;
+	return __atomic_load_n(&metrics_slots[(size_t)slot * METRIC_COUNT + id],
+			       __ATOMIC_RELAXED);
+}
+
+struct evhttp *metrics_http_server(void)
+{
+	return metrics_http;
 }
 
 static void metrics_reply_error(struct evhttp_request *req, int code,

@@ -120,6 +120,12 @@ void metrics_clear_gauges(unsigned slot);
 void metrics_add(enum metric_id id, long long delta);
 static inline void metrics_inc(enum metric_id id) { metrics_add(id, 1); }
 long long metrics_get(enum metric_id id); /* sum over slots */
+/* One slot's value (per-worker gauges for the status page); 0 out of range. */
+long long metrics_get_slot(unsigned slot, enum metric_id id);
+
+struct evhttp;
+/* The metrics listener's evhttp (NULL when off), for the status page. */
+struct evhttp *metrics_http_server(void);
 
 /* Serves GET /metrics on ep. 0 or -1. */
 int metrics_http_start(struct event_base *base, const struct endpoint *ep);

@@ -61,6 +61,13 @@ unsigned session_count(void)
 	return n_sessions;
 }
 
+void session_foreach(void (*fn)(const struct session *s, void *arg), void *arg)
+{
+	const struct session *s;
+	TAILQ_FOREACH(s, &sessions, link)
+		fn(s, arg);
+}
+
 void session_set_state(struct session *s, enum session_state st)
 {
 	if (s->state == st)

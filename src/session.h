@@ -45,4 +45,8 @@ void session_accept(struct session_env *env, int fd,
 void session_shutdown_all(void);
 unsigned session_count(void);
 
+/* Publishes this worker's sessions into the status snapshot every
+ * SNAPSHOT_PERIOD_MS (session_report.c). 0 or -1. */
+int session_report_start(struct event_base *base, unsigned slot);
+
 #endif

@@ -157,6 +157,8 @@ void session_wait_for(struct session *s, enum session_wait w);
 void session_error(struct session *s);
 void session_txn_free(struct session *s);
 bool session_identity_ready(struct session *s, void (*then)(struct session *));
+/* Every open session (not those being freed), in accept order. */
+void session_foreach(void (*fn)(const struct session *s, void *arg), void *arg);
 
 /* session_cmd.c */
 void session_cmd_line(struct session *s, const char *line, size_t len,

@@ -39,6 +39,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "acl.h"
+#include "mstime.h"
 #include "config.h"
 #include "dnsbl.h"
 #include "log.h"
@@ -212,7 +214,22 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	shape_init(&s->shape, s->env->base, cfg, s->bev, s->ident.session_id,
 		   s->ident.addr, session_verdict_due, s);
 	bool async = store_async(s->env->store);
-	if (s->env->allow && cidr_match(s->env->allow, addr)) {
+	/* sluicectl's entries come first and decide alone (control.c). */
+	char entry[80];
+	enum acl_kind acl = acl_match(addr, mstime_real(), entry, sizeof entry);
+	if (acl == ACL_ALLOW) {
+		s->trusted = true;
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+			     SIGNAL_ALLOWLIST, 0, entry);
+	} else if (acl == ACL_DENY) {
+		/* Shaped whatever else it shows: at least shape_threshold, and
+		 * no DNS list look-up whose DNSWL could lower it. */
+		int w = classify_weight(cfg, SIGNAL_DENYLIST);
+		if (w < (int)cfg->shape_threshold)
+			w = (int)cfg->shape_threshold;
+		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
+			     SIGNAL_DENYLIST, w, entry);
+	} else if (s->env->allow && cidr_match(s->env->allow, addr)) {
 		s->trusted = true;
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_ALLOWLIST, 0, NULL);
@@ -221,7 +238,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_PASS,
 			     0, NULL);
 	}
-	if (s->env->deny && cidr_match(s->env->deny, addr)) {
+	if (acl == ACL_NONE && s->env->deny && cidr_match(s->env->deny, addr)) {
 		s->trusted = false; /* deny wins over a pass */
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,
 			     SIGNAL_DENYLIST, classify_weight(s->env->cfg, SIGNAL_DENYLIST),
@@ -235,7 +252,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	else if (!s->trusted) /* NULL: nothing to wait for, the default holds */
 		s->store_req = store_lookup_start(s->env->store, addr,
 						  session_store_done, s);
-	if (s->env->dnsbl && !s->trusted)
+	if (s->env->dnsbl && !s->trusted && acl != ACL_DENY)
 		s->dnsbl = dnsbl_start(s->env->dns, s->env->dnsbl, addr,
 				       session_dnsbl_done, s);
 	throttle_window(fd, s->trusted);

@@ -21,8 +21,10 @@
  */
 #include "store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/queue.h>
+#include <string.h>
 
 #include "log.h"
 #include "mstime.h"
@@ -232,4 +234,42 @@ void store_lookup_cancel(struct store_lookup *l)
 	l->st->ops->cancel(l->st->impl, l->handle);
 	TAILQ_REMOVE(&l->st->live, l, link);
 	free(l);
+}
+
+/* ---- administration -------------------------------------------------------- */
+
+static const struct store_admin_ops *store_admin(const struct store_where *w)
+{
+	return w->redis ? &store_redis_admin : &store_lmdb_admin;
+}
+
+int store_acl_load(const struct store_where *w, struct acl_entry *out, size_t cap,
+		   size_t *n, char *err, size_t errcap)
+{
+	return store_admin(w)->acl_load(w, out, cap, n, mstime_real(), err, errcap);
+}
+
+int store_acl_put(const struct store_where *w, const struct acl_entry *e, char *err,
+		  size_t errcap)
+{
+	return store_admin(w)->acl_put(w, e, mstime_real(), err, errcap);
+}
+
+int store_acl_del(const struct store_where *w, const struct control_net *net,
+		  bool *found, char *err, size_t errcap)
+{
+	return store_admin(w)->acl_del(w, net, found, err, errcap);
+}
+
+int store_forget(const struct store_where *w, const struct control_net *addr,
+		 bool *found, char *err, size_t errcap)
+{
+	struct ipaddr a = {.family = (sa_family_t)addr->family};
+	struct reputation_keys k;
+	memcpy(a.b, addr->addr, sizeof a.b);
+	if (!reputation_keys(&a, &w->prefixes, &k)) {
+		snprintf(err, errcap, "not an address sluice keeps reputation for");
+		return -1;
+	}
+	return store_admin(w)->forget(w, &k, found, err, errcap);
 }

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "reputation.h"
+#include "store_ops.h" /* struct store_where */
 
 struct endpoint;
 struct event_base;
@@ -102,5 +103,19 @@ struct store_lookup *store_lookup_start(struct store *st,
 					const struct sockaddr *addr,
 					store_lookup_cb *cb, void *arg);
 void store_lookup_cancel(struct store_lookup *l);
+
+/* ---- administration: the supervisor, for sluicectl --------------------- */
+
+/* Synchronous (each call opens the store in w, acts and closes it: see
+ * store_admin_ops). 0, or -1 with err. */
+int store_acl_load(const struct store_where *w, struct acl_entry *out, size_t cap,
+		   size_t *n, char *err, size_t errcap);
+int store_acl_put(const struct store_where *w, const struct acl_entry *e, char *err,
+		  size_t errcap);
+int store_acl_del(const struct store_where *w, const struct control_net *net,
+		  bool *found, char *err, size_t errcap);
+/* An address's reputation record and pass (addr: a single address). */
+int store_forget(const struct store_where *w, const struct control_net *addr,
+		 bool *found, char *err, size_t errcap);
 
 #endif

@@ -3,7 +3,7 @@
  * on the machine, in one LMDB environment under state_dir. One
  * implementation of struct store_ops (store.h), reached only through it.
  *
- * Exports store_lmdb_open and store_lmdb_ops.
+ * Exports store_lmdb_open, store_lmdb_ops and store_lmdb_admin.
  *
  * Reads run on the loop (a read transaction is a memory-mapped lookup);
  * writes go to the worker pool (workq) because a write transaction syncs.
@@ -101,10 +101,12 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "mstime.h"
@@ -126,6 +128,7 @@
 #define STORE_LMDB_LOG_INTERVAL_MS 60000 /* one line per kind of failure */
 
 #define STORE_LMDB_KEY_MAX 18 /* 'a', prefix length, 16 bytes */
+#define STORE_LMDB_PATH_MAX 4096 /* <state_dir>/sluice.mdb, administration */
 
 #define STORE_LMDB_META_PRUNED "pruned_ms" /* "meta": time of the last prune */
 
@@ -853,4 +856,210 @@ const struct store_ops store_lmdb_ops = {
 	.pass = store_lmdb_pass,
 	.revoke = store_lmdb_revoke,
 	.close = store_lmdb_close,
+};
+
+/* ---- administration (supervisor, sluicectl) -------------------------------
+ *
+ * Allow/deny entries live in one more named database, "acl" (the workers
+ * never open it): key the canonical network text ("192.0.2.0/24"), value
+ * three int64 (kind, expires_ms, added_ms). "forget" deletes the address's
+ * keys in "rep" and "pass". Every call opens the environment, runs one
+ * transaction and closes it (the supervisor forks workers and must not
+ * hold an environment across a fork); as root, it hands files it created
+ * to the workers' user. */
+
+#define STORE_LMDB_ADMIN_MAX_DBS 8 /* rep, pass, meta, acl and room */
+
+struct store_lmdb_admin {
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi acl;
+};
+
+static int store_lmdb_admin_fail(struct store_lmdb_admin *db, const char *what, int rc,
+				 char *err, size_t cap)
+{
+	snprintf(err, cap, "store: %s: %s", what, mdb_strerror(rc));
+	if (db->txn)
+		mdb_txn_abort(db->txn);
+	if (db->env)
+		mdb_env_close(db->env);
+	db->txn = NULL;
+	db->env = NULL;
+	return -1;
+}
+
+/* Best effort: a failure shows as the workers' own open error. */
+static void store_lmdb_admin_chown(const char *user, const char *path)
+{
+	struct passwd *pw;
+	char lock[STORE_LMDB_PATH_MAX + 8];
+	if (!user || !user[0] || geteuid() != 0 || !(pw = getpwnam(user)))
+		return;
+	snprintf(lock, sizeof lock, "%s-lock", path);
+	if (chown(path, pw->pw_uid, pw->pw_gid) != 0 ||
+	    chown(lock, pw->pw_uid, pw->pw_gid) != 0)
+		return;
+}
+
+/* 0 open (db->acl valid), 1 open read-only with no "acl" yet, -1 failed. */
+static int store_lmdb_admin_open(const struct store_where *w, bool write,
+				 struct store_lmdb_admin *db, char *err, size_t cap)
+{
+	char path[STORE_LMDB_PATH_MAX];
+	int rc;
+	memset(db, 0, sizeof *db);
+	if (snprintf(path, sizeof path, "%s/%s", w->dir, STORE_LMDB_FILE) >= (int)sizeof path) {
+		snprintf(err, cap, "store: state_dir too long");
+		return -1;
+	}
+	if ((rc = mdb_env_create(&db->env)) != 0) {
+		db->env = NULL;
+		return store_lmdb_admin_fail(db, "env_create", rc, err, cap);
+	}
+	if ((rc = mdb_env_set_mapsize(db->env, STORE_LMDB_MAP_SIZE_DEFAULT)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(db->env, STORE_LMDB_ADMIN_MAX_DBS)) != 0 ||
+	    (rc = mdb_env_open(db->env, path, MDB_NOSUBDIR | MDB_NOTLS,
+			       STORE_LMDB_FILE_MODE)) != 0)
+		return store_lmdb_admin_fail(db, path, rc, err, cap);
+	store_lmdb_admin_chown(w->user, path);
+	if ((rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, &db->txn)) != 0) {
+		db->txn = NULL;
+		return store_lmdb_admin_fail(db, "txn_begin", rc, err, cap);
+	}
+	if ((rc = mdb_dbi_open(db->txn, "acl", write ? MDB_CREATE : 0, &db->acl)) != 0) {
+		if (rc == MDB_NOTFOUND && !write)
+			return 1;
+		return store_lmdb_admin_fail(db, "dbi_open acl", rc, err, cap);
+	}
+	return 0;
+}
+
+static int store_lmdb_admin_close(struct store_lmdb_admin *db, bool commit, char *err,
+				  size_t cap)
+{
+	int rc = 0;
+	if (commit)
+		rc = mdb_txn_commit(db->txn);
+	else
+		mdb_txn_abort(db->txn);
+	db->txn = NULL;
+	if (rc != 0)
+		return store_lmdb_admin_fail(db, "commit", rc, err, cap);
+	mdb_env_close(db->env);
+	return 0;
+}
+
+/* The entry at k/v into *e, or false (not ours). */
+static bool store_lmdb_admin_entry(const MDB_val *k, const MDB_val *v, struct acl_entry *e)
+{
+	int64_t val[3];
+	if (v->mv_size != sizeof val)
+		return false;
+	memcpy(val, v->mv_data, sizeof val);
+	return acl_entry_decode(k->mv_data, k->mv_size, val[0], val[1], val[2], e);
+}
+
+static int store_lmdb_acl_load(const struct store_where *w, struct acl_entry *out,
+			       size_t cap, size_t *n, long long now_ms, char *err,
+			       size_t errcap)
+{
+	struct store_lmdb_admin db;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	*n = 0;
+	int rc = store_lmdb_admin_open(w, false, &db, err, errcap);
+	if (rc != 0)
+		return rc < 0 ? -1 : store_lmdb_admin_close(&db, false, err, errcap);
+	if ((rc = mdb_cursor_open(db.txn, db.acl, &cur)) != 0)
+		return store_lmdb_admin_fail(&db, "cursor", rc, err, errcap);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < cap;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+		if (store_lmdb_admin_entry(&k, &v, &out[*n]) &&
+		    (!out[*n].expires_ms || out[*n].expires_ms > now_ms))
+			(*n)++;
+	mdb_cursor_close(cur);
+	return store_lmdb_admin_close(&db, false, err, errcap);
+}
+
+static int store_lmdb_acl_put(const struct store_where *w, const struct acl_entry *e,
+			      long long now_ms, char *err, size_t errcap)
+{
+	struct store_lmdb_admin db;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	if (store_lmdb_admin_open(w, true, &db, err, errcap) != 0)
+		return -1;
+	int rc = mdb_cursor_open(db.txn, db.acl, &cur);
+	if (rc != 0)
+		return store_lmdb_admin_fail(&db, "cursor", rc, err, errcap);
+	/* Expired and foreign records go first: they would only take room. */
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct acl_entry old;
+		if (store_lmdb_admin_entry(&k, &v, &old) &&
+		    (!old.expires_ms || old.expires_ms > now_ms))
+			continue;
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_lmdb_admin_fail(&db, "prune", rc, err, errcap);
+	char text[CONTROL_TOKEN_MAX + 16];
+	int64_t val[3] = {e->kind, e->expires_ms, e->added_ms};
+	control_net_format(&e->net, text, sizeof text);
+	k.mv_data = text;
+	k.mv_size = strlen(text);
+	v.mv_data = val;
+	v.mv_size = sizeof val;
+	if ((rc = mdb_put(db.txn, db.acl, &k, &v, 0)) != 0)
+		return store_lmdb_admin_fail(&db, "put", rc, err, errcap);
+	return store_lmdb_admin_close(&db, true, err, errcap);
+}
+
+static int store_lmdb_acl_del(const struct store_where *w, const struct control_net *net,
+			      bool *found, char *err, size_t errcap)
+{
+	struct store_lmdb_admin db;
+	char text[CONTROL_TOKEN_MAX + 16];
+	*found = false;
+	if (store_lmdb_admin_open(w, true, &db, err, errcap) != 0)
+		return -1;
+	control_net_format(net, text, sizeof text);
+	MDB_val k = {strlen(text), text};
+	int rc = mdb_del(db.txn, db.acl, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_lmdb_admin_fail(&db, "del", rc, err, errcap);
+	*found = rc == 0;
+	return store_lmdb_admin_close(&db, true, err, errcap);
+}
+
+static int store_lmdb_forget(const struct store_where *w, const struct reputation_keys *a,
+			     bool *found, char *err, size_t errcap)
+{
+	struct store_lmdb_admin db;
+	struct store_lmdb_key host, net;
+	MDB_dbi dbi[2];
+	*found = false;
+	if (store_lmdb_admin_open(w, true, &db, err, errcap) != 0)
+		return -1;
+	int rc = mdb_dbi_open(db.txn, "rep", MDB_CREATE, &dbi[0]);
+	if (rc == 0)
+		rc = mdb_dbi_open(db.txn, "pass", MDB_CREATE, &dbi[1]);
+	if (rc != 0)
+		return store_lmdb_admin_fail(&db, "dbi_open", rc, err, errcap);
+	store_lmdb_keys(a, &host, &net);
+	MDB_val k = {host.len, host.b};
+	for (int i = 0; i < 2; i++) {
+		rc = mdb_del(db.txn, dbi[i], &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return store_lmdb_admin_fail(&db, "del", rc, err, errcap);
+		*found |= rc == 0;
+	}
+	return store_lmdb_admin_close(&db, true, err, errcap);
+}
+
+const struct store_admin_ops store_lmdb_admin = {
+	store_lmdb_acl_load, store_lmdb_acl_put, store_lmdb_acl_del, store_lmdb_forget,
 };

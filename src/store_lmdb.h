@@ -19,5 +19,7 @@ struct store_lmdb *store_lmdb_open(const char *dir, struct workq *wq,
 				   unsigned long long map_size);
 
 extern const struct store_ops store_lmdb_ops;
+/* sluicectl's entries and forget (see the end of store_lmdb.c). */
+extern const struct store_admin_ops store_lmdb_admin;
 
 #endif

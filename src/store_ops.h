@@ -9,6 +9,9 @@
 
 #include <stdbool.h>
 
+#include <stddef.h>
+
+#include "acl.h"
 #include "ipaddr.h"
 #include "reputation.h"
 
@@ -49,6 +52,40 @@ struct store_ops {
 	/* Removes the client's pass. Fire and forget. */
 	void (*revoke)(void *impl, const struct reputation_keys *k);
 	void (*close)(void *impl);
+};
+
+struct endpoint;
+
+/* Where a store is, for its administration from the supervisor
+ * (sluicectl allow, deny, forget, list): the LMDB directory and the
+ * workers' user who must own what is created there, or the Redis server. */
+struct store_where {
+	bool redis;
+	const char *dir, *user;          /* LMDB: state_dir, user */
+	const struct endpoint *server;   /* Redis: redis_server */
+	const char *prefix;              /* redis_prefix */
+	long timeout_ms;                 /* redis_timeout: connect and reply */
+	struct reputation_prefixes prefixes; /* what a client and its network are */
+};
+
+/* The administration: synchronous, for the supervisor only. Each call
+ * opens the store, does one thing and closes it again, so nothing of it
+ * crosses a fork. 0, or -1 with err (errcap bytes). */
+struct store_admin_ops {
+	/* Every allow/deny entry not expired at now_ms (at most cap). */
+	int (*acl_load)(const struct store_where *w, struct acl_entry *out,
+			size_t cap, size_t *n, long long now_ms, char *err,
+			size_t errcap);
+	/* Adds or replaces the entry for e->net; drops expired ones. */
+	int (*acl_put)(const struct store_where *w, const struct acl_entry *e,
+		       long long now_ms, char *err, size_t errcap);
+	/* Removes the entry for exactly net. */
+	int (*acl_del)(const struct store_where *w, const struct control_net *net,
+		       bool *found, char *err, size_t errcap);
+	/* Drops a client's reputation record and pass (k->host; its
+	 * network's record stays: other addresses earned it too). */
+	int (*forget)(const struct store_where *w, const struct reputation_keys *k,
+		      bool *found, char *err, size_t errcap);
 };
 
 #endif

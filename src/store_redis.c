@@ -4,7 +4,7 @@
  * (DESIGN.md "Scaling out"). One implementation of struct store_ops
  * (store.h), reached only through it; it never calls store.c.
  *
- * Exports store_redis_open and store_redis_ops, and for tests
+ * Exports store_redis_open, store_redis_ops, store_redis_admin, and for tests
  * store_redis_keys and the reply parsers.
  *
  * Connection. One per worker, through hiredis' async API on the worker's
@@ -83,6 +83,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
 #include <math.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -864,4 +865,198 @@ const struct store_ops store_redis_ops = {
 	.pass = store_redis_pass,
 	.revoke = store_redis_revoke,
 	.close = store_redis_close,
+};
+
+/* ---- administration (supervisor, sluicectl) -------------------------------
+ *
+ * Allow/deny entries: one hash <prefix>acl, field the canonical network
+ * text, value "KIND EXPIRES_MS ADDED_MS" in decimal (readable with
+ * redis-cli). Expired fields are skipped when read and deleted by the next
+ * put. "forget" deletes <prefix>rep:ADDR and <prefix>pass:ADDR. These use
+ * hiredis' blocking API with redis_timeout on connect and on every reply:
+ * the supervisor's loop serves no sessions, and sluicectl waits for the
+ * answer anyway. A connection per call: they are rare. */
+
+#define STORE_REDIS_ADMIN_VALUE_MAX 80
+
+static redisContext *store_redis_admin_connect(const struct store_where *w, char *err,
+					       size_t cap)
+{
+	const struct endpoint *ep = w->server;
+	struct timeval tv = mstime_tv(w->timeout_ms);
+	redisContext *c;
+	if (ep->ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ep->ss;
+		c = redisConnectUnixWithTimeout(un->sun_path, tv);
+	} else {
+		char host[INET6_ADDRSTRLEN];
+		const void *addr;
+		int port;
+		if (ep->ss.ss_family == AF_INET) {
+			const struct sockaddr_in *in = (const struct sockaddr_in *)&ep->ss;
+			addr = &in->sin_addr;
+			port = ntohs(in->sin_port);
+		} else {
+			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ep->ss;
+			addr = &in6->sin6_addr;
+			port = ntohs(in6->sin6_port);
+		}
+		if (!inet_ntop(ep->ss.ss_family, addr, host, sizeof host)) {
+			snprintf(err, cap, "redis %s: bad address", ep->text);
+			return NULL;
+		}
+		c = redisConnectWithTimeout(host, port, tv);
+	}
+	if (!c || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
+		snprintf(err, cap, "redis %s: %s", ep->text,
+			 !c ? "out of memory" : c->err ? c->errstr : "cannot set a timeout");
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* One command; the reply (caller frees) or NULL with err. */
+static redisReply *store_redis_admin_cmd(redisContext *c, const struct store_where *w,
+					 char *err, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	if (!r) {
+		snprintf(err, cap, "redis %s: %s", w->server->text,
+			 c->errstr[0] ? c->errstr : "no reply");
+		return NULL;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, cap, "redis %s: %.200s", w->server->text, r->str);
+		freeReplyObject(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* <prefix>acl as one string: a format's %s is one argument, spaces and
+ * all, where "%sacl" would split a prefix with spaces. */
+static const char *store_redis_admin_key(const struct store_where *w, char *key)
+{
+	snprintf(key, STORE_REDIS_KEY_MAX, "%sacl", w->prefix);
+	return key;
+}
+
+/* The field/value pair at r->element[i] as an entry, or false. */
+static bool store_redis_admin_entry(const redisReply *r, size_t i, struct acl_entry *e)
+{
+	const redisReply *f = r->element[i], *v = r->element[i + 1];
+	char buf[STORE_REDIS_ADMIN_VALUE_MAX], tail;
+	long long val[3];
+	if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || v->len == 0 ||
+	    v->len >= sizeof buf)
+		return false;
+	memcpy(buf, v->str, v->len);
+	buf[v->len] = 0;
+	return sscanf(buf, "%lld %lld %lld%c", &val[0], &val[1], &val[2], &tail) == 3 &&
+	       acl_entry_decode(f->str, f->len, val[0], val[1], val[2], e);
+}
+
+static int store_redis_acl_load(const struct store_where *w, struct acl_entry *out,
+				size_t cap, size_t *n, long long now_ms, char *err,
+				size_t errcap)
+{
+	char key[STORE_REDIS_KEY_MAX];
+	*n = 0;
+	redisContext *c = store_redis_admin_connect(w, err, errcap);
+	if (!c)
+		return -1;
+	redisReply *r = store_redis_admin_cmd(c, w, err, errcap, "HGETALL %s",
+					      store_redis_admin_key(w, key));
+	redisFree(c);
+	if (!r)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i + 1 < r->elements && *n < cap; i += 2)
+			if (store_redis_admin_entry(r, i, &out[*n]) &&
+			    (!out[*n].expires_ms || out[*n].expires_ms > now_ms))
+				(*n)++;
+	freeReplyObject(r);
+	return 0;
+}
+
+static int store_redis_acl_put(const struct store_where *w, const struct acl_entry *e,
+			       long long now_ms, char *err, size_t errcap)
+{
+	char key[STORE_REDIS_KEY_MAX], text[CONTROL_TOKEN_MAX + 16];
+	char value[STORE_REDIS_ADMIN_VALUE_MAX];
+	redisContext *c = store_redis_admin_connect(w, err, errcap);
+	if (!c)
+		return -1;
+	store_redis_admin_key(w, key);
+	control_net_format(&e->net, text, sizeof text);
+	snprintf(value, sizeof value, "%d %lld %lld", (int)e->kind, e->expires_ms, e->added_ms);
+	redisReply *r = store_redis_admin_cmd(c, w, err, errcap, "HSET %s %s %s", key, text, value);
+	if (r)
+		freeReplyObject(r);
+	/* Expired fields go (best effort: the put itself succeeded). */
+	redisReply *h = r ? redisCommand(c, "HGETALL %s", key) : NULL;
+	if (h && h->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i + 1 < h->elements; i += 2) {
+			struct acl_entry old;
+			if (store_redis_admin_entry(h, i, &old) &&
+			    (!old.expires_ms || old.expires_ms > now_ms))
+				continue;
+			redisReply *d = redisCommand(c, "HDEL %s %b", key, h->element[i]->str,
+						     h->element[i]->len);
+			if (d)
+				freeReplyObject(d);
+		}
+	if (h)
+		freeReplyObject(h);
+	redisFree(c);
+	return r ? 0 : -1;
+}
+
+static int store_redis_acl_del(const struct store_where *w, const struct control_net *net,
+			       bool *found, char *err, size_t errcap)
+{
+	char key[STORE_REDIS_KEY_MAX], text[CONTROL_TOKEN_MAX + 16];
+	*found = false;
+	redisContext *c = store_redis_admin_connect(w, err, errcap);
+	if (!c)
+		return -1;
+	control_net_format(net, text, sizeof text);
+	redisReply *r = store_redis_admin_cmd(c, w, err, errcap, "HDEL %s %s",
+					      store_redis_admin_key(w, key), text);
+	redisFree(c);
+	if (!r)
+		return -1;
+	*found = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+	freeReplyObject(r);
+	return 0;
+}
+
+static int store_redis_forget(const struct store_where *w, const struct reputation_keys *a,
+			      bool *found, char *err, size_t errcap)
+{
+	struct store_redis_keys k;
+	*found = false;
+	if (!store_redis_keys(w->prefix, a, &k)) {
+		snprintf(err, errcap, "redis_prefix too long");
+		return -1;
+	}
+	redisContext *c = store_redis_admin_connect(w, err, errcap);
+	if (!c)
+		return -1;
+	redisReply *r = store_redis_admin_cmd(c, w, err, errcap, "DEL %s %s", k.host, k.pass);
+	redisFree(c);
+	if (!r)
+		return -1;
+	*found = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+	freeReplyObject(r);
+	return 0;
+}
+
+const struct store_admin_ops store_redis_admin = {
+	store_redis_acl_load, store_redis_acl_put, store_redis_acl_del, store_redis_forget,
 };

@@ -27,6 +27,8 @@ struct store_redis *store_redis_open(struct event_base *base,
 /* Reads are asynchronous (lookup/cancel); writes are fire and forget: a
  * failure is counted and logged at a limited rate. */
 extern const struct store_ops store_redis_ops;
+/* sluicectl's entries and forget (see the end of store_redis.c). */
+extern const struct store_admin_ops store_redis_admin;
 
 /* ---- exposed for tests -------------------------------------------------- */
 

@@ -37,13 +37,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "config.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "mstime.h"
 #include "sdnotify.h"
+#include "snapshot.h"
 #include "spool.h"
+#include "status.h"
 #include "worker.h"
 
 #define SUP_MAX_WORKERS 256
@@ -174,6 +178,7 @@ static int spawn(unsigned slot)
 			if (s != slot - 1)
 				close_slot(s, cur_cfg->listen_count);
 		close(life_pipe[1]);
+		control_close_fds();
 		int code = worker_main(cur_cfg, bank * metric_slots_per_bank + slot,
 				       sockets[slot - 1], cur_cfg->listen_count,
 				       life_pipe[0]);
@@ -283,6 +288,7 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 		/* Leftover spill files of that process are unreferenced now. */
 		spool_clean_dir(cur_cfg->spool_dir, pid);
 		metrics_clear_gauges(w->bank * metric_slots_per_bank + w->slot);
+		snapshot_clear(w->bank * metric_slots_per_bank + w->slot);
 		if (w->draining || stopping) {
 			log_info("worker pid=%d exited", (int)pid);
 		} else {
@@ -353,20 +359,22 @@ static bool same_listen(const struct config *a, const struct config *b)
 	return true;
 }
 
-static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+/* Re-reads the configuration and starts a new generation of workers; the
+ * old one retires. 0, or -1 with the reason in err (the running
+ * configuration stays). Used by SIGHUP and by sluicectl reload. */
+static int supervisor_reload(char *err, size_t cap)
 {
-	if (stopping)
-		return;
-	struct config *next = malloc(sizeof *next);
-	char err[512];
-	if (!next)
-		return;
-	if (config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, err, sizeof err) != 0) {
-		log_err("reload: %s; keeping the running configuration", err);
-		sdnotify_send("STATUS=reload refused: %s", err);
-		free(next);
-		return;
+	if (stopping) {
+		snprintf(err, cap, "stopping");
+		return -1;
 	}
+	struct config *next = malloc(sizeof *next);
+	if (!next) {
+		snprintf(err, cap, "out of memory");
+		return -1;
+	}
+	if (config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, err, cap) != 0)
+		goto refused;
 	unsigned n = effective_workers(next);
 	if (n > metric_slots_per_bank)
 		n = metric_slots_per_bank;
@@ -379,24 +387,16 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 	 * socket is still open. */
 	bool rebind = !same_listen(cur_cfg, next);
 	unsigned from = rebind ? 0 : n_slots;
+	unsigned bound = from;
 	static int fresh[SUP_MAX_WORKERS][CONFIG_LISTEN_MAX];
-	for (unsigned s = from; s < n; s++) {
-		if (bind_into(next, fresh[s]) != 0) {
-			log_err("reload: cannot bind the new listen addresses; "
-				"keeping the running configuration");
-			for (unsigned t = from; t < s; t++)
-				for (size_t i = 0; i < next->listen_count; i++)
-					close(fresh[t][i]);
-			free(next);
-			return;
+	for (; bound < n; bound++)
+		if (bind_into(next, fresh[bound]) != 0) {
+			snprintf(err, cap, "cannot bind the new listen addresses");
+			goto unbind;
 		}
-	}
 	if (make_dir(next->spool_dir, next) != 0 || make_dir(next->state_dir, next) != 0) {
-		for (unsigned t = from; t < n; t++)
-			for (size_t i = 0; i < next->listen_count; i++)
-				close(fresh[t][i]);
-		free(next);
-		return;
+		snprintf(err, cap, "cannot prepare spool_dir or state_dir (see the log)");
+		goto unbind;
 	}
 	/* The old sockets close here; the old workers' copies stay open in
 	 * those processes until they are gone. */
@@ -430,7 +430,39 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 	log_info("supervisor: configuration reloaded; starting %u workers", n);
 	for (unsigned s = 1; s <= n_slots; s++)
 		spawn(s);
+	return 0;
+unbind:
+	for (unsigned t = from; t < bound; t++)
+		for (size_t i = 0; i < next->listen_count; i++)
+			close(fresh[t][i]);
+refused:
+	log_err("reload: %s; keeping the running configuration", err);
+	sdnotify_send("STATUS=reload refused: %s", err);
+	free(next);
+	return -1;
 }
+
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char err[512];
+	if (supervisor_reload(err, sizeof err) == 0)
+		control_refresh(); /* the store may have moved */
+}
+
+/* sluicectl drain: as SIGTERM. */
+static void supervisor_drain(void)
+{
+	sigterm_cb(SIGTERM, 0, NULL);
+}
+
+static const struct config *supervisor_config(void)
+{
+	return cur_cfg;
+}
+
+static const struct control_hooks supervisor_control = {
+	supervisor_config, supervisor_reload, supervisor_drain,
+};
 
 int supervisor_run(struct config *cfg, const char *path,
 		   char *const *overrides, size_t n_overrides)
@@ -444,7 +476,8 @@ int supervisor_run(struct config *cfg, const char *path,
 	if (make_dir(cfg->spool_dir, cfg) != 0 || make_dir(cfg->state_dir, cfg) != 0)
 		return 1;
 	spool_clean_dir(cfg->spool_dir, 0);
-	if (metrics_init(metric_slots_per_bank * 2) != 0) {
+	if (metrics_init(metric_slots_per_bank * 2) != 0 ||
+	    snapshot_init(metric_slots_per_bank * 2 + 1) != 0 || acl_init() != 0) {
 		log_err("cannot map metrics");
 		return 1;
 	}
@@ -484,6 +517,9 @@ int supervisor_run(struct config *cfg, const char *path,
 		log_err("cannot serve metrics on %s", cfg->metrics_listen.text);
 		return 1;
 	}
+	if (status_start(base, metrics_http_server()) != 0 ||
+	    control_start(base, cfg->state_dir, &supervisor_control) != 0)
+		return 1;
 	log_info("sluice: starting %u workers, listening on %s%s, backend %s", n_slots,
 		 cfg->listen[0].text, cfg->listen_count > 1 ? " ..." : "",
 		 cfg->backend.text);
@@ -491,6 +527,7 @@ int supervisor_run(struct config *cfg, const char *path,
 		if (spawn(s) != 0)
 			return 1;
 	event_base_dispatch(base);
+	control_stop();
 	log_info("sluice: stopped");
 	return 0;
 }

@@ -253,6 +253,8 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		log_err("worker: cannot listen");
 		return 1;
 	}
+	if (session_report_start(w.base, slot) != 0)
+		log_warn("worker %u: no status snapshot (out of memory)", slot);
 	struct event *term = evsignal_new(w.base, SIGTERM, worker_term_cb, &w);
 	struct event *retire = evsignal_new(w.base, SIGUSR1, worker_retire_cb, &w);
 	w.drain_ev = evtimer_new(w.base, worker_drain_poll, &w);

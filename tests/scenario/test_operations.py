@@ -313,8 +313,10 @@ def test_ops_02_metrics_page(shared_pf, sluice):
 
     status, _, body = metrics_get(mport, "/other")
     assert status == 404, (status, body[:200])
-    status, _, _ = metrics_get(mport, "/")
-    assert status == 404
+    # / is the status page (test_status_page.py)
+    status, _, body = metrics_get(mport, "/")
+    assert status == 200 and "status.js" in body
+    assert "status.json" in metrics_get(mport, "/status.js")[2]
     assert_alive(sl)
 
 

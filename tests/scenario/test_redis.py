@@ -560,3 +560,32 @@ def test_redis_unix_socket(postfix, sluices, redis_server):
     assert "store: redis unix:%s connected" % r.unix in sl.log()
     wait_messages(pf, [tok, tok + "2"])
     assert_healthy(sl)
+
+
+def test_redis_sluicectl_entries_shared(postfix, sluices, redis_server):
+    """sluicectl deny on one sluice lands in Redis (<prefix>acl), the other
+    sluice applies it within its re-read period, and it survives a restart;
+    forget removes it from Redis."""
+    from test_control import ctl, ctl_json, verdict
+    pf = postfix()
+    r = redis_server()
+    a = sluices(pf, "a", r)
+    b = sluices(pf, "b", r)
+    client = CLEAN[0]
+    assert not verdict(b, client)["shaped"]
+    rc, out, err = ctl(a, "deny", client, "1h")
+    assert rc == 0, err
+    h = r.cmd("HGETALL", "sluice:acl")
+    assert h[0] == client + "/32" and h[1].startswith("2 "), h
+    # b reads it from Redis within CONTROL_REDIS_POLL_S (10 s)
+    wait_log(b, r"control: 1 allow/deny entries in force", 15)
+    row = verdict(b, client)
+    assert row["shaped"] and "DENYLIST" in row["signals"], row
+    assert [e["net"] for e in ctl_json(b, "list")["entries"]] == [client + "/32"]
+    a.stop()
+    a.start()
+    assert verdict(a, client)["shaped"]
+    rc, out, err = ctl(b, "forget", client)
+    assert rc == 0 and "entry removed" in out, (out, err)
+    assert r.cmd("HGETALL", "sluice:acl") == []
+    assert not verdict(b, client)["shaped"]
