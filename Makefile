@@ -24,7 +24,7 @@ UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/%)
 FUZZ_SRC = $(sort $(wildcard fuzz/fuzz_*.c))
 
-.PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean
+.PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean bench-tools
 all: deps
 	@$(MAKE) --no-print-directory sluice
 
@@ -87,3 +87,8 @@ run: deps
 
 clean:
 	rm -rf build build-san build-fuzz sluice
+
+# Benchmark tools (bench/): the C load generator.
+bench-tools: $(BUILD)/loadgen
+$(BUILD)/loadgen: bench/loadgen.c | $(BUILD)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS) -lm
