@@ -478,10 +478,11 @@ static void conn_free(struct conn *k, int ok)
 	free(k);
 	c.n_live--;
 	/* throughput: a finished connection makes room for the next one */
-	if (o.mode == M_THROUGHPUT && !c.stopping && c.msgs_assigned < c.msgs_target)
+	if (o.mode == M_THROUGHPUT && !c.stopping && c.msgs_assigned < c.msgs_target &&
+	    c.r.failed < c.msgs_target) /* a refusing server: no reconnect storm */
 		conn_open();
 	if (o.mode == M_THROUGHPUT && c.n_live == 0 &&
-	    (c.stopping || c.msgs_assigned >= c.msgs_target))
+	    (c.stopping || c.msgs_assigned >= c.msgs_target || c.r.failed >= c.msgs_target))
 		event_base_loopbreak(c.base);
 	if (c.stopping && c.n_live == 0)
 		event_base_loopbreak(c.base);
