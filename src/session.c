@@ -27,12 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "limits.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelog.h"
 #include "spool.h"
 #include "store.h"
 #include "worker.h"
@@ -543,11 +545,18 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 	}
 	if (refuse == REPLY_OK)
 		return false;
-	log_warn("session=%llu client=%s refused: %s (sessions=%u)", s->ident.session_id,
-		 s->ident.addr, refuse == REPLY_TOO_MANY_SESSIONS ? "session_limit"
-				: refuse == REPLY_RESOURCES ? "out of memory"
-							  : "client_connection_limit",
-		 n_sessions);
+	/* session_limit is hit by every new connection of a flood: one line a
+	 * minute with the count (the metric has each one). */
+	static struct ratelog limit_log;
+	unsigned long n = 1;
+	if (refuse != REPLY_TOO_MANY_SESSIONS ||
+	    ratelog_due(&limit_log, time(NULL), &n))
+		log_warn("session=%llu client=%s refused: %s (sessions=%u, refused=%lu)",
+			 s->ident.session_id, s->ident.addr,
+			 refuse == REPLY_TOO_MANY_SESSIONS ? "session_limit"
+			 : refuse == REPLY_RESOURCES	   ? "out of memory"
+							   : "client_connection_limit",
+			 n_sessions, n);
 	s->shape_ended = true; /* nothing to classify */
 	session_set_state(s, SESSION_INIT);
 	session_reply(s, refuse);
