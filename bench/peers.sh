@@ -5,6 +5,14 @@
 # --write, puts it into BENCHMARKS.md between the "peers table" markers).
 #
 #   bench/peers.sh [--quick] [--write] [--only sluice,nginx,haraka,direct]
+#   bench/peers.sh --scale N      sluice only: N shaped (5 B/s both ways) and
+#                                 N idle sessions at once; memory per session,
+#                                 CPU, wake-ups and system calls per shaped
+#                                 session per second, the rates the shaped
+#                                 clients see
+#   bench/peers.sh --tls N        sluice only, one worker: N idle sessions
+#                                 after STARTTLS; memory per TLS session and
+#                                 STARTTLS handshakes per second
 #
 # --quick: 2,000 messages, 5,000 held sessions instead of 10,000 and no
 #          100,000 row, 500 slow clients instead of 2,000 (a few minutes).
@@ -38,10 +46,12 @@ cd "$(dirname "$0")/.." || exit 2
 root=$PWD
 
 args="$*"
-quick=0 write=0 only=sluice,nginx,haraka,direct
+quick=0 write=0 only=sluice,nginx,haraka,direct scale=0 tls=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 ;;
+	--scale) scale=$2; shift ;;
+	--tls) tls=$2; shift ;;
 	--write) write=1 ;;
 	--only) only=$2; shift ;;
 	*) echo "usage: bench/peers.sh [--quick] [--write] [--only list]" >&2; exit 2 ;;
@@ -311,6 +321,104 @@ run_shaped() { # name (sluice only: the others do not shape)
 	R[$1.shin]=$(kv "$out" in_p50) R[$1.shout]=$(kv "$out" out_p50)
 	R[$1.shn]=$(kv "$out" in_n)
 }
+
+pids_of() { proc_tree "$1" | tail -n +2 | paste -sd,; } # the workers
+sum_status() { # pid-list field: sum of a /proc/PID/status or io field
+	local t=0 p v
+	for p in ${1//,/ }; do
+		v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" "/proc/$p/io" 2>/dev/null | head -1)
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+wait_ready() { # file pid
+	while [ ! -e "$1" ] && kill -0 "$2" 2>/dev/null; do sleep 1; done
+}
+
+if [ "$scale" != 0 ]; then
+	# N shaped + N idle at once, one sluice with W workers.
+	n=$scale window=${WINDOW:-15}
+	start_sluice
+	before=$(private_kb "$srv_pid")
+	lp=$(( (n + 17999) / 18000 )); [ "$lp" -lt 2 ] && lp=2
+	"$loadgen" --port "$srv_port" --mode shaped --conns "$n" --procs "$lp" --src $DENY_SRC \
+		--srcs 250 --rate 3000 --line 60 --hold $((window + 40)) --timeout 900 \
+		--ready-file "$dir/ready.shaped" >"$dir/scale.shaped" &
+	lg1=$!
+	"$loadgen" --port "$srv_port" --mode idle --conns "$n" --procs "$lp" --src $IDLE_SRC \
+		--srcs 250 --rate 3000 --hold $((window + 120)) --timeout 900 \
+		--ready-file "$dir/ready.idle" >"$dir/scale.idle" &
+	lg2=$!
+	wait_ready "$dir/ready.shaped" $lg1
+	wait_ready "$dir/ready.idle" $lg2
+	sleep 10 # every shaped session in its HELO loop
+	w=$(pids_of "$srv_pid")
+	c0=$(cpu_ticks "$srv_pid") v0=$(sum_status "$w" voluntary_ctxt_switches)
+	i0=$(sum_status "$w" nonvoluntary_ctxt_switches)
+	r0=$(sum_status "$w" syscr) s0=$(sum_status "$w" syscw)
+	perf_out=$dir/perf.txt
+	if command -v perf >/dev/null; then
+		perf stat -x, -e raw_syscalls:sys_enter -p "$w" -- sleep "$window" 2>"$perf_out" ||
+			sleep "$window"
+	else
+		sleep "$window"
+	fi
+	c1=$(cpu_ticks "$srv_pid") v1=$(sum_status "$w" voluntary_ctxt_switches)
+	i1=$(sum_status "$w" nonvoluntary_ctxt_switches)
+	r1=$(sum_status "$w" syscr) s1=$(sum_status "$w" syscw)
+	after=$(private_kb "$srv_pid")
+	sys=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
+	wait $lg1 $lg2
+	o1=$(cat "$dir/scale.shaped") o2=$(cat "$dir/scale.idle")
+	echo "shaped: $o1" >&2
+	echo "idle: $o2" >&2
+	h1=$(kv "$o1" held) h2=$(kv "$o2" held)
+	hz=$(getconf CLK_TCK)
+	awk -v n="$n" -v h1="$h1" -v h2="$h2" -v b="$before" -v a="$after" -v c="$((c1 - c0))" \
+		-v hz="$hz" -v win="$window" -v vol="$((v1 - v0))" -v inv="$((i1 - i0))" \
+		-v rd="$((r1 - r0))" -v wr="$((s1 - s0))" -v sys="${sys:-}" -v w="$W" \
+		-v in50="$(kv "$o1" in_p50)" -v in1="$(kv "$o1" in_p1)" -v in99="$(kv "$o1" in_p99)" \
+		-v out50="$(kv "$o1" out_p50)" -v out1="$(kv "$o1" out_p1)" -v out99="$(kv "$o1" out_p99)" \
+		-v inok="$(kv "$o1" in_5pm05)" -v outok="$(kv "$o1" out_5pm05)" -v rounds="$(kv "$o1" in_n)" \
+		'BEGIN {
+		printf "scale shaped=%d/%d idle=%d/%d workers=%d window_s=%d\n", h1, n, h2, n, w, win
+		printf "memory: %.0f KiB for %d sessions = %.2f KiB per session (shaped and idle together)\n", a - b, h1 + h2, (a - b) / (h1 + h2)
+		printf "cpu: %.2f cores (%.1f us per shaped session per second)\n", c / hz / win, c / hz / win / h1 * 1e6
+		printf "wake-ups (voluntary context switches): %.3f per shaped session per second (involuntary %.3f)\n", vol / win / h1, inv / win / h1
+		printf "read-type syscalls %.2f, write-type %.2f per shaped session per second (/proc/PID/io)\n", rd / win / h1, wr / win / h1
+		if (sys != "") printf "all system calls (perf raw_syscalls:sys_enter): %.2f per shaped session per second\n", sys / win / h1
+		printf "rates seen by the shaped clients (%d HELO rounds): in p1/p50/p99 %s/%s/%s B/s, out %s/%s/%s B/s; within 5+-0.5: in %s, out %s\n", rounds, in1, in50, in99, out1, out50, out99, inok, outok
+	}' | tee "$dir/scale.txt"
+	stop_server
+	exit 0
+fi
+
+if [ "$tls" != 0 ]; then
+	# One worker: handshakes per second per worker, and memory per idle
+	# TLS session (SSL_MODE_RELEASE_BUFFERS frees the record buffers while
+	# idle).
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/key.pem" -out "$dir/cert.pem" \
+		-subj "/CN=sluice.bench.test" -days 2 2>/dev/null || die "openssl req failed"
+	chmod 644 "$dir/key.pem"
+	W=1 SLUICE_OPTS="-o tls_cert_file=$dir/cert.pem -o tls_key_file=$dir/key.pem" start_sluice
+	before=$(private_kb "$srv_pid")
+	"$loadgen" --port "$srv_port" --mode idle --starttls --conns "$tls" --procs 2 \
+		--src $ALLOW_SRC --srcs 250 --rate 20000 --hold 20 --timeout 600 \
+		--ready-file "$dir/ready.tls" >"$dir/tls.out" &
+	lg=$!
+	wait_ready "$dir/ready.tls" $lg
+	sleep 5
+	after=$(private_kb "$srv_pid")
+	wait $lg
+	o=$(cat "$dir/tls.out")
+	echo "tls: $o" >&2
+	awk -v n="$(kv "$o" tls_ok)" -v b="$before" -v a="$after" -v hs="$(kv "$o" tls_hs_per_s)" \
+		-v span="$(kv "$o" tls_span_s)" -v held="$(kv "$o" held)" \
+		'BEGIN { printf "tls sessions=%d held=%d: %.2f KiB per idle TLS session; %s STARTTLS handshakes/s on one worker (%d in %.1f s, RSA 2048)\n", n, held, (a - b) / held, hs, n, span }' |
+		tee "$dir/tls.txt"
+	stop_server
+	exit 0
+fi
 
 for name in ${only//,/ }; do
 	echo "== $name" >&2
