@@ -282,7 +282,7 @@ run_hold() { # name n
 	rm -f "$ready"
 	local procs=$(( (n + 17999) / 18000 )); [ "$procs" -lt 2 ] && procs=2
 	timeout 900 "$loadgen" --port "$srv_port" --mode idle --conns "$n" --procs "$procs" \
-		--src $IDLE_SRC --srcs 250 --rate 4000 --hold 20 --timeout 600 \
+		--src $IDLE_SRC --srcs 250 --rate 4000 --hold 20 --timeout 300 \
 		--ready-file "$ready" >"$dir/hold.$1.$n" &
 	local lg=$!
 	while [ ! -e "$ready" ] && kill -0 $lg 2>/dev/null; do sleep 1; done
@@ -357,7 +357,11 @@ if [ "$scale" != 0 ]; then
 	i0=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r0=$(sum_status "$w" syscr) s0=$(sum_status "$w" syscw)
 	perf_out=$dir/perf.txt
-	if command -v perf >/dev/null; then
+	if [ -n "${STRACE:-}" ]; then # diagnostic: which calls (slows the worker)
+		timeout $((window + 5)) strace -c -f -p "${w%%,*}" -o "$dir/strace.txt" \
+			-- sleep "$window" 2>/dev/null
+		cp "$dir/strace.txt" "${STRACE}"
+	elif command -v perf >/dev/null; then
 		perf stat -x, -e raw_syscalls:sys_enter -p "$w" -- sleep "$window" 2>"$perf_out" ||
 			sleep "$window"
 	else
