@@ -92,16 +92,7 @@ make -s bench-tools sluice >/dev/null || die "make failed"
 dir=$(mktemp -d /tmp/sluice-peers.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=()
-stop_pid() { # pid: TERM, at most 10 s, then KILL
-	local pid=$1
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-}
+. bench/lib.sh # stop_pid, free_port, port_open, wait_port
 cleanup() {
 	trap - EXIT INT TERM
 	[ -n "$srv_pid" ] && stop_server
@@ -111,31 +102,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-taken=" "
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 30000))
-		case "$taken" in *" $p "*) continue ;; esac
-		[ -z "$(ss -Htuan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] || continue
-		taken="$taken$p "; echo "$p"; return 0
-	done
-	die "no free port"
-}
-wait_port() { # port pid what
-	for _ in $(seq 150); do
-		(exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited at start (see $dir)"
-		sleep 0.1
-	done
-	die "$3 does not listen on $1"
-}
-
 sink_port=$(free_port) dns_port=$(free_port)
 /usr/sbin/smtp-sink -c -u nobody -m 25000 127.0.0.1:"$sink_port" 4096 \
 	</dev/null >"$dir/sink.out" 2>"$dir/sink.err" &
 sink_pid=$!; pids+=("$sink_pid")
-wait_port "$sink_port" "$sink_pid" smtp-sink
+wait_port "$sink_port" smtp-sink "$sink_pid"
 cat >"$dir/dnsmasq.conf" <<EOF
 port=$dns_port
 listen-address=127.0.0.1
@@ -174,7 +145,7 @@ start_sluice() {
 		-o weight_ptr_missing=0 -o weight_reputation=0 ${SLUICE_OPTS:-} \
 		</dev/null 2>>"$dir/sluice.log" &
 	srv_pid=$!
-	wait_port "$srv_port" "$srv_pid" sluice
+	wait_port "$srv_port" sluice "$srv_pid"
 	sleep 0.5 # every worker listening
 }
 start_nginx() {
@@ -215,7 +186,7 @@ EOF
 	/usr/sbin/nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" </dev/null \
 		>>"$dir/nginx/out.log" 2>&1 &
 	srv_pid=$!
-	wait_port "$srv_port" "$srv_pid" nginx
+	wait_port "$srv_port" nginx "$srv_pid"
 	sleep 0.5
 }
 start_haraka() {
@@ -236,7 +207,7 @@ EOF
 	(ulimit -n 20000; exec node "$haraka_dir/node_modules/Haraka/bin/haraka" -c "$h") \
 		</dev/null >>"$h/out.log" 2>&1 &
 	srv_pid=$!
-	wait_port "$srv_port" "$srv_pid" haraka
+	wait_port "$srv_port" haraka "$srv_pid"
 	sleep 2 # every node listening
 }
 start_direct() { srv_pid=$sink_pid srv_port=$sink_port; }

@@ -262,6 +262,18 @@ def proc_stat(pid):
     return rest[0], int(rest[1]), int(rest[2])
 
 
+def child_pids(ppid):
+    """Live (not zombie) children of ppid, from /proc/*/stat."""
+    out = set()
+    for n in os.listdir("/proc"):
+        if not n.isdigit():
+            continue
+        st = proc_stat(int(n))
+        if st and st[1] == ppid and st[0] not in ("Z", "X"):
+            out.add(int(n))
+    return out
+
+
 def wait_until(pred, timeout, interval=0.05):
     """Poll pred() until true or timeout; returns the last value."""
     deadline = time.monotonic() + timeout

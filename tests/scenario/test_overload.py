@@ -23,23 +23,9 @@ NO_SHAPING = {"shape_threshold": "1000000", "weight_reputation": "0"}
 
 
 def worker_pid(sl):
-    def kids():
-        out = []
-        for n in os.listdir("/proc"):
-            if not n.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % n) as f:
-                    s = f.read()
-            except OSError:
-                continue
-            rest = s[s.rindex(")") + 2:].split()
-            if int(rest[1]) == sl.proc.pid and rest[0] not in ("Z", "X"):
-                out.append(int(n))
-        return out
-    pids = harness.wait_until(kids, 10)
+    pids = harness.wait_until(lambda: harness.child_pids(sl.proc.pid), 10)
     assert pids and len(pids) == 1, pids
-    return pids[0]
+    return next(iter(pids))
 
 
 def cpu_seconds(pid):
