@@ -89,6 +89,8 @@ clean:
 	rm -rf build build-san build-fuzz sluice
 
 # Benchmark tools (bench/): the C load generator.
-bench-tools: $(BUILD)/loadgen
+bench-tools: $(BUILD)/loadgen $(BUILD)/evsizes
+$(BUILD)/evsizes: bench/evsizes.c | $(BUILD)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
 $(BUILD)/loadgen: bench/loadgen.c | $(BUILD)
 	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS) -lm
