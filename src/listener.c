@@ -99,7 +99,7 @@ static void listener_pause(const char *why)
  * looked at), so "nothing pending" is the usual end, not a failure. */
 static unsigned listener_shed(int lfd, bool *drained)
 {
-	char msg[128];
+	char msg[512]; /* the reply with a hostname of up to 255 bytes */
 	size_t len = reply_format(REPLY_RESOURCES, worker->cfg->myhostname, NULL, msg,
 				  sizeof msg);
 	unsigned n = 0;
