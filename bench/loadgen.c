@@ -28,7 +28,8 @@
  * sessions in place (modes idle, shaped, slow), so a bench script can
  * measure the server while the load is held.
  *
- * Bounds: every run ends after --timeout seconds at the latest; connections
+ * Bounds: every run ends after --timeout seconds at the latest; every reply
+ * before the hold must come within --phase-timeout (120 s); connections
  * per child are capped by its file limit; replies longer than LG_LINE_MAX
  * per line are an error.
  */
@@ -78,13 +79,14 @@ static struct opts {
 	unsigned rate; /* connections per second, all children */
 	unsigned line;
 	unsigned drip_ms;
+	unsigned phase_timeout; /* seconds a reply may take before the hold */
 	int starttls;
 	const char *ready_file;
 	const char *helo;
 } o = {
 	.mode = M_IDLE, .srcs = 250, .procs = 1, .conns = 100, .messages = 1000,
 	.size = 4096, .per_conn = 1, .hold = 5, .timeout = 300, .rate = 5000,
-	.line = 60, .drip_ms = 1000, .helo = "loadgen.bench.test",
+	.line = 60, .drip_ms = 1000, .phase_timeout = 120, .helo = "loadgen.bench.test",
 };
 
 enum cstate { C_CONNECTING, C_BANNER, C_EHLO, C_STARTTLS, C_HANDSHAKE, C_EHLO2,
@@ -231,6 +233,7 @@ static void after_ehlo(struct conn *k)
 	switch (o.mode) {
 	case M_IDLE:
 		k->st = C_HOLD;
+		bufferevent_set_timeouts(k->bev, NULL, NULL); /* held: silence is the point */
 		mark_held(k);
 		break;
 	case M_SHAPED:
@@ -266,6 +269,8 @@ static void tls_start(struct conn *k)
 	k->st = C_HANDSHAKE;
 	bufferevent_setcb(f, conn_read_cb, NULL, conn_event_cb, k);
 	bufferevent_enable(f, EV_READ | EV_WRITE);
+	struct timeval pt = {o.phase_timeout, 0};
+	bufferevent_set_timeouts(f, &pt, NULL);
 }
 
 /* One complete reply (code, last line) for connection k; 0 when k is gone
@@ -344,6 +349,7 @@ static int on_reply(struct conn *k, int code)
 		if (o.mode == M_SLOW) {
 			k->st = C_DRIP;
 			send_line(k, "Subject: slow\r\n\r\n", NULL);
+			bufferevent_set_timeouts(k->bev, NULL, NULL); /* the dot comes at stop */
 			mark_held(k);
 			k->drip = event_new(c.base, -1, EV_PERSIST, drip_cb, k);
 			struct timeval tv = {o.drip_ms / 1000, (o.drip_ms % 1000) * 1000};
@@ -525,6 +531,11 @@ static void conn_open(void)
 	c.n_live++;
 	bufferevent_setcb(k->bev, conn_read_cb, NULL, conn_event_cb, k);
 	bufferevent_enable(k->bev, EV_READ | EV_WRITE);
+	/* A connection the server never accepted (its SYN-ACK retries ran out
+	 * while the client already counts it established) would wait for its
+	 * greeting forever: every reply must come within --phase-timeout. */
+	struct timeval pt = {o.phase_timeout, 0};
+	bufferevent_set_timeouts(k->bev, &pt, NULL);
 	if (bufferevent_socket_connect(k->bev, (struct sockaddr *)&o.dst, sizeof o.dst) != 0) {
 		c.r.failed++;
 		k->counted_ready = 1;
@@ -719,7 +730,7 @@ static void usage(void)
 		"  [--conns N] [--procs N] [--src 127.1.0.1] [--srcs N] [--rate conn/s]\n"
 		"  [--hold s] [--timeout s] [--ready-file F] [--starttls]\n"
 		"  [--messages M] [--size S] [--per-conn K (0: unlimited)]\n"
-		"  [--line bytes] [--drip-ms ms] [--helo name]\n");
+		"  [--line bytes] [--drip-ms ms] [--helo name] [--phase-timeout s]\n");
 	exit(2);
 }
 
@@ -741,7 +752,7 @@ int main(int argc, char **argv)
 		{"srcs", 1, 0, 'S'}, {"rate", 1, 0, 'r'}, {"hold", 1, 0, 'h'},
 		{"timeout", 1, 0, 't'}, {"ready-file", 1, 0, 'R'}, {"starttls", 0, 0, 'T'},
 		{"messages", 1, 0, 'M'}, {"size", 1, 0, 'z'}, {"per-conn", 1, 0, 'k'},
-		{"line", 1, 0, 'l'}, {"drip-ms", 1, 0, 'd'}, {"helo", 1, 0, 'e'}, {0, 0, 0, 0}};
+		{"line", 1, 0, 'l'}, {"drip-ms", 1, 0, 'd'}, {"phase-timeout", 1, 0, 'x'}, {"helo", 1, 0, 'e'}, {0, 0, 0, 0}};
 	const char *host = "127.0.0.1", *src = "127.1.0.1";
 	unsigned port = 0;
 	int ch;
@@ -768,6 +779,7 @@ int main(int argc, char **argv)
 		case 'k': o.per_conn = (unsigned)num(optarg); break;
 		case 'l': o.line = (unsigned)num(optarg); break;
 		case 'd': o.drip_ms = (unsigned)num(optarg); break;
+		case 'x': o.phase_timeout = (unsigned)num(optarg); break;
 		case 'e': o.helo = optarg; break;
 		default: usage();
 		}
@@ -775,7 +787,7 @@ int main(int argc, char **argv)
 	struct in_addr a;
 	if (!port || port > 65535 || inet_pton(AF_INET, host, &o.dst.sin_addr) != 1 ||
 	    inet_pton(AF_INET, src, &a) != 1 || o.procs < 1 || o.procs > LG_MAX_PROCS ||
-	    o.srcs < 1 || o.timeout < 1 || o.timeout > 86400 || o.rate < 1)
+	    o.srcs < 1 || o.timeout < 1 || o.timeout > 86400 || o.rate < 1 || o.phase_timeout < 1)
 		usage();
 	if ((ntohl(o.dst.sin_addr.s_addr) >> 24) != 127 || (ntohl(a.s_addr) >> 24) != 127)
 		die("loopback (127.0.0.0/8) addresses only");

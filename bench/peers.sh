@@ -88,6 +88,7 @@ if [ ! -x "$haraka_dir/node_modules/.bin/haraka" ]; then
 		die "npm install Haraka failed"
 fi
 make -s bench-tools sluice >/dev/null || die "make failed"
+commit=$(git rev-parse --short HEAD) # what was built
 
 dir=$(mktemp -d /tmp/sluice-peers.XXXXXX) || exit 2
 chmod 755 "$dir"
@@ -313,11 +314,11 @@ if [ "$scale" != 0 ]; then
 	before=$(private_kb "$srv_pid")
 	lp=$(( (n + 17999) / 18000 )); [ "$lp" -lt 2 ] && lp=2
 	"$loadgen" --port "$srv_port" --mode shaped --conns "$n" --procs "$lp" --src $DENY_SRC \
-		--srcs 250 --rate 3000 --line 60 --hold $((window + 40)) --timeout 900 \
+		--srcs 250 --rate 1500 --line 60 --hold $((window + 40)) --timeout 900 \
 		--ready-file "$dir/ready.shaped" >"$dir/scale.shaped" &
 	lg1=$!
 	"$loadgen" --port "$srv_port" --mode idle --conns "$n" --procs "$lp" --src $IDLE_SRC \
-		--srcs 250 --rate 3000 --hold $((window + 120)) --timeout 900 \
+		--srcs 250 --rate 1500 --hold $((window + 120)) --timeout 900 \
 		--ready-file "$dir/ready.idle" >"$dir/scale.idle" &
 	lg2=$!
 	wait_ready "$dir/ready.shaped" $lg1
@@ -419,7 +420,7 @@ mode=$([ $quick = 1 ] && echo "--quick" || echo "full")
 		"($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r)," \
 		"nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), Haraka" \
 		"$(node -e "console.log(require('$haraka_dir/node_modules/Haraka/package.json').version)" 2>/dev/null)," \
-		"sluice $(git rev-parse --short HEAD); $W workers/nodes each; $MSGS messages of $SIZE B," \
+		"sluice $commit; $W workers/nodes each; $MSGS messages of $SIZE B," \
 		"$SESS sessions, one message per connection; $SLOW slow clients."
 	echo
 	printf '| | direct | sluice | nginx | Haraka |\n|---|---:|---:|---:|---:|\n'
