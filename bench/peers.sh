@@ -318,7 +318,7 @@ if [ "$scale" != 0 ]; then
 		--ready-file "$dir/ready.shaped" >"$dir/scale.shaped" &
 	lg1=$!
 	"$loadgen" --port "$srv_port" --mode idle --conns "$n" --procs "$lp" --src $IDLE_SRC \
-		--srcs 250 --rate 1500 --hold $((window + 120)) --timeout 900 \
+		--srcs 250 --rate 1500 --hold $((window + 300)) --timeout 900 \
 		--ready-file "$dir/ready.idle" >"$dir/scale.idle" &
 	lg2=$!
 	wait_ready "$dir/ready.shaped" $lg1
