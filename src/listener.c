@@ -160,8 +160,12 @@ int listener_start(struct event_base *base, const int *fds, size_t n)
 	if (n > 0 && reserve_fd < 0)
 		reserve_fd = fcntl(fds[0], F_DUPFD_CLOEXEC, 0); /* -1: pause instead */
 	for (size_t i = 0; i < n && i < CONFIG_LISTEN_MAX; i++) {
+		/* Backlog 0: the socket already listens with LISTENER_BACKLOG;
+		 * -1 would make libevent listen() again with 128, and a burst
+		 * of connections would overflow the accept queue (clients then
+		 * wait for SYN-ACK retransmissions, seconds). */
 		listeners[i] = evconnlistener_new(base, listener_accept_cb, NULL,
-						  LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
+						  LEV_OPT_CLOSE_ON_EXEC, 0, fds[i]);
 		if (!listeners[i])
 			return -1;
 		evconnlistener_set_error_cb(listeners[i], listener_error_cb);
