@@ -379,7 +379,7 @@ if [ "$tls" != 0 ]; then
 	W=1 SLUICE_OPTS="-o tls_cert_file=$dir/cert.pem -o tls_key_file=$dir/key.pem" start_sluice
 	before=$(private_kb "$srv_pid")
 	"$loadgen" --port "$srv_port" --mode idle --starttls --conns "$tls" --procs 2 \
-		--src $ALLOW_SRC --srcs 250 --rate 20000 --hold 20 --timeout 600 \
+		--src $ALLOW_SRC --srcs 250 --rate 5000 --hold 20 --timeout 600 \
 		--ready-file "$dir/ready.tls" >"$dir/tls.out" &
 	lg=$!
 	wait_ready "$dir/ready.tls" $lg
