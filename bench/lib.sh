@@ -37,3 +37,19 @@ wait_port() { # port what pid: at most 15 s
 	done
 	die "$2 does not listen on port $1 after 15 s"
 }
+
+# A private dnsmasq on 127.0.0.1:PORT that answers bench.test and the
+# 127.in-addr.arpa zone locally (NXDOMAIN unless HOSTS lists the address),
+# as a local resolver would. Sets dns_pid.
+start_dnsmasq() { # port [hosts file]
+	{
+		printf 'port=%s\nlisten-address=127.0.0.1\nbind-interfaces\n' "$1"
+		printf 'no-resolv\nno-poll\nno-hosts\n'
+		[ -n "${2:-}" ] && printf 'addn-hosts=%s\n' "$2"
+		printf 'local=/bench.test/\nlocal=/127.in-addr.arpa/\nuser=nobody\n'
+	} >"$dir/dnsmasq.conf"
+	chmod 644 "$dir/dnsmasq.conf"
+	/usr/sbin/dnsmasq --conf-file="$dir/dnsmasq.conf" --keep-in-foreground \
+		</dev/null >"$dir/dnsmasq.log" 2>&1 &
+	dns_pid=$!
+}

@@ -108,20 +108,8 @@ sink_port=$(free_port) dns_port=$(free_port)
 	</dev/null >"$dir/sink.out" 2>"$dir/sink.err" &
 sink_pid=$!; pids+=("$sink_pid")
 wait_port "$sink_port" smtp-sink "$sink_pid"
-cat >"$dir/dnsmasq.conf" <<EOF
-port=$dns_port
-listen-address=127.0.0.1
-bind-interfaces
-no-resolv
-no-poll
-no-hosts
-local=/bench.test/
-local=/127.in-addr.arpa/
-user=nobody
-EOF
-/usr/sbin/dnsmasq --conf-file="$dir/dnsmasq.conf" --keep-in-foreground </dev/null \
-	>"$dir/dnsmasq.log" 2>&1 &
-pids+=("$!")
+start_dnsmasq "$dns_port"
+pids+=("$dns_pid")
 
 # Client ranges: allow-listed (throughput, slow), deny-listed (shaped),
 # neither (idle).

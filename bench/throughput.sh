@@ -72,22 +72,8 @@ dns_port=$(free_port)
 
 # --- DNS: PTR and A for 127.0.0.1, nothing else --------------------------
 echo "127.0.0.1 client.bench.test" >"$dir/hosts"
-cat >"$dir/dnsmasq.conf" <<EOF
-port=$dns_port
-listen-address=127.0.0.1
-bind-interfaces
-no-resolv
-no-poll
-no-hosts
-addn-hosts=$dir/hosts
-local=/bench.test/
-local=/127.in-addr.arpa/
-user=nobody
-EOF
-chmod 644 "$dir/hosts" "$dir/dnsmasq.conf"
-/usr/sbin/dnsmasq --conf-file="$dir/dnsmasq.conf" --keep-in-foreground \
-	</dev/null >"$dir/dnsmasq.log" 2>&1 &
-dns_pid=$!
+chmod 644 "$dir/hosts"
+start_dnsmasq "$dns_port" "$dir/hosts"
 
 # --- the mail server ------------------------------------------------------
 # -c: counters "sess=N quit=N mesg=N", CR-separated, updated at each "." --
