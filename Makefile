@@ -35,7 +35,7 @@ SBINDIR ?= $(PREFIX)/sbin
 MANDIR  ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 
-.PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean man install deb
+.PHONY: all deps run test unit scenario san fuzz fuzz-smoke lint clean man install deb bench-tools
 all: deps
 	@$(MAKE) --no-print-directory sluice sluicectl
 
@@ -133,3 +133,10 @@ run: deps
 
 clean:
 	rm -rf build build-san build-fuzz sluice sluicectl
+
+# Benchmark tools (bench/): the C load generator.
+bench-tools: $(BUILD)/loadgen $(BUILD)/evsizes
+$(BUILD)/evsizes: bench/evsizes.c | $(BUILD)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
+$(BUILD)/loadgen: bench/loadgen.c | $(BUILD)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS) -lm

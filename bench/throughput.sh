@@ -54,17 +54,7 @@ dir=$(mktemp -d /tmp/sluice-bench.XXXXXX) || exit 2
 chmod 755 "$dir"
 sink_pid='' sluice_pid='' dns_pid=''
 
-stop_pid() { # pid: TERM, wait at most 10 s, then KILL
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-}
+. bench/lib.sh # stop_pid, free_port, port_open, wait_port
 cleanup() {
 	trap - EXIT INT TERM
 	stop_pid "$sluice_pid"
@@ -76,53 +66,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port that nothing on this machine uses now, TCP and UDP, distinct from
-# the ones already taken by this run.
-taken=" "
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 40000))
-		case "$taken" in *" $p "*) continue ;; esac
-		[ -z "$(ss -Htuan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] || continue
-		taken="$taken$p "
-		echo "$p"
-		return 0
-	done
-	die "no free port found"
-}
-port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
-wait_port() { # port what pid: at most 10 s
-	for _ in $(seq 100); do
-		port_open "$1" && return 0
-		kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $dir)"
-		sleep 0.1
-	done
-	die "$2 does not listen on port $1 after 10 s"
-}
-
 sink_port=$(free_port)
 sluice_port=$(free_port)
 dns_port=$(free_port)
 
 # --- DNS: PTR and A for 127.0.0.1, nothing else --------------------------
 echo "127.0.0.1 client.bench.test" >"$dir/hosts"
-cat >"$dir/dnsmasq.conf" <<EOF
-port=$dns_port
-listen-address=127.0.0.1
-bind-interfaces
-no-resolv
-no-poll
-no-hosts
-addn-hosts=$dir/hosts
-local=/bench.test/
-local=/127.in-addr.arpa/
-user=nobody
-EOF
-chmod 644 "$dir/hosts" "$dir/dnsmasq.conf"
-/usr/sbin/dnsmasq --conf-file="$dir/dnsmasq.conf" --keep-in-foreground \
-	</dev/null >"$dir/dnsmasq.log" 2>&1 &
-dns_pid=$!
+chmod 644 "$dir/hosts"
+start_dnsmasq "$dns_port" "$dir/hosts"
 
 # --- the mail server ------------------------------------------------------
 # -c: counters "sess=N quit=N mesg=N", CR-separated, updated at each "." --

@@ -100,8 +100,6 @@ void log_queue_init(enum log_queue_dest dest, const char *path)
 {
 	log_queue_flush(LOG_QUEUE_FLUSH_MS);
 	pthread_mutex_lock(&lq.mu);
-	if (!lq.atfork_done && pthread_atfork(lq_prepare, lq_parent, lq_child) == 0)
-		lq.atfork_done = true;
 	lq.dest = dest;
 	snprintf(lq.path, sizeof lq.path, "%s", path && *path ? path : "/dev/log");
 	if (lq.fd >= 0)
@@ -266,6 +264,12 @@ static void *lq_writer(void *arg)
  * false if it cannot be started. */
 static bool lq_start_writer(void)
 {
+	/* Before any writer exists, whoever starts it (log_queue_init or the
+	 * first line of a process that never called it): a fork while the
+	 * writer waits must not hand the child a condition variable with a
+	 * waiter that does not exist there. */
+	if (!lq.atfork_done && pthread_atfork(lq_prepare, lq_parent, lq_child) == 0)
+		lq.atfork_done = true;
 	pthread_t t;
 	pthread_attr_t attr;
 	sigset_t all, old;

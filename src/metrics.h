@@ -39,6 +39,7 @@ struct endpoint;
 	X(LIMIT_TIMEOUTS, "sluice_limit_timeouts_total", "Sessions closed on command timeout", 1) \
 	X(LIMIT_CLIENT_SESSIONS, "sluice_limit_client_sessions_total", "Connections refused: client_connection_limit", 1) \
 	X(LIMIT_SESSIONS, "sluice_limit_sessions_total", "Connections refused: session_limit", 1) \
+	X(LIMIT_FILES, "sluice_limit_files_total", "Connections refused: out of file descriptors", 1) \
 	X(LIMIT_COMMANDS, "sluice_limit_commands_total", "Sessions closed: command_limit", 1) \
 	X(LIMIT_TLS_RATE, "sluice_limit_tls_rate_total", "STARTTLS refused: tls_session_rate_limit", 1) \
 	X(REFUSED_COMMANDS, "sluice_refused_commands_total", "XCLIENT/XFORWARD/PROXY/AUTH/unknown from clients", 1) \

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mstime.h"
+#include "ratelog.h"
 #include "spool.h"
 #include "store.h"
 
@@ -42,6 +43,7 @@
 /* CLOSING: how often to look whether the last reply has left (the TLS
  * filter's write callback comes before the socket's buffer is empty). */
 #define SESSION_FLUSH_POLL_MS 20
+#define SESSION_LIMIT_LOG_INTERVAL_MS 60000 /* one session_limit line a minute */
 
 static const char *const session_state_names[] = {
 #define SESSION_STATE_NAME(s) #s,
@@ -579,11 +581,18 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 	}
 	if (refuse == REPLY_OK)
 		return false;
-	log_warn("session=%llu client=%s refused: %s (sessions=%u)", s->ident.session_id,
-		 s->ident.addr, refuse == REPLY_TOO_MANY_SESSIONS ? "session_limit"
-				: refuse == REPLY_RESOURCES ? "out of memory"
-							  : "client_connection_limit",
-		 n_sessions);
+	/* session_limit is hit by every new connection of a flood: one line a
+	 * minute with the count (the metric has each one). */
+	static struct ratelog limit_log;
+	unsigned long held = 0;
+	if (refuse != REPLY_TOO_MANY_SESSIONS ||
+	    ratelog_ok(&limit_log, mstime_mono(), SESSION_LIMIT_LOG_INTERVAL_MS, &held))
+		log_warn("session=%llu client=%s refused: %s (sessions=%u, refused=%lu)",
+			 s->ident.session_id, s->ident.addr,
+			 refuse == REPLY_TOO_MANY_SESSIONS ? "session_limit"
+			 : refuse == REPLY_RESOURCES	   ? "out of memory"
+							   : "client_connection_limit",
+			 n_sessions, held + 1);
 	s->shape_ended = true; /* nothing to classify */
 	session_set_state(s, SESSION_INIT);
 	session_reply(s, refuse);

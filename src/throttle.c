@@ -14,6 +14,7 @@
 #include "throttle.h"
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -22,6 +23,12 @@
 #include "log.h"
 
 static struct ev_token_bucket_cfg *bucket;
+static struct timeval bucket_tick;
+static size_t bucket_per_tick;
+/* The same configuration on the loop's common timeout queue for this tick
+ * (built on first use, in the worker that owns the loop). */
+static struct ev_token_bucket_cfg *common_bucket;
+static struct event_base *common_base;
 
 int throttle_init(const struct config *cfg)
 {
@@ -42,6 +49,8 @@ int throttle_init(const struct config *cfg)
 		per_tick = rate / 10;
 	}
 	bucket = ev_token_bucket_cfg_new(per_tick, per_tick, per_tick, per_tick, &tick);
+	bucket_tick = tick;
+	bucket_per_tick = per_tick;
 	return bucket ? 0 : -1;
 }
 
@@ -50,11 +59,37 @@ void throttle_free(void)
 	if (bucket)
 		ev_token_bucket_cfg_free(bucket);
 	bucket = NULL;
+	/* common_bucket stays: bufferevents of this loop may still point to
+	 * it, and it lives as long as the loop (one per worker process). */
+}
+
+/* Every shaped session refills on the same tick, so its refill timer can
+ * live on one common timeout queue instead of the loop's timer heap:
+ * O(1) to add and remove, where tens of thousands of sessions re-arm
+ * their timers several times a second. libevent reads the tick length
+ * through the common-timeout encoding (ev_token_bucket_cfg_new masks it).
+ * Without a common timeout the plain configuration is used. */
+static struct ev_token_bucket_cfg *throttle_bucket(struct bufferevent *bev)
+{
+	struct event_base *base = bufferevent_get_base(bev);
+	if (common_bucket && common_base == base)
+		return common_bucket;
+	const struct timeval *ctv = base ? event_base_init_common_timeout(base, &bucket_tick)
+					 : NULL;
+	struct ev_token_bucket_cfg *c = ctv ? ev_token_bucket_cfg_new(
+		bucket_per_tick, bucket_per_tick, bucket_per_tick, bucket_per_tick, ctv) : NULL;
+	if (!c)
+		return bucket;
+	common_bucket = c; /* a previous one (another loop) is leaked on purpose */
+	common_base = base;
+	return c;
 }
 
 int throttle_apply(struct bufferevent *bev, bool shaped)
 {
-	return bufferevent_set_rate_limit(bev, shaped ? bucket : NULL);
+	if (!shaped)
+		return bufferevent_set_rate_limit(bev, NULL);
+	return bucket ? bufferevent_set_rate_limit(bev, throttle_bucket(bev)) : -1;
 }
 
 void throttle_window(int fd, bool wide)

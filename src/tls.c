@@ -35,6 +35,12 @@ SSL_CTX *tls_server_ctx(const struct config *cfg)
 	 * memory per idle session for little gain in SMTP. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+	/* TLS 1.3 sends tickets even with SSL_OP_NO_TICKET (stateful ones
+	 * then), each a copy of the session; with no cache they serve no
+	 * one. */
+	(void)SSL_CTX_set_num_tickets(ctx, 0);
+	/* Record buffers (about 34 KiB) are freed whenever they are empty,
+	 * so an idle TLS session does not keep them (issue 12: <= 40 KiB). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	const char *key = cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1 ||

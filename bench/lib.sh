@@ -1,0 +1,55 @@
+# bench/lib.sh: shell helpers shared by the bench scripts (sourced, after
+# they set $dir and define die()).
+
+stop_pid() { # pid: TERM, wait at most 10 s, then KILL
+	local pid=$1
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+
+# A port that nothing on this machine uses now, TCP and UDP, distinct from
+# the ones already taken by this run.
+taken=" "
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 40000))
+		case "$taken" in *" $p "*) continue ;; esac
+		[ -z "$(ss -Htuan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] || continue
+		taken="$taken$p "
+		echo "$p"
+		return 0
+	done
+	die "no free port found"
+}
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+wait_port() { # port what pid: at most 15 s
+	for _ in $(seq 150); do
+		port_open "$1" && return 0
+		kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $dir)"
+		sleep 0.1
+	done
+	die "$2 does not listen on port $1 after 15 s"
+}
+
+# A private dnsmasq on 127.0.0.1:PORT that answers bench.test and the
+# 127.in-addr.arpa zone locally (NXDOMAIN unless HOSTS lists the address),
+# as a local resolver would. Sets dns_pid.
+start_dnsmasq() { # port [hosts file]
+	{
+		printf 'port=%s\nlisten-address=127.0.0.1\nbind-interfaces\n' "$1"
+		printf 'no-resolv\nno-poll\nno-hosts\n'
+		[ -n "${2:-}" ] && printf 'addn-hosts=%s\n' "$2"
+		printf 'local=/bench.test/\nlocal=/127.in-addr.arpa/\nuser=nobody\n'
+	} >"$dir/dnsmasq.conf"
+	chmod 644 "$dir/dnsmasq.conf"
+	/usr/sbin/dnsmasq --conf-file="$dir/dnsmasq.conf" --keep-in-foreground \
+		</dev/null >"$dir/dnsmasq.log" 2>&1 &
+	dns_pid=$!
+}
