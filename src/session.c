@@ -593,7 +593,7 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 			 : refuse == REPLY_RESOURCES	   ? "out of memory"
 							   : "client_connection_limit",
 			 n_sessions, held + 1);
-	s->shape_ended = true; /* nothing to classify */
+	s->classify_over = true; /* nothing to classify */
 	session_set_state(s, SESSION_INIT);
 	session_reply(s, refuse);
 	session_close(s, "limit");

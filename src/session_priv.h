@@ -141,7 +141,7 @@ struct session {
 	bool trusted;                /* allow list or pass cache */
 	bool reject_mode;            /* score reached reject_threshold */
 	bool greet_waiting;          /* greet_wait over, DNS still running */
-	bool shape_ended;            /* session_shape_end ran */
+	bool classify_over;          /* session_shape_end ran: no verdict, no outcome after it */
 	bool pass_blocked;           /* content refused: no pass this session */
 	unsigned rcpt_unknown;       /* recipients refused with 5.1.x */
 };

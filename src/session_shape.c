@@ -180,7 +180,7 @@ static void session_store_done(void *arg, const struct store_answer *a)
 {
 	struct session *s = arg;
 	s->store_req = NULL;
-	if (s->shape_ended)
+	if (s->classify_over)
 		return;
 	bool greeting = s->state == SESSION_GREETING;
 	/* A pass counts only before the verdict, and the deny list wins. */
@@ -455,9 +455,9 @@ static bool shape_harvested(const struct session *s)
 
 void session_shape_end(struct session *s, bool hangup)
 {
-	if (s->shape_ended)
+	if (s->classify_over)
 		return;
-	s->shape_ended = true;
+	s->classify_over = true;
 	if (s->dnsbl) {
 		dnsbl_cancel(s->dnsbl);
 		s->dnsbl = NULL;
