@@ -59,8 +59,12 @@ void throttle_free(void)
 	if (bucket)
 		ev_token_bucket_cfg_free(bucket);
 	bucket = NULL;
-	/* common_bucket stays: bufferevents of this loop may still point to
-	 * it, and it lives as long as the loop (one per worker process). */
+	/* Bufferevents point at the configuration they were given: the
+	 * caller frees them (and their loop) first. */
+	if (common_bucket)
+		ev_token_bucket_cfg_free(common_bucket);
+	common_bucket = NULL;
+	common_base = NULL;
 }
 
 /* Every shaped session refills on the same tick, so its refill timer can
@@ -72,15 +76,18 @@ void throttle_free(void)
 static struct ev_token_bucket_cfg *throttle_bucket(struct bufferevent *bev)
 {
 	struct event_base *base = bufferevent_get_base(bev);
-	if (common_bucket && common_base == base)
-		return common_bucket;
+	if (common_bucket)
+		/* A loop other than the first one keeps the plain timers: the
+		 * first loop's sessions may still point at its configuration
+		 * (a worker has one loop; only tests make several). */
+		return common_base == base ? common_bucket : bucket;
 	const struct timeval *ctv = base ? event_base_init_common_timeout(base, &bucket_tick)
 					 : NULL;
 	struct ev_token_bucket_cfg *c = ctv ? ev_token_bucket_cfg_new(
 		bucket_per_tick, bucket_per_tick, bucket_per_tick, bucket_per_tick, ctv) : NULL;
 	if (!c)
 		return bucket;
-	common_bucket = c; /* a previous one (another loop) is leaked on purpose */
+	common_bucket = c;
 	common_base = base;
 	return c;
 }

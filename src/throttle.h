@@ -20,6 +20,7 @@ struct config;
 
 /* Builds the shared bucket configuration for cfg->shape_rate. */
 int throttle_init(const struct config *cfg);
+/* Frees both configurations; no bufferevent may use them any more. */
 void throttle_free(void);
 
 /* Rate-limits bev (both ways) or lifts the limit. With TLS, pass the
