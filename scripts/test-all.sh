@@ -50,7 +50,7 @@ stage sanitizer-scenario env SLUICE_BIN="$(pwd)/build-san/sluice" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider -n "$jobs" $reruns tests/scenario
-stage fuzz make --no-print-directory fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+stage fuzz make --no-print-directory fuzz-smoke FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 # The Debian package: build, lintian, install, run the installed binary,
 # purge (about a minute; needs root, as all of make test does).
 stage deb ./scripts/test-deb.sh

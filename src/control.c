@@ -453,8 +453,13 @@ int control_start(struct event_base *base, const char *state_dir,
 		return 0;
 	}
 	if (control_in_use(&un)) {
-		log_err("control: %s answers: another sluice uses this state_dir", un.sun_path);
-		return -1;
+		/* Two sluices may share a state_dir (LMDB is safe across
+		 * processes, and so is the reputation they share); the socket
+		 * stays the first one's. */
+		log_warn("control: %s answers: another sluice uses this state_dir; "
+			 "this one runs without sluicectl (give it a state_dir of its own "
+			 "to control it)", un.sun_path);
+		return 0;
 	}
 	unlink(un.sun_path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -22,9 +22,10 @@ struct control_hooks {
 
 /* Binds the socket (mode 0600, owner: the supervisor's user), loads the
  * allow/deny entries from the store and publishes them to the workers
- * (acl.h). -1 when another sluice answers on the socket (two daemons on
- * one state_dir); a socket that cannot be made is logged and sluice runs
- * without sluicectl (mail matters more than the control command). */
+ * (acl.h). When another sluice already answers on the socket (two daemons
+ * sharing one state_dir), or the socket cannot be made, that is logged and
+ * this sluice runs without sluicectl (mail matters more than the control
+ * command). Always 0. */
 int control_start(struct event_base *base, const char *state_dir,
 		  const struct control_hooks *hooks);
 /* Re-reads the entries from the store and publishes them (after a

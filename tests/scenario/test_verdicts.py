@@ -70,7 +70,7 @@ def test_verdicts_01_refused_ptr_is_tempunavail_not_noptr(workdir, dns, postfix,
         mport = harness.free_port()
         sl = sluice(pf, dns_servers="127.0.0.1:%d" % rdns.port,
                     shape_threshold=1, greet_wait="500ms", dns_timeout="2s",
-                    metrics_listen="127.0.0.1:%d" % mport)
+                    metrics_listen="127.0.0.1:%d" % mport, workers=2)
         for addr in UNKNOWN_ADDRS:
             ehlo_s, (code, text) = rcpt_reply(sl, addr)
             assert code == 450, (addr, code, text)
@@ -83,7 +83,8 @@ def test_verdicts_01_refused_ptr_is_tempunavail_not_noptr(workdir, dns, postfix,
             assert re.search(r"client=%s port=\d+ name=\[TEMPUNAVAIL\] "
                              % re.escape(addr), sl.log()), lines
         warned = re.findall(r"dns: server=reverse client=\S+ TEMPFAIL refused", sl.log())
-        assert len(warned) == 1, warned  # at most once a minute
+        # At most once a minute in each worker (the limit is per process).
+        assert 1 <= len(warned) <= 2, warned
         assert metric(metrics_text(mport), "sluice_dns_failures_total") >= len(UNKNOWN_ADDRS)
         assert "refused" in rdns.log().lower() or "REFUSED" in rdns.log()
         assert_alive(sl)
