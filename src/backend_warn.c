@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "ascii.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -84,7 +85,7 @@ bool backend_warn_offers(const char *attrs, const char *attr)
 		while (*p == ' ')
 			p++;
 		size_t len = strcspn(p, " ");
-		if (len == n && strncasecmp(p, attr, n) == 0)
+		if (len == n && ascii_eq_nocase(p, n, attr, n))
 			return true;
 		p += len;
 	}

@@ -177,22 +177,6 @@ static int replay_send(struct replay *r, const char *line, size_t len,
 
 /* --- XCLIENT ----------------------------------------------------------- */
 
-static bool attr_offered(const char *offered, const char *attr)
-{
-	size_t n = strlen(attr);
-	for (const char *p = offered; *p;) {
-		while (*p == ' ')
-			p++;
-		const char *end = p;
-		while (*end && *end != ' ')
-			end++;
-		if ((size_t)(end - p) == n && ascii_eq_nocase(p, n, attr, n))
-			return true;
-		p = end;
-	}
-	return false;
-}
-
 size_t replay_xclient_lines(const struct client_identity *id,
 			    const char *offered, char lines[][512],
 			    size_t max_lines)
@@ -201,7 +185,7 @@ size_t replay_xclient_lines(const struct client_identity *id,
 	 * address after each XCLIENT, so NAME and ADDR go in the last one. */
 	char attrs[5][300];
 	size_t n = 0;
-	if (attr_offered(offered, "HELO")) {
+	if (backend_warn_offers(offered, "HELO")) {
 		char enc[SMTP_DOMAIN_MAX + 1];
 		size_t len = id->helo ? smtp_xtext_encode(id->helo, strlen(id->helo),
 							  enc, sizeof enc)
@@ -209,19 +193,19 @@ size_t replay_xclient_lines(const struct client_identity *id,
 		snprintf(attrs[n++], sizeof attrs[0], "HELO=%s",
 			 len == (size_t)-1 || len == 0 ? "[UNAVAILABLE]" : enc);
 	}
-	if (attr_offered(offered, "PROTO"))
+	if (backend_warn_offers(offered, "PROTO"))
 		snprintf(attrs[n++], sizeof attrs[0], "PROTO=%s",
 			 id->esmtp ? "ESMTP" : "SMTP");
-	if (attr_offered(offered, "PORT"))
+	if (backend_warn_offers(offered, "PORT"))
 		snprintf(attrs[n++], sizeof attrs[0], "PORT=%u", id->port);
-	if (attr_offered(offered, "NAME")) {
+	if (backend_warn_offers(offered, "NAME")) {
 		const char *name = id->name_status == DNS_NAME_OK && id->name
 			? id->name
 			: id->name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
 							      : "[UNAVAILABLE]";
 		snprintf(attrs[n++], sizeof attrs[0], "NAME=%s", name);
 	}
-	if (!attr_offered(offered, "ADDR"))
+	if (!backend_warn_offers(offered, "ADDR"))
 		return 0; /* without ADDR the server would see sluice itself */
 	snprintf(attrs[n++], sizeof attrs[0], "ADDR=%s%s",
 		 id->family == AF_INET6 ? "IPV6:" : "", id->addr);
