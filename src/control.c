@@ -1,7 +1,8 @@
 /*
  * control: the control socket served by the supervisor (see control.h).
  *
- * Exports control_start, control_refresh, control_close_fds, control_stop.
+ * Exports control_start, control_refresh, control_close_fds, control_stop,
+ * control_settle, control_handover, control_adopt.
  *
  * Socket: <state_dir>/control.sock, made with umask 077 (mode 0600) by the
  * supervisor, so it belongs to the user sluice was started as (root on a
@@ -17,6 +18,12 @@
  * fds are tracked so that a worker forked meanwhile (reload) closes its
  * copies (control_close_fds): otherwise sluicectl would wait for EOF until
  * that worker exits.
+ *
+ * reload and upgrade answer late: the connection waits (reading off) until
+ * the supervisor calls control_settle, once the new workers accept or
+ * failed to start. An upgrade hands the listening socket and the waiting
+ * connections to the re-executed program (control_handover, then
+ * control_adopt there), which answers them.
  *
  * Commands run on the supervisor's loop. status and sessions read one
  * snapshot (snapshot.h); allow, deny and forget write the store
@@ -70,9 +77,17 @@ struct control_client {
 	int fd;
 	uid_t uid;
 	bool answered;
+	bool waiting;           /* reload/upgrade: answered by control_settle */
+	enum control_verb verb; /* what it waits for */
+	bool json;
 };
 
 static struct evconnlistener *control_listener;
+/* Handed over by the program before an upgrade (control_adopt), taken up
+ * by control_start. */
+static int control_adopted_fd = -1;
+static struct control_waiter control_adopted[CONTROL_CLIENTS_MAX];
+static size_t control_n_adopted;
 static char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static const struct control_hooks *control_hooks;
 static struct control_client *control_clients[CONTROL_CLIENTS_MAX];
@@ -187,9 +202,10 @@ static int control_entry_text(struct evbuffer *b, const struct acl_entry *e,
 
 /* ---- commands ------------------------------------------------------------ */
 
-/* Runs req; the body goes to body, a failure's reason to err (-1). */
-static int control_run(const struct control_req *req, uid_t uid, struct evbuffer *body,
-		       char *err, size_t cap)
+/* Runs req; the body goes to body, a failure's reason to err (-1). 1:
+ * c waits for control_settle (reload, upgrade). */
+static int control_run(struct control_client *c, const struct control_req *req, uid_t uid,
+		       struct evbuffer *body, char *err, size_t cap)
 {
 	struct store_where w = control_where();
 	long long now = mstime_real();
@@ -283,12 +299,21 @@ static int control_run(const struct control_req *req, uid_t uid, struct evbuffer
 		return rc;
 	}
 	case CONTROL_RELOAD:
-		log_info("control: reload uid=%d", (int)uid);
-		if (control_hooks->reload(err, cap) != 0)
+	case CONTROL_UPGRADE:
+		log_info("control: %s uid=%d", control_verb_name(req->verb), (int)uid);
+		/* Waiting before the hook runs: an upgrade hands the waiting
+		 * connections to the new program, which answers them. */
+		c->waiting = true;
+		c->verb = req->verb;
+		c->json = req->json;
+		if ((req->verb == CONTROL_RELOAD ? control_hooks->reload
+						  : control_hooks->upgrade)(err, cap) != 0) {
+			c->waiting = false;
 			return -1;
-		control_refresh();
-		return evbuffer_add_printf(body, req->json ? "{\"reloaded\":true}\n"
-							   : "configuration reloaded\n") < 0 ? -1 : 0;
+		}
+		if (req->verb == CONTROL_RELOAD)
+			control_refresh();
+		return 1;
 	case CONTROL_DRAIN: {
 		struct snapshot *snap = snapshot_gather();
 		unsigned open = snap ? snap->sessions : 0;
@@ -368,10 +393,13 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		control_answer(c, false, "out of memory", req.json, NULL);
 		return;
 	}
-	if (control_run(&req, c->uid, body, err, sizeof err) != 0)
+	int rc = control_run(c, &req, c->uid, body, err, sizeof err);
+	if (rc < 0)
 		control_answer(c, false, err, req.json, NULL);
-	else
+	else if (rc == 0)
 		control_answer(c, true, NULL, req.json, body);
+	else
+		bufferevent_disable(bev, EV_READ);
 	evbuffer_free(body);
 }
 
@@ -422,6 +450,85 @@ static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	bufferevent_enable(c->bev, EV_READ);
 }
 
+/* ---- reload and upgrade: answered when the new workers accept ---------- */
+
+void control_settle(bool ok, const char *text)
+{
+	for (int i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		struct control_client *c = control_clients[i];
+		if (!c || !c->waiting)
+			continue;
+		c->waiting = false;
+		if (!ok) {
+			control_answer(c, false, text, c->json, NULL);
+			continue;
+		}
+		struct evbuffer *body = evbuffer_new();
+		int rc = !body ? -1
+			: c->verb == CONTROL_RELOAD
+				? evbuffer_add_printf(body, c->json ? "{\"reloaded\":true}\n"
+								    : "configuration reloaded\n")
+			: c->json ? (evbuffer_add(body, "{\"upgraded\":true,\"running\":", 26) ||
+				     json_str(body, text) || evbuffer_add(body, "}\n", 2) ? -1 : 0)
+				  : evbuffer_add_printf(body, "upgraded: %s\n", text);
+		if (rc < 0)
+			control_answer(c, false, "out of memory", c->json, NULL);
+		else
+			control_answer(c, true, NULL, c->json, body);
+		if (body)
+			evbuffer_free(body);
+	}
+}
+
+size_t control_handover(int *listen_fd, struct control_waiter *w, size_t cap)
+{
+	size_t n = 0;
+	*listen_fd = control_listener ? evconnlistener_get_fd(control_listener) : -1;
+	for (int i = 0; i < CONTROL_CLIENTS_MAX && n < cap; i++) {
+		struct control_client *c = control_clients[i];
+		if (c && c->waiting)
+			w[n++] = (struct control_waiter){ c->fd, c->verb, c->json };
+	}
+	return n;
+}
+
+void control_adopt(int listen_fd, const struct control_waiter *w, size_t n)
+{
+	control_adopted_fd = listen_fd;
+	control_n_adopted = n < CONTROL_CLIENTS_MAX ? n : CONTROL_CLIENTS_MAX;
+	memcpy(control_adopted, w, control_n_adopted * sizeof *w);
+}
+
+/* The connections that wait for an upgrade's answer, from the program
+ * before. */
+static void control_take_waiters(struct event_base *base)
+{
+	for (size_t i = 0; i < control_n_adopted; i++) {
+		const struct control_waiter *w = &control_adopted[i];
+		struct control_client *c = calloc(1, sizeof *c);
+		if (c)
+			c->bev = bufferevent_socket_new(base, w->fd, BEV_OPT_CLOSE_ON_FREE);
+		if (!c || !c->bev || evutil_make_socket_nonblocking(w->fd) != 0) {
+			log_err("control: cannot take over the waiting sluicectl fd=%d", w->fd);
+			if (c && c->bev)
+				bufferevent_free(c->bev);
+			else
+				close(w->fd);
+			free(c);
+			continue;
+		}
+		c->fd = w->fd;
+		c->waiting = true;
+		c->verb = w->verb < CONTROL_VERB_COUNT ? (enum control_verb)w->verb : CONTROL_UPGRADE;
+		c->json = w->json;
+		control_clients[i] = c;
+		struct timeval tv = {CONTROL_TIMEOUT_S, 0};
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
+		bufferevent_setcb(c->bev, control_read_cb, control_write_cb, control_event_cb, c);
+	}
+	control_n_adopted = 0;
+}
+
 /* A socket at path that answers belongs to a running sluice. */
 static bool control_in_use(const struct sockaddr_un *un)
 {
@@ -445,11 +552,24 @@ int control_start(struct event_base *base, const char *state_dir,
 	struct timeval tv = {CONTROL_REDIS_POLL_S, 0};
 	if (!poll || event_add(poll, &tv) != 0)
 		log_warn("control: no periodic re-read of the allow/deny entries");
+	control_take_waiters(base);
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
 	int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/%s", state_dir,
 			 CONTROL_SOCKET_NAME);
 	if (n < 0 || (size_t)n >= sizeof un.sun_path) {
 		log_err("control: state_dir too long for a socket path; no sluicectl");
+		return 0;
+	}
+	if (control_adopted_fd >= 0) {
+		/* Upgrade: the socket stays the one sluicectl knows. */
+		control_listener = evconnlistener_new(base, control_accept_cb, NULL,
+						      LEV_OPT_CLOSE_ON_FREE, 0, control_adopted_fd);
+		if (!control_listener) {
+			log_err("control: cannot take over %s; no sluicectl", un.sun_path);
+			close(control_adopted_fd);
+			return 0;
+		}
+		memcpy(control_path, un.sun_path, sizeof control_path);
 		return 0;
 	}
 	if (control_in_use(&un)) {

@@ -5,6 +5,7 @@
 #ifndef SLUICE_CONTROL_H
 #define SLUICE_CONTROL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct event_base;
@@ -14,8 +15,13 @@ struct config;
 struct control_hooks {
 	/* The configuration in force (for the store's location). */
 	const struct config *(*config)(void);
-	/* sluicectl reload: 0, or -1 with the reason in err. */
+	/* sluicectl reload: 0 once the new workers are starting (the answer
+	 * waits for control_settle), or -1 with the reason in err. */
 	int (*reload)(char *err, size_t cap);
+	/* sluicectl upgrade: returns only on failure, -1 with the reason in
+	 * err; on success the program is replaced (see upgrade.h) and the
+	 * new one answers through control_settle. */
+	int (*upgrade)(char *err, size_t cap);
 	/* sluicectl drain: the SIGTERM path. */
 	void (*drain)(void);
 };
@@ -34,6 +40,24 @@ void control_refresh(void);
 /* In a freshly forked worker: closes the control fds it inherited, so
  * that only the supervisor holds them. */
 void control_close_fds(void);
+/* Answers every connection that waits for a reload or an upgrade: ok
+ * (text: for an upgrade, what runs now), or the failure's reason in
+ * text. */
+void control_settle(bool ok, const char *text);
+
+/* A connection waiting for control_settle, handed across an upgrade. */
+struct control_waiter {
+	int fd;
+	int verb;   /* enum control_verb */
+	bool json;
+};
+/* Before an upgrade: the listening socket (-1 when none) and up to cap
+ * waiting connections; returns how many. Nothing changes here. */
+size_t control_handover(int *listen_fd, struct control_waiter *w, size_t cap);
+/* In the upgraded program, before control_start: take these over instead
+ * of binding the socket again. */
+void control_adopt(int listen_fd, const struct control_waiter *w, size_t n);
+
 /* Removes the socket (at exit). */
 void control_stop(void);
 

@@ -32,6 +32,7 @@
 	X(FORGET, "forget", 1, 1, "drop its entry, and an address's reputation and pass") \
 	X(LIST, "list", 0, 0, "allow and deny entries")                        \
 	X(RELOAD, "reload", 0, 0, "re-read the configuration (synchronous)")   \
+	X(UPGRADE, "upgrade", 0, 0, "re-execute the installed program, keeping sessions") \
 	X(DRAIN, "drain", 0, 0, "stop: finish replays, 421 the rest, exit")
 
 enum control_verb {

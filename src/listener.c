@@ -71,6 +71,32 @@ int listener_bind(const struct endpoint *ep)
 	return fd;
 }
 
+bool listener_matches(int fd, const struct endpoint *ep)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	int listening = 0;
+	socklen_t ol = sizeof listening;
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) != 0 || !listening ||
+	    ss.ss_family != ep->ss.ss_family)
+		return false;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)&ss, *b = (const void *)&ep->ss;
+		return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+	}
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)&ss, *b = (const void *)&ep->ss;
+		return a->sin6_port == b->sin6_port && a->sin6_scope_id == b->sin6_scope_id &&
+		       !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
+	}
+	if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *a = (const void *)&ss, *b = (const void *)&ep->ss;
+		return !strncmp(a->sun_path, b->sun_path, sizeof a->sun_path);
+	}
+	return false;
+}
+
 static void listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 			       struct sockaddr *addr, int len, void *arg)
 {

@@ -7,6 +7,7 @@
 #ifndef SLUICE_LISTENER_H
 #define SLUICE_LISTENER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct config;
@@ -16,6 +17,10 @@ struct session_env;
 
 /* Returns a listening, non-blocking fd or -1 (errno set). */
 int listener_bind(const struct endpoint *ep);
+
+/* Whether fd is a listening socket bound to ep's address and port (an
+ * inherited socket after an upgrade, upgrade.h). */
+bool listener_matches(int fd, const struct endpoint *ep);
 
 /* Accepts on fds (fds[i] bound to env->cfg->listen[i]) into
  * session_accept(env, ...), through proxy_listen for those in

@@ -1,5 +1,6 @@
 /*
  * main: command line. "sluice [-f] [-v] [-c FILE] [-o name=value ...]" runs;
+ * "sluice -V" prints the version;
  * "sluice -n ..." checks the configuration and prints what differs from
  * the defaults, and warnings about settings that would do harm (advice.c)
  * on stderr; "sluice -n --check-backend ..." also asks the mail server
@@ -17,13 +18,15 @@
 #include "config.h"
 #include "log.h"
 #include "supervisor.h"
+#include "upgrade.h"
+#include "version.h"
 
 #define MAIN_MAX_OVERRIDES 256
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: sluice [-f] [-v] [-n [--check-backend]] [-c FILE] "
-			"[-o name=value ...]\n");
+			"[-o name=value ...] | -V\n");
 	exit(2);
 }
 
@@ -35,10 +38,16 @@ int main(int argc, char **argv)
 	int foreground = 0, check = 0, verbose = 0, check_backend = 0, opt;
 	static const struct option longopts[] = {
 		{ "check-backend", no_argument, NULL, 'B' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	while ((opt = getopt_long(argc, argv, "c:fno:vh", longopts, NULL)) != -1) {
+	/* Before anything can replace the file: the path an upgrade runs. */
+	upgrade_remember(argv);
+	while ((opt = getopt_long(argc, argv, "c:fno:vhV", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'V':
+			printf("sluice %s\n", SLUICE_VERSION);
+			return 0;
 		case 'B':
 			check_backend = 1;
 			check = 1;
@@ -78,7 +87,9 @@ int main(int argc, char **argv)
 		return check_backend ? (int)backend_check_run(&cfg, stdout) : 0;
 	}
 	log_init("sluice", foreground, verbose ? LOG_LVL_DEBUG : LOG_LVL_INFO);
-	if (!foreground && daemon(0, 0) != 0) {
+	/* An upgraded supervisor (upgrade.h) is the daemon already: a fork
+	 * would change the pid that systemd and the workers know. */
+	if (!foreground && !getenv(UPGRADE_ENV) && daemon(0, 0) != 0) {
 		perror("sluice: daemon");
 		return 1;
 	}

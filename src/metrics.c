@@ -2,11 +2,16 @@
  * metrics: process-shared counters and gauges, served in the Prometheus text
  * format.
  *
- * Exports metrics_init, metrics_use_slot, metrics_add, metrics_get,
- * metrics_get_slot, metrics_http_start, metrics_http_server.
+ * Exports metrics_init, metrics_adopt, metrics_layout, metrics_fd,
+ * metrics_use_slot, metrics_add, metrics_get, metrics_get_slot,
+ * metrics_http_adopt, metrics_http_fd, metrics_http_start,
+ * metrics_http_server.
  *
- * Memory: metrics_init (supervisor, before fork) makes one anonymous
- * MAP_SHARED mapping of nworkers + 1 slots, each METRIC_COUNT long longs;
+ * Memory: metrics_init (supervisor, before fork) makes one shared mapping
+ * of nworkers + 1 slots, each METRIC_COUNT long longs, over a memfd (an
+ * upgraded supervisor, upgrade.h, maps the same memory again from the fd
+ * it is handed: metrics_adopt, so totals go on, and the old workers that
+ * still serve their sessions keep counting where it sees them);
  * slot 0 is the supervisor's, worker N writes slot N. The mapping lives as
  * long as the processes; it is never unmapped. Every write is a relaxed
  * __atomic add to the process's own slot, so pool threads may count too and
@@ -14,6 +19,10 @@
  * per slot. Gauges are plain sums: a restarted worker zeroes the gauges of
  * its slot (metrics_use_slot), since whatever the dead one held open is
  * gone, but keeps the counters so totals never go backwards.
+ *
+ * A new program whose table differs (metrics_layout: a hash of names and
+ * kinds) cannot read the old slots: it starts from zero, as after a
+ * restart, and what the old workers count from then on is not seen.
  *
  * Without metrics_init (unit tests, tools) writes go to a private static
  * slot, so code that counts never has to ask whether metrics are on.
@@ -28,6 +37,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -61,31 +71,93 @@ static long long metrics_private[METRIC_COUNT];
 static long long *metrics_slots;   /* NULL until metrics_init */
 static unsigned metrics_nslots;
 static long long *metrics_mine = metrics_private;
+static int metrics_memfd = -1;
 static struct evhttp *metrics_http;
+static evutil_socket_t metrics_http_sock = -1;
+static evutil_socket_t metrics_http_adopted = -1;
+
+unsigned long long metrics_layout(void)
+{
+	unsigned long long h = 1469598103934665603ULL; /* FNV-1a */
+	for (int i = 0; i < METRIC_COUNT; i++) {
+		for (const char *p = metrics_descs[i].name; *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		h = (h ^ (metrics_descs[i].counter ? 1u : 2u)) * 1099511628211ULL;
+	}
+	return h;
+}
+
+int metrics_fd(void)
+{
+	return metrics_memfd;
+}
+
+/* Maps fd's n slots and makes them this process's. */
+static int metrics_map(int fd, size_t n)
+{
+	void *p = mmap(NULL, n * sizeof(long long) * METRIC_COUNT, PROT_READ | PROT_WRITE,
+		       MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	metrics_slots = p;
+	metrics_nslots = (unsigned)n;
+	metrics_memfd = fd;
+	metrics_mine = metrics_slots;
+	return 0;
+}
+
+static int metrics_nslots_for(unsigned nworkers, size_t *n)
+{
+	size_t slot_bytes = sizeof(long long) * METRIC_COUNT;
+	if (nworkers >= SIZE_MAX / slot_bytes - 1 || nworkers >= 1u << 20) {
+		errno = EOVERFLOW;
+		return -1;
+	}
+	*n = (size_t)nworkers + 1;
+	return 0;
+}
 
 int metrics_init(unsigned nworkers)
 {
+	size_t n;
 	if (metrics_slots) {
 		errno = EALREADY;
 		return -1;
 	}
-	size_t slot_bytes = sizeof(long long) * METRIC_COUNT;
-	if (nworkers >= SIZE_MAX / slot_bytes - 1) {
-		errno = EOVERFLOW;
+	if (metrics_nslots_for(nworkers, &n) != 0)
+		return -1;
+	int fd = memfd_create("sluice-metrics", MFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (ftruncate(fd, (off_t)(n * sizeof(long long) * METRIC_COUNT)) != 0 ||
+	    metrics_map(fd, n) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
 		return -1;
 	}
-	size_t n = (size_t)nworkers + 1;
-	void *p = mmap(NULL, n * slot_bytes, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return -1;
-	/* Anonymous mappings start zeroed. Whatever the process counted
-	 * before (config checks, start-up) belongs to the supervisor. */
-	metrics_slots = p;
-	metrics_nslots = (unsigned)n;
+	/* A new memfd starts zeroed. Whatever the process counted before
+	 * (config checks, start-up) belongs to the supervisor. */
 	for (int i = 0; i < METRIC_COUNT; i++)
 		metrics_slots[i] = metrics_private[i];
-	metrics_mine = metrics_slots;
+	return 0;
+}
+
+int metrics_adopt(int fd, unsigned nworkers, unsigned long long layout)
+{
+	size_t n;
+	struct stat st;
+	if (metrics_slots || fd < 0 || layout != metrics_layout() ||
+	    metrics_nslots_for(nworkers, &n) != 0 || fstat(fd, &st) != 0 ||
+	    (size_t)st.st_size != n * sizeof(long long) * METRIC_COUNT || metrics_map(fd, n) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	/* The supervisor's slot goes on from the old program's. */
+	for (int i = 0; i < METRIC_COUNT; i++)
+		if (metrics_descs[i].counter)
+			__atomic_fetch_add(&metrics_slots[i], metrics_private[i], __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -243,7 +315,9 @@ int metrics_http_start(struct event_base *base, const struct endpoint *ep)
 	}
 	evhttp_set_gencb(http, metrics_other_cb, NULL);
 
-	evutil_socket_t fd = metrics_listen_socket(ep);
+	evutil_socket_t fd = metrics_http_adopted >= 0 ? metrics_http_adopted
+						      : metrics_listen_socket(ep);
+	metrics_http_adopted = -1;
 	if (fd < 0) {
 		int e = errno;
 		evhttp_free(http);
@@ -256,5 +330,16 @@ int metrics_http_start(struct event_base *base, const struct endpoint *ep)
 		return -1;
 	}
 	metrics_http = http;
+	metrics_http_sock = fd;
 	return 0;
+}
+
+void metrics_http_adopt(int fd)
+{
+	metrics_http_adopted = fd;
+}
+
+int metrics_http_fd(void)
+{
+	return metrics_http ? metrics_http_sock : -1;
 }

@@ -108,8 +108,18 @@ enum metric_id {
 	METRIC_COUNT
 };
 
-/* Before fork: maps slots for nworkers + 1 (slot 0 = supervisor). */
+/* Before fork: maps slots for nworkers + 1 (slot 0 = supervisor), in a
+ * memfd (metrics_fd) that an upgraded program can map again. */
 int metrics_init(unsigned nworkers);
+/* Upgraded supervisor: maps the old program's memfd (taking fd) when it
+ * holds nworkers + 1 slots of this table (layout == metrics_layout()), so
+ * counters go on. 0, or -1 with fd closed: call metrics_init. */
+int metrics_adopt(int fd, unsigned nworkers, unsigned long long layout);
+/* A hash of the table's names and kinds: equal for programs that lay out
+ * slots alike. */
+unsigned long long metrics_layout(void);
+/* The memfd behind the slots, -1 before metrics_init. */
+int metrics_fd(void);
 /* In a worker after fork: which slot this process writes; the slot is
  * zeroed for gauges (a restarted worker starts with nothing open). */
 void metrics_use_slot(unsigned slot);
@@ -127,6 +137,12 @@ long long metrics_get_slot(unsigned slot, enum metric_id id);
 struct evhttp;
 /* The metrics listener's evhttp (NULL when off), for the status page. */
 struct evhttp *metrics_http_server(void);
+
+/* Upgrade: the listening socket for metrics_http_start, already bound
+ * to its endpoint by the program before. */
+void metrics_http_adopt(int fd);
+/* The listening socket, -1 when not serving. */
+int metrics_http_fd(void);
 
 /* Serves GET /metrics on ep. 0 or -1. */
 int metrics_http_start(struct event_base *base, const struct endpoint *ep);

@@ -2,8 +2,9 @@
  * sdnotify: tells systemd (Type=notify) when sluice is ready, reloading or
  * stopping, and what it is doing (STATUS=).
  *
- * Exports sdnotify_init, sdnotify_enabled, sdnotify_addr, sdnotify_send,
- * sdnotify_worker_ready, sdnotify_ready_fd, sdnotify_read_ready.
+ * Exports sdnotify_init, sdnotify_enabled, sdnotify_env, sdnotify_addr,
+ * sdnotify_send, sdnotify_worker_ready, sdnotify_ready_fd,
+ * sdnotify_read_ready.
  *
  * One process-wide object, written only by sdnotify_init in the
  * supervisor before any fork; workers inherit it and only write their pid
@@ -13,7 +14,12 @@
  * Readiness: the listening sockets exist before any worker (supervisor.c),
  * but a connection is served only once a worker has set up its loop, so
  * READY=1 waits until every worker of the current generation has written
- * its pid (4 bytes, below PIPE_BUF: atomic) to the pipe.
+ * its pid (4 bytes, below PIPE_BUF: atomic) to the pipe. The pipe exists
+ * without systemd too: sluicectl reload and upgrade answer on it.
+ *
+ * Upgrade (upgrade.h): $NOTIFY_SOCKET is unset here so that nothing the
+ * supervisor starts inherits it, and set again from sdnotify_env for the
+ * re-executed program, which keeps the pid systemd knows as MAINPID.
  *
  * Rejected: linking libsystemd for sd_notify (a dependency for one
  * sendto); polling a metrics gauge for readiness (a draining old worker
@@ -39,7 +45,8 @@ static struct {
 	struct sockaddr_un to;
 	socklen_t to_len;
 	int ready[2];          /* [0] supervisor reads, [1] workers write */
-} sdnotify = { -1, { 0 }, 0, { -1, -1 } };
+	char env[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* $NOTIFY_SOCKET */
+} sdnotify = { -1, { 0 }, 0, { -1, -1 }, "" };
 
 int sdnotify_addr(const char *value, struct sockaddr_un *sun, size_t *len)
 {
@@ -61,6 +68,13 @@ int sdnotify_addr(const char *value, struct sockaddr_un *sun, size_t *len)
 
 int sdnotify_init(void)
 {
+	/* The ready pipe is made with or without systemd: the supervisor
+	 * also answers sluicectl reload and upgrade once the new workers
+	 * accept. */
+	if (pipe2(sdnotify.ready, O_CLOEXEC | O_NONBLOCK) != 0) {
+		log_err("sdnotify: pipe: %s", strerror(errno));
+		return -1;
+	}
 	const char *value = getenv("NOTIFY_SOCKET");
 	if (!value)
 		return 0;
@@ -69,6 +83,8 @@ int sdnotify_init(void)
 	if (rc != 0)
 		log_warn("sdnotify: NOTIFY_SOCKET=%.100s is not a Unix socket; not notifying",
 			 value);
+	else
+		memcpy(sdnotify.env, value, strlen(value) + 1); /* < sun_path */
 	/* Not for anything this process might start. */
 	unsetenv("NOTIFY_SOCKET");
 	if (rc != 0)
@@ -79,13 +95,12 @@ int sdnotify_init(void)
 		log_err("sdnotify: socket: %s", strerror(errno));
 		return -1;
 	}
-	if (pipe2(sdnotify.ready, O_CLOEXEC | O_NONBLOCK) != 0) {
-		log_err("sdnotify: pipe: %s", strerror(errno));
-		close(sdnotify.sock);
-		sdnotify.sock = -1;
-		return -1;
-	}
 	return 0;
+}
+
+const char *sdnotify_env(void)
+{
+	return sdnotify.sock >= 0 ? sdnotify.env : NULL;
 }
 
 bool sdnotify_enabled(void)

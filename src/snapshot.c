@@ -2,7 +2,8 @@
  * snapshot: the shared area through which workers show their sessions to
  * the supervisor (see snapshot.h).
  *
- * Exports snapshot_init, snapshot_clear, snapshot_publish,
+ * Exports snapshot_init, snapshot_adopt, snapshot_layout, snapshot_fd,
+ * snapshot_clear, snapshot_publish,
  * snapshot_add_row, snapshot_gather, snapshot_free, snapshot_phase_name.
  *
  * Why shared memory and not a request over a pipe: the supervisor already
@@ -17,11 +18,16 @@
  * phase are always complete).
  *
  * Memory: snapshot_init (supervisor, before fork) maps one struct
- * snapshot_slot per metrics slot, MAP_SHARED | MAP_ANONYMOUS, never
- * unmapped; untouched slots cost no memory. A worker writes only its own
- * slot, under a sequence counter (odd while writing): it fills a private
- * struct on its loop and copies it in at once, so the window is one
- * memcpy. A reader copies the slot and retries when the counter moved
+ * snapshot_slot per metrics slot, MAP_SHARED over a memfd, never
+ * unmapped; untouched slots cost no memory. An upgraded supervisor
+ * (upgrade.h) maps the same memfd again (snapshot_adopt), so the old
+ * workers that still serve their sessions go on showing them in their
+ * slots (the other metrics bank than the new workers'); a program whose
+ * slot layout differs starts with an empty area, and until the old
+ * workers are gone their sessions are missing from status and sessions.
+ * A worker writes only its own slot, under a sequence counter (odd while
+ * writing): it fills a private struct on its loop and copies it in at
+ * once, so the window is one memcpy. A reader copies the slot and retries when the counter moved
  * (SNAPSHOT_READ_TRIES, then it skips the slot for this gathering).
  */
 #include "snapshot.h"
@@ -30,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "metrics.h"
@@ -45,6 +53,7 @@ struct snapshot_slot {
 
 static struct snapshot_slot *snapshot_slots;
 static unsigned snapshot_nslots;
+static int snapshot_memfd = -1;
 
 static const char *const snapshot_phase_names[SNAPSHOT_PHASE_COUNT] = {
 #define SNAPSHOT_PHASE_NAME(id, n) [SNAPSHOT_##id] = n,
@@ -57,18 +66,61 @@ const char *snapshot_phase_name(unsigned phase)
 	return phase < SNAPSHOT_PHASE_COUNT ? snapshot_phase_names[phase] : "end";
 }
 
+unsigned long long snapshot_layout(void)
+{
+	/* What a reader relies on: the slot's size and where the rows sit. */
+	return (unsigned long long)sizeof(struct snapshot_slot) << 32 ^
+	       (unsigned long long)offsetof(struct snapshot_slot, w.rows) << 16 ^
+	       SNAPSHOT_ROWS_MAX;
+}
+
+int snapshot_fd(void)
+{
+	return snapshot_memfd;
+}
+
+static int snapshot_map(int fd, unsigned nslots)
+{
+	void *p = mmap(NULL, (size_t)nslots * sizeof(struct snapshot_slot),
+		       PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	snapshot_slots = p;
+	snapshot_nslots = nslots;
+	snapshot_memfd = fd;
+	return 0;
+}
+
 int snapshot_init(unsigned nslots)
 {
 	if (snapshot_slots || nslots == 0 || nslots > 1u << 16) {
 		errno = EINVAL;
 		return -1;
 	}
-	void *p = mmap(NULL, (size_t)nslots * sizeof(struct snapshot_slot),
-		       PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	int fd = memfd_create("sluice-snapshot", MFD_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	snapshot_slots = p;
-	snapshot_nslots = nslots;
+	if (ftruncate(fd, (off_t)((size_t)nslots * sizeof(struct snapshot_slot))) != 0 ||
+	    snapshot_map(fd, nslots) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+int snapshot_adopt(int fd, unsigned nslots, unsigned long long layout)
+{
+	struct stat st;
+	if (snapshot_slots || fd < 0 || nslots == 0 || nslots > 1u << 16 ||
+	    layout != snapshot_layout() || fstat(fd, &st) != 0 ||
+	    (size_t)st.st_size != (size_t)nslots * sizeof(struct snapshot_slot) ||
+	    snapshot_map(fd, nslots) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
 	return 0;
 }
 

@@ -71,8 +71,14 @@ struct snapshot {
 	bool truncated;               /* a worker had more sessions than rows */
 };
 
-/* Supervisor, before fork: maps nslots slots (the metrics slot numbers). */
+/* Supervisor, before fork: maps nslots slots (the metrics slot numbers)
+ * over a memfd (snapshot_fd). */
 int snapshot_init(unsigned nslots);
+/* Upgraded supervisor: maps the old program's memfd (taking fd) when it
+ * holds nslots slots of this layout. 0, or -1 with fd closed. */
+int snapshot_adopt(int fd, unsigned nslots, unsigned long long layout);
+unsigned long long snapshot_layout(void);
+int snapshot_fd(void);
 /* Supervisor, when the worker in slot has exited. */
 void snapshot_clear(unsigned slot);
 

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,12 +49,15 @@
 #include "snapshot.h"
 #include "spool.h"
 #include "status.h"
+#include "upgrade.h"
+#include "version.h"
 #include "worker.h"
 
 #define SUP_MAX_WORKERS 256
 #define SUP_RESTART_MIN_MS 200 /* a worker that dies at once is not respawned in a spin */
 #define SUP_KILL_GRACE_MS 5000
 #define SUP_STATUS_INTERVAL_S 2 /* STATUS= for systemctl status, when it changed */
+#define SUP_SETTLE_TIMEOUT_S 30  /* a reload's or upgrade's new workers accept by then */
 
 struct sup_worker {
 	pid_t pid;
@@ -61,6 +65,7 @@ struct sup_worker {
 	unsigned bank;     /* metrics bank */
 	bool draining;     /* old generation, will not be restarted */
 	bool ready;        /* said it accepts (sdnotify ready pipe) */
+	bool retire_owed;  /* upgrade: SIGUSR1 once the new generation accepts */
 	long long started_ms;
 };
 
@@ -85,6 +90,8 @@ static struct event_base *base;
 static struct event *restart_ev;
 static int life_pipe[2] = {-1, -1}; /* [0] in every worker, [1] here only */
 static bool ready_owed = true; /* READY=1 not yet sent for this generation */
+static bool settle_owed;       /* sluicectl reload/upgrade waits for the new workers */
+static struct event *settle_ev; /* SUP_SETTLE_TIMEOUT_S */
 
 static long long mono_ms(void)
 {
@@ -191,6 +198,7 @@ static int spawn(unsigned slot)
 	w->bank = bank;
 	w->draining = false;
 	w->ready = false;
+	w->retire_owed = false;
 	w->started_ms = mono_ms();
 	return 0;
 }
@@ -248,7 +256,76 @@ static void sup_status_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* READY=1 once every worker of the current generation accepts. */
+/* What runs now, for sluicectl upgrade's answer and the log. */
+static void sup_running(char *buf, size_t cap)
+{
+	snprintf(buf, cap, "pid %d runs %s (sluice %s)", (int)getpid(), upgrade_path(),
+		 SLUICE_VERSION);
+}
+
+/* The new generation accepts: READY=1, the old generation of an upgrade
+ * retires, and sluicectl gets its answer. */
+static void sup_generation_ready(void)
+{
+	size_t retired = 0;
+	for (size_t i = 0; i < n_workers; i++)
+		if (workers[i].retire_owed) {
+			workers[i].retire_owed = false;
+			kill(workers[i].pid, SIGUSR1);
+			retired++;
+		}
+	if (retired)
+		log_info("supervisor: new workers accept; %zu old workers retire", retired);
+	if (ready_owed) {
+		char status[128];
+		sup_status(status, sizeof status);
+		sdnotify_send("READY=1\nSTATUS=%s", status);
+		ready_owed = false;
+	}
+	if (settle_owed) {
+		char running[PATH_MAX + 64];
+		settle_owed = false;
+		evtimer_del(settle_ev);
+		sup_running(running, sizeof running);
+		control_settle(true, running);
+	}
+}
+
+/* The new generation will not accept (a worker died starting, or the
+ * time ran out): sluicectl and systemd hear why; the supervisor goes on
+ * restarting workers as after any death. */
+static void sup_settle_failed(const char *why)
+{
+	log_err("supervisor: %s", why);
+	if (ready_owed) {
+		sdnotify_send("READY=1\nSTATUS=%s", why);
+		ready_owed = false;
+	}
+	if (settle_owed) {
+		settle_owed = false;
+		evtimer_del(settle_ev);
+		control_settle(false, why);
+	}
+}
+
+static void sup_settle_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char why[96];
+	snprintf(why, sizeof why, "the new workers do not accept after %d s (see the log)",
+		 SUP_SETTLE_TIMEOUT_S);
+	sup_settle_failed(why);
+}
+
+/* A reload or upgrade has started a generation: answer when it accepts. */
+static void sup_settle_owed(void)
+{
+	struct timeval tv = {SUP_SETTLE_TIMEOUT_S, 0};
+	settle_owed = true;
+	evtimer_add(settle_ev, &tv);
+}
+
+/* Once every worker of the current generation accepts: see
+ * sup_generation_ready. */
 static void sup_ready_cb(evutil_socket_t fd, short what, void *arg)
 {
 	pid_t pid;
@@ -257,7 +334,7 @@ static void sup_ready_cb(evutil_socket_t fd, short what, void *arg)
 		if (w)
 			w->ready = true;
 	}
-	if (!ready_owed || stopping)
+	if (stopping)
 		return;
 	unsigned serving = 0;
 	for (size_t i = 0; i < n_workers; i++) {
@@ -269,10 +346,7 @@ static void sup_ready_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (serving < n_slots)
 		return;
-	char status[128];
-	sup_status(status, sizeof status);
-	sdnotify_send("READY=1\nSTATUS=%s", status);
-	ready_owed = false;
+	sup_generation_ready();
 }
 
 static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
@@ -292,6 +366,12 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 		if (w->draining || stopping) {
 			log_info("worker pid=%d exited", (int)pid);
 		} else {
+			if (!w->ready && settle_owed) {
+				char why[96];
+				snprintf(why, sizeof why, "worker %u pid=%d exited while starting "
+					 "(see the log)", w->slot, (int)pid);
+				sup_settle_failed(why);
+			}
 			if (WIFSIGNALED(status))
 				log_err("worker %u pid=%d killed by signal %d; restarting",
 					w->slot, (int)pid, WTERMSIG(status));
@@ -409,8 +489,8 @@ static int supervisor_reload(char *err, size_t cap)
 	}
 	for (unsigned s = from; s < n; s++)
 		memcpy(sockets[s], fresh[s], sizeof sockets[s]);
-	/* From here the reload cannot fail: READY=1 follows once the new
-	 * generation accepts (sup_ready_cb). */
+	/* From here the reload cannot fail: READY=1 and sluicectl's answer
+	 * follow once the new generation accepts (sup_ready_cb). */
 	struct timespec mono;
 	clock_gettime(CLOCK_MONOTONIC, &mono);
 	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld",
@@ -428,6 +508,7 @@ static int supervisor_reload(char *err, size_t cap)
 	n_slots = n;
 	bank ^= 1;
 	log_info("supervisor: configuration reloaded; starting %u workers", n);
+	sup_settle_owed();
 	for (unsigned s = 1; s <= n_slots; s++)
 		spawn(s);
 	return 0;
@@ -440,6 +521,61 @@ refused:
 	sdnotify_send("STATUS=reload refused: %s", err);
 	free(next);
 	return -1;
+}
+
+/* sluicectl upgrade and SIGUSR2: the installed program replaces this one
+ * in this process (upgrade.h), with everything that must survive handed
+ * over. Returns only on failure, -1 with the reason in err; the running
+ * program then goes on as before. */
+static int supervisor_upgrade(char *err, size_t cap)
+{
+	static struct upgrade_state st;
+	if (stopping || settle_owed) {
+		snprintf(err, cap, "%s", stopping ? "stopping"
+				: "a reload or upgrade is still starting its workers; try again");
+		return -1;
+	}
+	if (upgrade_check(err, cap) != 0) {
+		log_err("upgrade: %s; the running program goes on", err);
+		sdnotify_send("STATUS=upgrade refused: %s", err);
+		return -1;
+	}
+	memset(&st, 0, sizeof st);
+	st.life[0] = life_pipe[0];
+	st.life[1] = life_pipe[1];
+	for (unsigned sl = 0; sl < n_slots; sl++)
+		for (size_t i = 0; i < cur_cfg->listen_count; i++)
+			st.listen[st.n_listen++] = sockets[sl][i];
+	st.n_waiters = control_handover(&st.control_fd, st.waiters, UPGRADE_WAITERS_MAX);
+	st.http_fd = metrics_http_fd();
+	st.metrics_fd = metrics_fd();
+	st.metrics_layout = metrics_layout();
+	st.per_bank = metric_slots_per_bank;
+	st.bank = bank;
+	st.snapshot_fd = snapshot_fd();
+	st.snapshot_layout = snapshot_layout();
+	for (size_t i = 0; i < n_workers && i < UPGRADE_WORKERS_MAX; i++)
+		st.workers[st.n_workers++] = (struct upgrade_worker){ workers[i].pid,
+								      workers[i].slot,
+								      workers[i].bank };
+	snprintf(st.from, sizeof st.from, "%s", SLUICE_VERSION);
+	struct timespec mono;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=upgrading",
+		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000);
+	log_info("supervisor: upgrading: executing %s with %zu workers and %zu listening "
+		 "sockets handed over", upgrade_path(), st.n_workers, st.n_listen);
+	upgrade_exec(&st, sdnotify_env(), err, cap);
+	log_err("upgrade: %s; the running program goes on", err);
+	sdnotify_send("READY=1\nSTATUS=upgrade failed: %s", err);
+	return -1;
+}
+
+static void sigusr2_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char err[512];
+	log_info("supervisor: SIGUSR2: upgrade");
+	supervisor_upgrade(err, sizeof err);
 }
 
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
@@ -461,30 +597,107 @@ static const struct config *supervisor_config(void)
 }
 
 static const struct control_hooks supervisor_control = {
-	supervisor_config, supervisor_reload, supervisor_drain,
+	supervisor_config, supervisor_reload, supervisor_upgrade, supervisor_drain,
 };
+
+/* Upgrade: each slot's sockets from those handed over where the address
+ * is still configured (slot by slot, in the order handed), bound anew
+ * where not; the others are closed here (the old workers keep their
+ * copies until they retire). */
+static int adopt_sockets(const struct config *cfg, struct upgrade_state *h)
+{
+	size_t adopted = 0;
+	for (unsigned sl = 0; sl < n_slots; sl++)
+		for (size_t i = 0; i < cfg->listen_count; i++) {
+			int fd = -1;
+			for (size_t j = 0; j < h->n_listen && fd < 0; j++)
+				if (h->listen[j] >= 0 && listener_matches(h->listen[j], &cfg->listen[i])) {
+					fd = h->listen[j];
+					h->listen[j] = -1;
+				}
+			if (fd >= 0)
+				adopted++;
+			else if ((fd = listener_bind(&cfg->listen[i])) < 0) {
+				log_err("cannot listen on %s: %s", cfg->listen[i].text, strerror(errno));
+				return -1;
+			}
+			sockets[sl][i] = fd;
+		}
+	for (size_t j = 0; j < h->n_listen; j++)
+		if (h->listen[j] >= 0)
+			close(h->listen[j]);
+	log_info("upgrade: %zu listening sockets taken over, %zu bound anew", adopted,
+		 n_slots * cfg->listen_count - adopted);
+	return 0;
+}
+
+/* Upgrade: the old program's workers, to reap and to retire once the new
+ * generation accepts (sup_generation_ready). */
+static void adopt_workers(const struct upgrade_state *h)
+{
+	for (size_t i = 0; i < h->n_workers && n_workers < SUP_MAX_WORKERS * 2; i++)
+		workers[n_workers++] = (struct sup_worker){
+			.pid = h->workers[i].pid, .slot = h->workers[i].slot,
+			.bank = h->workers[i].bank, .draining = true, .ready = true,
+			.retire_owed = true, .started_ms = mono_ms(),
+		};
+}
 
 int supervisor_run(struct config *cfg, const char *path,
 		   char *const *overrides, size_t n_overrides)
 {
+	static struct upgrade_state handed;
+	char err[512];
+	int up = upgrade_take(&handed, err, sizeof err);
+	if (up < 0) {
+		log_err("upgrade: cannot read what the program before handed over (%s); "
+			"starting afresh", err);
+		up = 0;
+	}
 	cur_cfg = cfg;
 	cfg_path = path;
 	cfg_overrides = overrides;
 	cfg_n_overrides = n_overrides;
 	n_slots = effective_workers(cfg);
 	metric_slots_per_bank = n_slots < 64 ? 64 : n_slots + 1;
+	if (up && handed.per_bank > 0) {
+		/* The shared memory's layout is the old program's. */
+		metric_slots_per_bank = handed.per_bank;
+		if (n_slots > metric_slots_per_bank)
+			n_slots = metric_slots_per_bank;
+		bank = handed.bank ^ 1;
+	}
 	if (make_dir(cfg->spool_dir, cfg) != 0 || make_dir(cfg->state_dir, cfg) != 0)
 		return 1;
-	spool_clean_dir(cfg->spool_dir, 0);
-	if (metrics_init(metric_slots_per_bank * 2) != 0 ||
-	    snapshot_init(metric_slots_per_bank * 2 + 1) != 0 || acl_init() != 0) {
+	/* After an upgrade the old workers' spill files are in use. */
+	if (!up)
+		spool_clean_dir(cfg->spool_dir, 0);
+	bool kept_metrics = up && metrics_adopt(handed.metrics_fd, metric_slots_per_bank * 2,
+						handed.metrics_layout) == 0;
+	bool kept_snapshot = up && snapshot_adopt(handed.snapshot_fd,
+						  metric_slots_per_bank * 2 + 1,
+						  handed.snapshot_layout) == 0;
+	if (up && !kept_metrics)
+		log_warn("upgrade: the new program counts other metrics; counters start "
+			 "again from zero");
+	if ((!kept_metrics && metrics_init(metric_slots_per_bank * 2) != 0) ||
+	    (!kept_snapshot && snapshot_init(metric_slots_per_bank * 2 + 1) != 0) ||
+	    acl_init() != 0) {
 		log_err("cannot map metrics");
 		return 1;
 	}
-	for (unsigned s = 0; s < n_slots; s++)
-		if (bind_slot(cfg, s) != 0)
+	if (up) {
+		if (adopt_sockets(cfg, &handed) != 0)
 			return 1;
-	if (pipe2(life_pipe, O_CLOEXEC) != 0) {
+	} else {
+		for (unsigned s = 0; s < n_slots; s++)
+			if (bind_slot(cfg, s) != 0)
+				return 1;
+	}
+	if (up && handed.life[0] >= 0 && handed.life[1] >= 0) {
+		life_pipe[0] = handed.life[0];
+		life_pipe[1] = handed.life[1];
+	} else if (pipe2(life_pipe, O_CLOEXEC) != 0) {
 		log_err("cannot create the workers' pipe: %s", strerror(errno));
 		return 1;
 	}
@@ -494,35 +707,61 @@ int supervisor_run(struct config *cfg, const char *path,
 	base = event_base_new();
 	if (!base)
 		return 1;
+	struct event *ready = event_new(base, sdnotify_ready_fd(), EV_READ | EV_PERSIST,
+					sup_ready_cb, NULL);
+	settle_ev = evtimer_new(base, sup_settle_timeout_cb, NULL);
+	if (!ready || !settle_ev || event_add(ready, NULL) != 0)
+		return 1;
 	if (sdnotify_enabled()) {
-		struct event *ready = event_new(base, sdnotify_ready_fd(), EV_READ | EV_PERSIST,
-						sup_ready_cb, NULL);
 		struct event *status = event_new(base, -1, EV_PERSIST, sup_status_cb, NULL);
 		struct timeval every = {SUP_STATUS_INTERVAL_S, 0};
-		if (!ready || !status || event_add(ready, NULL) != 0 ||
-		    event_add(status, &every) != 0)
+		if (!status || event_add(status, &every) != 0)
 			return 1;
 	}
+	if (up)
+		adopt_workers(&handed);
 	struct event *chld = evsignal_new(base, SIGCHLD, sigchld_cb, NULL);
 	struct event *term = evsignal_new(base, SIGTERM, sigterm_cb, NULL);
 	struct event *intr = evsignal_new(base, SIGINT, sigterm_cb, NULL);
 	struct event *hup = evsignal_new(base, SIGHUP, sighup_cb, NULL);
+	struct event *usr2 = evsignal_new(base, SIGUSR2, sigusr2_cb, NULL);
 	restart_ev = evtimer_new(base, respawn_missing, NULL);
-	if (!chld || !term || !intr || !hup || !restart_ev ||
+	if (!chld || !term || !intr || !hup || !usr2 || !restart_ev ||
 	    evsignal_add(chld, NULL) || evsignal_add(term, NULL) ||
-	    evsignal_add(intr, NULL) || evsignal_add(hup, NULL))
+	    evsignal_add(intr, NULL) || evsignal_add(hup, NULL) || evsignal_add(usr2, NULL))
 		return 1;
+	/* Signals that came during the execve wait no longer; old workers
+	 * that exited meanwhile are reaped now. */
+	upgrade_unblock_signals();
+	if (up)
+		sigchld_cb(SIGCHLD, 0, NULL);
+	if (up && handed.http_fd >= 0) {
+		if (cfg->metrics_enabled && listener_matches(handed.http_fd, &cfg->metrics_listen))
+			metrics_http_adopt(handed.http_fd);
+		else
+			close(handed.http_fd);
+	}
 	if (cfg->metrics_enabled &&
 	    metrics_http_start(base, &cfg->metrics_listen) != 0) {
 		log_err("cannot serve metrics on %s", cfg->metrics_listen.text);
 		return 1;
 	}
+	if (up)
+		control_adopt(handed.control_fd, handed.waiters, handed.n_waiters);
 	if (status_start(base, metrics_http_server()) != 0 ||
 	    control_start(base, cfg->state_dir, &supervisor_control) != 0)
 		return 1;
-	log_info("sluice: starting %u workers, listening on %s%s, backend %s", n_slots,
-		 cfg->listen[0].text, cfg->listen_count > 1 ? " ..." : "",
+	log_info("sluice %s: starting %u workers, listening on %s%s, backend %s", SLUICE_VERSION,
+		 n_slots, cfg->listen[0].text, cfg->listen_count > 1 ? " ..." : "",
 		 cfg->backend.text);
+	if (up) {
+		char running[PATH_MAX + 64];
+		sup_running(running, sizeof running);
+		log_info("supervisor: upgraded in place from sluice %s: %s; %zu old workers "
+			 "serve until the new ones accept", handed.from[0] ? handed.from : "?",
+			 running, n_workers);
+		sup_settle_owed();
+	}
 	for (unsigned s = 1; s <= n_slots; s++)
 		if (spawn(s) != 0)
 			return 1;

@@ -196,10 +196,10 @@ def sluice(request, workdir, dns, tls_cert, postfix):
     # Depends on postfix so that sluice is always stopped before Postfix.
     started = []
 
-    def make(pf, pool=4, tls=False, overrides=(), **settings):
+    def make(pf, pool=4, tls=False, overrides=(), binary=None, **settings):
         s = harness.Sluice(os.path.join(workdir, "sluice"),
                            _settings(workdir, dns, pf, pool, tls, tls_cert,
-                                     settings), overrides)
+                                     settings), overrides, binary=binary)
         if not os.access(s.binary, os.X_OK):
             pytest.fail("sluice binary %s is missing or not executable: build "
                         "it (make sluice) or set SLUICE_BIN" % s.binary,
