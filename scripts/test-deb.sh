@@ -4,7 +4,8 @@
 # dpkg, checks the user, files, conffile, unit (not enabled, not started,
 # systemd-analyze verify) and manual pages, runs the INSTALLED binary with
 # the packaged configuration against a private Postfix and dnsmasq on
-# loopback and delivers a message (tests/scenario/test_package.py),
+# loopback and delivers a message (tests/scenario/test_package.py), installs
+# it again over that running sluice (postinst: upgrade in place, same pid),
 # reinstalls it as an upgrade (the edited conffile stays), then purges it
 # and checks that nothing it installed or created is left.
 # The system user sluice stays after purge, as is usual in Debian.
@@ -75,8 +76,9 @@ v=$(systemd-analyze verify "$unit" 2>&1)
 [ -z "$v" ] || bad "systemd-analyze verify: $v"
 ok "unit installed, disabled, not running, verified"
 
-# --- the installed binary delivers a message
-SLUICE_PACKAGE_TEST=1 SLUICE_BIN=/usr/sbin/sluice /usr/bin/python3 -m pytest -q \
+# --- the installed binary delivers a message; dpkg -i over it running
+# upgrades it in place (postinst: sluicectl upgrade)
+SLUICE_PACKAGE_TEST=1 SLUICE_DEB=$deb SLUICE_BIN=/usr/sbin/sluice /usr/bin/python3 -m pytest -q \
 	-p no:cacheprovider tests/scenario/test_package.py || bad "installed binary scenario"
 
 # --- upgrade (reinstall): the edited conffile stays
