@@ -523,6 +523,39 @@ refused:
 	return -1;
 }
 
+/* Before an upgrade: every listen address of the configuration the new
+ * program will read that no socket here has already can be bound. After
+ * the execve a failure to bind would end the supervisor with no way back,
+ * so it is refused here, as a reload refuses it. Read with this program's
+ * parser: a configuration it does not know (settings of the new version)
+ * skips the check. 0, or -1 with the reason in err. */
+static int upgrade_prebind(char *err, size_t cap)
+{
+	struct config *next = malloc(sizeof *next);
+	char why[256];
+	int rc = 0;
+	if (!next || config_load(next, cfg_path, cfg_overrides, cfg_n_overrides, why,
+				 sizeof why) != 0) {
+		free(next);
+		return 0;
+	}
+	for (size_t i = 0; i < next->listen_count && rc == 0; i++) {
+		bool held = false;
+		for (size_t j = 0; j < cur_cfg->listen_count && !held; j++)
+			held = listener_matches(sockets[0][j], &next->listen[i]);
+		int fd = held ? -1 : listener_bind(&next->listen[i]);
+		if (!held && fd < 0) {
+			snprintf(err, cap, "the new program could not listen on %s: %s",
+				 next->listen[i].text, strerror(errno));
+			rc = -1;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	free(next);
+	return rc;
+}
+
 /* sluicectl upgrade and SIGUSR2: the installed program replaces this one
  * in this process (upgrade.h), with everything that must survive handed
  * over. Returns only on failure, -1 with the reason in err; the running
@@ -535,7 +568,7 @@ static int supervisor_upgrade(char *err, size_t cap)
 				: "a reload or upgrade is still starting its workers; try again");
 		return -1;
 	}
-	if (upgrade_check(err, cap) != 0) {
+	if (upgrade_check(err, cap) != 0 || upgrade_prebind(err, cap) != 0) {
 		log_err("upgrade: %s; the running program goes on", err);
 		sdnotify_send("STATUS=upgrade refused: %s", err);
 		return -1;
@@ -744,7 +777,9 @@ int supervisor_run(struct config *cfg, const char *path,
 	if (cfg->metrics_enabled &&
 	    metrics_http_start(base, &cfg->metrics_listen) != 0) {
 		log_err("cannot serve metrics on %s", cfg->metrics_listen.text);
-		return 1;
+		/* After an upgrade there is no way back: run without. */
+		if (!up)
+			return 1;
 	}
 	if (up)
 		control_adopt(handed.control_fd, handed.waiters, handed.n_waiters);

@@ -359,7 +359,7 @@ static int upgrade_num(const char *v, size_t len, size_t *i, unsigned long long 
 	size_t start = *i;
 	for (; *i < len && v[*i] >= '0' && v[*i] <= '9'; (*i)++) {
 		unsigned d = (unsigned)(v[*i] - '0');
-		if (x > (lim - d) / 10)
+		if (d > lim || x > (lim - d) / 10)
 			return -1;
 		x = x * 10 + d;
 	}

@@ -12,8 +12,9 @@ through its old worker, which then exits; new connections are greeted
 throughout the switch (a client connects in a loop meanwhile); counters
 do not go back (the metrics memory is handed over); sluicectl answers once
 the new workers accept. A program that does not run, or refuses the
-configuration, leaves the running service as it was, with the error in
-the log and on sluicectl's stderr (exit 1). With NOTIFY_SOCKET, RELOADING=1
+configuration, or could not bind a new listen address, leaves the running
+service as it was, with the error in the log and on sluicectl's stderr
+(exit 1). With NOTIFY_SOCKET, RELOADING=1
 then READY=1 come from the same pid around a SIGUSR2 upgrade. And a
 reload whose new workers cannot start answers with the error and exit 1.
 
@@ -33,7 +34,7 @@ import pytest
 import harness
 from harness import CLIENT23, CLIENT23_NAME, dot_stuff
 from test_control import ctl
-from test_operations import children, connect, message, metrics
+from test_operations import assert_no_sanitizer_report, children, connect, message, metrics
 from test_systemd import NotifySocket
 
 
@@ -188,10 +189,11 @@ def test_upgrade_01_new_program_old_sessions_kept(postfix, sluice, bindir):
     assert harness.wait_until(
         lambda: metrics(mport)["sluice_transactions_total"] >= before + 2, 5), \
         (before, metrics(mport)["sluice_transactions_total"])
-    # status still sees every worker (the snapshot memory went along).
     rc, out, err = ctl(sl, "--json", "status")
     assert rc == 0, err
     assert sl.alive() and sl.proc.pid == sup
+    assert_no_sanitizer_report(sl)
+    assert sl.stop() == 0, sl.log()[-3000:]
 
 
 @pytest.mark.deadline(60)
@@ -219,11 +221,29 @@ def test_upgrade_02_broken_program_keeps_service(postfix, sluice, bindir):
     rc, out, err = ctl(sl, "upgrade")
     assert rc == 1 and "No such file" in err, (rc, err)
 
+    # A listen address the new program could not bind (checked before the
+    # execve, after which there is no way back).
+    busy = socket.socket()
+    try:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        install(exe)
+        sl.settings["listen"] = "%s:%d, 127.0.0.1:%d" % (sl.host, sl.port, busy.getsockname()[1])
+        sl.write_config()
+        rc, out, err = ctl(sl, "upgrade")
+        assert rc == 1, (rc, out, err)
+        assert "could not listen on 127.0.0.1:%d" % busy.getsockname()[1] in err, err
+    finally:
+        busy.close()
+    sl.settings["listen"] = "%s:%d" % (sl.host, sl.port)
+    sl.write_config()
+    install_text(exe, "garbage\n")
+
     log = sl.log()
-    assert log.count("the running program goes on") == 3, log[-3000:]
+    assert log.count("the running program goes on") == 4, log[-3000:]
     assert sl.alive() and sl.proc.pid == sup
     assert children(sup) == workers
-    assert all(exe_ino(p) == ino for p in workers | {sup})
+    assert all(exe_ino(p) == ino for p in workers | {sup}), (ino, [exe_ino(p) for p in workers | {sup}])
     with connect(sl) as c:
         assert c.cmd("QUIT")[0] == 221
     # The control socket still answers, and a good program then upgrades.
@@ -231,6 +251,7 @@ def test_upgrade_02_broken_program_keeps_service(postfix, sluice, bindir):
     rc, out, err = ctl(sl, "upgrade")
     assert rc == 0, (rc, out, err, sl.log()[-3000:])
     assert exe_ino(sup) == new_ino
+    assert_no_sanitizer_report(sl)
 
 
 @pytest.mark.deadline(60)
