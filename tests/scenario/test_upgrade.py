@@ -34,7 +34,8 @@ import pytest
 import harness
 from harness import CLIENT23, CLIENT23_NAME, dot_stuff
 from test_control import ctl
-from test_operations import assert_no_sanitizer_report, children, connect, message, metrics
+from test_operations import (assert_no_sanitizer_report, children, connect, deliver, message,
+                             metrics)
 from test_systemd import NotifySocket
 
 
@@ -128,10 +129,7 @@ def test_upgrade_01_new_program_old_sessions_kept(postfix, sluice, bindir):
 
     # A delivered message counts; the counter must not go back.
     tok0 = "upg-%s" % uuid.uuid4().hex[:10]
-    with connect(sl) as c:
-        c.ehlo(CLIENT23_NAME)
-        assert c.send_message("a@example.net", ["alice@example.com"],
-                              dot_stuff(message(tok0)))[1][0] == 250
+    assert deliver(sl, tok0)[0] == 250
     assert pf.wait_messages(1, 15, lambda m: m.subject == tok0)
     before = metrics(mport)["sluice_transactions_total"]
     assert before >= 1
@@ -181,10 +179,7 @@ def test_upgrade_01_new_program_old_sessions_kept(postfix, sluice, bindir):
         "old workers still running: %r" % (children(sup) & old_workers)
     # New connections go to the new program, and the counters went on.
     tok2 = "upg-%s" % uuid.uuid4().hex[:10]
-    with connect(sl) as c:
-        c.ehlo(CLIENT23_NAME)
-        assert c.send_message("a@example.net", ["alice@example.com"],
-                              dot_stuff(message(tok2)))[1][0] == 250
+    assert deliver(sl, tok2)[0] == 250
     assert pf.wait_messages(1, 15, lambda m: m.subject == tok2)
     assert harness.wait_until(
         lambda: metrics(mport)["sluice_transactions_total"] >= before + 2, 5), \
