@@ -15,7 +15,8 @@ inactive; `systemctl enable --now sluice` returns once READY=1 is sent
 run as sluice under the unit's sandbox (capability bounding set, no new
 privileges, seccomp); a message sent from the host to 127.0.0.77:25
 reaches Postfix; a session opened before `dpkg -i` of the package again
-(an upgrade: postinst reloads) goes on and delivers after it; systemctl
+(an upgrade: postinst runs sluicectl upgrade, the unit's MainPID stays and
+now runs the new file) goes on and delivers after it; systemctl
 stop; purge leaves nothing. Until sluicectl exists the check replaces
 ExecReload with SIGHUP through a drop-in (said in its output).
 Exit 0 when all pass.
@@ -147,9 +148,17 @@ def main():
             c.read_reply()
             c.ehlo("client23.example")
             c.expect("MAIL FROM:<a@example.net>", 250)
-            rc, out = sh(pid, "dpkg -i /root/sluice.deb 2>&1 | grep sluice:; systemctl is-active sluice")
+            rc, out = sh(pid, "m=$(systemctl show -p MainPID --value sluice); "
+                              "dpkg -i /root/sluice.deb 2>&1 | grep sluice:; systemctl is-active sluice; "
+                              "[ \"$(systemctl show -p MainPID --value sluice)\" = \"$m\" ] && "
+                              "[ \"$(stat -L -c %i /proc/$m/exe)\" = \"$(stat -c %i /usr/sbin/sluice)\" ] "
+                              "&& echo same-pid-new-program")
             print(out.strip())
-            check("reloaded" in out and "\nactive" in out, "upgrade reloaded the running sluice")
+            check(("upgraded: pid" in out or "reloaded" in out) and "\nactive" in out,
+                  "upgrade: the running sluice upgraded in place (or reloaded without sluicectl)")
+            if has_ctl:
+                check("same-pid-new-program" in out,
+                      "upgrade: same MainPID, which runs the new /usr/sbin/sluice")
             c.expect("RCPT TO:<bob@example.com>", 250)
             c.expect("DATA", 354)
             c.send(dot_stuff(("Subject: %s\r\n\r\nopen across the upgrade\r\n" % tok).encode())

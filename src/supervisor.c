@@ -413,6 +413,8 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	if (stopping)
 		return;
 	stopping = true;
+	if (settle_owed)
+		sup_settle_failed("stopping before the new workers accepted");
 	log_info("supervisor: stopping %zu workers", n_workers);
 	sdnotify_send("STOPPING=1\nSTATUS=stopping: draining %zu workers", n_workers);
 	for (size_t i = 0; i < n_workers; i++)
