@@ -18,8 +18,9 @@ PYTHON  ?= /usr/bin/python3
 BUILD   ?= build
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-# The version (sluice -V, src/version.h): debian/changelog's first entry.
-VERSION ?= $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
+# The version (sluice -V, src/version.h): debian/changelog's first entry
+# (make VERSION=x overrides it; the environment does not).
+VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
 VERSION_CFLAGS = $(if $(VERSION),-DSLUICE_VERSION='"$(VERSION)"')
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CPPFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS) $(VERSION_CFLAGS)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

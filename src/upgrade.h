@@ -84,11 +84,14 @@ void upgrade_unblock_signals(void);
  * does not fit. Pure. */
 int upgrade_encode(const struct upgrade_state *st, char *buf, size_t cap);
 /*
- * Parses len bytes of text (untrusted in form: at most UPGRADE_TEXT_MAX
- * bytes, any bytes) into *st: "key=value" fields separated by ';', values
- * comma-separated items of ':'-separated decimal numbers; unknown keys are
- * skipped (a newer program's fields), numbers and counts are bounded by
- * the struct. Pure. 0, or -1 with the reason in err.
+ * Parses len bytes of text into *st. The text comes from the program
+ * before, in this same process (only root sets a root process's
+ * environment): not untrusted input, but maybe another version's, so it is
+ * read defensively: at most UPGRADE_TEXT_MAX bytes of any bytes;
+ * "key=value" fields separated by ';', values comma-separated items of
+ * ':'-separated decimal numbers; unknown keys are skipped (a newer
+ * program's fields), numbers and counts are bounded by the struct. Pure.
+ * 0, or -1 with the reason in err.
  */
 int upgrade_parse(const char *text, size_t len, struct upgrade_state *st, char *err,
 		  size_t cap);
