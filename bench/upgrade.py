@@ -28,13 +28,10 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests", "scenario"))
-import harness  # noqa: E402
+# The programs under test (SLUICE, SLUICECTL) and the scenario harness, as
+# the status bench finds them.
+from status import SLUICE, SLUICECTL, harness
 
-SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, "sluice"))
-SLUICECTL = os.environ.get("SLUICECTL", os.path.join(ROOT, "sluicectl"))
 UPGRADES = int(os.environ.get("UPGRADES", "20"))
 PER_ADDR = 40
 GREETER_MAX = 100000
