@@ -23,7 +23,9 @@
  * the supervisor calls control_settle, once the new workers accept or
  * failed to start. An upgrade hands the listening socket and the waiting
  * connections to the re-executed program (control_handover, then
- * control_adopt there), which answers them.
+ * control_adopt there), which answers them; when the new configuration
+ * moved state_dir, the old socket is closed and removed and one is made in
+ * the new place.
  *
  * Commands run on the supervisor's loop. status and sessions read one
  * snapshot (snapshot.h); allow, deny and forget write the store
@@ -559,6 +561,18 @@ int control_start(struct event_base *base, const char *state_dir,
 	if (n < 0 || (size_t)n >= sizeof un.sun_path) {
 		log_err("control: state_dir too long for a socket path; no sluicectl");
 		return 0;
+	}
+	struct sockaddr_un had = {0};
+	socklen_t had_len = sizeof had;
+	if (control_adopted_fd >= 0 &&
+	    (getsockname(control_adopted_fd, (struct sockaddr *)&had, &had_len) != 0 ||
+	     strncmp(had.sun_path, un.sun_path, sizeof had.sun_path) != 0)) {
+		/* The new configuration moved state_dir: a socket there. */
+		log_info("control: state_dir moved; leaving %.*s", (int)sizeof had.sun_path,
+			 had.sun_path);
+		close(control_adopted_fd);
+		unlink(had.sun_path);
+		control_adopted_fd = -1;
 	}
 	if (control_adopted_fd >= 0) {
 		/* Upgrade: the socket stays the one sluicectl knows. */

@@ -241,11 +241,18 @@ def test_upgrade_02_broken_program_keeps_service(postfix, sluice, bindir):
     assert all(exe_ino(p) == ino for p in workers | {sup}), (ino, [exe_ino(p) for p in workers | {sup}])
     with connect(sl) as c:
         assert c.cmd("QUIT")[0] == 221
-    # The control socket still answers, and a good program then upgrades.
+    # The control socket still answers, and a good program then upgrades,
+    # with a state_dir moved meanwhile: the control socket moves along.
     new_ino = install(exe)
-    rc, out, err = ctl(sl, "upgrade")
+    old_sock = os.path.join(sl.settings["state_dir"], "control.sock")
+    sl.settings["state_dir"] = sl.settings["state_dir"] + "-moved"
+    sl.write_config()
+    rc, out, err = ctl(sl, "-s", old_sock, "upgrade", conf=False)
     assert rc == 0, (rc, out, err, sl.log()[-3000:])
     assert exe_ino(sup) == new_ino
+    assert not os.path.exists(old_sock)
+    rc, out, err = ctl(sl, "status")
+    assert rc == 0, (rc, out, err)
     assert_no_sanitizer_report(sl)
 
 
