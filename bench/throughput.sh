@@ -63,7 +63,7 @@ dir=$(mktemp -d /tmp/sluice-bench.XXXXXX) || exit 2
 chmod 755 "$dir"
 sink_pid='' sluice_pid='' dns_pid=''
 
-. bench/lib.sh # stop_pid, free_port, port_open, wait_port
+. bench/lib.sh # stop_pid, free_port, port_open, wait_port, sink_count
 cleanup() {
 	trap - EXIT INT TERM
 	stop_pid "$sluice_pid"
@@ -113,9 +113,7 @@ LD_PRELOAD=$preload "$sluice_bin" -f -c /dev/null \
 sluice_pid=$!
 wait_port "$sluice_port" sluice "$sluice_pid"
 
-sink_mesg() { # last "mesg=" counter printed by smtp-sink
-	tr '\r' '\n' <"$dir/sink.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
-}
+sink_mesg() { sink_count "$dir/sink.out" mesg; }
 sluice_cpu() { # clock ticks used so far by the sluice worker processes
 	local t=0 c
 	for c in $(pgrep -P "$sluice_pid"); do
