@@ -305,6 +305,13 @@ print("| CPU µs per message: sluice (supervisor + workers) | – | %s | – | r
 print("| CPU µs per message: smtp-sink / loadgen (bench overhead) | %s / %s | %s / %s | – | – | – |" % (
     rng(col("sink", "direct", "sink_us_per_msg")), rng(col("sink", "direct", "loadgen_us_per_msg")),
     rng(col("sink", "sluice", "sink_us_per_msg")), rng(col("sink", "sluice", "loadgen_us_per_msg"))))
+tot = {m: [a + b + c for a, b, c in zip(col("sink", m, "sluice_us_per_msg"),
+                                        col("sink", m, "sink_us_per_msg"),
+                                        col("sink", m, "loadgen_us_per_msg"))]
+       for m in ("direct", "sluice")}
+bound = [a / b for a, b in zip(tot["direct"], tot["sluice"]) if b]
+print("| CPU µs per message, all three (the ratio if CPU-bound) | %s | %s | %s | – | – |" % (
+    rng(tot["direct"]), rng(tot["sluice"]), rng(bound, "%.2f")))
 print("| machine busy during the runs (all CPUs, everyone) | %s | %s | – | – | – |" % (
     rng([100 * x for x in col("sink", "direct", "machine_busy")], "%.0f%%"),
     rng([100 * x for x in col("sink", "sluice", "machine_busy")], "%.0f%%")))
