@@ -13,7 +13,7 @@
 #   WORKERS [2] POOL [8] sluice workers, backend_pool_size per worker
 #   REPS [3]             repetitions; each runs direct, then through sluice
 #   SESSIONS [100] MSGS [10000] SIZE [4096]   smtp-sink throughput runs
-#   LAT_SESSIONS [10] LAT_MSGS [3000]         smtp-sink latency runs
+#   LAT_SESSIONS [10] LAT_MSGS [1500] LAT_THINK_MS [20]   smtp-sink latency runs
 #   PF_SESSIONS [20] PF_MSGS [1500]           real Postfix runs
 #   SLOW [2000]          slow clients (0: skip that phase)
 #   SRCS [200]           client source addresses (127.1.0.1 upwards)
@@ -34,9 +34,11 @@
 #     loopback TCP is mostly processed) and "other processes": busy less
 #     softirq less the three processes of the bench, i.e. other users of a
 #     shared machine (near 0 % on a quiet one).
-#  2. The same servers, LAT_SESSIONS in parallel (a machine that is not
-#     saturated): latency from MAIL sent to the 250 after the dot, p50 and
-#     p99 per run (loadgen's lat_p50_ms / lat_p99_ms).
+#  2. The same servers, LAT_SESSIONS in parallel, each pausing LAT_THINK_MS
+#     between its connections (loadgen --think-ms) so that the machine is
+#     not saturated (closed-loop, 10 sessions through sluice kept both cores
+#     busy): latency from MAIL sent to the 250 after the dot, p50 and p99
+#     per run (loadgen's lat_p50_ms / lat_p99_ms).
 #  3. SLOW clients (EHLO, MAIL, RCPT, DATA at once, then a body line a
 #     second for 10 s, then the dot), as bench/peers.sh does: the largest
 #     number of established connections to the sink seen (every 0.5 s)
@@ -71,7 +73,7 @@ root=$PWD
 cmdline="bench/lane.sh${*:+ $*}"
 W=${WORKERS:-2} POOL=${POOL:-8} REPS=${REPS:-3}
 SESS=${SESSIONS:-100} MSGS=${MSGS:-10000} SIZE=${SIZE:-4096}
-LAT_SESS=${LAT_SESSIONS:-10} LAT_MSGS=${LAT_MSGS:-3000}
+LAT_SESS=${LAT_SESSIONS:-10} LAT_MSGS=${LAT_MSGS:-1500} LAT_THINK=${LAT_THINK_MS:-20}
 PF_SESS=${PF_SESSIONS:-20} PF_MSGS=${PF_MSGS:-1500}
 SLOW=${SLOW:-2000} SRCS=${SRCS:-200}
 SRC=127.1.0.1
@@ -165,7 +167,7 @@ stop_sluice() {
 	fi
 }
 
-# lg PHASE MODE REP PORT CONNS MSGS: one throughput run of the load generator;
+# lg PHASE MODE REP PORT CONNS MSGS [THINK_MS]: one throughput run of the load generator;
 # appends one key=value line to $runs and prints it.
 lg() {
 	local phase=$1 mode=$2 rep=$3 port=$4 conns=$5 msgs=$6 out b0 b1 s0 s1 k0 k1 m0 m1 q0 q1
@@ -178,7 +180,7 @@ lg() {
 	out=$(bash -c '"$@"; rc=$?; awk "{print \"lg_ticks=\" \$16 + \$17}" /proc/$$/stat; exit $rc' \
 		_ timeout 300 "$loadgen" --port "$port" --mode throughput --conns "$conns" \
 		--procs 2 --messages "$msgs" --size "$SIZE" --per-conn 1 --src $SRC \
-		--srcs "$SRCS" --timeout 240 | paste -sd' ')
+		--srcs "$SRCS" --think-ms "${7:-0}" --timeout 240 | paste -sd' ')
 	read -r b1 i1 t1 < <(busy_ticks)
 	s1=$( [ "$mode" = sluice ] && cpu_ticks "$sl_pid" || echo 0)
 	k1=$(cpu_ticks "$sink_pid")
@@ -234,8 +236,8 @@ for rep in $(seq "$REPS"); do
 	lg sink sluice "$rep" "$sl_port" "$SESS" "$MSGS"
 done
 for rep in $(seq "$REPS"); do
-	lg latency direct "$rep" "$sink_port" "$LAT_SESS" "$LAT_MSGS"
-	lg latency sluice "$rep" "$sl_port" "$LAT_SESS" "$LAT_MSGS"
+	lg latency direct "$rep" "$sink_port" "$LAT_SESS" "$LAT_MSGS" "$LAT_THINK"
+	lg latency sluice "$rep" "$sl_port" "$LAT_SESS" "$LAT_MSGS" "$LAT_THINK"
 done
 slow_max=– slow_ok=–
 if [ "$SLOW" != 0 ]; then
@@ -331,7 +333,7 @@ for phase, what in (("sink", "the runs"), ("latency", "the latency runs")):
         share(phase, "direct", "others"), share(phase, "sluice", "machine_busy"),
         share(phase, "sluice", "softirq"), share(phase, "sluice", "others"),
         "others near 0%" if phase == "sink" else "not saturated"))
-print("| smtp-sink, $LAT_SESS sessions: MAIL → 250 after the dot, p50 ms | %s | %s | %s | ≤ direct + 1 ms | %s |" % (
+print("| smtp-sink, $LAT_SESS sessions, $LAT_THINK ms between connections: MAIL → 250 after the dot, p50 ms | %s | %s | %s | ≤ direct + 1 ms | %s |" % (
     rng(col("latency", "direct", "p50_ms"), "%.2f"), rng(col("latency", "sluice", "p50_ms"), "%.2f"),
     rng(d50, "%+.2f"), met(d50 and med(d50) <= 1)))
 print("| the same, p99 ms | %s | %s | %s | ≤ direct + 5 ms | %s |" % (
