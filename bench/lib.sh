@@ -53,3 +53,23 @@ start_dnsmasq() { # port [hosts file]
 		</dev/null >"$dir/dnsmasq.log" 2>&1 &
 	dns_pid=$!
 }
+
+proc_tree() { # pid and all descendants
+	local p=$1 c
+	echo "$p"
+	for c in $(pgrep -P "$p"); do proc_tree "$c"; done
+}
+cpu_ticks() { # pid: user + system clock ticks of it and its descendants so far
+	local t=0 p
+	for p in $(proc_tree "$1"); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+
+# The last value of counter KEY (sess, quit, mesg) that `smtp-sink -c`
+# printed to FILE (CR-separated "sess=N quit=N mesg=N", updated at each
+# message): what the sink really received.
+sink_count() { # file key
+	tr '\r' '\n' <"$1" | sed -n "s/.*$2=\\([0-9]*\\).*/\\1/p" | tail -1 | grep . || echo 0
+}

@@ -18,7 +18,10 @@
  *               reply's first byte to its last).
  *   throughput  --conns sessions in parallel deliver --messages messages of
  *               --size bytes, --per-conn messages per connection; latency is
- *               MAIL sent -> 250 after the dot.
+ *               MAIL sent -> 250 after the dot. --think-ms T: a session's
+ *               next connection opens T ms after the last one closed (a
+ *               paced load that leaves the machine idle in between: latency
+ *               without saturation); 0, the default, opens it at once.
  *   slow        connect, EHLO, MAIL, RCPT, DATA, then one body line every
  *               --drip-ms until stop, then the dot; the bench counts the
  *               server's backend connections meanwhile.
@@ -79,6 +82,7 @@ static struct opts {
 	unsigned rate; /* connections per second, all children */
 	unsigned line;
 	unsigned drip_ms;
+	unsigned think_ms; /* throughput: pause between a session's connections */
 	unsigned phase_timeout; /* seconds a reply may take before the hold */
 	int starttls;
 	const char *ready_file;
@@ -124,7 +128,7 @@ static struct child {
 	struct event_base *base;
 	struct event *tick, *stop_ev, *timeout_ev;
 	struct conn **conns;
-	unsigned n_target, n_opened, n_live, index;
+	unsigned n_target, n_opened, n_live, n_pending, index;
 	unsigned long msgs_target, msgs_assigned;
 	struct report r;
 	struct samples lat, rin, rout;
@@ -162,6 +166,7 @@ static void sample_add(struct samples *s, double v)
 }
 
 static void conn_open(void);
+static void reopen_cb(evutil_socket_t fd, short what, void *arg);
 static int on_reply(struct conn *k, int code);
 static void conn_free(struct conn *k, int ok);
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -483,11 +488,17 @@ static void conn_free(struct conn *k, int ok)
 	bufferevent_free(k->bev);
 	free(k);
 	c.n_live--;
-	/* throughput: a finished connection makes room for the next one */
+	/* throughput: a finished connection makes room for the next one, at
+	 * once or after --think-ms (counted as pending so the run goes on) */
 	if (o.mode == M_THROUGHPUT && !c.stopping && c.msgs_assigned < c.msgs_target &&
-	    c.r.failed < c.msgs_target) /* a refusing server: no reconnect storm */
-		conn_open();
-	if (o.mode == M_THROUGHPUT && c.n_live == 0 &&
+	    c.r.failed < c.msgs_target) { /* a refusing server: no reconnect storm */
+		struct timeval tv = {o.think_ms / 1000, (o.think_ms % 1000) * 1000};
+		if (!o.think_ms)
+			conn_open();
+		else if (event_base_once(c.base, -1, EV_TIMEOUT, reopen_cb, NULL, &tv) == 0)
+			c.n_pending++;
+	}
+	if (o.mode == M_THROUGHPUT && c.n_live == 0 && c.n_pending == 0 &&
 	    (c.stopping || c.msgs_assigned >= c.msgs_target || c.r.failed >= c.msgs_target))
 		event_base_loopbreak(c.base);
 	if (c.stopping && c.n_live == 0)
@@ -542,6 +553,18 @@ static void conn_open(void)
 		conn_free(k, 0);
 		check_ready();
 	}
+}
+
+static void reopen_cb(evutil_socket_t fd, short what, void *arg)
+{
+	c.n_pending--;
+	if (!c.stopping && c.msgs_assigned < c.msgs_target)
+		conn_open();
+	else if (c.n_live == 0 && c.n_pending == 0)
+		event_base_loopbreak(c.base);
+	(void)fd;
+	(void)what;
+	(void)arg;
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -730,7 +753,8 @@ static void usage(void)
 		"  [--conns N] [--procs N] [--src 127.1.0.1] [--srcs N] [--rate conn/s]\n"
 		"  [--hold s] [--timeout s] [--ready-file F] [--starttls]\n"
 		"  [--messages M] [--size S] [--per-conn K (0: unlimited)]\n"
-		"  [--line bytes] [--drip-ms ms] [--helo name] [--phase-timeout s]\n");
+		"  [--line bytes] [--drip-ms ms] [--helo name] [--phase-timeout s]\n"
+		"  [--think-ms ms (throughput: pause between a session's connections)]\n");
 	exit(2);
 }
 
@@ -752,7 +776,8 @@ int main(int argc, char **argv)
 		{"srcs", 1, 0, 'S'}, {"rate", 1, 0, 'r'}, {"hold", 1, 0, 'h'},
 		{"timeout", 1, 0, 't'}, {"ready-file", 1, 0, 'R'}, {"starttls", 0, 0, 'T'},
 		{"messages", 1, 0, 'M'}, {"size", 1, 0, 'z'}, {"per-conn", 1, 0, 'k'},
-		{"line", 1, 0, 'l'}, {"drip-ms", 1, 0, 'd'}, {"phase-timeout", 1, 0, 'x'}, {"helo", 1, 0, 'e'}, {0, 0, 0, 0}};
+		{"line", 1, 0, 'l'}, {"drip-ms", 1, 0, 'd'}, {"phase-timeout", 1, 0, 'x'}, {"helo", 1, 0, 'e'},
+		{"think-ms", 1, 0, 'i'}, {0, 0, 0, 0}};
 	const char *host = "127.0.0.1", *src = "127.1.0.1";
 	unsigned port = 0;
 	int ch;
@@ -781,6 +806,7 @@ int main(int argc, char **argv)
 		case 'd': o.drip_ms = (unsigned)num(optarg); break;
 		case 'x': o.phase_timeout = (unsigned)num(optarg); break;
 		case 'e': o.helo = optarg; break;
+		case 'i': o.think_ms = (unsigned)num(optarg); break;
 		default: usage();
 		}
 	}
@@ -927,9 +953,9 @@ int main(int argc, char **argv)
 	}
 	if (o.mode == M_THROUGHPUT || o.mode == M_SLOW)
 		printf(" messages=%lu size=%u per_conn=%u msgs_ok=%lu msgs_failed=%lu seconds=%.3f "
-		       "msgps=%.1f lat_p50_ms=%.2f lat_p99_ms=%.2f",
+		       "msgps=%.1f lat_p50_ms=%.2f lat_p99_ms=%.2f think_ms=%u",
 		       o.messages, o.size, o.per_conn, tot.msgs_ok, tot.msgs_failed, t_end,
-		       t_end > 0 ? tot.msgs_ok / t_end : 0.0, pct(&lat, 50), pct(&lat, 99));
+		       t_end > 0 ? tot.msgs_ok / t_end : 0.0, pct(&lat, 50), pct(&lat, 99), o.think_ms);
 	if (o.mode == M_SHAPED) {
 		size_t in_ok = 0, out_ok = 0;
 		for (size_t i = 0; i < rin.n; i++)

@@ -93,7 +93,7 @@ commit=$(git rev-parse --short HEAD) # what was built
 dir=$(mktemp -d /tmp/sluice-peers.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=()
-. bench/lib.sh # stop_pid, free_port, port_open, wait_port
+. bench/lib.sh # stop_pid, free_port, port_open, wait_port, proc_tree, cpu_ticks
 cleanup() {
 	trap - EXIT INT TERM
 	[ -n "$srv_pid" ] && stop_server
@@ -202,24 +202,12 @@ EOF
 start_direct() { srv_pid=$sink_pid srv_port=$sink_port; }
 stop_server() { [ "$srv_pid" = "$sink_pid" ] || stop_pid "$srv_pid"; srv_pid=''; }
 
-proc_tree() { # pid and all descendants
-	local p=$1 c
-	echo "$p"
-	for c in $(pgrep -P "$p"); do proc_tree "$c"; done
-}
 private_kb() { # sum of the proportional set sizes of the server's processes, KiB
 	local t=0 p v
 	for p in $(proc_tree "$1"); do
 		v=$(awk '/^Pss:/ {s += $2} END {print s + 0}' \
 			"/proc/$p/smaps_rollup" 2>/dev/null)
 		t=$((t + ${v:-0}))
-	done
-	echo "$t"
-}
-cpu_ticks() {
-	local t=0 p
-	for p in $(proc_tree "$1"); do
-		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
 	done
 	echo "$t"
 }

@@ -16,7 +16,9 @@ The Postfix instance is the one of the scenario tests
 (tests/scenario/harness.py: private queue, smtpd on a free loopback port),
 with virtual_transport = discard: each message is really queued (cleanup
 writes and fsyncs the queue file before smtpd answers 250) and then
-discarded. sluice runs with backend_xclient = yes, as in production.
+discarded. sluice runs with backend_xclient = yes, as in production, and
+127.0.0.1 (smtp-source's address) in cidr_allow_file, as bench/throughput.sh
+(never held at the greeting nor shaped: the proxy path is measured).
 A message counts as delivered when Postfix logged status=sent for it (the
 queue is allowed RUN_TIMEOUT seconds to drain after each run).
 Output: the same key=value lines as bench/throughput.sh. Root, Debian 12.
@@ -111,7 +113,9 @@ try:
         f.write("port=%d\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\n"
                 "no-poll\nno-hosts\naddn-hosts=%s/hosts\nlocal=/bench.test/\n"
                 "local=/127.in-addr.arpa/\nuser=nobody\n" % (dns_port, d))
-    for n in ("hosts", "dnsmasq.conf"):
+    with open(os.path.join(d, "allow"), "w") as f:
+        f.write("127.0.0.1/32\n")
+    for n in ("hosts", "dnsmasq.conf", "allow"):
         os.chmod(os.path.join(d, n), 0o644)
     start(["/usr/sbin/dnsmasq", "--conf-file=%s/dnsmasq.conf" % d,
            "--keep-in-foreground"], os.path.join(d, "dnsmasq.log"))
@@ -137,6 +141,7 @@ try:
                     "-o", "spool_dir=%s/spool" % d, "-o", "state_dir=%s/state" % d,
                     "-o", "dns_servers=127.0.0.1:%d" % dns_port,
                     "-o", "dns_timeout=2s", "-o", "shutdown_timeout=5s",
+                    "-o", "cidr_allow_file=%s/allow" % d,
                     "-o", "user="], sluice_log, env=env)
     if not harness.wait_listening(sluice_port, 10, proc=sluice):
         sys.exit("sluice does not listen; log:\n" + open(sluice_log).read()[-2000:])
