@@ -101,8 +101,12 @@ static void session_timeouts(struct session *s, bool reading)
 
 /* --- replies ----------------------------------------------------------- */
 
-static void session_count_reply(struct session *s, int code, size_t len)
+void session_count_reply(struct session *s, int code, size_t len)
 {
+	/* An unparked session's bufferevent writes from its first reply on
+	 * (session_unpark). */
+	if (s->bev && !(bufferevent_get_enabled(s->bev) & EV_WRITE))
+		bufferevent_enable(s->bev, EV_WRITE);
 	s->bytes_out += len;
 	metrics_inc(code >= 500 ? METRIC_REPLIES_5XX
 		    : code >= 400 ? METRIC_REPLIES_4XX : METRIC_REPLIES_2XX);
@@ -193,6 +197,10 @@ static void session_free(struct session *s)
 	if (s->replay)
 		replay_cancel(s->replay);
 	session_txn_free(s);
+	if (s->parked) {
+		close(event_get_fd(s->defer_ev));
+		metrics_add(METRIC_SESSIONS_PARKED, -1);
+	}
 	if (s->defer_ev)
 		event_free(s->defer_ev);
 	if (s->bev)
@@ -221,7 +229,8 @@ static void session_schedule_free(struct session *s)
 	if (s->freed_pending)
 		return;
 	s->freed_pending = true;
-	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	if (s->bev)
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 	TAILQ_REMOVE(&sessions, s, link);
 	TAILQ_INSERT_TAIL(&reap_list, s, link);
 	event_active(reap_ev, 0, 0);
@@ -276,6 +285,10 @@ static void session_close_as(struct session *s, const char *outcome,
 		s->replay = NULL;
 	}
 	session_txn_free(s);
+	if (!s->bev) { /* it could not be unparked: the socket is closed */
+		session_schedule_free(s);
+		return;
+	}
 	bufferevent_disable(s->bev, EV_READ);
 	struct timeval tv = mstime_tv(SESSION_FLUSH_TIMEOUT_MS);
 	s->deadline_ms = mstime_mono() + SESSION_FLUSH_TIMEOUT_MS;
@@ -364,10 +377,20 @@ void session_wait_for(struct session *s, enum session_wait w)
 static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	if (s->state == SESSION_CLOSING)
+	if (s->state == SESSION_CLOSING) {
 		session_flush_check(s);
-	else if (s->state != SESSION_GREETING) /* shaping's timer greets */
+	} else if (s->state != SESSION_GREETING) { /* shaping's timer greets */
+		/* A timeout here is the park delay (session_park_later). */
+		if ((what & EV_TIMEOUT) && session_park(s))
+			return;
 		session_input(s);
+		session_park_later(s);
+	}
+}
+
+int session_defer_assign(struct session *s)
+{
+	return event_assign(s->defer_ev, s->env->base, -1, 0, session_defer_cb, s);
 }
 
 void session_resume(struct session *s)
@@ -509,6 +532,17 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 		session_input(s);
+	session_park_later(s);
+}
+
+void session_timed_out(struct session *s, bool reading)
+{
+	metrics_inc(METRIC_LIMIT_TIMEOUTS);
+	log_info("session=%llu client=%s timeout in state %s", s->ident.session_id,
+		 s->ident.addr, session_state_names[s->state]);
+	if (reading)
+		session_reply(s, REPLY_TIMEOUT);
+	session_close(s, "timeout");
 }
 
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -523,12 +557,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		metrics_inc(METRIC_LIMIT_TIMEOUTS);
-		log_info("session=%llu client=%s timeout in state %s", s->ident.session_id,
-			 s->ident.addr, session_state_names[s->state]);
-		if (what & BEV_EVENT_READING)
-			session_reply(s, REPLY_TIMEOUT);
-		session_close(s, "timeout");
+		session_timed_out(s, what & BEV_EVENT_READING);
 		return;
 	}
 	const char *outcome = what & BEV_EVENT_EOF ? session_disconnect_names[s->state]
@@ -677,6 +706,8 @@ void session_shutdown_all(void)
 		 * drain poll calls this again). */
 		if (s->replay || s->state == SESSION_CLOSING)
 			continue;
+		if (!session_unpark(s))
+			continue; /* closed with a 421 of its own */
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
 	}

@@ -162,6 +162,12 @@ struct session {
 /* session.c */
 void session_set_state(struct session *s, enum session_state st);
 void session_reply(struct session *s, enum reply_id id);
+/* Counts a reply of len bytes already written (metrics, bytes_out). */
+void session_count_reply(struct session *s, int code, size_t len);
+/* The command's time is up: 421 when reading, then closed. */
+void session_timed_out(struct session *s, bool reading);
+/* (Re)assigns defer_ev as the resume event (not pending). 0 or -1. */
+int session_defer_assign(struct session *s);
 void session_reply_relay(struct session *s, const struct smtp_reply *r);
 void session_close(struct session *s, const char *outcome);
 void session_resume(struct session *s);
@@ -203,6 +209,15 @@ void session_shape_early_close(struct session *s);
 void session_shape_end(struct session *s, bool hangup);
 enum session_phase session_phase(const struct session *s);
 const char *session_phase_name(enum session_phase ph);
+
+/* session_park.c */
+bool session_parkable(const struct session *s);
+/* Arms the park delay when the session is parkable. */
+void session_park_later(struct session *s);
+/* Parks the session when parkable; true when it did. */
+bool session_park(struct session *s);
+/* The bufferevent back; false: the session is closed (421, out of memory). */
+bool session_unpark(struct session *s);
 
 /* session_tls.c */
 void session_tls_start(struct session *s);
