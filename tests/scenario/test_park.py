@@ -48,6 +48,15 @@ def connect(sl):
     return c
 
 
+def finish(sl):
+    """Stops sluice; under the sanitizer build, a report fails the test."""
+    sl.stop()
+    bad = [l for l in sl.log().splitlines()
+           if "Sanitizer" in l or "runtime error" in l]
+    assert not bad, "\n".join(bad[:20]) + "\n" + sl.log()[-6000:]
+    assert sl.exit_code == 0, "exit %r" % sl.exit_code
+
+
 def message(tok):
     t = tok.encode()
     return (b"From: Park <a@example.net>\r\nTo: <alice@example.com>\r\n"
@@ -85,6 +94,8 @@ def test_park_01_pipelined_commands_after_parking(postfix, sluice):
     c.close()
     assert harness.wait_until(lambda: sl.metric("sluice_sessions_active") == 0, 5)
     assert parked(sl) == 0
+    finish(sl)
+
 
 
 @pytest.mark.deadline(60)
@@ -101,6 +112,8 @@ def test_park_02_close_while_parked(postfix, sluice):
     assert parked(sl) == 0
     assert harness.wait_until(lambda: "outcome=disconnect in READY" in sl.log(), 5), \
         sl.log()[-2000:]
+    finish(sl)
+
 
 
 @pytest.mark.deadline(60)
@@ -122,6 +135,8 @@ def test_park_03_timeout_while_parked(postfix, sluice):
     assert parked(sl) == 0
     assert sl.metric("sluice_limit_timeouts_total") == 1
     assert "timeout in state READY" in sl.log()
+    finish(sl)
+
 
 
 @pytest.mark.deadline(60)
@@ -142,6 +157,8 @@ def test_park_04_half_a_line_is_not_idle(postfix, sluice):
     assert c.read_reply()[0] == 250
     wait_parked(sl, 1)
     assert c.cmd("QUIT")[0] == 221
+    finish(sl)
+
 
 
 @pytest.mark.deadline(60)
@@ -156,6 +173,8 @@ def test_park_05_drain_reaches_parked_sessions(postfix, sluice):
     os.kill(sl.proc.pid, signal.SIGTERM)
     code, text = c.read_reply(timeout=10)
     assert code == 421 and text[0].startswith("4.3.2"), (code, text)
+    finish(sl)
+
 
 
 @pytest.mark.deadline(60)
@@ -169,3 +188,4 @@ def test_park_06_zero_never_parks(postfix, sluice):
     time.sleep(0.6)
     assert parkings(sl) == 0 and parked(sl) == 0
     assert c.cmd("QUIT")[0] == 221
+    finish(sl)
