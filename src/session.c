@@ -334,7 +334,11 @@ static void session_dns_done(enum dns_name_status st, const char *name, void *ar
 		s->after_dns = NULL;
 		session_set_wait(s, SESSION_WAIT_REPLAY); /* what waited for it */
 		then(s);
+		return;
 	}
+	/* The answer came after the greeting (greet_wait over first): the
+	 * session may be idle already. */
+	session_park_later(s);
 }
 
 bool session_identity_ready(struct session *s, void (*then)(struct session *))
