@@ -22,59 +22,18 @@
  *
  * Anything from outside the session's own events that needs its
  * bufferevent (the drain's 421) calls session_unpark first.
- *
- * The heap: a wave of connections leaves what it used before it parked
- * (pre-greeting input chains, look-ups, the bufferevents themselves) as
- * free chunks between the parked sessions, resident but unused: at
- * 10,000 sessions that was as much again as the sessions themselves.
- * SESSION_PARK_TRIM_MS after the first parking of a wave, when at least
- * SESSION_PARK_TRIM_MIN sessions parked since the last time, the worker
- * gives the free pages back to the kernel (malloc_trim: a walk of the
- * free lists and an madvise per free page run; no I/O).
  */
 #include "session_priv.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "mstime.h"
-
-#define SESSION_PARK_TRIM_MS 5000
-#define SESSION_PARK_TRIM_MIN 256
-
-static struct event *trim_ev;
-static unsigned trim_parkings; /* since the last trim */
-
-static void session_park_trim_cb(evutil_socket_t fd, short what, void *arg)
-{
-	if (trim_parkings < SESSION_PARK_TRIM_MIN)
-		return; /* the next parking arms it again */
-	trim_parkings = 0;
-#ifdef __GLIBC__
-	long long t0 = mstime_mono();
-	int released = malloc_trim(0);
-	log_debug("session: heap trimmed after parkings (%s, %lld ms)",
-		  released ? "pages released" : "nothing to release", mstime_mono() - t0);
-#endif
-}
-
-static void session_park_trim_later(struct event_base *base)
-{
-	trim_parkings++;
-	if (!trim_ev && !(trim_ev = evtimer_new(base, session_park_trim_cb, NULL)))
-		return; /* out of memory: no trim, nothing else lost */
-	if (evtimer_pending(trim_ev, NULL))
-		return;
-	struct timeval tv = mstime_tv(SESSION_PARK_TRIM_MS);
-	if (evtimer_add(trim_ev, &tv) != 0)
-		log_debug("session: cannot arm the heap trim");
-}
 
 /* The park delay as a libevent common timeout: ten thousand sessions
  * arming the same delay cost O(1) each. One per event base (the worker's,
@@ -163,7 +122,6 @@ bool session_park(struct session *s)
 	s->parked = true;
 	metrics_add(METRIC_SESSIONS_PARKED, 1);
 	metrics_inc(METRIC_SESSION_PARKINGS);
-	session_park_trim_later(s->env->base);
 	log_debug("session=%llu parked", s->ident.session_id);
 	return true;
 }
