@@ -917,6 +917,9 @@ static void fuzz_session_setup(void)
 	cfg->backend_data_timeout_ms = 10;
 	cfg->backend_idle_ms = 10000;
 	cfg->checkout_timeout_ms = 10;
+	/* Parks between lockstep groups and before the close now and then,
+	 * so that unparking on a byte, on EOF and on the drain is covered. */
+	cfg->session_park_delay_ms = 1;
 	cfg->shape_rate = 1000000; /* shaping's code paths, not its delays */
 	snprintf(path, sizeof path, "unix:%s/backend.sock", fz.dir);
 	fuzz_session_endpoint(&cfg->backend, path);

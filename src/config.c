@@ -143,6 +143,8 @@ static const struct config_setting config_settings[] = {
 	  "Bare CR or LF from clients: normalize (to CRLF) or reject" },
 	S_DUR(smtpd_timeout, 1, 30 * DAY, "300s",
 	      "Client idle time allowed per command"),
+	S_DUR(session_park_delay, 0, 30 * DAY, "1s",
+	      "Idle time before a session gives up its buffers; 0: never"),
 	S_DUR(dns_timeout, 1, 30 * DAY, "5s", "Time allowed per DNS query"),
 	S_DUR(backend_connect_timeout, 1, 30 * DAY, "30s",
 	      "Time allowed to connect to the backend"),

@@ -58,6 +58,7 @@ struct config {
 
 	/* durations in milliseconds */
 	long smtpd_timeout_ms;         /* 300s: client idle per command */
+	long session_park_delay_ms;    /* 1s: idle before parking; 0 never */
 	long dns_timeout_ms;           /* 5s */
 	long backend_connect_timeout_ms; /* 30s */
 	long backend_timeout_ms;       /* 300s: per backend reply */

@@ -51,6 +51,19 @@ static const char *const session_state_names[] = {
 #undef SESSION_STATE_NAME
 };
 
+/* The outcomes of a hang-up, per state: constants, so that a session
+ * keeps a pointer instead of a copy. */
+static const char *const session_disconnect_names[] = {
+#define SESSION_DISCONNECT_NAME(s) "disconnect in " #s,
+	SESSION_STATES(SESSION_DISCONNECT_NAME)
+#undef SESSION_DISCONNECT_NAME
+};
+static const char *const session_error_names[] = {
+#define SESSION_ERROR_NAME(s) "connection error in " #s,
+	SESSION_STATES(SESSION_ERROR_NAME)
+#undef SESSION_ERROR_NAME
+};
+
 static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
 static TAILQ_HEAD(, session) reap_list = TAILQ_HEAD_INITIALIZER(reap_list);
 static struct event *reap_ev;
@@ -88,8 +101,12 @@ static void session_timeouts(struct session *s, bool reading)
 
 /* --- replies ----------------------------------------------------------- */
 
-static void session_count_reply(struct session *s, int code, size_t len)
+void session_count_reply(struct session *s, int code, size_t len)
 {
+	/* An unparked session's bufferevent writes from its first reply on
+	 * (session_unpark). */
+	if (s->bev && !(bufferevent_get_enabled(s->bev) & EV_WRITE))
+		bufferevent_enable(s->bev, EV_WRITE);
 	s->bytes_out += len;
 	metrics_inc(code >= 500 ? METRIC_REPLIES_5XX
 		    : code >= 400 ? METRIC_REPLIES_4XX : METRIC_REPLIES_2XX);
@@ -146,33 +163,30 @@ void session_txn_free(struct session *s)
 
 static void session_log_summary(struct session *s)
 {
-	struct timeval now, d;
-	event_base_gettimeofday_cached(s->env->base, &now);
-	timersub(&now, &s->started, &d);
+	long long d = mstime_mono() - s->started_ms;
 	char helo[120];
 	log_escape(helo, sizeof helo, s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
 	char signals[200];
 	log_info("session=%llu client=%s port=%u name=%s helo=\"%s\" tls=%s "
 		 "score=%d signals=%s shaped=%s shaped_s=%ld phase=%s "
 		 "transactions=%u rcpt=%u/%u bytes_in=%llu bytes_out=%llu "
-		 "duration=%ld.%03lds outcome=%s",
+		 "duration=%lld.%03llds outcome=%s",
 		 s->ident.session_id, s->ident.addr, s->ident.port,
 		 s->ident.name_status == DNS_NAME_OK ? s->name
 		 : s->ident.name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
 							    : "[UNAVAILABLE]",
-		 helo, s->tls ? s->tls_info : "no", s->cls.score,
+		 helo, s->tls ? (s->tls_info ? s->tls_info : "") : "no", s->cls.score,
 		 classify_list(&s->cls, signals, sizeof signals),
 		 shape_ever(&s->shape) ? "yes" : "no", shape_used_ms(&s->shape) / 1000,
 		 session_phase_name(s->phase_reached), s->transactions,
 		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
-		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
-		 s->outcome[0] ? s->outcome : "closed");
+		 d / 1000, d % 1000, s->outcome ? s->outcome : "closed");
 }
 
 static void session_free(struct session *s)
 {
 	if (s->counted)
-		client_limits_leave((const struct sockaddr *)&s->peer,
+		client_limits_leave(&s->peer.sa,
 				    s->env->cfg->ipv6_client_prefix);
 	session_shape_end(s, false);
 	session_log_summary(s);
@@ -183,6 +197,10 @@ static void session_free(struct session *s)
 	if (s->replay)
 		replay_cancel(s->replay);
 	session_txn_free(s);
+	if (s->parked) {
+		close(event_get_fd(s->defer_ev));
+		metrics_add(METRIC_SESSIONS_PARKED, -1);
+	}
 	if (s->defer_ev)
 		event_free(s->defer_ev);
 	if (s->bev)
@@ -192,6 +210,7 @@ static void session_free(struct session *s)
 	metrics_add(METRIC_SESSIONS_ACTIVE, -1);
 	free(s->name);
 	free(s->helo);
+	free(s->tls_info);
 	free(s);
 }
 
@@ -210,7 +229,8 @@ static void session_schedule_free(struct session *s)
 	if (s->freed_pending)
 		return;
 	s->freed_pending = true;
-	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	if (s->bev)
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 	TAILQ_REMOVE(&sessions, s, link);
 	TAILQ_INSERT_TAIL(&reap_list, s, link);
 	event_active(reap_ev, 0, 0);
@@ -232,9 +252,7 @@ static size_t session_output_pending(const struct session *s)
  * polls briefly instead of trusting the write callback alone. */
 static void session_flush_check(struct session *s)
 {
-	struct timeval now;
-	event_base_gettimeofday_cached(s->env->base, &now);
-	if (session_output_pending(s) == 0 || timercmp(&now, &s->flush_deadline, >)) {
+	if (session_output_pending(s) == 0 || mstime_mono() > s->deadline_ms) {
 		session_schedule_free(s);
 		return;
 	}
@@ -249,8 +267,8 @@ static void session_close_as(struct session *s, const char *outcome,
 {
 	if (s->state == SESSION_CLOSING)
 		return;
-	if (!s->outcome[0])
-		snprintf(s->outcome, sizeof s->outcome, "%s", outcome);
+	if (!s->outcome)
+		s->outcome = outcome;
 	s->phase_reached = session_phase(s);
 	session_shape_end(s, hangup);
 	session_set_state(s, SESSION_CLOSING);
@@ -267,10 +285,13 @@ static void session_close_as(struct session *s, const char *outcome,
 		s->replay = NULL;
 	}
 	session_txn_free(s);
+	if (!s->bev) { /* it could not be unparked: the socket is closed */
+		session_schedule_free(s);
+		return;
+	}
 	bufferevent_disable(s->bev, EV_READ);
-	struct timeval now, tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
-	event_base_gettimeofday_cached(s->env->base, &now);
-	timeradd(&now, &tv, &s->flush_deadline);
+	struct timeval tv = mstime_tv(SESSION_FLUSH_TIMEOUT_MS);
+	s->deadline_ms = mstime_mono() + SESSION_FLUSH_TIMEOUT_MS;
 	bufferevent_set_timeouts(s->bev, NULL, &tv);
 	bufferevent_enable(s->bev, EV_WRITE);
 	session_flush_check(s);
@@ -313,7 +334,11 @@ static void session_dns_done(enum dns_name_status st, const char *name, void *ar
 		s->after_dns = NULL;
 		session_set_wait(s, SESSION_WAIT_REPLAY); /* what waited for it */
 		then(s);
+		return;
 	}
+	/* The answer came after the greeting (greet_wait over first): the
+	 * session may be idle already. */
+	session_park_later(s);
 }
 
 bool session_identity_ready(struct session *s, void (*then)(struct session *))
@@ -356,10 +381,20 @@ void session_wait_for(struct session *s, enum session_wait w)
 static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	if (s->state == SESSION_CLOSING)
+	if (s->state == SESSION_CLOSING) {
 		session_flush_check(s);
-	else if (s->state != SESSION_GREETING) /* shaping's timer greets */
+	} else if (s->state != SESSION_GREETING) { /* shaping's timer greets */
+		/* A timeout here is the park delay (session_park_later). */
+		if ((what & EV_TIMEOUT) && session_park(s))
+			return;
 		session_input(s);
+		session_park_later(s);
+	}
+}
+
+int session_defer_assign(struct session *s)
+{
+	return event_assign(s->defer_ev, s->env->base, -1, 0, session_defer_cb, s);
 }
 
 void session_resume(struct session *s)
@@ -458,10 +493,7 @@ static void session_input(struct session *s)
 
 void session_arm_command_deadline(struct session *s)
 {
-	long ms = s->env->cfg->smtpd_timeout_ms;
-	struct timeval now, tv = mstime_tv(ms);
-	event_base_gettimeofday_cached(s->env->base, &now);
-	timeradd(&now, &tv, &s->cmd_deadline);
+	s->deadline_ms = mstime_mono() + s->env->cfg->smtpd_timeout_ms;
 }
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
@@ -470,11 +502,9 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 	/* smtpd_timeout bounds each command, not each read: a client that
 	 * dribbles a line byte by byte (slowloris) is cut off all the same. */
 	if (s->wait == SESSION_WAIT_NONE && s->state != SESSION_DATA && s->state != SESSION_GREETING &&
-	    s->state != SESSION_CLOSING && s->cmd_deadline.tv_sec &&
+	    s->state != SESSION_CLOSING && s->deadline_ms &&
 	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
-		struct timeval now;
-		event_base_gettimeofday_cached(s->env->base, &now);
-		if (timercmp(&now, &s->cmd_deadline, >)) {
+		if (mstime_mono() > s->deadline_ms) {
 			metrics_inc(METRIC_LIMIT_TIMEOUTS);
 			log_info("session=%llu client=%s command deadline passed in state %s",
 				 s->ident.session_id, s->ident.addr,
@@ -506,6 +536,17 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 		session_input(s);
+	session_park_later(s);
+}
+
+void session_timed_out(struct session *s, bool reading)
+{
+	metrics_inc(METRIC_LIMIT_TIMEOUTS);
+	log_info("session=%llu client=%s timeout in state %s", s->ident.session_id,
+		 s->ident.addr, session_state_names[s->state]);
+	if (reading)
+		session_reply(s, REPLY_TIMEOUT);
+	session_close(s, "timeout");
 }
 
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -520,18 +561,11 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		metrics_inc(METRIC_LIMIT_TIMEOUTS);
-		log_info("session=%llu client=%s timeout in state %s", s->ident.session_id,
-			 s->ident.addr, session_state_names[s->state]);
-		if (what & BEV_EVENT_READING)
-			session_reply(s, REPLY_TIMEOUT);
-		session_close(s, "timeout");
+		session_timed_out(s, what & BEV_EVENT_READING);
 		return;
 	}
-	char outcome[48];
-	snprintf(outcome, sizeof outcome, "%s in %s",
-		 what & BEV_EVENT_EOF ? "disconnect" : "connection error",
-		 session_state_names[s->state]);
+	const char *outcome = what & BEV_EVENT_EOF ? session_disconnect_names[s->state]
+						   : session_error_names[s->state];
 	/* Nothing more can be written to this client. */
 	evbuffer_drain(bufferevent_get_output(bev),
 		       evbuffer_get_length(bufferevent_get_output(bev)));
@@ -647,7 +681,7 @@ void session_accept(struct session_env *env, int fd,
 	if (len <= sizeof s->peer)
 		memcpy(&s->peer, addr, len);
 	s->phase_reached = SESSION_PHASE_GREETING;
-	event_base_gettimeofday_cached(s->env->base, &s->started);
+	s->started_ms = mstime_mono();
 	TAILQ_INSERT_TAIL(&sessions, s, link);
 	n_sessions++;
 	metrics_inc(METRIC_SESSIONS);
@@ -676,6 +710,8 @@ void session_shutdown_all(void)
 		 * drain poll calls this again). */
 		if (s->replay || s->state == SESSION_CLOSING)
 			continue;
+		if (!session_unpark(s))
+			continue; /* closed with a 421 of its own */
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
 	}

@@ -447,7 +447,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	unsigned limit = s->env->cfg->tls_session_rate_limit;
-	if (limit && client_limits_tls_rate((const struct sockaddr *)&s->peer,
+	if (limit && client_limits_tls_rate(&s->peer.sa,
 					    s->env->cfg->ipv6_client_prefix) > limit) {
 		metrics_inc(METRIC_LIMIT_TLS_RATE);
 		log_warn("session=%llu client=%s too many new TLS sessions (tls_session_rate_limit=%u)",

@@ -8,7 +8,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <netinet/in.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include "classify.h"
@@ -44,6 +46,7 @@ enum session_state {
 #define SESSION_OUT_HIGHWAT 16384 /* stop reading commands above this */
 #define SESSION_IN_MAX 65536      /* bytes buffered ahead in command mode */
 #define SESSION_FLUSH_TIMEOUT_MS 10000
+#define SESSION_TLS_INFO_MAX 96 /* "TLSv1.3 TLS_AES_256_GCM_SHA384 256 bits" */
 
 struct txn {
 	char *sender;
@@ -94,61 +97,77 @@ enum session_wait {
  * distinct and readable ("42003": session 42, its third message). */
 #define SESSION_TXN_ID_SPAN 1000
 
+/* Ordered by size, with the flags as one-bit fields, so that an idle
+ * session costs as little as possible (BENCHMARKS.md, "What a session
+ * allocates"): what only some sessions need (TLS details, a transaction)
+ * is a pointer, allocated when needed. */
 struct session {
 	TAILQ_ENTRY(session) link;
 	struct session_env *env; /* the worker's, shared by every session */
-	struct bufferevent *bev;
+	struct bufferevent *bev; /* NULL while parked (session_park.c) */
 	struct client_identity ident;
-	struct sockaddr_storage peer;
+	union {                 /* the client's address, for the limits */
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
+	enum session_state state;
 	char *name;             /* confirmed PTR name */
 	char *helo;
-	enum session_state state;
 	struct dns_ptr *dns;
 	struct replay *replay;  /* at most one exchange in flight */
 	struct txn *txn;
-	struct event *defer_ev; /* resume input on the next loop turn */
-	struct timeval started;
-	struct timeval flush_deadline; /* CLOSING: free by then at the latest */
+	struct event *defer_ev; /* resume input on the next loop turn; the
+				 * read event while parked */
+	char *tls_info;         /* protocol and cipher, once TLS is up */
+	const char *outcome;    /* why it closed: a string constant */
+	long long started_ms;   /* mstime_mono() at accept */
+	long long deadline_ms;  /* the next command is due by then (0: not
+				 * armed); CLOSING: free by then at the latest */
+	unsigned long long bytes_in, bytes_out;
+	void (*after_dns)(struct session *s);
 	enum session_wait wait; /* input stops while not NONE */
-	bool tls;
-	bool tls_pending;       /* STARTTLS answered; TLS once the 220 is out */
-	bool esmtp;
-	bool freed_pending;
-	bool skipping;          /* inside an overlong command line */
-	size_t skipped;
+	enum session_phase phase_reached; /* for the summary: where it ended */
+	unsigned skipped;       /* of an overlong line, <= SESSION_SKIP_MAX + SESSION_IN_MAX */
 	unsigned errors;
 	unsigned commands;
 	unsigned junk;            /* NOOP, RSET, VRFY, HELP */
-	bool counted;             /* in client_limits' per-address count */
-	struct timeval cmd_deadline; /* the next command is due by then */
 	unsigned transactions;
 	unsigned rcpt_accepted, rcpt_refused;
-	unsigned long long bytes_in, bytes_out;
-	char outcome[48];
-	enum session_phase phase_reached; /* for the summary: where it ended */
-	char tls_info[96];
-	void (*after_dns)(struct session *s);
+	unsigned rcpt_unknown;       /* recipients refused with 5.1.x */
+	bool tls : 1;
+	bool tls_pending : 1;     /* STARTTLS answered; TLS once the 220 is out */
+	bool esmtp : 1;
+	bool freed_pending : 1;
+	bool skipping : 1;        /* inside an overlong command line */
+	bool counted : 1;         /* in client_limits' per-address count */
+	bool parked : 1;          /* no bufferevent: waits on defer_ev */
 
 	/* classification and shaping (session_shape.c) */
+	bool trusted : 1;            /* allow list or pass cache */
+	bool reject_mode : 1;        /* score reached reject_threshold */
+	bool greet_waiting : 1;      /* greet_wait over, DNS still running */
+	bool classify_over : 1;      /* session_shape_end ran: no verdict, no outcome after it */
+	bool pass_blocked : 1;       /* content refused: no pass this session */
 	struct classify cls;
 	struct dnsbl_req *dnsbl;
 	struct store_lookup *store_req; /* store = redis: pass + reputation */
-	struct shape shape;          /* the rate limit, budget and hold */
 	/* The verdict is in: greet (session_greet, set by session.c, so that
 	 * classification never steps the session's lifecycle by name). */
 	void (*verdict_done)(struct session *s);
 	void (*hold_then)(struct session *s); /* runs when the hold ends */
-	bool trusted;                /* allow list or pass cache */
-	bool reject_mode;            /* score reached reject_threshold */
-	bool greet_waiting;          /* greet_wait over, DNS still running */
-	bool classify_over;          /* session_shape_end ran: no verdict, no outcome after it */
-	bool pass_blocked;           /* content refused: no pass this session */
-	unsigned rcpt_unknown;       /* recipients refused with 5.1.x */
+	struct shape shape;          /* the rate limit, budget and hold */
 };
 
 /* session.c */
 void session_set_state(struct session *s, enum session_state st);
 void session_reply(struct session *s, enum reply_id id);
+/* Counts a reply of len bytes already written (metrics, bytes_out). */
+void session_count_reply(struct session *s, int code, size_t len);
+/* The command's time is up: 421 when reading, then closed. */
+void session_timed_out(struct session *s, bool reading);
+/* (Re)assigns defer_ev as the resume event (not pending). 0 or -1. */
+int session_defer_assign(struct session *s);
 void session_reply_relay(struct session *s, const struct smtp_reply *r);
 void session_close(struct session *s, const char *outcome);
 void session_resume(struct session *s);
@@ -190,6 +209,15 @@ void session_shape_early_close(struct session *s);
 void session_shape_end(struct session *s, bool hangup);
 enum session_phase session_phase(const struct session *s);
 const char *session_phase_name(enum session_phase ph);
+
+/* session_park.c */
+bool session_parkable(const struct session *s);
+/* Arms the park delay when the session is parkable. */
+void session_park_later(struct session *s);
+/* Parks the session when parkable; true when it did. */
+bool session_park(struct session *s);
+/* The bufferevent back; false: the session is closed (421, out of memory). */
+bool session_unpark(struct session *s);
 
 /* session_tls.c */
 void session_tls_start(struct session *s);

@@ -23,8 +23,7 @@
 
 static struct snapshot_worker report;
 static unsigned report_slot;
-static struct event_base *report_base;
-static struct timeval report_now;
+static long long report_now_ms;
 
 /* The snapshot keeps its own phase list (the supervisor reading it knows
  * nothing of sessions); the two lists name the same phases. */
@@ -65,9 +64,7 @@ static void session_report_one(const struct session *s, void *arg)
 	r.score = s->cls.score;
 	r.signals = s->cls.fired;
 	r.shaped_ms = shape_used_ms(&s->shape);
-	struct timeval d;
-	timersub(&report_now, &s->started, &d);
-	r.age_ms = d.tv_sec * 1000 + d.tv_usec / 1000;
+	r.age_ms = report_now_ms - s->started_ms;
 	snapshot_add_row(w, &r);
 }
 
@@ -76,7 +73,7 @@ static void session_report_cb(evutil_socket_t fd, short what, void *arg)
 	memset(&report, 0, offsetof(struct snapshot_worker, rows));
 	report.pid = getpid();
 	report.updated_ms = mstime_real();
-	event_base_gettimeofday_cached(report_base, &report_now);
+	report_now_ms = mstime_mono();
 	session_foreach(session_report_one, &report);
 	snapshot_publish(report_slot, &report);
 }
@@ -84,7 +81,6 @@ static void session_report_cb(evutil_socket_t fd, short what, void *arg)
 int session_report_start(struct event_base *base, unsigned slot)
 {
 	report_slot = slot;
-	report_base = base;
 	struct event *ev = event_new(base, -1, EV_PERSIST, session_report_cb, NULL);
 	struct timeval tv = mstime_tv(SNAPSHOT_PERIOD_MS);
 	if (!ev || event_add(ev, &tv) != 0)

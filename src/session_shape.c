@@ -82,7 +82,7 @@ enum session_phase session_phase(const struct session *s)
 	case SESSION_INIT:
 		/* A slowed greeting still on its way out: the client never
 		 * saw the end of it. */
-		if (s->commands == 0 &&
+		if (s->commands == 0 && s->bev &&
 		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 			return SESSION_PHASE_GREETING;
 		return SESSION_PHASE_HELO;

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -82,11 +83,14 @@ void session_tls_flushed(struct session *s)
 void session_tls_done(struct session *s)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	char info[SESSION_TLS_INFO_MAX] = "";
 	if (ssl)
-		tls_describe(ssl, s->tls_info, sizeof s->tls_info);
+		tls_describe(ssl, info, sizeof info);
+	free(s->tls_info);
+	s->tls_info = strdup(info); /* NULL: the summary line says tls= */
 	shape_join(&s->shape, s->bev);
 	metrics_inc(METRIC_TLS_HANDSHAKES);
 	log_info("session=%llu client=%s TLS established %s", s->ident.session_id,
-		 s->ident.addr, s->tls_info);
+		 s->ident.addr, info);
 	session_wait_for(s, SESSION_WAIT_NONE);
 }

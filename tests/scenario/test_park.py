@@ -1,0 +1,191 @@
+"""
+Parked sessions (src/session_park.c): an idle session gives up its
+bufferevent after session_park_delay and gets it back on the next byte, the
+close, its command timeout or the drain, and goes on as if never parked.
+
+Every test runs sluice with session_park_delay = 200ms and metrics on, and
+reads sluice_sessions_parked / sluice_session_parkings_total, so that none
+passes without a parking having happened. Real Postfix behind, real DNS.
+"""
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+import harness
+from harness import CLIENT23, SmtpRaw, dot_stuff
+
+PARK = 0.2  # session_park_delay, seconds
+
+
+def start(sluice, pf, **settings):
+    return sluice(pf, session_park_delay="%dms" % (PARK * 1000),
+                  metrics_listen="127.0.0.1:%d" % harness.free_port(), **settings)
+
+
+def parked(sl):
+    return sl.metric("sluice_sessions_parked")
+
+
+def parkings(sl):
+    return sl.metric("sluice_session_parkings_total")
+
+
+def wait_parked(sl, n, timeout=5):
+    """Until n sessions are parked (the gauge is published by the worker
+    at once; the page sums the workers' slots)."""
+    assert harness.wait_until(lambda: parked(sl) == n, timeout), \
+        "parked %r, want %d; log:\n%s" % (parked(sl), n, sl.log()[-3000:])
+
+
+def connect(sl):
+    c = SmtpRaw(sl.host, sl.port, source=CLIENT23, timeout=15)
+    code, text = c.read_reply()
+    assert code == 220, (code, text)
+    return c
+
+
+def finish(sl):
+    """Stops sluice; under the sanitizer build, a report fails the test."""
+    sl.stop()
+    bad = [l for l in sl.log().splitlines()
+           if "Sanitizer" in l or "runtime error" in l]
+    assert not bad, "\n".join(bad[:20]) + "\n" + sl.log()[-6000:]
+    assert sl.exit_code == 0, "exit %r" % sl.exit_code
+
+
+def message(tok):
+    t = tok.encode()
+    return (b"From: Park <a@example.net>\r\nTo: <alice@example.com>\r\n"
+            b"Subject: " + t + b"\r\nMessage-ID: <" + t + b"@example.net>\r\n"
+            b"\r\nParked twice on the way.\r\n")
+
+
+@pytest.mark.deadline(60)
+def test_park_01_pipelined_commands_after_parking(postfix, sluice):
+    """Parked after EHLO, then the whole envelope pipelined in one write:
+    every reply in order, the message delivered, parked again after it,
+    and the gauge back to 0 when the session ends."""
+    pf = postfix()
+    sl = start(sluice, pf)
+    c = connect(sl)
+    assert "PIPELINING" in c.ehlo("client23.example")
+    wait_parked(sl, 1)
+    assert parkings(sl) >= 1
+    time.sleep(PARK * 2)  # longer than the delay, still parked
+    assert parked(sl) == 1
+    tok = "park-%s" % uuid.uuid4().hex[:10]
+    c.send(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<alice@example.com>\r\n"
+           b"RCPT TO:<nobody@example.com>\r\nDATA\r\n")
+    codes = [c.read_reply()[0] for _ in range(4)]
+    assert codes == [250, 250, 550, 354], codes
+    assert parked(sl) == 0
+    c.send(dot_stuff(message(tok)) + b".\r\n")
+    assert c.read_reply()[0] == 250
+    pf.wait_messages(1, 15, lambda m: m.subject == tok)
+    before = parkings(sl)
+    wait_parked(sl, 1)
+    assert parkings(sl) == before + 1
+    c.send(b"NOOP\r\nQUIT\r\n")
+    assert [r[0] for r in c.read_replies(2)] == [250, 221]
+    c.close()
+    assert harness.wait_until(lambda: sl.metric("sluice_sessions_active") == 0, 5)
+    assert parked(sl) == 0
+    finish(sl)
+
+
+
+@pytest.mark.deadline(60)
+def test_park_02_close_while_parked(postfix, sluice):
+    """The client closes while parked: the usual disconnect, in the state
+    it was in, and nothing left parked or open."""
+    pf = postfix()
+    sl = start(sluice, pf)
+    c = connect(sl)
+    c.ehlo("client23.example")
+    wait_parked(sl, 1)
+    c.close()
+    assert harness.wait_until(lambda: sl.metric("sluice_sessions_active") == 0, 5)
+    assert parked(sl) == 0
+    assert harness.wait_until(lambda: "outcome=disconnect in READY" in sl.log(), 5), \
+        sl.log()[-2000:]
+    finish(sl)
+
+
+
+@pytest.mark.deadline(60)
+def test_park_03_timeout_while_parked(postfix, sluice):
+    """smtpd_timeout runs on while parked, counted from the last reply, and
+    ends with the same 421 4.4.2 as an unparked session's."""
+    pf = postfix()
+    sl = start(sluice, pf, smtpd_timeout="2s")
+    c = connect(sl)
+    c.ehlo("client23.example")
+    t0 = time.monotonic()
+    wait_parked(sl, 1)
+    code, text = c.read_reply(timeout=10)
+    took = time.monotonic() - t0
+    assert code == 421 and text[0].startswith("4.4.2"), (code, text)
+    assert 1.5 <= took <= 4, "timeout after %.1f s (smtpd_timeout 2s)" % took
+    assert c.pending(1.0) == b""  # then closed, nothing more
+    assert harness.wait_until(lambda: sl.metric("sluice_sessions_active") == 0, 5)
+    assert parked(sl) == 0
+    assert sl.metric("sluice_limit_timeouts_total") == 1
+    assert "timeout in state READY" in sl.log()
+    finish(sl)
+
+
+
+@pytest.mark.deadline(60)
+def test_park_04_half_a_line_is_not_idle(postfix, sluice):
+    """A command arriving byte by byte is not idle: never parked with half
+    a line in its buffer; the line completes and is answered."""
+    pf = postfix()
+    sl = start(sluice, pf)
+    c = connect(sl)
+    c.ehlo("client23.example")
+    wait_parked(sl, 1)
+    n = parkings(sl)
+    c.send(b"NO")
+    assert harness.wait_until(lambda: parked(sl) == 0, 5)
+    time.sleep(PARK * 3)
+    assert parked(sl) == 0 and parkings(sl) == n
+    c.send(b"OP\r\n")
+    assert c.read_reply()[0] == 250
+    wait_parked(sl, 1)
+    assert c.cmd("QUIT")[0] == 221
+    finish(sl)
+
+
+
+@pytest.mark.deadline(60)
+def test_park_05_drain_reaches_parked_sessions(postfix, sluice):
+    """SIGTERM: a parked session gets the drain's 421 4.3.2 like any
+    other."""
+    pf = postfix()
+    sl = start(sluice, pf, shutdown_timeout="5s")
+    c = connect(sl)
+    c.ehlo("client23.example")
+    wait_parked(sl, 1)
+    os.kill(sl.proc.pid, signal.SIGTERM)
+    code, text = c.read_reply(timeout=10)
+    assert code == 421 and text[0].startswith("4.3.2"), (code, text)
+    finish(sl)
+
+
+
+@pytest.mark.deadline(60)
+def test_park_06_zero_never_parks(postfix, sluice):
+    """session_park_delay = 0 keeps every session's buffers."""
+    pf = postfix()
+    sl = sluice(pf, session_park_delay="0",
+                metrics_listen="127.0.0.1:%d" % harness.free_port())
+    c = connect(sl)
+    c.ehlo("client23.example")
+    time.sleep(0.6)
+    assert parkings(sl) == 0 and parked(sl) == 0
+    assert c.cmd("QUIT")[0] == 221
+    finish(sl)
