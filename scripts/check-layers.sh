@@ -32,7 +32,7 @@ RULES
 )
 
 allowed_worker_h="worker.c supervisor.c main.c"
-allowed_priv_h="session.c session_cmd.c session_data.c session_report.c session_shape.c session_tls.c"
+allowed_priv_h="session.c session_cmd.c session_data.c session_report.c session_park.c session_shape.c session_tls.c"
 fail=0
 tab=$(printf '\t')
 # printf, not echo: dash's echo would turn \b into a backspace.
