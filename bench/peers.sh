@@ -82,7 +82,9 @@ if [ -n "$need" ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >/dev/null || die "apt-get install$need failed"
 fi
 haraka_dir=$root/bench/.peers/haraka
-if [ ! -x "$haraka_dir/node_modules/.bin/haraka" ]; then
+# Haraka only when it runs: --scale and --tls run sluice alone.
+if [ "$scale" = 0 ] && [ "$tls" = 0 ] && [[ ,$only, == *,haraka,* ]] &&
+	[ ! -x "$haraka_dir/node_modules/.bin/haraka" ]; then
 	mkdir -p "$haraka_dir"
 	(cd "$haraka_dir" && npm install --no-audit --no-fund --loglevel=error Haraka@3) >/dev/null ||
 		die "npm install Haraka failed"
@@ -332,6 +334,7 @@ if [ "$scale" != 0 ]; then
 	r1=$(sum_status "$w" syscr) s1=$(sum_status "$w" syscw)
 	after=$(private_kb "$srv_pid")
 	sys=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
+	kill -USR1 $lg2 2>/dev/null # measured: the idle sessions' long hold can end
 	wait $lg1 $lg2
 	o1=$(cat "$dir/scale.shaped") o2=$(cat "$dir/scale.idle")
 	echo "shaped: $o1" >&2
