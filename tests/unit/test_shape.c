@@ -3,9 +3,8 @@
  * pair stand for the client. The state machine (never -> on -> paused ->
  * on -> spent), the budget spent on the trickle's tick (the bufferevent's
  * events given back), nothing left after a finish, the end-of-data hold
- * (only while on,
- * capped by its maximum, its callback once), the verdict's deadline (once,
- * re-armed, cancelled).
+ * (only while on, capped by its maximum, its callback once), the verdict's
+ * deadline (once, re-armed, cancelled).
  */
 #include <setjmp.h>
 #include <stdarg.h>
