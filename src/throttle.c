@@ -240,6 +240,19 @@ static bool throttle_event(struct throttle_loop *l, struct throttle *t, short wh
 	return l->cur == t;
 }
 
+/* Nothing moved (errno says why) in direction dir (BEV_EVENT_READING or
+ * _WRITING): an error, or a timeout when tv has passed since at, is
+ * reported; false when the walk must leave t. */
+static bool throttle_stalled(struct throttle_loop *l, struct throttle *t, short dir,
+			     const struct timeval *tv, uint32_t at, uint32_t now)
+{
+	if (!throttle_would_block())
+		return throttle_event(l, t, BEV_EVENT_ERROR | dir);
+	if (throttle_expired(tv, at, now))
+		return throttle_event(l, t, BEV_EVENT_TIMEOUT | dir);
+	return true;
+}
+
 /* One tick's bytes into the input; false when the walk must leave t. */
 static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32_t now)
 {
@@ -259,11 +272,7 @@ static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32
 	}
 	if (got == 0)
 		return throttle_event(l, t, BEV_EVENT_EOF | BEV_EVENT_READING);
-	if (!throttle_would_block())
-		return throttle_event(l, t, BEV_EVENT_ERROR | BEV_EVENT_READING);
-	if (throttle_expired(&bev->timeout_read, t->read_at, now))
-		return throttle_event(l, t, BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
-	return true;
+	return throttle_stalled(l, t, BEV_EVENT_READING, &bev->timeout_read, t->read_at, now);
 }
 
 /* One tick's bytes out of the output; false when the walk must leave t. */
@@ -283,11 +292,8 @@ static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint3
 		bufferevent_trigger(bev, EV_WRITE, 0);
 		return l->cur == t;
 	}
-	if (!throttle_would_block())
-		return throttle_event(l, t, BEV_EVENT_ERROR | BEV_EVENT_WRITING);
-	if (throttle_expired(&bev->timeout_write, t->write_at, now))
-		return throttle_event(l, t, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
-	return true;
+	return throttle_stalled(l, t, BEV_EVENT_WRITING, &bev->timeout_write, t->write_at,
+				now);
 }
 
 static void throttle_tick_one(struct throttle_loop *l, struct throttle *t, uint32_t now)
