@@ -4,8 +4,10 @@
  *
  * Rate: shape_rate bytes per second as one byte per 1/rate second for
  * rates below 10 (smooth, so a client sees a steady trickle rather than a
- * burst every second), else rate/10 bytes every 100 ms. The same tick and
- * bytes per tick for the trickle and for libevent's bucket (TLS).
+ * burst every second), else rate/10 bytes every 100 ms; or, with
+ * shape_tick set, rate x shape_tick bytes each shape_tick (fewer system
+ * calls per byte, a burstier trickle). The same tick and bytes per tick
+ * for the trickle and for libevent's bucket (TLS).
  *
  * The trickle: a struct throttle_loop per event loop (a worker has one;
  * tests make several) holds the shaped bufferevents in a list and one
@@ -96,22 +98,25 @@ static struct event_base *common_base;
 
 int throttle_init(const struct config *cfg)
 {
-	unsigned rate = cfg->shape_rate ? cfg->shape_rate : 1;
-	struct timeval tick;
+	unsigned long long rate = cfg->shape_rate ? cfg->shape_rate : 1;
+	unsigned long long us; /* the tick */
 	size_t per_tick;
-	if (rate < 10) {
-		tick.tv_sec = 0;
-		tick.tv_usec = 1000000 / rate;
-		if (rate == 1) {
-			tick.tv_sec = 1;
-			tick.tv_usec = 0;
-		}
+	if (cfg->shape_tick_ms > 0) {
+		/* rate x tick bytes a tick, rounded down, at least one: the
+		 * tick is stretched to 1/rate s where a byte needs longer. */
+		us = (unsigned long long)cfg->shape_tick_ms * 1000;
+		if (rate * us < 1000000)
+			us = (1000000 + rate - 1) / rate;
+		per_tick = (size_t)(rate * us / 1000000);
+	} else if (rate < 10) {
+		us = 1000000 / rate;
 		per_tick = 1;
 	} else {
-		tick.tv_sec = 0;
-		tick.tv_usec = 100000;
-		per_tick = rate / 10;
+		us = 100000;
+		per_tick = (size_t)(rate / 10);
 	}
+	struct timeval tick = { .tv_sec = (time_t)(us / 1000000),
+				.tv_usec = (suseconds_t)(us % 1000000) };
 	bucket = ev_token_bucket_cfg_new(per_tick, per_tick, per_tick, per_tick, &tick);
 	bucket_tick = tick;
 	bucket_per_tick = per_tick;

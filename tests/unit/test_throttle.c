@@ -2,11 +2,12 @@
  * Unit tests for the worker's trickle (throttle.c) on a real loop with
  * real socket pairs standing for the clients: many shaped bufferevents on
  * one loop each get exactly the tick's bytes both ways, tick after tick,
- * and not faster than the rate; the write callback once the output has
- * left; a hang-up, a reset, a read and a write timeout reported to the
- * event callback as libevent would; entries taken off the list from inside the
- * walk's own callbacks (itself and the next one); the events given back
- * at the end; a TLS-like filter kept on libevent's rate limit.
+ * and not faster than the rate, and shape_tick's bigger ticks; the write
+ * callback once the output has left; a hang-up, a reset, a read and a
+ * write timeout reported to the event callback as libevent would; entries
+ * taken off the list from inside the walk's own callbacks (itself and the
+ * next one); the events given back at the end; a TLS-like filter kept on
+ * libevent's rate limit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -212,6 +213,36 @@ static void test_many_each_get_the_rate(void **state)
 	assert_true(took >= 5 * TICK_MS - 20);
 }
 
+static bool first_has_two(struct fx *f)
+{
+	return in_len(&f->c[0]) >= 2;
+}
+
+static void test_shape_tick_moves_more_per_tick(void **state)
+{
+	struct fx *f = *state;
+
+	/* shape_tick = 400ms at 5 B/s: two bytes each tick, both ways. */
+	throttle_free();
+	f->cfg.shape_tick_ms = 400;
+	assert_int_equal(throttle_init(&f->cfg), 0);
+	for (size_t i = 0; i < f->n; i++) {
+		assert_int_equal(write(f->c[i].peer, "EHLO x\r\n", 8), 8);
+		assert_int_equal(bufferevent_write(f->c[i].bev, "250 ok\r\n", 8), 0);
+	}
+	shape_all(f);
+	long long t0 = mstime_mono();
+	run_until(f, first_has_two);
+	long long took = mstime_mono() - t0;
+	for (size_t i = 0; i < f->n; i++) {
+		char buf[8];
+		assert_int_equal(in_len(&f->c[i]), 2);
+		assert_int_equal(f->c[i].reads, 1); /* one recv for both */
+		assert_int_equal(read(f->c[i].peer, buf, sizeof buf), 2);
+	}
+	assert_true(took >= 400 - 20);
+}
+
 static bool all_written(struct fx *f)
 {
 	for (size_t i = 0; i < f->n; i++)
@@ -361,6 +392,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_many_each_get_the_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_callback_once_drained, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_shape_tick_moves_more_per_tick, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_hangup_is_eof, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_on_write_is_error, setup_one,
