@@ -334,6 +334,7 @@ if [ "$scale" != 0 ]; then
 	i1=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r1=$(sum_status "$w" syscr) s1=$(sum_status "$w" syscw)
 	after=$(private_kb "$srv_pid")
+	cost=$("$root/build/syscost" 2>/dev/null) # what a call costs here, now
 	sys=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
 	bycall=$(awk -F, '/syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ {
 		sub(/.*sys_enter_/, "", $3); printf "%s=%s ", $3, $1 }' "$perf_out" 2>/dev/null)
@@ -346,7 +347,7 @@ if [ "$scale" != 0 ]; then
 	hz=$(getconf CLK_TCK)
 	awk -v n="$n" -v h1="$h1" -v h2="$h2" -v b="$before" -v a="$after" -v c="$((c1 - c0))" \
 		-v hz="$hz" -v win="$window" -v vol="$((v1 - v0))" -v inv="$((i1 - i0))" \
-		-v rd="$((r1 - r0))" -v wr="$((s1 - s0))" -v sys="${sys:-}" -v w="$W" -v bycall="${bycall:-}" \
+		-v rd="$((r1 - r0))" -v wr="$((s1 - s0))" -v sys="${sys:-}" -v w="$W" -v bycall="${bycall:-}" -v cost="${cost:-}" \
 		-v in50="$(kv "$o1" in_p50)" -v in1="$(kv "$o1" in_p1)" -v in99="$(kv "$o1" in_p99)" \
 		-v out50="$(kv "$o1" out_p50)" -v out1="$(kv "$o1" out_p1)" -v out99="$(kv "$o1" out_p99)" \
 		-v inok="$(kv "$o1" in_5pm05)" -v outok="$(kv "$o1" out_5pm05)" -v rounds="$(kv "$o1" in_n)" \
@@ -362,6 +363,7 @@ if [ "$scale" != 0 ]; then
 			for (i = 1; i <= k; i++) { split(kv[i], p, "="); if (p[2] > 0) line = line sprintf(" %s %.2f", p[1], p[2] / win / h1) }
 			printf "by call (perf syscalls:sys_enter_*), per shaped session per second:%s\n", line
 		}
+		if (cost != "") printf "system call cost now (build/syscost): %s\n", cost
 		printf "rates seen by the shaped clients (%d HELO rounds): in p1/p50/p99 %s/%s/%s B/s, out %s/%s/%s B/s; within 5+-0.5: in %s, out %s\n", rounds, in1, in50, in99, out1, out50, out99, inok, outok
 	}' | tee "$dir/scale.txt"
 	stop_server
