@@ -139,8 +139,10 @@ clean:
 	rm -rf build build-san build-fuzz sluice sluicectl
 
 # Benchmark tools (bench/): the C load generator.
-bench-tools: $(BUILD)/loadgen $(BUILD)/evsizes
+bench-tools: $(BUILD)/loadgen $(BUILD)/evsizes $(BUILD)/syscost
 $(BUILD)/evsizes: bench/evsizes.c | $(BUILD)
 	$(CC) -std=c17 -D_GNU_SOURCE -O2 $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS)
+$(BUILD)/syscost: bench/syscost.c | $(BUILD)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 $(WARN) -o $@ $<
 $(BUILD)/loadgen: bench/loadgen.c | $(BUILD)
 	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(PKG_LIBS) -lm

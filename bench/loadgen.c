@@ -8,7 +8,8 @@
  *
  * Modes (--mode):
  *   idle        connect, read the greeting, EHLO, hold until the parent
- *               says stop (after --hold seconds once every child is ready).
+ *               says stop (after --hold seconds once every child is ready,
+ *               or at once when the parent gets SIGUSR1).
  *               --starttls: STARTTLS after EHLO, EHLO again, then hold;
  *               handshakes per second are counted.
  *   shaped      connect, greeting, EHLO, then "HELO <pad>" (--line bytes)
@@ -768,6 +769,14 @@ static unsigned long num(const char *s)
 	return v;
 }
 
+/* SIGUSR1 to the parent ends the hold at once (the bench has measured). */
+static volatile sig_atomic_t hold_over;
+
+static void hold_over_cb(int sig)
+{
+	hold_over = 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -850,6 +859,7 @@ int main(int argc, char **argv)
 		pids[i] = pid;
 	}
 	close(stop[0]);
+	signal(SIGUSR1, hold_over_cb); /* the parent's only: children keep the default */
 	double t0 = now(), t_ready = 0;
 	int hold_mode = o.mode != M_THROUGHPUT;
 	if (hold_mode) {
@@ -882,7 +892,7 @@ int main(int argc, char **argv)
 		}
 		fprintf(stderr, "loadgen: ready after %.1f s; holding %u s\n", t_ready, o.hold);
 		double end = now() + o.hold;
-		while (now() < end && now() - t0 < o.timeout)
+		while (now() < end && now() - t0 < o.timeout && !hold_over)
 			usleep(100000);
 	}
 	if (hold_mode)

@@ -82,7 +82,9 @@ if [ -n "$need" ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >/dev/null || die "apt-get install$need failed"
 fi
 haraka_dir=$root/bench/.peers/haraka
-if [ ! -x "$haraka_dir/node_modules/.bin/haraka" ]; then
+# Haraka only when it runs: --scale and --tls run sluice alone.
+if [ "$scale" = 0 ] && [ "$tls" = 0 ] && [[ ,$only, == *,haraka,* ]] &&
+	[ ! -x "$haraka_dir/node_modules/.bin/haraka" ]; then
 	mkdir -p "$haraka_dir"
 	(cd "$haraka_dir" && npm install --no-audit --no-fund --loglevel=error Haraka@3) >/dev/null ||
 		die "npm install Haraka failed"
@@ -305,12 +307,13 @@ if [ "$scale" != 0 ]; then
 	i0=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r0=$(sum_status "$w" syscr) s0=$(sum_status "$w" syscw)
 	perf_out=$dir/perf.txt
-	if [ -n "${STRACE:-}" ]; then # diagnostic: which calls (slows the worker)
-		timeout $((window + 5)) strace -c -f -p "${w%%,*}" -o "$dir/strace.txt" \
-			-- sleep "$window" 2>/dev/null
-		cp "$dir/strace.txt" "${STRACE}"
-	elif command -v perf >/dev/null; then
-		perf stat -x, -e raw_syscalls:sys_enter -p "$w" -- sleep "$window" 2>"$perf_out" ||
+	# Which calls: perf's per-call tracepoints (strace -p records nothing
+	# on this machine's kernel, and would slow the workers).
+	calls="epoll_wait epoll_ctl recvfrom sendmsg sendto read readv write writev ioctl getsockopt setsockopt accept4 close"
+	events=raw_syscalls:sys_enter
+	for c in $calls; do events="$events,syscalls:sys_enter_$c"; done
+	if command -v perf >/dev/null; then
+		perf stat -x, -e "$events" -p "$w" -- sleep "$window" 2>"$perf_out" ||
 			sleep "$window"
 	else
 		sleep "$window"
@@ -319,7 +322,11 @@ if [ "$scale" != 0 ]; then
 	i1=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r1=$(sum_status "$w" syscr) s1=$(sum_status "$w" syscw)
 	after=$(private_kb "$srv_pid")
+	cost=$("$root/build/syscost" 2>/dev/null) # what a call costs here, now
 	sys=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
+	bycall=$(awk -F, '/syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ {
+		sub(/.*sys_enter_/, "", $3); printf "%s=%s ", $3, $1 }' "$perf_out" 2>/dev/null)
+	kill -USR1 $lg2 2>/dev/null # measured: the idle sessions' long hold can end
 	wait $lg1 $lg2
 	o1=$(cat "$dir/scale.shaped") o2=$(cat "$dir/scale.idle")
 	echo "shaped: $o1" >&2
@@ -328,7 +335,7 @@ if [ "$scale" != 0 ]; then
 	hz=$(getconf CLK_TCK)
 	awk -v n="$n" -v h1="$h1" -v h2="$h2" -v b="$before" -v a="$after" -v c="$((c1 - c0))" \
 		-v hz="$hz" -v win="$window" -v vol="$((v1 - v0))" -v inv="$((i1 - i0))" \
-		-v rd="$((r1 - r0))" -v wr="$((s1 - s0))" -v sys="${sys:-}" -v w="$W" \
+		-v rd="$((r1 - r0))" -v wr="$((s1 - s0))" -v sys="${sys:-}" -v w="$W" -v bycall="${bycall:-}" -v cost="${cost:-}" \
 		-v in50="$(kv "$o1" in_p50)" -v in1="$(kv "$o1" in_p1)" -v in99="$(kv "$o1" in_p99)" \
 		-v out50="$(kv "$o1" out_p50)" -v out1="$(kv "$o1" out_p1)" -v out99="$(kv "$o1" out_p99)" \
 		-v inok="$(kv "$o1" in_5pm05)" -v outok="$(kv "$o1" out_5pm05)" -v rounds="$(kv "$o1" in_n)" \
@@ -337,8 +344,14 @@ if [ "$scale" != 0 ]; then
 		printf "memory: %.0f KiB for %d sessions = %.2f KiB per session (shaped and idle together)\n", a - b, h1 + h2, (a - b) / (h1 + h2)
 		printf "cpu: %.2f cores (%.1f us per shaped session per second)\n", c / hz / win, c / hz / win / h1 * 1e6
 		printf "wake-ups (voluntary context switches): %.3f per shaped session per second (involuntary %.3f)\n", vol / win / h1, inv / win / h1
-		printf "read-type syscalls %.2f, write-type %.2f per shaped session per second (/proc/PID/io)\n", rd / win / h1, wr / win / h1
+		printf "read-type syscalls %.2f, write-type %.2f per shaped session per second (/proc/PID/io: read/write family; recv/send are not counted there)\n", rd / win / h1, wr / win / h1
 		if (sys != "") printf "all system calls (perf raw_syscalls:sys_enter): %.2f per shaped session per second\n", sys / win / h1
+		if (bycall != "") {
+			k = split(bycall, kv, " "); line = ""
+			for (i = 1; i <= k; i++) { split(kv[i], p, "="); if (p[2] > 0) line = line sprintf(" %s %.2f", p[1], p[2] / win / h1) }
+			printf "by call (perf syscalls:sys_enter_*), per shaped session per second:%s\n", line
+		}
+		if (cost != "") printf "system call cost now (build/syscost): %s\n", cost
 		printf "rates seen by the shaped clients (%d HELO rounds): in p1/p50/p99 %s/%s/%s B/s, out %s/%s/%s B/s; within 5+-0.5: in %s, out %s\n", rounds, in1, in50, in99, out1, out50, out99, inok, outok
 	}' | tee "$dir/scale.txt"
 	stop_server

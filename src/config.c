@@ -182,6 +182,8 @@ static const struct config_setting config_settings[] = {
 	       "Score at which a client gets 554 5.7.1 after its greeting; 0: never"),
 	S_UINT(shape_rate, 1, 1000000, "5",
 	       "Bytes per second, each way, for a shaped session"),
+	S_DUR(shape_tick, 0, 5 * SECOND, "0",
+	      "How often a shaped session's bytes move; 0: one byte at a time below 10 B/s, else every 100 ms"),
 	S_DUR(shape_time, 0, 1 * DAY, "120s",
 	      "Longest total time one session is held back by shaping"),
 	S_DUR(shape_final_hold, 0, 150 * SECOND, "120s",

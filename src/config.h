@@ -81,6 +81,7 @@ struct config {
 	unsigned shape_threshold;      /* 3 */
 	unsigned reject_threshold;     /* 0 = off */
 	unsigned shape_rate;           /* 5 bytes per second */
+	long shape_tick_ms;            /* 0: auto (1/rate s below 10 B/s, else 100 ms) */
 	long shape_time_ms;            /* 120s: total hold-back per session */
 	long shape_final_hold_ms;      /* 120s: silent wait before a shaped end-of-data reply */
 	long pass_ttl_ms;              /* 1d */

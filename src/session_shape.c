@@ -101,7 +101,7 @@ enum session_phase session_phase(const struct session *s)
 	}
 }
 
-/* --- the rate limit (shape.c) ------------------------------------------ */
+/* --- the trickle (shape.c, throttle.c) --------------------------------- */
 
 static void shape_on(struct session *s)
 {

@@ -37,10 +37,11 @@ static void session_tls_begin(struct session *s)
 		session_close(s, "TLS set-up failed");
 		return;
 	}
-	/* No rate limit during the handshake, on either layer (the TLS
-	 * layer's limit would meter the handshake's reads too): a shaped
-	 * client could never finish one at 5 B/s. SMTP bytes are shaped
-	 * again on the TLS layer once it is up (session_tls_done). */
+	/* No shaping during the handshake, on either layer (the trickle on
+	 * the socket, or a limit on the TLS layer, would meter the
+	 * handshake too): a shaped client could never finish one at 5 B/s.
+	 * SMTP bytes are shaped again on the TLS layer once it is up
+	 * (session_tls_done), by libevent's rate limit (throttle.h). */
 	shape_leave(&s->shape);
 	s->bev = tls;
 	session_install_callbacks(s); /* the read timeout bounds the handshake */

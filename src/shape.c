@@ -1,15 +1,18 @@
 /*
- * shape: the rate limit, the budget, the hold and the verdict's deadline of
+ * shape: the trickle, the budget, the hold and the verdict's deadline of
  * one client (see shape.h). Exports shape_*.
  *
  * Time: libevent's cached clock of the loop (the same for every session in
  * a loop turn). The budget is shape_time in all, across every stretch the
- * rate limit was on; a body pauses it.
+ * trickle was on; a body pauses it. The worker's trickle checks it on each
+ * of its ticks (shape_due), so the budget needs no timer of its own and
+ * ends to within a tick.
  *
  * Ownership: the owner embeds struct shape and frees it with shape_free;
- * the timers are allocated on first use (most sessions are never shaped),
- * the verdict's deadline only until the verdict. Callbacks run from
- * libevent, never inside a shape_* call.
+ * the trickle's entry exists only while ON, the hold's timer from the
+ * first hold, the verdict's deadline only until the verdict (most sessions
+ * are never shaped). Callbacks run from libevent, never inside a shape_*
+ * call.
  */
 #include "shape.h"
 
@@ -92,13 +95,16 @@ static void shape_off(struct shape *sh, enum shape_state next)
 	sh->used_ms = shape_used_ms(sh);
 	shape_set_state(sh, next);
 	metrics_add(METRIC_SHAPED_ACTIVE, -1);
-	if (sh->bev)
-		throttle_apply(sh->bev, false);
+	throttle_off(sh->thr);
+	sh->thr = NULL;
 }
 
-static void shape_spent_cb(evutil_socket_t fd, short what, void *arg)
+/* Every tick of the trickle, while ON. */
+static void shape_due(void *arg)
 {
-	shape_finish(arg, "shape_time spent");
+	struct shape *sh = arg;
+	if (shape_used_ms(sh) >= sh->cfg->shape_time_ms)
+		shape_finish(sh, "shape_time spent");
 }
 
 bool shape_start(struct shape *sh, int score)
@@ -112,13 +118,9 @@ bool shape_start(struct shape *sh, int score)
 		shape_set_state(sh, SHAPE_SPENT);
 		return false;
 	}
-	if (!sh->spent_ev &&
-	    !(sh->spent_ev = evtimer_new(sh->base, shape_spent_cb, sh)))
-		return false; /* cannot bound it: do not shape at all */
-	if (!sh->bev || throttle_apply(sh->bev, true) != 0)
+	/* No trickle (no memory): not shaped at all. */
+	if (!sh->bev || !(sh->thr = throttle_on(sh->bev, shape_due, sh)))
 		return false;
-	struct timeval tv = mstime_tv(left);
-	evtimer_add(sh->spent_ev, &tv);
 	event_base_gettimeofday_cached(sh->base, &sh->since);
 	bool first = sh->state == SHAPE_NEVER;
 	shape_set_state(sh, SHAPE_ON);
@@ -146,8 +148,6 @@ void shape_finish(struct shape *sh, const char *why)
 		return;
 	shape_off(sh, SHAPE_SPENT);
 	shape_set_state(sh, SHAPE_SPENT);
-	if (sh->spent_ev)
-		event_del(sh->spent_ev);
 	throttle_window(shape_fd(sh), true);
 	log_info("session=%llu client=%s %s after %lds shaped; full speed",
 		 sh->id, sh->client, why, sh->used_ms / 1000);
@@ -210,25 +210,21 @@ void shape_verdict_cancel(struct shape *sh)
 
 void shape_leave(struct shape *sh)
 {
-	if (sh->state == SHAPE_ON && sh->bev)
-		throttle_apply(sh->bev, false);
+	throttle_off(sh->thr); /* the budget runs on, unchecked until joined */
+	sh->thr = NULL;
 	sh->bev = NULL;
 }
 
 void shape_join(struct shape *sh, struct bufferevent *bev)
 {
 	sh->bev = bev;
-	if (sh->state == SHAPE_ON)
-		throttle_apply(bev, true);
+	if (sh->state == SHAPE_ON && !(sh->thr = throttle_on(bev, shape_due, sh)))
+		shape_finish(sh, "no memory for the trickle");
 }
 
 void shape_free(struct shape *sh)
 {
 	shape_off(sh, SHAPE_PAUSED);
-	if (sh->spent_ev) {
-		event_free(sh->spent_ev);
-		sh->spent_ev = NULL;
-	}
 	if (sh->hold_ev) {
 		event_free(sh->hold_ev);
 		sh->hold_ev = NULL;

@@ -1,14 +1,14 @@
 /*
  * shape: the shaping of one client connection, apart from the session: the
- * rate limit on and off within the shape_time budget, the end-of-data hold,
- * and the verdict's deadline (the greeting timer). It knows the client only
+ * trickle on and off within the shape_time budget (throttle.h), the
+ * end-of-data hold, and the verdict's deadline (the greeting timer). It knows the client only
  * as a bufferevent and names for log lines; the session decides when to
  * shape (session_shape.c, from the classification) and hears back through
  * the two callbacks given here. Unit-tested without a session
  * (tests/unit/test_shape.c).
  *
  * States (one setter, shape_set_state, logs every change):
- *   NEVER  -> ON       shape_start: the rate limit is on, the budget runs
+ *   NEVER  -> ON       shape_start: the trickle is on, the budget runs
  *   ON     -> PAUSED   shape_pause: full speed (a message body), budget held
  *   PAUSED -> ON       shape_start again (the final reply goes out slowly)
  *   ON|PAUSED -> SPENT the budget is used up, or shape_finish (the hold was
@@ -26,6 +26,7 @@ struct bufferevent;
 struct config;
 struct event;
 struct event_base;
+struct throttle;
 
 #define SHAPE_STATES(X)                                                     \
 	X(SHAPE_NEVER, "never")                                             \
@@ -51,7 +52,7 @@ struct shape {
 	enum shape_state state;
 	long used_ms;             /* shaped time before since */
 	struct timeval since;     /* while ON */
-	struct event *spent_ev;   /* end of the shape_time budget */
+	struct throttle *thr;     /* the trickle, while ON; it ticks the budget */
 	struct event *hold_ev;    /* end of the end-of-data hold */
 	struct event *verdict_ev; /* the verdict's deadline; freed after */
 	shape_fn *hold_then;      /* runs when the hold ends */
@@ -66,12 +67,12 @@ void shape_init(struct shape *sh, struct event_base *base,
 		unsigned long long id, const char *client,
 		shape_fn *verdict_due, void *arg);
 
-/* Frees the timers and lifts the rate limit; no callback runs after. */
+/* Frees the timers and stops the trickle; no callback runs after. */
 void shape_free(struct shape *sh);
 
-/* Rate limit on, small receive window, for the rest of the budget; score
+/* Trickle on, small receive window, for the rest of the budget; score
  * is for the log line. False when it cannot start (spent, no budget, no
- * timer or throttle: then the client is simply not shaped). */
+ * memory or throttle: then the client is simply not shaped). */
 bool shape_start(struct shape *sh, int score);
 
 /* Full speed and a wide window for a message body; the budget pauses. */
@@ -99,8 +100,9 @@ int shape_verdict_after(struct shape *sh, long ms);
 /* The verdict came first: the deadline is not needed any more. */
 void shape_verdict_cancel(struct shape *sh);
 
-/* TLS replaces the client's bufferevent: no limit during the handshake
- * (shape_leave), then the limit again on the new layer (shape_join). */
+/* TLS replaces the client's bufferevent: no trickle during the handshake
+ * (shape_leave), then libevent's rate limit on the new layer (shape_join;
+ * see throttle.h). */
 void shape_leave(struct shape *sh);
 void shape_join(struct shape *sh, struct bufferevent *bev);
 

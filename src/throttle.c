@@ -1,9 +1,39 @@
 /*
- * throttle: rate limits and receive windows (see throttle.h).
+ * throttle: the trickle, rate limits and receive windows (see throttle.h).
+ * Exports throttle_*.
  *
  * Rate: shape_rate bytes per second as one byte per 1/rate second for
  * rates below 10 (smooth, so a client sees a steady trickle rather than a
- * burst every second), else rate/10 bytes every 100 ms.
+ * burst every second), else rate/10 bytes every 100 ms; or, with
+ * shape_tick set, rate x shape_tick bytes each shape_tick (fewer system
+ * calls per byte, a burstier trickle). The same tick and bytes per tick
+ * for the trickle and for libevent's bucket (TLS).
+ *
+ * The trickle: a struct throttle_loop per event loop (a worker has one;
+ * tests make several) holds the shaped bufferevents in a list and one
+ * persistent timer at the tick, allocated when the first one joins and
+ * freed when the last one leaves. Each tick walks the list: the owner's
+ * due callback (its budget), then at most one recv() of the bytes allowed
+ * into the input buffer and the read callback, at most one send() of the
+ * bytes allowed from the output buffer and, once it is empty, the write
+ * callback; EOF, errors and the bufferevent's read and write timeouts
+ * become its event callback, as libevent would report them. Any callback
+ * may take its own or another entry off the list: the walk keeps its
+ * position in the loop (cur, next), and throttle_off moves it on.
+ *
+ * Rejected: libevent's per-bufferevent rate limits for every shaped
+ * session (~15 system calls and an epoll_ctl pair per trickled byte, CPU-
+ * bound at tens of thousands of sessions; BENCHMARKS.md "Shaped sessions
+ * at scale"); an edge-triggered read event per session to skip the recv()
+ * that finds nothing (128 bytes more per session and an epoll_ctl pair per
+ * shaping, to save about one system call per command line).
+ *
+ * Timeouts: libevent 2.1 has no getter for a bufferevent's timeouts, so
+ * they are read from struct bufferevent (event2/bufferevent_struct.h), the
+ * values libevent's own events would use. The read clock restarts on
+ * every byte moved either way (the session re-arms its timeouts when a
+ * reply has left) and while nothing is being read; the write clock on
+ * every byte written and while nothing is owed.
  *
  * Window: SO_RCVBUF set on the listening socket before accept fixes the
  * window scale the connection negotiates, so the client can never have
@@ -13,14 +43,50 @@
  */
 #include "throttle.h"
 
+#include <errno.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "config.h"
 #include "log.h"
+
+#define THROTTLE_IOV_MAX 4 /* output extents sent in one sendmsg */
+
+struct throttle_loop;
+
+struct throttle {
+	TAILQ_ENTRY(throttle) link;
+	struct throttle_loop *loop;
+	struct bufferevent *bev;
+	throttle_due_fn *due;
+	void *arg;
+	uint32_t read_at;  /* ms (mod 2^32): the read timeout's clock */
+	uint32_t write_at; /* ms (mod 2^32): the write timeout's clock */
+	short enabled;     /* the bufferevent's events, off while shaped */
+	bool bucket;       /* TLS filter: libevent's rate limit */
+};
+
+TAILQ_HEAD(throttle_list, throttle);
+
+struct throttle_loop {
+	struct throttle_loop *next_loop;
+	struct event_base *base;
+	struct event *tick_ev;
+	struct throttle_list list;
+	struct throttle *cur;  /* the walk's entry; NULL once it is off */
+	struct throttle *next; /* the walk's next entry */
+	bool walking;
+};
+
+static struct throttle_loop *loops;
 
 static struct ev_token_bucket_cfg *bucket;
 static struct timeval bucket_tick;
@@ -32,22 +98,25 @@ static struct event_base *common_base;
 
 int throttle_init(const struct config *cfg)
 {
-	unsigned rate = cfg->shape_rate ? cfg->shape_rate : 1;
-	struct timeval tick;
+	unsigned long long rate = cfg->shape_rate ? cfg->shape_rate : 1;
+	unsigned long long us; /* the tick */
 	size_t per_tick;
-	if (rate < 10) {
-		tick.tv_sec = 0;
-		tick.tv_usec = 1000000 / rate;
-		if (rate == 1) {
-			tick.tv_sec = 1;
-			tick.tv_usec = 0;
-		}
+	if (cfg->shape_tick_ms > 0) {
+		/* rate x tick bytes a tick, rounded down, at least one: the
+		 * tick is stretched to 1/rate s where a byte needs longer. */
+		us = (unsigned long long)cfg->shape_tick_ms * 1000;
+		if (rate * us < 1000000)
+			us = (1000000 + rate - 1) / rate;
+		per_tick = (size_t)(rate * us / 1000000);
+	} else if (rate < 10) {
+		us = 1000000 / rate;
 		per_tick = 1;
 	} else {
-		tick.tv_sec = 0;
-		tick.tv_usec = 100000;
-		per_tick = rate / 10;
+		us = 100000;
+		per_tick = (size_t)(rate / 10);
 	}
+	struct timeval tick = { .tv_sec = (time_t)(us / 1000000),
+				.tv_usec = (suseconds_t)(us % 1000000) };
 	bucket = ev_token_bucket_cfg_new(per_tick, per_tick, per_tick, per_tick, &tick);
 	bucket_tick = tick;
 	bucket_per_tick = per_tick;
@@ -67,12 +136,11 @@ void throttle_free(void)
 	common_base = NULL;
 }
 
-/* Every shaped session refills on the same tick, so its refill timer can
- * live on one common timeout queue instead of the loop's timer heap:
- * O(1) to add and remove, where tens of thousands of sessions re-arm
- * their timers several times a second. libevent reads the tick length
- * through the common-timeout encoding (ev_token_bucket_cfg_new masks it).
- * Without a common timeout the plain configuration is used. */
+/* Every TLS-shaped session refills on the same tick, so its refill timer
+ * can live on one common timeout queue instead of the loop's timer heap.
+ * libevent reads the tick length through the common-timeout encoding
+ * (ev_token_bucket_cfg_new masks it). Without a common timeout the plain
+ * configuration is used. */
 static struct ev_token_bucket_cfg *throttle_bucket(struct bufferevent *bev)
 {
 	struct event_base *base = bufferevent_get_base(bev);
@@ -92,12 +160,262 @@ static struct ev_token_bucket_cfg *throttle_bucket(struct bufferevent *bev)
 	return c;
 }
 
-int throttle_apply(struct bufferevent *bev, bool shaped)
+/* --- the trickle --------------------------------------------------------- */
+
+static uint32_t throttle_now(struct event_base *base)
 {
-	if (!shaped)
-		return bufferevent_set_rate_limit(bev, NULL);
-	return bucket ? bufferevent_set_rate_limit(bev, throttle_bucket(bev)) : -1;
+	struct timeval tv;
+	event_base_gettimeofday_cached(base, &tv);
+	return (uint32_t)((unsigned long long)tv.tv_sec * 1000 + (unsigned long long)tv.tv_usec / 1000);
 }
+
+static uint32_t throttle_tv_ms(const struct timeval *tv)
+{
+	return (uint32_t)((unsigned long long)tv->tv_sec * 1000 + (unsigned long long)tv->tv_usec / 1000);
+}
+
+/* Whether a timeout of tv (unset: none) has passed since the clock at. */
+static bool throttle_expired(const struct timeval *tv, uint32_t at, uint32_t now)
+{
+	return timerisset(tv) && now - at >= throttle_tv_ms(tv);
+}
+
+/* At most n bytes from the socket into in: >0 read, 0 EOF, -1 errno. A
+ * socket bufferevent keeps the end of its input frozen but for its own
+ * reads (and the start of its output but for its own writes): so does
+ * this. */
+static ssize_t throttle_recv(struct evbuffer *in, int fd, size_t n)
+{
+	struct evbuffer_iovec v;
+	ssize_t got = -1;
+	evbuffer_unfreeze(in, 0);
+	if (evbuffer_reserve_space(in, (ev_ssize_t)n, &v, 1) < 1) {
+		errno = ENOMEM;
+	} else if ((got = recv(fd, v.iov_base, n, MSG_DONTWAIT)) > 0) {
+		v.iov_len = (size_t)got;
+		if (evbuffer_commit_space(in, &v, 1) != 0) {
+			errno = ENOMEM;
+			got = -1;
+		}
+	}
+	evbuffer_freeze(in, 0);
+	return got;
+}
+
+/* At most n bytes from out to the socket, in one system call: >0 sent,
+ * -1 errno. MSG_NOSIGNAL: a closed peer is an error, not a signal. */
+static ssize_t throttle_send(struct evbuffer *out, int fd, size_t n)
+{
+	struct evbuffer_iovec v[THROTTLE_IOV_MAX];
+	int k = evbuffer_peek(out, (ev_ssize_t)n, NULL, v, THROTTLE_IOV_MAX);
+	if (k > THROTTLE_IOV_MAX)
+		k = THROTTLE_IOV_MAX;
+	size_t total = 0;
+	for (int i = 0; i < k; i++) {
+		if (v[i].iov_len > n - total)
+			v[i].iov_len = n - total;
+		total += v[i].iov_len;
+	}
+	struct msghdr msg = { .msg_iov = (struct iovec *)v, .msg_iovlen = (size_t)k };
+	ssize_t sent = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (sent > 0) {
+		evbuffer_unfreeze(out, 1);
+		int drained = evbuffer_drain(out, (size_t)sent);
+		evbuffer_freeze(out, 1);
+		if (drained != 0) {
+			errno = ENOMEM; /* cannot happen: drain never allocates */
+			return -1;
+		}
+	} else if (sent == 0)
+		errno = EPIPE; /* nothing taken of a non-empty buffer */
+	return sent > 0 ? sent : -1;
+}
+
+static bool throttle_would_block(void)
+{
+	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/* Reports what (BEV_EVENT_*) as libevent would: the direction is switched
+ * off first. False when the walk must leave the entry. */
+static bool throttle_event(struct throttle_loop *l, struct throttle *t, short what)
+{
+	t->enabled &= (short)~(what & BEV_EVENT_READING ? EV_READ : EV_WRITE);
+	bufferevent_trigger_event(t->bev, what, 0);
+	return l->cur == t;
+}
+
+/* Nothing moved (errno says why) in direction dir (BEV_EVENT_READING or
+ * _WRITING): an error, or a timeout when tv has passed since at, is
+ * reported; false when the walk must leave t. */
+static bool throttle_stalled(struct throttle_loop *l, struct throttle *t, short dir,
+			     const struct timeval *tv, uint32_t at, uint32_t now)
+{
+	if (!throttle_would_block())
+		return throttle_event(l, t, BEV_EVENT_ERROR | dir);
+	if (throttle_expired(tv, at, now))
+		return throttle_event(l, t, BEV_EVENT_TIMEOUT | dir);
+	return true;
+}
+
+/* One tick's bytes into the input; false when the walk must leave t. */
+static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32_t now)
+{
+	struct bufferevent *bev = t->bev;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t high = 0;
+	bufferevent_getwatermark(bev, EV_READ, NULL, &high);
+	if (!(t->enabled & EV_READ) || (high && evbuffer_get_length(in) >= high)) {
+		t->read_at = now; /* not reading: no read timeout */
+		return true;
+	}
+	ssize_t got = throttle_recv(in, (int)bufferevent_getfd(bev), bucket_per_tick);
+	if (got > 0) {
+		t->read_at = now;
+		bufferevent_trigger(bev, EV_READ, 0);
+		return l->cur == t;
+	}
+	if (got == 0)
+		return throttle_event(l, t, BEV_EVENT_EOF | BEV_EVENT_READING);
+	return throttle_stalled(l, t, BEV_EVENT_READING, &bev->timeout_read, t->read_at, now);
+}
+
+/* One tick's bytes out of the output; false when the walk must leave t. */
+static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint32_t now)
+{
+	struct bufferevent *bev = t->bev;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	if (!(t->enabled & EV_WRITE) || evbuffer_get_length(out) == 0) {
+		t->write_at = now; /* nothing owed: no write timeout */
+		return true;
+	}
+	ssize_t sent = throttle_send(out, (int)bufferevent_getfd(bev), bucket_per_tick);
+	if (sent > 0) {
+		t->write_at = t->read_at = now;
+		/* The write callback once the output is down to its low
+		 * watermark (empty, for a session), as libevent calls it. */
+		bufferevent_trigger(bev, EV_WRITE, 0);
+		return l->cur == t;
+	}
+	return throttle_stalled(l, t, BEV_EVENT_WRITING, &bev->timeout_write, t->write_at,
+				now);
+}
+
+static void throttle_tick_one(struct throttle_loop *l, struct throttle *t, uint32_t now)
+{
+	t->due(t->arg);
+	if (l->cur != t || t->bucket)
+		return;
+	/* Events switched on behind the trickle's back (nothing in sluice
+	 * does): taken over, so that libevent does not read at full speed. */
+	short on = bufferevent_get_enabled(t->bev);
+	if (on) {
+		t->enabled |= on;
+		bufferevent_disable(t->bev, on);
+	}
+	/* In first: the reply to a command's last byte starts in the same
+	 * tick, as it would with a full bucket. */
+	if (throttle_tick_in(l, t, now))
+		throttle_tick_out(l, t, now);
+}
+
+static void throttle_loop_free(struct throttle_loop *l)
+{
+	struct throttle_loop **p = &loops;
+	while (*p && *p != l)
+		p = &(*p)->next_loop;
+	if (*p)
+		*p = l->next_loop;
+	event_free(l->tick_ev);
+	free(l);
+}
+
+static void throttle_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct throttle_loop *l = arg;
+	uint32_t now = throttle_now(l->base);
+	l->walking = true;
+	l->next = TAILQ_FIRST(&l->list);
+	while ((l->cur = l->next)) {
+		l->next = TAILQ_NEXT(l->cur, link);
+		throttle_tick_one(l, l->cur, now);
+	}
+	l->walking = false;
+	if (TAILQ_EMPTY(&l->list))
+		throttle_loop_free(l); /* its last entry left during the walk */
+}
+
+static struct throttle_loop *throttle_loop_get(struct event_base *base)
+{
+	struct throttle_loop *l;
+	for (l = loops; l; l = l->next_loop)
+		if (l->base == base)
+			return l;
+	if (!(l = calloc(1, sizeof *l)))
+		return NULL;
+	l->base = base;
+	TAILQ_INIT(&l->list);
+	l->tick_ev = event_new(base, -1, EV_PERSIST, throttle_tick_cb, l);
+	if (!l->tick_ev || event_add(l->tick_ev, &bucket_tick) != 0) {
+		if (l->tick_ev)
+			event_free(l->tick_ev);
+		free(l);
+		return NULL;
+	}
+	l->next_loop = loops;
+	loops = l;
+	return l;
+}
+
+struct throttle *throttle_on(struct bufferevent *bev, throttle_due_fn *due, void *arg)
+{
+	struct event_base *base = bufferevent_get_base(bev);
+	if (!bucket || !base)
+		return NULL;
+	struct throttle *t = calloc(1, sizeof *t);
+	struct throttle_loop *l = t ? throttle_loop_get(base) : NULL;
+	if (!l) {
+		free(t);
+		return NULL;
+	}
+	*t = (struct throttle){ .loop = l, .bev = bev, .due = due, .arg = arg,
+				.bucket = bufferevent_get_underlying(bev) != NULL };
+	t->read_at = t->write_at = throttle_now(base);
+	if (t->bucket) {
+		if (bufferevent_set_rate_limit(bev, throttle_bucket(bev)) != 0) {
+			if (TAILQ_EMPTY(&l->list) && !l->walking)
+				throttle_loop_free(l);
+			free(t);
+			return NULL;
+		}
+	} else {
+		t->enabled = bufferevent_get_enabled(bev);
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
+	}
+	TAILQ_INSERT_TAIL(&l->list, t, link);
+	return t;
+}
+
+void throttle_off(struct throttle *t)
+{
+	if (!t)
+		return;
+	struct throttle_loop *l = t->loop;
+	if (t->bucket)
+		bufferevent_set_rate_limit(t->bev, NULL);
+	else if (t->enabled)
+		bufferevent_enable(t->bev, t->enabled);
+	if (l->cur == t)
+		l->cur = NULL;
+	if (l->next == t)
+		l->next = TAILQ_NEXT(t, link);
+	TAILQ_REMOVE(&l->list, t, link);
+	free(t);
+	if (TAILQ_EMPTY(&l->list) && !l->walking)
+		throttle_loop_free(l);
+}
+
+/* --- the receive window ------------------------------------------------ */
 
 void throttle_window(int fd, bool wide)
 {

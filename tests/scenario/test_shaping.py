@@ -22,6 +22,7 @@ Every wait is bounded in time, every loop in count and time.
 
 import fcntl
 import http.client
+import os
 import re
 import select
 import socket
@@ -689,4 +690,95 @@ def test_shape_09_final_reply_held_for_the_rest_of_shape_time(postfix, sluice):
     text = metrics_text(mport)
     assert metric(text, "sluice_final_holds_total") == 2, text
     assert metric(text, 'sluice_shaped_hangups_total{phase="data"}') == 1, text
+    assert_alive(sl)
+
+
+# ------------------------- 10 many shaped sessions on one worker's trickle
+
+MANY = 40
+MANY_NET = "127.0.0.128/26"
+
+
+def many_source(i):
+    return "127.0.0.%d" % (130 + i)
+
+
+@pytest.mark.deadline(90)
+def test_shape_10_many_shaped_sessions_on_one_worker(postfix, sluice, workdir):
+    """Forty deny-listed clients on one worker, shaped at once: each sees
+    its greeting at shape_rate (the worker's one trickle serves them all);
+    one that hangs up mid-greeting is counted, closed and freed; when
+    shape_time is spent the others go on at full speed and deliver."""
+    pf = postfix()
+    mport = harness.free_port()
+    deny = "%s/deny-many.txt" % workdir
+    with open(deny, "w") as f:
+        f.write(MANY_NET + "\n")
+    os.chmod(deny, 0o644)
+    shape_s = 7.0
+    sl = sluice(pf, **shaping(greet_wait="0s", shape_time="7s",
+                              cidr_deny_file=deny,
+                              metrics_listen="127.0.0.1:%d" % mport))
+    toks = [token("10-%d" % i) for i in range(MANY)]
+    hangup = MANY  # its own address, after the others
+
+    def client(i):
+        c = TimedClient(sl, many_source(i), timeout=40)
+        try:
+            code, _, start, end = c.read_reply(30)
+            assert code == 220, code
+            rate = c.rate(start, end)
+            # The budget is spent shape_s after the verdict: from then on,
+            # a whole delivery at full speed.
+            time.sleep(max(0.0, c.t_connect + shape_s + 0.5 - time.monotonic()))
+            t = time.monotonic()
+            for line, want in (("EHLO many%d.example" % i, 250),
+                               ("MAIL FROM:<a@example.net>", 250),
+                               ("RCPT TO:<alice@example.com>", 250),
+                               ("DATA", 354)):
+                c.send(line + "\r\n")
+                got = c.read_reply(20)[0]
+                assert got == want, (line, got)
+            c.send(dot_stuff(message(toks[i])) + b".\r\n")
+            assert c.read_reply(20)[0] == 250
+            c.send("QUIT\r\n")
+            assert c.read_reply(20)[0] == 221
+            return rate, time.monotonic() - t
+        finally:
+            c.close()
+
+    def quitter():
+        c = TimedClient(sl, many_source(hangup), timeout=20)
+        try:
+            for _ in range(100):
+                if len(c.data) >= 3:
+                    break
+                c._recv(time.monotonic() + 10)
+            return bytes(c.data)
+        finally:
+            c.close()
+
+    results = parallel(*[lambda i=i: client(i) for i in range(MANY)], quitter,
+                       timeout=80)
+    rates = [r for r, _ in results[:MANY]]
+    fast = [t for _, t in results[:MANY]]
+    print("greeting rates: min %.2f max %.2f B/s; after the budget: %.2f s at most"
+          % (min(rates), max(rates), max(fast)))
+    assert all(3 <= r <= 7 for r in rates), sorted(rates)
+    assert max(fast) < 5, "after shape_time, a delivery took %.1f s" % max(fast)
+    assert results[MANY] and b"\n" not in results[MANY], results[MANY]
+
+    got = pf.wait_messages(MANY, 40, lambda m: m.subject in toks)
+    assert len(got) == MANY, len(got)
+    log = sl.log()
+    assert len(re.findall(r"client=127\.0\.0\.\d+ SHAPED ", log)) == MANY + 1, log[-3000:]
+    assert len(re.findall(r"shape_time spent after \d+s shaped; full speed", log)) == MANY
+    assert wait_log(sl, r"client=%s HANGUP after \d+ s in greeting"
+                    % re.escape(many_source(hangup)), 10), log[-3000:]
+    # Every session, the one that hung up included, closed and freed.
+    assert summary(sl, many_source(hangup)), log[-3000:]
+    assert harness.wait_until(
+        lambda: metric(metrics_text(mport), "sluice_sessions_active") == 0, 10), \
+        metrics_text(mport)
+    assert metric(metrics_text(mport), "sluice_shaped_sessions") == 0
     assert_alive(sl)

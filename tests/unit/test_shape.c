@@ -1,10 +1,10 @@
 /*
  * Unit tests for shape without a session: a real loop and a real socket
  * pair stand for the client. The state machine (never -> on -> paused ->
- * on -> spent), the budget spent by its timer (the rate limit lifted),
- * nothing left after a finish, the end-of-data hold (only while on,
- * capped by its maximum, its callback once), the verdict's deadline (once,
- * re-armed, cancelled).
+ * on -> spent), the budget spent on the trickle's tick (the bufferevent's
+ * events given back), nothing left after a finish, the end-of-data hold
+ * (only while on, capped by its maximum, its callback once), the verdict's
+ * deadline (once, re-armed, cancelled).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -146,6 +146,8 @@ static void test_budget_spent_by_timer(void **state)
 
 	f->cfg.shape_time_ms = 150;
 	assert_true(shape_start(&f->sh, 5));
+	/* The trickle owns the bufferevent's events while shaped... */
+	assert_int_equal(bufferevent_get_enabled(f->bev), 0);
 	long long t0 = mstime_mono();
 	struct timeval tv = mstime_tv(10);
 	struct event *t = event_new(f->base, -1, EV_PERSIST, tick_cb, NULL);
@@ -157,6 +159,8 @@ static void test_budget_spent_by_timer(void **state)
 	assert_true(mstime_mono() - t0 >= 140);
 	assert_true(shape_used_ms(&f->sh) >= 140);
 	assert_false(shape_is_on(&f->sh));
+	/* ...and gives them back when the budget is spent. */
+	assert_int_equal(bufferevent_get_enabled(f->bev), EV_WRITE);
 }
 
 static void test_hold(void **state)

@@ -1,0 +1,405 @@
+/*
+ * Unit tests for the worker's trickle (throttle.c) on a real loop with
+ * real socket pairs standing for the clients: many shaped bufferevents on
+ * one loop each get exactly the tick's bytes both ways, tick after tick,
+ * and not faster than the rate, and shape_tick's bigger ticks; the write
+ * callback once the output has left; a hang-up, a reset, a read and a
+ * write timeout reported to the event callback as libevent would; entries
+ * taken off the list from inside the walk's own callbacks (itself and the
+ * next one); the events given back at the end; a TLS-like filter kept on
+ * libevent's rate limit.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "mstime.h"
+#include "throttle.h"
+#include "unit.h"
+
+#define LOOP_BOUND_MS 8000 /* any wait here ends well before this */
+#define N_CLIENTS 64       /* shaped bufferevents on one loop */
+#define RATE 5             /* B/s: one byte per 200 ms tick */
+#define TICK_MS 200
+
+struct client {
+	struct fx *fx;
+	struct bufferevent *bev;
+	struct throttle *thr;
+	int peer;
+	int reads, writes, dues;
+	short event;          /* the last event callback's flags */
+	struct client *off_next; /* read callback: take this one off too */
+	bool off_self;        /* read callback: take itself off */
+};
+
+struct fx {
+	struct config cfg;
+	struct event_base *base;
+	struct client c[N_CLIENTS];
+	size_t n;
+};
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	c->reads++;
+	if (c->off_next) {
+		throttle_off(c->off_next->thr);
+		c->off_next->thr = NULL;
+		c->off_next = NULL;
+	}
+	if (c->off_self) {
+		throttle_off(c->thr);
+		c->thr = NULL;
+		c->off_self = false;
+	}
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	((struct client *)arg)->writes++;
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	((struct client *)arg)->event = what;
+}
+
+static void due_cb(void *arg)
+{
+	((struct client *)arg)->dues++;
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/* Runs the loop until done(f) or LOOP_BOUND_MS pass. */
+static void run_until(struct fx *f, bool (*done)(struct fx *f))
+{
+	struct timeval tv = mstime_tv(10);
+	struct event *t = event_new(f->base, -1, EV_PERSIST, tick_cb, NULL);
+	long long end = mstime_mono() + LOOP_BOUND_MS;
+
+	assert_non_null(t);
+	assert_int_equal(event_add(t, &tv), 0);
+	while (!done(f) && mstime_mono() < end)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	event_free(t);
+}
+
+static int setup_n(void **state, size_t n)
+{
+	struct fx *f = calloc(1, sizeof *f);
+
+	if (!f)
+		return -1;
+	config_defaults(&f->cfg);
+	f->cfg.shape_rate = RATE;
+	if (throttle_init(&f->cfg) != 0 || !(f->base = event_base_new()))
+		return -1;
+	f->n = n;
+	for (size_t i = 0; i < n; i++) {
+		struct client *c = &f->c[i];
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+			return -1;
+		c->fx = f;
+		c->peer = sv[1];
+		c->bev = bufferevent_socket_new(f->base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+		if (!c->bev)
+			return -1;
+		bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	}
+	*state = f;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_n(state, N_CLIENTS);
+}
+
+static int setup_one(void **state)
+{
+	return setup_n(state, 1);
+}
+
+static int setup_n_3(void **state)
+{
+	return setup_n(state, 3);
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	for (size_t i = 0; i < f->n; i++) {
+		throttle_off(f->c[i].thr);
+		bufferevent_free(f->c[i].bev);
+		if (f->c[i].peer >= 0)
+			close(f->c[i].peer);
+	}
+	event_base_free(f->base);
+	throttle_free();
+	free(f);
+	return 0;
+}
+
+static void shape_all(struct fx *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		f->c[i].thr = throttle_on(f->c[i].bev, due_cb, &f->c[i]);
+		assert_non_null(f->c[i].thr);
+		/* The trickle owns the events now. */
+		assert_int_equal(bufferevent_get_enabled(f->c[i].bev), 0);
+	}
+}
+
+static size_t in_len(const struct client *c)
+{
+	return evbuffer_get_length(bufferevent_get_input(c->bev));
+}
+
+static bool first_has_five(struct fx *f)
+{
+	return in_len(&f->c[0]) >= 5;
+}
+
+/* Every client sends line and has "250 ok" to read; all shaped; the loop
+ * runs until done. The ms it took. */
+static long long shape_dialogue(struct fx *f, const char *line, bool (*done)(struct fx *f))
+{
+	for (size_t i = 0; i < f->n; i++) {
+		assert_int_equal(write(f->c[i].peer, line, strlen(line)), (ssize_t)strlen(line));
+		assert_int_equal(bufferevent_write(f->c[i].bev, "250 ok\r\n", 8), 0);
+	}
+	shape_all(f);
+	long long t0 = mstime_mono();
+	run_until(f, done);
+	return mstime_mono() - t0;
+}
+
+static void test_many_each_get_the_rate(void **state)
+{
+	struct fx *f = *state;
+	long long took = shape_dialogue(f, "HELO a.example\r\n", first_has_five);
+	/* Each tick moves one byte each way for every one of them: after the
+	 * fifth tick all have five bytes in, their peers five bytes out. */
+	for (size_t i = 0; i < f->n; i++) {
+		struct client *c = &f->c[i];
+		char buf[64];
+		assert_int_equal(in_len(c), 5);
+		assert_int_equal(c->reads, 5);
+		assert_int_equal(read(c->peer, buf, sizeof buf), 5);
+		assert_memory_equal(buf, "250 o", 5);
+		assert_int_equal(c->writes, 0); /* "k\r\n" still to go */
+		assert_true(c->dues >= 5);
+		assert_int_equal(c->event, 0);
+	}
+	/* Never faster than the rate: five ticks of 200 ms. */
+	assert_true(took >= 5 * TICK_MS - 20);
+}
+
+static bool first_has_two(struct fx *f)
+{
+	return in_len(&f->c[0]) >= 2;
+}
+
+static void test_shape_tick_moves_more_per_tick(void **state)
+{
+	struct fx *f = *state;
+
+	/* shape_tick = 400ms at 5 B/s: two bytes each tick, both ways. */
+	throttle_free();
+	f->cfg.shape_tick_ms = 400;
+	assert_int_equal(throttle_init(&f->cfg), 0);
+	long long took = shape_dialogue(f, "EHLO x\r\n", first_has_two);
+	for (size_t i = 0; i < f->n; i++) {
+		char buf[8];
+		assert_int_equal(in_len(&f->c[i]), 2);
+		assert_int_equal(f->c[i].reads, 1); /* one recv for both */
+		assert_int_equal(read(f->c[i].peer, buf, sizeof buf), 2);
+	}
+	assert_true(took >= 400 - 20);
+}
+
+static bool all_written(struct fx *f)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (f->c[i].writes == 0)
+			return false;
+	return true;
+}
+
+static void test_write_callback_once_drained(void **state)
+{
+	struct fx *f = *state;
+
+	shape_all(f);
+	for (size_t i = 0; i < f->n; i++)
+		assert_int_equal(bufferevent_write(f->c[i].bev, "ab", 2), 0);
+	run_until(f, all_written);
+	for (size_t i = 0; i < f->n; i++) {
+		char buf[8];
+		assert_int_equal(f->c[i].writes, 1);
+		assert_int_equal(read(f->c[i].peer, buf, sizeof buf), 2);
+	}
+}
+
+static bool got_event(struct fx *f)
+{
+	return f->c[0].event != 0;
+}
+
+static void test_hangup_is_eof(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+
+	shape_all(f);
+	assert_int_equal(write(c->peer, "x", 1), 1);
+	close(c->peer);
+	c->peer = -1;
+	run_until(f, got_event);
+	/* The byte first, then the end, as libevent reads them. */
+	assert_int_equal(c->reads, 1);
+	assert_int_equal(c->event, BEV_EVENT_EOF | BEV_EVENT_READING);
+	/* Reading is off after EOF; the rest comes back at the end. */
+	throttle_off(c->thr);
+	c->thr = NULL;
+	assert_int_equal(bufferevent_get_enabled(c->bev), EV_WRITE);
+}
+
+static void test_reset_on_write_is_error(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+
+	shape_all(f);
+	close(c->peer); /* AF_UNIX: the next send fails with EPIPE */
+	c->peer = -1;
+	assert_int_equal(bufferevent_write(c->bev, "250 ok\r\n", 8), 0);
+	run_until(f, got_event);
+	/* Either side may see it first: reading sees the EOF. */
+	assert_true(c->event == (BEV_EVENT_EOF | BEV_EVENT_READING) ||
+		    c->event == (BEV_EVENT_ERROR | BEV_EVENT_WRITING));
+}
+
+static void test_read_timeout(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+	struct timeval rd = mstime_tv(500), wr = mstime_tv(60000);
+
+	assert_int_equal(bufferevent_set_timeouts(c->bev, &rd, &wr), 0);
+	shape_all(f);
+	long long t0 = mstime_mono();
+	run_until(f, got_event);
+	assert_int_equal(c->event, BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
+	assert_true(mstime_mono() - t0 >= 480);
+	throttle_off(c->thr);
+	c->thr = NULL;
+	assert_int_equal(bufferevent_get_enabled(c->bev), EV_WRITE);
+}
+
+static void test_write_timeout(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+	struct timeval rd = mstime_tv(60000), wr = mstime_tv(500);
+	char fill[4096];
+	int fd = (int)bufferevent_getfd(c->bev);
+
+	/* A client that reads nothing: its socket buffer is full. */
+	memset(fill, 'x', sizeof fill);
+	for (int i = 0; i < 10000 && write(fd, fill, sizeof fill) > 0; i++)
+		;
+	assert_int_equal(bufferevent_set_timeouts(c->bev, &rd, &wr), 0);
+	assert_int_equal(bufferevent_write(c->bev, "250 ok\r\n", 8), 0);
+	shape_all(f);
+	long long t0 = mstime_mono();
+	run_until(f, got_event);
+	assert_int_equal(c->event, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
+	assert_true(mstime_mono() - t0 >= 480);
+	assert_int_equal(evbuffer_get_length(bufferevent_get_output(c->bev)), 8);
+}
+
+static bool third_read(struct fx *f)
+{
+	return f->c[2].reads > 0;
+}
+
+static void test_off_inside_the_walk(void **state)
+{
+	struct fx *f = *state;
+
+	shape_all(f);
+	/* Entry 0's read callback takes entry 1 (next in the walk) and
+	 * itself off; the walk goes on with entry 2. */
+	f->c[0].off_next = &f->c[1];
+	f->c[0].off_self = true;
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(write(f->c[i].peer, "x", 1), 1);
+	run_until(f, third_read);
+	assert_int_equal(f->c[0].reads, 1);
+	assert_null(f->c[0].thr);
+	assert_null(f->c[1].thr);
+	assert_int_equal(f->c[2].reads, 1);
+	/* Both have their events back: entry 1's byte is read by libevent
+	 * itself (at full speed). */
+	assert_int_equal(bufferevent_get_enabled(f->c[0].bev), EV_READ | EV_WRITE);
+	assert_int_equal(bufferevent_get_enabled(f->c[1].bev), EV_READ | EV_WRITE);
+}
+
+static void test_filter_keeps_libevent_limit(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+	struct bufferevent *filt = bufferevent_filter_new(c->bev, NULL, NULL, 0, NULL, NULL);
+
+	assert_non_null(filt);
+	bufferevent_enable(filt, EV_READ | EV_WRITE);
+	struct throttle *t = throttle_on(filt, due_cb, c);
+	assert_non_null(t);
+	/* Not taken over: libevent's limit on the filter does the work. */
+	assert_int_equal(bufferevent_get_enabled(filt), EV_READ | EV_WRITE);
+	throttle_off(t);
+	bufferevent_free(filt);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_many_each_get_the_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_callback_once_drained, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_shape_tick_moves_more_per_tick, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_hangup_is_eof, setup_one, teardown),
+		cmocka_unit_test_setup_teardown(test_reset_on_write_is_error, setup_one,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_read_timeout, setup_one, teardown),
+		cmocka_unit_test_setup_teardown(test_write_timeout, setup_one, teardown),
+		cmocka_unit_test_setup_teardown(test_off_inside_the_walk, setup_n_3, teardown),
+		cmocka_unit_test_setup_teardown(test_filter_keeps_libevent_limit, setup_one,
+						teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
