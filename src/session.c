@@ -154,8 +154,8 @@ static void session_log_summary(struct session *s)
 	char signals[200];
 	log_info("session=%llu client=%s port=%u name=%s helo=\"%s\" tls=%s "
 		 "score=%d signals=%s shaped=%s shaped_s=%ld phase=%s "
-		 "transactions=%u rcpt=%u/%u bytes_in=%llu bytes_out=%llu "
-		 "duration=%ld.%03lds outcome=%s",
+		 "transactions=%u rcpt=%u/%u lane=%u lane_fallbacks=%u "
+		 "bytes_in=%llu bytes_out=%llu duration=%ld.%03lds outcome=%s",
 		 s->ident.session_id, s->ident.addr, s->ident.port,
 		 s->ident.name_status == DNS_NAME_OK ? s->name
 		 : s->ident.name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
@@ -164,7 +164,8 @@ static void session_log_summary(struct session *s)
 		 classify_list(&s->cls, signals, sizeof signals),
 		 shape_ever(&s->shape) ? "yes" : "no", shape_used_ms(&s->shape) / 1000,
 		 session_phase_name(s->phase_reached), s->transactions,
-		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
+		 s->rcpt_accepted, s->rcpt_refused, session_lane_messages(s),
+		 session_lane_fallbacks(s), s->bytes_in, s->bytes_out,
 		 (long)d.tv_sec, (long)(d.tv_usec / 1000),
 		 s->outcome[0] ? s->outcome : "closed");
 }
@@ -182,6 +183,7 @@ static void session_free(struct session *s)
 		dns_ptr_cancel(s->dns);
 	if (s->replay)
 		replay_cancel(s->replay);
+	session_lane_free(s);
 	session_txn_free(s);
 	if (s->defer_ev)
 		event_free(s->defer_ev);
@@ -266,6 +268,7 @@ static void session_close_as(struct session *s, const char *outcome,
 		replay_cancel(s->replay);
 		s->replay = NULL;
 	}
+	session_lane_end(s);
 	session_txn_free(s);
 	bufferevent_disable(s->bev, EV_READ);
 	struct timeval now, tv = {SESSION_FLUSH_TIMEOUT_MS / 1000, 0};
@@ -674,7 +677,8 @@ void session_shutdown_all(void)
 		 * server's answer, then the 421 (data_replayed sees
 		 * env->draining; after a recipient check, the worker's next
 		 * drain poll calls this again). */
-		if (s->replay || s->state == SESSION_CLOSING)
+		if (s->replay || s->wait == SESSION_WAIT_REPLAY ||
+		    s->state == SESSION_CLOSING)
 			continue;
 		session_reply(s, REPLY_SHUTDOWN);
 		session_close(s, "shutting down");
