@@ -83,3 +83,106 @@ def test_lane_a_fast_client_one_connection(postfix, sluice):
     assert "rset" not in c, c
     assert sl.metric("sluice_lanes_total") >= 1
     assert harness.wait_until(lambda: "lane=1 lane_fallbacks=0" in sl.log(), 5)
+
+
+def lane_log_count(pf, client):
+    """Postfix connections that carried client and ended."""
+    return len(disconnects(pf, client))
+
+
+def metrics_port():
+    return "127.0.0.1:%d" % harness.free_port()
+
+
+@pytest.mark.deadline(60)
+def test_lane_b_stall_falls_back_and_releases(postfix, sluice):
+    """A client that stalls mid-envelope past fast_lane_gap falls back: the
+    backend connection is given up during the stall (Postfix logs its end
+    before the client goes on), and the message is still delivered to every
+    recipient by the buffered path."""
+    pf = postfix()
+    sl = sluice(pf, pool=4, fast_lane_gap="200ms", metrics_listen=metrics_port())
+    tok = token("b")
+    c = connect(sl)
+    assert cmd(c, "EHLO client23.example")[0] == 250
+    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    # The stall: the lane's connection must end on the server's side now,
+    # while the client says nothing.
+    assert harness.wait_until(lambda: lane_log_count(pf, CLIENT23) == 1, 5), \
+        "the lane was not given back during the stall"
+    during = disconnects(pf, CLIENT23)[0]
+    assert during.get("mail") == "1" and during.get("rcpt") == "1", during
+    assert "data" not in during, during
+    assert cmd(c, "RCPT TO:<bob@example.com>")[0] == 250
+    assert cmd(c, "DATA")[0] == 354
+    c.send(message(tok) + b".\r\n")
+    code, text = c.read_reply()
+    assert code == 250, text
+    cmd(c, "QUIT")
+    c.close()
+    pf.wait_messages(2, pred=lambda m: m.subject == tok)
+    assert sl.metric('sluice_lane_fallbacks_total{reason="stall"}') == 1
+    assert "LANEFALLBACK reason=stall rcpt=1" in sl.log()
+    assert harness.wait_until(lambda: "lane=0 lane_fallbacks=1" in sl.log(), 5)
+
+
+@pytest.mark.deadline(60)
+def test_lane_d_slow_body_delivered_by_replay(postfix, sluice):
+    """A body slower than the server's smtpd_timeout (10s): the lane is
+    given back at fast_lane_body_wait, well before the server would time
+    it out, and the message goes by replay."""
+    pf = postfix(extra={"smtpd_timeout": "10s"})
+    sl = sluice(pf, pool=4, fast_lane_body_wait="2s", metrics_listen=metrics_port())
+    tok = token("d")
+    c = connect(sl)
+    assert cmd(c, "EHLO client23.example")[0] == 250
+    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    assert cmd(c, "DATA")[0] == 354
+    msg = message(tok, body=b"".join(b"line %d of a slow body\r\n" % i
+                                     for i in range(12)))
+    lines = msg.split(b"\r\n")
+    start = time.monotonic()
+    for ln in lines[:-1]:
+        c.send(ln + b"\r\n")
+        time.sleep(12.0 / len(lines))
+    assert time.monotonic() - start > 11
+    c.send(b".\r\n")
+    code, text = c.read_reply()
+    assert code == 250, text
+    cmd(c, "QUIT")
+    c.close()
+    pf.wait_messages(1, pred=lambda m: m.subject == tok)
+    assert sl.metric('sluice_lane_fallbacks_total{reason="body_wait"}') == 1
+    assert not [l for l in pf.maillog().splitlines()
+                if "timeout after" in l and "[%s]" % CLIENT23 in l]
+
+
+@pytest.mark.deadline(60)
+def test_lane_e_refused_at_replay_gives_451(postfix, sluice):
+    """Recipients accepted on the lane, then the client stalls (fallback)
+    and the server refuses one at the replay: the client gets a 451 and
+    nothing is delivered, to no recipient. The server's own refusal is
+    real: Postfix's per-client recipient rate (anvil) lets two through
+    and refuses the third."""
+    pf = postfix(extra={"smtpd_client_recipient_rate_limit": "2",
+                        "smtpd_client_event_limit_exceptions": ""})
+    sl = sluice(pf, pool=4, fast_lane_gap="200ms", metrics_listen=metrics_port())
+    tok = token("e")
+    c = connect(sl)
+    assert cmd(c, "EHLO client23.example")[0] == 250
+    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    assert cmd(c, "RCPT TO:<bob@example.com>")[0] == 250
+    assert harness.wait_until(lambda: lane_log_count(pf, CLIENT23) == 1, 5)
+    assert cmd(c, "DATA")[0] == 354
+    c.send(message(tok) + b".\r\n")
+    code, text = c.read_reply()
+    assert code == 451, "%d %s" % (code, text)
+    cmd(c, "QUIT")
+    c.close()
+    time.sleep(1)
+    assert not [m for m in pf.messages() if m.subject == tok]
+    assert sl.metric("sluice_lane_fallback_refused_total") == 1
+    assert "Recipient address rate limit exceeded" in pf.maillog()
