@@ -186,3 +186,58 @@ def test_lane_e_refused_at_replay_gives_451(postfix, sluice):
     assert not [m for m in pf.messages() if m.subject == tok]
     assert sl.metric("sluice_lane_fallback_refused_total") == 1
     assert "Recipient address rate limit exceeded" in pf.maillog()
+
+
+@pytest.mark.deadline(90)
+def test_lane_c_late_dnsbl_shapes_replies_in_order(postfix, sluice):
+    """A DNSBL answer that comes after MAIL, with three RCPTs pipelined and
+    the first one owed on the lane, shapes the client: the lane's owed
+    reply is relayed, then the lane falls back, and every reply reaches
+    the client in order; the message is delivered by replay.
+
+    The DNS server is a programmable one on loopback (test_hostile_ek's
+    FakeDns): the PTR is answered at once, the DNSBL query's first attempt
+    never, its retry after 0.3 s, so the answer lands after the greeting
+    (which waits dns_timeout for it). Postfix sleeps 1 s on each RCPT
+    (smtpd_recipient_restrictions = sleep 1), so the answer lands while a
+    RCPT is owed on the lane."""
+    from test_hostile_ek import FakeDns, dns_a, dns_rr
+    fd = FakeDns()
+    try:
+        fd.name_ptr(CLIENT23, "client23.example", CLIENT23)
+        seen = []
+
+        def bl(q, qe, n, t):
+            seen.append(t)
+            if len(seen) == 1:
+                return []  # the first attempt: no answer
+            return [(0.3, fd.reply(q, qe, answers=[dns_rr(1, dns_a("127.0.0.2"))]))]
+        fd.rules[b"23.0.0.127.bl.test"] = bl
+        pf = postfix(extra={"smtpd_recipient_restrictions": "sleep 1"})
+        sl = sluice(pf, pool=4, dns_servers="127.0.0.1:%d" % fd.port,
+                    dns_timeout="1s", greet_wait="0s", dnsbl_sites="bl.test*3",
+                    shape_rate="200", shape_final_hold="1s", shape_time="30s",
+                    metrics_listen=metrics_port())
+        tok = token("c")
+        c = connect(sl)
+        assert cmd(c, "EHLO client23.example")[0] == 250
+        rcpts = ["alice@example.com", "bob@example.com", "carol@example.com"]
+        c.send(b"MAIL FROM:<a@example.net>\r\n" +
+               b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts))
+        replies = [c.read_reply(timeout=30) for _ in range(4)]
+        assert [r[0] for r in replies] == [250] * 4, replies
+        # In order: MAIL's 2.1.0, then each RCPT's 2.1.5.
+        assert "2.1.0" in " ".join(replies[0][1]), replies
+        assert all("2.1.5" in " ".join(r[1]) for r in replies[1:]), replies
+        assert cmd(c, "DATA")[0] == 354
+        c.send(message(tok) + b".\r\n")
+        code, text = c.read_reply(timeout=30)
+        assert code == 250, text
+        c.close()
+        pf.wait_messages(3, pred=lambda m: m.subject == tok)
+        log = sl.log()
+        assert "DNSBL" in log
+        assert "LANEFALLBACK reason=shaped" in log, log[-3000:]
+        assert sl.metric('sluice_lane_fallbacks_total{reason="shaped"}') == 1
+    finally:
+        fd.stop()
