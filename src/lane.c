@@ -52,7 +52,8 @@ static const char *const lane_state_names[] = {
 struct lane {
 	struct pool *pool;
 	const struct config *cfg;
-	const struct client_identity *id;
+	const struct client_identity *id; /* the owner's; NULL once detached */
+	unsigned long long session_id;    /* for log lines, detached too */
 	const struct lane_owner *owner;
 	void *arg;
 	struct pool_lease lease;
@@ -70,7 +71,7 @@ static void lane_set_state(struct lane *l, enum lane_state st)
 {
 	if (l->state == st)
 		return;
-	log_debug("lane: session=%llu %s -> %s", l->id->session_id,
+	log_debug("lane: session=%llu %s -> %s", l->session_id,
 		  lane_state_names[l->state], lane_state_names[st]);
 	l->state = st;
 }
@@ -126,7 +127,7 @@ static void lane_identified(void *arg, const struct smtp_reply *reply,
 	if (!ok) {
 		/* The buffered path asks again and answers the client with
 		 * whatever the server says then. */
-		log_debug("lane: session=%llu not identified (%d)", l->id->session_id,
+		log_debug("lane: session=%llu not identified (%d)", l->session_id,
 			  reply ? reply->code : reply_code(local));
 		pool_return(&l->lease, false);
 		lane_set_state(l, LANE_LOST);
@@ -147,6 +148,7 @@ struct lane *lane_open(struct pool *pool, const struct config *cfg,
 	l->pool = pool;
 	l->cfg = cfg;
 	l->id = id;
+	l->session_id = id->session_id;
 	l->owner = owner;
 	l->arg = arg;
 	l->state = LANE_OPENING;
@@ -188,7 +190,7 @@ static bool lane_reply_unusable(struct lane *l, const struct smtp_reply *reply)
 	}
 	if (cls != 2 && cls != 4 && cls != 5) {
 		log_warn("lane: session=%llu backend reply %d out of step; closing",
-			 l->id->session_id, reply->code);
+			 l->session_id, reply->code);
 		lane_lose(l, "reply out of step");
 		return true;
 	}
@@ -243,7 +245,7 @@ int lane_mail(struct lane *l, const char *sender,
 	unsigned long long size = pm->size > 0 ? (unsigned long long)pm->size : 0;
 	if (!lane_usable(l))
 		return -1;
-	size_t n = replay_mail_line(pool_lease_backend(&l->lease), sender, pm, size, line, sizeof line);
+	size_t n = replay_mail_line(backend_caps(pool_lease_backend(&l->lease)), sender, pm, size, line, sizeof line);
 	if (lane_send(l, line, n, lane_mail_reply) != 0)
 		return -1;
 	l->owed++;
@@ -314,8 +316,10 @@ void lane_release(struct lane *l)
 		break;
 	case LANE_READY:
 		if (l->owed == 0 && l->txn_open && lane_rset(l) == 0) {
-			/* The RSET's answer frees it (lane_rset_reply). */
+			/* The RSET's answer frees it (lane_rset_reply); the
+			 * owner and its identity may be gone by then. */
 			lane_set_state(l, LANE_DETACHED);
+			l->id = NULL;
 			return;
 		}
 		/* Replies owed to nobody: the connection is out of step

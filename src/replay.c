@@ -477,7 +477,7 @@ static void replay_mail_reply(void *arg, const struct smtp_reply *reply)
 		replay_envelope_done(r);
 }
 
-size_t replay_mail_line(const struct backend *b, const char *sender,
+size_t replay_mail_line(const struct backend_caps *caps, const char *sender,
 			const struct smtp_mail_params *pm,
 			unsigned long long size, char *line, size_t max)
 {
@@ -485,9 +485,9 @@ size_t replay_mail_line(const struct backend *b, const char *sender,
 	if (size > 0)
 		snprintf(sz, sizeof sz, " SIZE=%llu", size);
 	int n = snprintf(line, max, "MAIL FROM:<%s>%s%s%s", sender, sz,
-			 pm->body == SMTP_BODY_8BITMIME && backend_caps(b)->eightbitmime
+			 pm->body == SMTP_BODY_8BITMIME && caps->eightbitmime
 				 ? " BODY=8BITMIME" : "",
-			 pm->smtputf8 && backend_caps(b)->smtputf8 ? " SMTPUTF8" : "");
+			 pm->smtputf8 && caps->smtputf8 ? " SMTPUTF8" : "");
 	return n < 0 || (size_t)n >= max ? 0 : (size_t)n;
 }
 
@@ -497,7 +497,7 @@ static void replay_envelope(struct replay *r)
 	const struct smtp_mail_params *pm = r->txn.params;
 	unsigned long long size = r->kind == REPLAY_MESSAGE ? r->txn.body_size
 			      : pm->size > 0 ? (unsigned long long)pm->size : 0;
-	size_t n = replay_mail_line(r->b, r->txn.sender, pm, size, line, sizeof line);
+	size_t n = replay_mail_line(backend_caps(r->b), r->txn.sender, pm, size, line, sizeof line);
 	if (n == 0) {
 		replay_fail(r, REPLY_LOCAL_ERROR);
 		return;

@@ -27,6 +27,7 @@
 #include "smtp_reply.h"
 
 struct backend;
+struct backend_caps;
 struct config;
 struct pool;
 struct pool_borrower;
@@ -98,9 +99,9 @@ struct replay *replay_body(struct pool *pool, const struct config *cfg,
 
 void replay_cancel(struct replay *r);
 
-/* "MAIL FROM:<sender>" with SIZE (when size > 0) and the parameters b
- * offers, into line (max bytes); 0 when it does not fit. */
-size_t replay_mail_line(const struct backend *b, const char *sender,
+/* "MAIL FROM:<sender>" with SIZE (when size > 0) and the parameters the
+ * server offers (caps), into line (max bytes); 0 when it does not fit. */
+size_t replay_mail_line(const struct backend_caps *caps, const char *sender,
 			const struct smtp_mail_params *pm,
 			unsigned long long size, char *line, size_t max);
 
