@@ -176,7 +176,14 @@ bool session_lane_mail(struct session *s)
 		return false;
 	}
 	if (sl && sl->lane) {
-		session_lane_send_mail(s); /* kept from the last transaction */
+		/* Kept from the last transaction. One that ended here without
+		 * reaching the server (a message refused at end of data, a
+		 * spool failure) is still open there: RSET goes first. */
+		if (lane_txn_open(sl->lane) && lane_rset(sl->lane) != 0) {
+			session_lane_drop(s);
+			return false;
+		}
+		session_lane_send_mail(s);
 		return true;
 	}
 	if (!sl) {
