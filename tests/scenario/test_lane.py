@@ -343,3 +343,50 @@ def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
     print("lanes %d, peak %d, shaped %d, slowest shaped %.1f s" % (
         lanes, peak[0], len(shaped), max(results[a][3] for a in shaped)))
     assert lanes > 0
+
+
+# ---------------------------------------------------- the lane's fault matrix
+# The evil backend (evil_backend.py, the fault matrix's Postfix look-alike)
+# with one fault at one stage of the lane's exchange: XCLIENT, the EHLO
+# after it, MAIL, RCPT 1 and 2, DATA, mid-body, after the dot. Whatever
+# happens, goal G4 holds (check_invariants: no loss, nothing altered or
+# incomplete delivered, no 5xx the server did not send, every reply within
+# its bound, no RFC 2920 or XCLIENT violation, sluice alive), and the
+# pool recovers.
+
+from evil_backend import (Fault, check_invariants, deliver_after_recovery,  # noqa: E402,F401
+                          evil, run_txn)
+
+LANE_FAST = dict(backend_timeout="1s", backend_data_timeout="1500ms",
+                 backend_connect_timeout="1s", checkout_timeout="2s",
+                 smtpd_timeout="5s", shutdown_timeout="1s",
+                 shape_threshold="1000000")
+LANE_STAGES = [("xclient", None), ("ehlo2", None), ("mail", None),
+               ("rcpt", 1), ("rcpt", 2), ("data", None), ("mid_body", None),
+               ("after_dot", None)]
+LANE_KINDS = [("close", None), ("reply", "421 4.7.0 pf.evil.test Error: too many errors"),
+              ("reply", "451 4.3.0 Error: injected"), ("extra", None),
+              ("slow", 2.0), ("garbage", None)]
+LANE_CASES = [pytest.param(st, k, kind, arg, pipe,
+                           id="%s%s-%s%s%s" % (st, k or "", kind,
+                                               arg[:3] if isinstance(arg, str) else "",
+                                               "-pipe" if pipe else ""))
+              for st, k in LANE_STAGES for kind, arg in LANE_KINDS
+              for pipe in ((False, True) if st == "rcpt" else (False,))]
+
+
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("stage,k,kind,arg,pipelined", LANE_CASES)
+def test_lane_fault_matrix(evil, sluice, stage, k, kind, arg, pipelined):
+    be = evil(faults=[Fault(stage, kind, arg, k=k, times=1)])
+    sl = sluice(be, pool=2, **LANE_FAST)
+    time.sleep(0.15)
+    res = run_txn(sl, token("fm"), rcpts=("alice@example.com", "bob@example.com"),
+                  pipelined=pipelined, timeout=8)
+    problems = check_invariants(be, sl, [res], 3.5, allow_dup=True)
+    be.clear_faults()
+    rec, tries = deliver_after_recovery(be, sl, window=6.0)
+    if not rec.accepted or be.count(rec.tok) != 1:
+        problems.append("pool did not recover within 6 s (%d tries): %r" % (tries, rec))
+    assert harness.wait_until(lambda: "lane=1 " in sl.log(), 5), "no message went on a lane"
+    assert not problems, "\n".join(problems) + "\n" + repr(res) + "\n" + be.summary()
