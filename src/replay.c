@@ -650,12 +650,13 @@ static const struct pool_borrower replay_borrower = {
 	.drained = replay_body_drain,
 };
 
-static struct replay *replay_start(struct pool *pool,
-				   const struct config *cfg,
-				   enum replay_kind kind,
-				   const struct client_identity *id,
-				   const struct replay_txn *txn,
-				   replay_done_fn done, void *arg)
+/* A replay of kind, not started; txn may be NULL (IDENTIFY). NULL when
+ * out of memory. */
+static struct replay *replay_new(struct pool *pool, const struct config *cfg,
+				 enum replay_kind kind,
+				 const struct client_identity *id,
+				 const struct replay_txn *txn,
+				 replay_done_fn done, void *arg)
 {
 	struct replay *r = calloc(1, sizeof *r);
 	if (!r)
@@ -664,12 +665,25 @@ static struct replay *replay_start(struct pool *pool,
 	r->cfg = cfg;
 	r->kind = kind;
 	r->id = id;
-	r->txn = *txn;
+	if (txn)
+		r->txn = *txn;
 	r->done = done;
 	r->arg = arg;
 	r->key = replay_identity_key(id);
-	pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
-		  &replay_borrower, r);
+	return r;
+}
+
+static struct replay *replay_start(struct pool *pool,
+				   const struct config *cfg,
+				   enum replay_kind kind,
+				   const struct client_identity *id,
+				   const struct replay_txn *txn,
+				   replay_done_fn done, void *arg)
+{
+	struct replay *r = replay_new(pool, cfg, kind, id, txn, done, arg);
+	if (r)
+		pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
+			  &replay_borrower, r);
 	return r;
 }
 
@@ -696,16 +710,9 @@ struct replay *replay_identify_now(struct pool *pool, const struct config *cfg,
 				   void *hand_borrower, replay_done_fn done,
 				   void *arg)
 {
-	struct replay *r = calloc(1, sizeof *r);
+	struct replay *r = replay_new(pool, cfg, REPLAY_IDENTIFY, id, NULL, done, arg);
 	if (!r)
 		return NULL;
-	r->pool = pool;
-	r->cfg = cfg;
-	r->kind = REPLAY_IDENTIFY;
-	r->id = id;
-	r->done = done;
-	r->arg = arg;
-	r->key = replay_identity_key(id);
 	r->hand_to = hand_to;
 	r->hand_cbs = hand_cbs;
 	r->hand_borrower = hand_borrower;
@@ -723,17 +730,9 @@ struct replay *replay_body(struct pool *pool, const struct config *cfg,
 			   const struct pool_borrower *hand_cbs,
 			   void *hand_borrower, replay_done_fn done, void *arg)
 {
-	struct replay *r = calloc(1, sizeof *r);
+	struct replay *r = replay_new(pool, cfg, REPLAY_BODY, id, txn, done, arg);
 	if (!r)
 		return NULL;
-	r->pool = pool;
-	r->cfg = cfg;
-	r->kind = REPLAY_BODY;
-	r->id = id;
-	r->txn = *txn;
-	r->done = done;
-	r->arg = arg;
-	r->key = replay_identity_key(id);
 	r->hand_to = from;
 	r->hand_cbs = hand_cbs;
 	r->hand_borrower = hand_borrower;

@@ -20,6 +20,7 @@ import pytest
 
 import harness
 from harness import CLIENT23, SmtpRaw
+from test_core import connect  # raw client, greeting read and required 220
 
 
 def token(tag):
@@ -31,13 +32,6 @@ def message(tok, body=b"Hello from the lane tests.\r\n"):
     return (b"From: <a@example.net>\r\nTo: <alice@example.com>\r\n"
             b"Subject: " + t + b"\r\nMessage-ID: <" + t + b"@example.net>\r\n"
             b"\r\n" + body)
-
-
-def connect(sl, source=CLIENT23, timeout=30):
-    c = SmtpRaw(sl.host, sl.port, source=source, timeout=timeout)
-    code, text = c.read_reply()
-    assert code == 220, "greeting %d %s" % (code, text)
-    return c
 
 
 def cmd(c, line):
