@@ -27,7 +27,7 @@ backend.c	call	\bpool_[a-z_]+\(	backend reports to its owner through the hooks g
 pool.c	include	"(replay|session[a-z_]*|spool|store)\.h"	the pool lends to callbacks, it does not know its borrowers
 replay.c	include	"session[a-z_]*\.h"	the replay reports through its callback, not to the session
 lane.c	include	"session[a-z_]*\.h"	the fast lane reports through struct lane_owner, not to the session
-lane.c	call	\bpool_lend\(	a lane never waits in the pool's line: pool_lend_now, through replay_identify_now
+lane.c	call	\bpool_lend(_long)?\(	a lane takes its connection through replay_identify_lane (pool_lend_long: counted in the lanes' share)
 shape.c	include	"session[a-z_]*\.h"	shaping knows no session
 session_shape.c	call	\bsession_greet\(	shaping hands the verdict back (s->verdict_done), it does not greet
 RULES

@@ -140,7 +140,7 @@ static void lane_identified(void *arg, const struct smtp_reply *reply,
 
 struct lane *lane_open(struct pool *pool, const struct config *cfg,
 		       const struct client_identity *id, unsigned max_lanes,
-		       const struct lane_owner *owner, void *arg)
+		       long wait_ms, const struct lane_owner *owner, void *arg)
 {
 	struct lane *l = calloc(1, sizeof *l);
 	if (!l)
@@ -152,8 +152,8 @@ struct lane *lane_open(struct pool *pool, const struct config *cfg,
 	l->owner = owner;
 	l->arg = arg;
 	l->state = LANE_OPENING;
-	l->op = replay_identify_now(pool, cfg, id, max_lanes, &l->lease,
-				    &lane_borrower, l, lane_identified, l);
+	l->op = replay_identify_lane(pool, cfg, id, max_lanes, wait_ms, &l->lease,
+				&lane_borrower, l, lane_identified, l);
 	if (!l->op) {
 		free(l);
 		return NULL;

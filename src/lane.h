@@ -3,9 +3,10 @@
  * its transaction, so that a client that keeps up costs the mail server
  * one exchange per message instead of a recipient check per RCPT and a
  * replay at the end (issue 8). The lane is a long lease of the pool
- * (pool_lend_now: taken only when a connection is free at once and the
- * lane share of the pool allows); it identifies the client once
- * (replay_identify_now: XCLIENT and EHLO, the replay's own code) and
+ * (pool_lend_long: within the lanes' share of the pool, waiting in line
+ * no longer than its owner would wait for its client); it identifies
+ * the client once (replay_identify_lane: XCLIENT and EHLO, the replay's own
+ * code) and
  * then relays MAIL and RCPT live, the server's replies coming back in
  * order; the body goes by replay_body on the same connection, which
  * hands it back after the end-of-data answer.
@@ -50,12 +51,13 @@ struct lane_owner {
 	void (*wanted)(void *arg);
 };
 
-/* Opens a lane for id (which outlives the lane) when a connection is
- * free now and fewer than max_lanes lanes are held: NULL otherwise, or
- * when out of memory (nothing started; the owner goes the buffered way). */
+/* Opens a lane for id (which outlives the lane) when fewer than
+ * max_lanes lanes are held: NULL otherwise, or when out of memory
+ * (nothing started; the owner goes the buffered way). opened(false)
+ * when no connection came within wait_ms. */
 struct lane *lane_open(struct pool *pool, const struct config *cfg,
 		       const struct client_identity *id, unsigned max_lanes,
-		       const struct lane_owner *owner, void *arg);
+		       long wait_ms, const struct lane_owner *owner, void *arg);
 
 /* Whether commands can go on it now: identified, connection held, not
  * lost, no body in flight. */

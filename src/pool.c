@@ -62,7 +62,7 @@ struct pool {
 	unsigned open;       /* every backend that exists */
 	unsigned connecting; /* not yet ready */
 	unsigned failures;   /* consecutive failed opens */
-	unsigned long_leases; /* pool_lend_now leases not yet ended */
+	unsigned long_leases; /* pool_lend_long leases not yet ended */
 	bool down;           /* last open failed and nothing is ready */
 	bool shutting_down;
 	struct event *fill_ev;    /* deferred top-up */
@@ -91,20 +91,17 @@ static void pool_lease_ended(struct pool_lease *l)
 #define POOL_WANTED_MAX 64 /* long leases asked per turn */
 
 /* Borrowers wait in line: ask the long leases to give back what they
- * only hold for their client (pool fairness). One ask per waiter, at
- * most POOL_WANTED_MAX per turn; the list is copied first because a
- * borrower may return its lease from inside. */
+ * only hold for their client (pool fairness); each decides. At most
+ * POOL_WANTED_MAX per turn; the list is copied first because a borrower
+ * may return its lease from inside. */
 static void pool_wanted_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool *p = arg;
 	struct pool_lease *ask[POOL_WANTED_MAX];
-	size_t n = 0, waiting = 0;
-	const struct pool_lease *w;
-	TAILQ_FOREACH(w, &p->waiting, link)
-		waiting++;
+	size_t n = 0;
 	struct pool_conn *c;
 	TAILQ_FOREACH(c, &p->all, link) {
-		if (n == waiting || n == POOL_WANTED_MAX)
+		if (n == POOL_WANTED_MAX)
 			break;
 		struct pool_lease *l = c->lease;
 		if (l && l->state == POOL_LEASE_HELD && l->long_lease &&
@@ -338,26 +335,15 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 	pool_schedule_fill(p);
 }
 
-bool pool_lend_now(struct pool *p, struct pool_lease *l,
-		   unsigned long long prefer, unsigned max_long,
-		   const struct pool_borrower *cbs, void *borrower)
+bool pool_lend_long(struct pool *p, struct pool_lease *l,
+		    unsigned long long prefer, unsigned max_long, long timeout_ms,
+		    const struct pool_borrower *cbs, void *borrower)
 {
-	if (p->down || p->shutting_down || !TAILQ_EMPTY(&p->waiting) ||
-	    p->long_leases >= max_long)
+	if (p->down || p->shutting_down || p->long_leases >= max_long)
 		return false;
-	struct pool_conn *c = pool_find_idle(p, prefer);
-	if (!c)
-		return false;
-	memset(l, 0, sizeof *l);
-	l->pool = p;
-	l->cbs = cbs;
-	l->borrower = borrower;
-	l->prefer = prefer;
-	l->state = POOL_LEASE_OVER; /* not in the line */
+	pool_lend(p, l, prefer, timeout_ms, cbs, borrower);
 	l->long_lease = true;
 	p->long_leases++;
-	evtimer_assign(&l->timer, p->base, pool_deliver_cb, l);
-	pool_assign(p, l, c, REPLY_OK);
 	return true;
 }
 

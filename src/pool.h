@@ -73,7 +73,7 @@ struct pool_borrower {
 	void (*failed)(void *borrower, enum backend_fault fault,
 		       const char *why);
 	void (*drained)(void *borrower); /* may be NULL */
-	/* A long lease only (pool_lend_now), may be NULL: another borrower
+	/* A long lease only (pool_lend_long), may be NULL: another borrower
 	 * waits in line for a connection. The borrower gives its connection
 	 * back if it is only waiting for its client (pool_return from inside
 	 * is allowed). Runs on a later loop turn than the wait began. */
@@ -114,14 +114,14 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 	       void *borrower);
 void pool_return(struct pool_lease *l, bool clean);
 
-/* A long lease (a fast lane: held across a client's transaction), taken
- * only when it costs nobody a wait: false, and nothing started, when a
- * borrower waits in line, no connection is idle now, or max_long long
- * leases are held already. Otherwise as pool_lend (ready on a later loop
- * turn); the lease counts as long until it ends, through hand-overs. */
-bool pool_lend_now(struct pool *p, struct pool_lease *l,
-		   unsigned long long prefer, unsigned max_long,
-		   const struct pool_borrower *cbs, void *borrower);
+/* A long lease (a fast lane: held across a client's transaction): as
+ * pool_lend, waiting in line at most timeout_ms, but false, and nothing
+ * started, when max_long long leases are held or waited for already or
+ * the server is down. The lease counts as long until it ends, through
+ * hand-overs. */
+bool pool_lend_long(struct pool *p, struct pool_lease *l,
+		    unsigned long long prefer, unsigned max_long, long timeout_ms,
+		    const struct pool_borrower *cbs, void *borrower);
 unsigned pool_long_count(const struct pool *p);
 
 /* The connection a held lease holds (NULL otherwise): for a borrower

@@ -703,9 +703,10 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
 	return replay_start(pool, cfg, REPLAY_MESSAGE, id, txn, done, arg);
 }
 
-struct replay *replay_identify_now(struct pool *pool, const struct config *cfg,
-				   const struct client_identity *id,
-				   unsigned max_long, struct pool_lease *hand_to,
+struct replay *replay_identify_lane(struct pool *pool, const struct config *cfg,
+			       const struct client_identity *id,
+			       unsigned max_long, long wait_ms,
+			       struct pool_lease *hand_to,
 				   const struct pool_borrower *hand_cbs,
 				   void *hand_borrower, replay_done_fn done,
 				   void *arg)
@@ -716,7 +717,8 @@ struct replay *replay_identify_now(struct pool *pool, const struct config *cfg,
 	r->hand_to = hand_to;
 	r->hand_cbs = hand_cbs;
 	r->hand_borrower = hand_borrower;
-	if (!pool_lend_now(pool, &r->lease, r->key, max_long, &replay_borrower, r)) {
+	if (!pool_lend_long(pool, &r->lease, r->key, max_long, wait_ms,
+			    &replay_borrower, r)) {
 		free(r);
 		return NULL;
 	}

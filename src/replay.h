@@ -74,16 +74,18 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
 			      replay_done_fn done, void *arg);
 
 /* For a fast lane (lane.h): XCLIENT and EHLO for id on a connection
- * that is free now (pool_lend_now, at most max_long long leases); NULL
- * when none is (or out of memory): nothing started. done(arg, NULL,
- * REPLY_OK): identified, and the connection is hand_to's
- * (pool_hand_over with hand_cbs, hand_borrower); anything else: not. */
-struct replay *replay_identify_now(struct pool *pool, const struct config *cfg,
-				   const struct client_identity *id,
-				   unsigned max_long, struct pool_lease *hand_to,
-				   const struct pool_borrower *hand_cbs,
-				   void *hand_borrower, replay_done_fn done,
-				   void *arg);
+ * got within wait_ms (pool_lend_long, at most max_long long leases);
+ * NULL when the lanes' share is taken (or out of memory): nothing
+ * started. done(arg, NULL, REPLY_OK): identified, and the connection is
+ * hand_to's (pool_hand_over with hand_cbs, hand_borrower); anything
+ * else (no connection within wait_ms included): not. */
+struct replay *replay_identify_lane(struct pool *pool, const struct config *cfg,
+			       const struct client_identity *id,
+			       unsigned max_long, long wait_ms,
+			       struct pool_lease *hand_to,
+			       const struct pool_borrower *hand_cbs,
+			       void *hand_borrower, replay_done_fn done,
+			       void *arg);
 
 /* DATA, the body and "." on a lane's connection b, whose envelope (MAIL
  * and txn's recipients) the server has accepted: the lease is handed

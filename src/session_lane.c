@@ -6,9 +6,12 @@
  * fell back; it is not shaped; its identity is complete (the PTR result
  * is in: XCLIENT NAME needs it); it keeps up (its MAIL arrived within
  * fast_lane_gap of sluice's previous reply leaving, or was pipelined);
- * and a backend connection is free at once within the lanes' share of
- * the pool (fast_lane_share). Otherwise MAIL is answered as before and
- * the transaction goes the buffered way, at once, with no waiting.
+ * the lanes' share of the pool (fast_lane_share) is not taken; and a
+ * backend connection comes within fast_lane_gap (in line as any
+ * borrower: under load one exchange per message is what frees the pool,
+ * so refusing lanes whenever others wait would keep the load at two
+ * exchanges per message for good). Otherwise MAIL is answered as before
+ * and the transaction goes the buffered way.
  *
  * On the lane, MAIL and RCPT go to the server and its replies to the
  * client; one command at a time, as the session takes them (the session
@@ -26,8 +29,8 @@
  * sluice_lane_fallback_refused_total). Reasons: the client stalled, it
  * became shaped (a late DNS answer included), the lane was lost (the
  * server dropped it or said 421), the body took too long, or other
- * sessions waited for a connection. A session that fell back takes no
- * new lane.
+ * sessions waited for a connection while the client had been quiet for
+ * half of fast_lane_gap. A session that fell back takes no new lane.
  */
 #include "session_priv.h"
 
@@ -47,6 +50,7 @@ struct session_lane {
 	struct event *timer;    /* the client's bound: gap or body wait */
 	enum lane_pending pending; /* the command whose reply is owed */
 	bool off;               /* fell back: no new lane this session */
+	long long idle_since;   /* mstime_mono when the client's turn began */
 	unsigned messages;      /* sent on a lane */
 	unsigned fallbacks;
 };
@@ -118,6 +122,7 @@ void session_lane_arm(struct session *s)
 					      ? cfg->fast_lane_body_wait_ms
 					      : cfg->fast_lane_gap_ms);
 	evtimer_add(sl->timer, &tv);
+	sl->idle_since = mstime_mono();
 }
 
 /* A command arrived: the client kept up. */
@@ -195,8 +200,11 @@ bool session_lane_mail(struct session *s)
 		if (!sl->timer)
 			return false;
 	}
+	/* In line for a connection no longer than for a command of the
+	 * client: under load, one exchange per message is what frees the
+	 * pool, so a lane may wait its turn as a recipient check would. */
 	sl->lane = lane_open(s->env->pool, cfg, &s->ident, session_lane_max(cfg),
-			     &session_lane_owner, s);
+			     cfg->fast_lane_gap_ms, &session_lane_owner, s);
 	if (!sl->lane)
 		return false;
 	log_debug("session=%llu client=%s lane taken", s->ident.session_id,
@@ -330,13 +338,22 @@ static void session_lane_lost(void *arg)
 	}
 }
 
+/* Others wait for a connection: a lane whose client has been quiet for
+ * half of fast_lane_gap (or is sending a body) gives its connection back.
+ * A client that answers within a round trip keeps it: under load its
+ * one exchange per message is what frees the pool. */
 static void session_lane_wanted(void *arg)
 {
 	struct session *s = arg;
 	struct session_lane *sl = s->lane;
-	if (sl && sl->lane && lane_owed(sl->lane) == 0 && sl->pending == LANE_PENDING_NONE &&
-	    (s->wait == SESSION_WAIT_NONE || s->state == SESSION_DATA))
-		session_lane_fallback(s, METRIC_LANE_FALLBACK_WANTED, "wanted");
+	if (!sl || !sl->lane || lane_owed(sl->lane) > 0 ||
+	    sl->pending != LANE_PENDING_NONE ||
+	    (s->wait != SESSION_WAIT_NONE && s->state != SESSION_DATA))
+		return;
+	if (s->state != SESSION_DATA &&
+	    mstime_mono() - sl->idle_since < s->env->cfg->fast_lane_gap_ms / 2)
+		return;
+	session_lane_fallback(s, METRIC_LANE_FALLBACK_WANTED, "wanted");
 }
 
 static const struct lane_owner session_lane_owner = {
