@@ -434,13 +434,32 @@ static bool session_next_line(struct session *s, struct evbuffer *in)
 	return true;
 }
 
+/* While a fast lane's RCPT reply is owed, the next line is taken only if
+ * it is a RCPT the lane can carry pipelined (session_lane_pipelines). */
+static bool session_lane_next(struct session *s, struct evbuffer *in)
+{
+	if (s->wait != SESSION_WAIT_REPLAY || !s->lane || s->skipping ||
+	    s->state == SESSION_DATA)
+		return false;
+	size_t eol_len = 0;
+	/* The same line session_next_line would take (up to LF), and only
+	 * a well-formed one (CR LF, within the limit). */
+	struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	char line[SMTP_CMD_LINE_MAX];
+	if (p.pos < 1 || (size_t)p.pos + 1 > SMTP_CMD_LINE_MAX ||
+	    evbuffer_copyout(in, line, (size_t)p.pos) != (ev_ssize_t)p.pos ||
+	    line[p.pos - 1] != '\r')
+		return false;
+	return session_lane_pipelines(s, line, (size_t)p.pos - 1);
+}
+
 static void session_input(struct session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	unsigned commands = 0;
-	while (s->wait == SESSION_WAIT_NONE && s->state != SESSION_CLOSING &&
-	       s->state != SESSION_GREETING) {
+	while ((s->wait == SESSION_WAIT_NONE || session_lane_next(s, in)) &&
+	       s->state != SESSION_CLOSING && s->state != SESSION_GREETING) {
 		if (s->state == SESSION_DATA) {
 			if (!session_data_input(s))
 				return;

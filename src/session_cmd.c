@@ -325,6 +325,7 @@ static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_i
 	struct session *s = arg;
 	s->replay = NULL;
 	session_cmd_rcpt_answer(s, reply, local);
+	session_lane_checked(s);
 }
 
 /* The answer to the pending RCPT: the server's (a check or a fast lane),

@@ -36,6 +36,7 @@
 
 #include <event2/event.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "config.h"
 #include "lane.h"
@@ -45,10 +46,18 @@
 
 enum lane_pending { LANE_PENDING_NONE, LANE_PENDING_MAIL, LANE_PENDING_RCPT };
 
+/* RCPTs a client pipelined that may be owed on the lane at once (RFC
+ * 2920: as the client pipelined them); past it the session waits. */
+#define SESSION_LANE_PIPE_MAX 16
+
 struct session_lane {
 	struct lane *lane;      /* NULL: none held */
 	struct event *timer;    /* the client's bound: gap or body wait */
-	enum lane_pending pending; /* the command whose reply is owed */
+	enum lane_pending pending; /* the oldest command whose reply is owed */
+	/* The recipients owed (pending RCPT), oldest first: the session's
+	 * pending_rcpt is each in turn when its reply comes. */
+	char *rcpts[SESSION_LANE_PIPE_MAX];
+	unsigned n_rcpts;
 	bool off;               /* fell back: no new lane this session */
 	long long idle_since;   /* mstime_mono when the client's turn began */
 	unsigned messages;      /* sent on a lane */
@@ -67,6 +76,22 @@ static void session_lane_drop(struct session *s)
 	lane_release(sl->lane);
 	sl->lane = NULL;
 	sl->pending = LANE_PENDING_NONE;
+	for (unsigned i = 0; i < sl->n_rcpts; i++)
+		free(sl->rcpts[i]);
+	sl->n_rcpts = 0;
+}
+
+/* The oldest owed recipient becomes the session's pending one again. */
+static void session_lane_pop_rcpt(struct session *s)
+{
+	struct session_lane *sl = s->lane;
+	if (sl->n_rcpts == 0 || !s->txn)
+		return;
+	free(s->txn->pending_rcpt);
+	s->txn->pending_rcpt = sl->rcpts[0];
+	sl->n_rcpts--;
+	memmove(sl->rcpts, sl->rcpts + 1, sl->n_rcpts * sizeof sl->rcpts[0]);
+	sl->pending = sl->n_rcpts > 0 ? LANE_PENDING_RCPT : LANE_PENDING_NONE;
 }
 
 /* reason: the metric; why: the log. The lane is given up with no reply
@@ -226,12 +251,40 @@ bool session_lane_rcpt(struct session *s)
 		session_lane_fallback(s, METRIC_LANE_FALLBACK_LOST, "lost");
 		return false;
 	}
-	if (lane_rcpt(sl->lane, s->txn->pending_rcpt) != 0) {
+	if (sl->n_rcpts == SESSION_LANE_PIPE_MAX ||
+	    lane_rcpt(sl->lane, s->txn->pending_rcpt) != 0) {
 		session_lane_fallback(s, METRIC_LANE_FALLBACK_LOST, "lost");
 		return false;
 	}
+	/* The lane holds it until its reply (session_lane_pop_rcpt). */
+	sl->rcpts[sl->n_rcpts++] = s->txn->pending_rcpt;
+	s->txn->pending_rcpt = NULL;
 	sl->pending = LANE_PENDING_RCPT;
 	return true;
+}
+
+/* Whether the session may take the client's next line (line, len,
+ * without CR LF) although a lane reply is owed: a RCPT pipelined after
+ * RCPTs already on the lane, that sluice would not answer itself (it
+ * parses, the recipient limit is not reached), so every reply still
+ * comes from the server, in order. Anything else waits for the owed
+ * replies first. */
+bool session_lane_pipelines(struct session *s, const char *line, size_t len)
+{
+	struct session_lane *sl = s->lane;
+	struct smtp_cmd cmd;
+	char path[SMTP_PATH_MAX + 1];
+	if (!sl || !sl->lane || sl->pending != LANE_PENDING_RCPT ||
+	    sl->n_rcpts == 0 || sl->n_rcpts == SESSION_LANE_PIPE_MAX ||
+	    !lane_usable(sl->lane) || !s->txn || shape_is_on(&s->shape) ||
+	    s->commands + 1 > s->env->cfg->command_limit ||
+	    s->txn->n_rcpts + sl->n_rcpts >= s->env->cfg->max_recipients)
+		return false;
+	if (smtp_cmd_parse(line, len, &cmd) != SMTP_PARSE_OK ||
+	    cmd.verb != SMTP_VERB_RCPT)
+		return false;
+	return smtp_rcpt_parse(cmd.arg, cmd.arg_len, path, sizeof path,
+			       s->txn->params.smtputf8) == SMTP_PARSE_OK;
 }
 
 void session_lane_rset(struct session *s)
@@ -305,7 +358,14 @@ static void session_lane_reply(void *arg, const struct smtp_reply *reply)
 	enum lane_pending what = sl->pending;
 	sl->pending = LANE_PENDING_NONE;
 	if (what == LANE_PENDING_RCPT) {
+		session_lane_pop_rcpt(s);
 		session_cmd_rcpt_answer(s, reply, REPLY_OK);
+		if (lane_owed(sl->lane) > 0) {
+			/* More pipelined RCPTs owed: input stays stopped
+			 * (but for more RCPTs, session_lane_pipelines). */
+			session_wait_for(s, SESSION_WAIT_REPLAY);
+			return;
+		}
 	} else {
 		if (reply->code / 100 != 2) {
 			session_txn_free(s);
@@ -327,15 +387,40 @@ static void session_lane_lost(void *arg)
 	struct session *s = arg;
 	struct session_lane *sl = s->lane;
 	enum lane_pending what = sl->pending;
+	if (what == LANE_PENDING_RCPT) {
+		/* Every owed RCPT is checked the buffered way, in order: the
+		 * first now, each next one when the last is answered
+		 * (session_lane_checked). */
+		char *owed[SESSION_LANE_PIPE_MAX];
+		unsigned n = sl->n_rcpts;
+		memcpy(owed, sl->rcpts, n * sizeof owed[0]);
+		sl->n_rcpts = 0;
+		session_lane_fallback(s, METRIC_LANE_FALLBACK_LOST, "lost");
+		memcpy(sl->rcpts, owed, n * sizeof owed[0]);
+		sl->n_rcpts = n;
+		session_lane_pop_rcpt(s);
+		session_cmd_rcpt_check(s);
+		return;
+	}
 	/* The owed command is answered the buffered way. */
 	session_lane_fallback(s, METRIC_LANE_FALLBACK_LOST, "lost");
 	if (what == LANE_PENDING_MAIL) {
 		sl->off = true;
 		session_reply(s, REPLY_MAIL_OK);
 		session_wait_for(s, SESSION_WAIT_NONE);
-	} else if (what == LANE_PENDING_RCPT) {
-		session_cmd_rcpt_check(s);
 	}
+}
+
+bool session_lane_checked(struct session *s)
+{
+	struct session_lane *sl = s->lane;
+	if (!sl || sl->lane || sl->n_rcpts == 0 || !s->txn ||
+	    s->state == SESSION_CLOSING)
+		return false;
+	session_lane_pop_rcpt(s);
+	session_wait_for(s, SESSION_WAIT_REPLAY);
+	session_cmd_rcpt_check(s);
+	return true;
 }
 
 /* Others wait for a connection: a lane whose client has been quiet for

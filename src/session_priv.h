@@ -175,6 +175,10 @@ void session_cmd_rcpt_check(struct session *s);
 /* session_lane.c */
 bool session_lane_mail(struct session *s);
 bool session_lane_rcpt(struct session *s);
+bool session_lane_pipelines(struct session *s, const char *line, size_t len);
+/* After a buffered RCPT check: RCPTs still owed from a lost lane are
+ * checked next, in order (true: one started). */
+bool session_lane_checked(struct session *s);
 void session_lane_rset(struct session *s);
 void session_lane_command(struct session *s);
 void session_lane_arm(struct session *s);
