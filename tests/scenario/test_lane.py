@@ -9,9 +9,11 @@ each identified connection carries one client) and reads Postfix's own
 per-connection counters ("disconnect from ... mail=1 rcpt=N data=1").
 """
 
+import os
+import random
 import re
+import signal
 import smtplib
-import socket
 import threading
 import time
 import uuid
@@ -248,8 +250,6 @@ def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
     and the 127.0.2.x ones shaped (deny file): the backend never sees more
     than 4 connections, every message is delivered once, lanes were used,
     and every shaped client's replay got through (lanes give way)."""
-    import os
-    import random
     deny = os.path.join(workdir, "deny.cidr")
     with open(deny, "w") as f:
         f.write("127.0.2.0/24\n")
@@ -384,3 +384,29 @@ def test_lane_fault_matrix(evil, sluice, stage, k, kind, arg, pipelined):
         problems.append("pool did not recover within 6 s (%d tries): %r" % (tries, rec))
     assert harness.wait_until(lambda: "lane=1 " in sl.log(), 5), "no message went on a lane"
     assert not problems, "\n".join(problems) + "\n" + repr(res) + "\n" + be.summary()
+
+
+@pytest.mark.deadline(60)
+def test_lane_g_drain_waits_for_the_lane_answer(postfix, sluice):
+    """SIGTERM while a message is on a lane and the server is still
+    answering it (smtpd_end_of_data_restrictions = sleep 3): the client
+    gets the server's 250 first, then the 421; the lane's connection is
+    not released before the server's answer."""
+    pf = postfix(extra={"smtpd_end_of_data_restrictions": "sleep 3"})
+    sl = sluice(pf, workers=1, shutdown_timeout="10s")
+    busy = connect(sl)
+    assert cmd(busy, "EHLO client23.example")[0] == 250
+    assert cmd(busy, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(busy, "RCPT TO:<alice@example.com>")[0] == 250
+    assert cmd(busy, "DATA")[0] == 354
+    tok = token("g")
+    busy.send(message(tok) + b".\r\n")
+    time.sleep(1.0)
+    assert busy.pending(0.05) == b"", "end of data answered before the sleep"
+    os.kill(sl.proc.pid, signal.SIGTERM)
+    code, text = busy.read_reply(timeout=15)
+    assert code == 250, "lane message during drain: %d %s" % (code, text)
+    code2, text2 = busy.read_reply(timeout=5)
+    assert code2 == 421, (code2, text2)
+    pf.wait_messages(1, pred=lambda m: m.subject == tok)
+    assert "lane=1 " in sl.log()
