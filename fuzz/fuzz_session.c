@@ -22,7 +22,8 @@
  *           peer; bit 3 STARTTLS offered; bit 4 shaping on (fast rate);
  *           bit 5 DNSBL configured; bit 6 bare_newline = reject; bit 7
  *           backend_xclient = no.
- *   byte 2  bits 0-3 chunking seed (0: one write); bits 4-6 largest chunk,
+ *   byte 2  bits 0-3 chunking seed (0: one write; odd: fast_lane = no);
+ *           bits 4-6 largest chunk,
  *           4^n bytes, except 7: lockstep, a client that waits for its
  *           replies where RFC 2920 says so (fuzz_session_group), each
  *           group written once sluice is quiet; bit 7 talk before the
@@ -1005,6 +1006,13 @@ static void fuzz_session_configure(const uint8_t *h)
 	cfg->message_memory_max = h[3] & 0x01 ? 512 : 256 * 1024;
 	cfg->reject_threshold = h[3] & 0x02 ? 2 : 0;
 	cfg->backend_pool_size = h[3] & 0x04 ? 2 : 1;
+	/* The fast lane (session_lane.c, lane.c) with bounds short enough
+	 * that chunked writes stall past them now and then (its fallbacks);
+	 * off for odd chunking seeds, so the buffered path alone is covered
+	 * too. */
+	cfg->fast_lane = !(h[2] & 0x01);
+	cfg->fast_lane_gap_ms = 20;
+	cfg->fast_lane_body_wait_ms = 40;
 	fz.w.draining = false;
 
 	/* sluice caches client names for 30 s and more: a peer of its own

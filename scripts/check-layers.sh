@@ -26,13 +26,15 @@ backend.c	include	"(pool|replay|session[a-z_]*|spool|store)\.h"	backend reports 
 backend.c	call	\bpool_[a-z_]+\(	backend reports to its owner through the hooks given at open
 pool.c	include	"(replay|session[a-z_]*|spool|store)\.h"	the pool lends to callbacks, it does not know its borrowers
 replay.c	include	"session[a-z_]*\.h"	the replay reports through its callback, not to the session
+lane.c	include	"session[a-z_]*\.h"	the fast lane reports through struct lane_owner, not to the session
+lane.c	call	\bpool_lend(_long)?\(	a lane takes its connection through replay_identify_lane (pool_lend_long: counted in the lanes' share)
 shape.c	include	"session[a-z_]*\.h"	shaping knows no session
 session_shape.c	call	\bsession_greet\(	shaping hands the verdict back (s->verdict_done), it does not greet
 RULES
 )
 
 allowed_worker_h="worker.c supervisor.c main.c"
-allowed_priv_h="session.c session_cmd.c session_data.c session_report.c session_park.c session_shape.c session_tls.c"
+allowed_priv_h="session.c session_cmd.c session_data.c session_lane.c session_park.c session_report.c session_shape.c session_tls.c"
 fail=0
 tab=$(printf '\t')
 # printf, not echo: dash's echo would turn \b into a backspace.

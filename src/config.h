@@ -65,6 +65,10 @@ struct config {
 	long backend_data_timeout_ms;  /* 600s: reply after the final dot */
 	long backend_idle_ms;          /* 240s: recycle idle connections */
 	long checkout_timeout_ms;      /* 120s: wait for a pool connection */
+	bool fast_lane;                /* yes */
+	long fast_lane_gap_ms;         /* 250ms: lane's wait per client command */
+	long fast_lane_body_wait_ms;   /* 60s: lane's wait for a body */
+	unsigned fast_lane_share;      /* 75: percent of the pool */
 	long shutdown_timeout_ms;      /* 30s: drain on SIGTERM */
 
 	unsigned long long message_memory_max; /* 256k: spill beyond */

@@ -73,6 +73,15 @@ struct endpoint;
 	X(FINAL_HOLDS, "sluice_final_holds_total", "End-of-data replies held back for shaped sessions", 1) \
 	X(CONTENT_REFUSALS, "sluice_content_refusals_total", "Messages the server refused for their content (5.7.x at end of data)", 1) \
 	X(EARLY_CLOSE, "sluice_early_close_total", "Messages not replayed: the client closed before its reply", 1) \
+	X(LANES, "sluice_lanes_total", "Fast lanes taken (the envelope relayed live)", 1) \
+	X(LANES_ACTIVE, "sluice_lanes", "Backend connections held by fast lanes now", 0) \
+	X(LANE_MESSAGES, "sluice_lane_messages_total", "Messages sent on a fast lane", 1) \
+	X(LANE_FALLBACK_STALL, "sluice_lane_fallbacks_total{reason=\"stall\"}", "Transactions moved from a fast lane to the buffered path, by reason", 1) \
+	X(LANE_FALLBACK_SHAPED, "sluice_lane_fallbacks_total{reason=\"shaped\"}", "", 1) \
+	X(LANE_FALLBACK_LOST, "sluice_lane_fallbacks_total{reason=\"lost\"}", "", 1) \
+	X(LANE_FALLBACK_BODY, "sluice_lane_fallbacks_total{reason=\"body_wait\"}", "", 1) \
+	X(LANE_FALLBACK_WANTED, "sluice_lane_fallbacks_total{reason=\"wanted\"}", "", 1) \
+	X(LANE_FALLBACK_REFUSED, "sluice_lane_fallback_refused_total", "Recipients accepted on a fast lane, refused at the replay after a fallback (451 to the client)", 1) \
 	X(ORPHAN_ANSWERS, "sluice_orphan_answers_total", "End-of-data answers that came after the client had gone (its retry may duplicate)", 1) \
 	X(HANGUP_GREETING, "sluice_shaped_hangups_total{phase=\"greeting\"}", "Shaped sessions that hung up, by phase", 1) \
 	X(HANGUP_HELO, "sluice_shaped_hangups_total{phase=\"helo\"}", "", 1) \

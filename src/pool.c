@@ -62,10 +62,12 @@ struct pool {
 	unsigned open;       /* every backend that exists */
 	unsigned connecting; /* not yet ready */
 	unsigned failures;   /* consecutive failed opens */
+	unsigned long_leases; /* pool_lend_long leases not yet ended */
 	bool down;           /* last open failed and nothing is ready */
 	bool shutting_down;
 	struct event *fill_ev;    /* deferred top-up */
 	struct event *backoff_ev; /* next probe while down */
+	struct event *wanted_ev;  /* tell long leases that others wait */
 };
 
 static void pool_fill(struct pool *p);
@@ -75,6 +77,40 @@ static const struct backend_hooks pool_hooks;
 static void pool_fill_cb(evutil_socket_t fd, short what, void *arg)
 {
 	pool_fill(arg);
+}
+
+/* A long lease's count ends with the lease, whichever way it ends. */
+static void pool_lease_ended(struct pool_lease *l)
+{
+	if (l->long_lease) {
+		l->long_lease = false;
+		l->pool->long_leases--;
+	}
+}
+
+#define POOL_WANTED_MAX 64 /* long leases asked per turn */
+
+/* Borrowers wait in line: ask the long leases to give back what they
+ * only hold for their client (pool fairness); each decides. At most
+ * POOL_WANTED_MAX per turn; the list is copied first because a borrower
+ * may return its lease from inside. */
+static void pool_wanted_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+	struct pool_lease *ask[POOL_WANTED_MAX];
+	size_t n = 0;
+	struct pool_conn *c;
+	TAILQ_FOREACH(c, &p->all, link) {
+		if (n == POOL_WANTED_MAX)
+			break;
+		struct pool_lease *l = c->lease;
+		if (l && l->state == POOL_LEASE_HELD && l->long_lease &&
+		    l->cbs->wanted)
+			ask[n++] = l;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (ask[i]->state == POOL_LEASE_HELD && ask[i]->long_lease)
+			ask[i]->cbs->wanted(ask[i]->borrower);
 }
 
 static void pool_schedule_fill(struct pool *p)
@@ -96,7 +132,8 @@ struct pool *pool_new(struct event_base *base, const struct config *cfg,
 	TAILQ_INIT(&p->waiting);
 	p->fill_ev = event_new(p->base, -1, 0, pool_fill_cb, p);
 	p->backoff_ev = evtimer_new(p->base, pool_fill_cb, p);
-	if (!p->fill_ev || !p->backoff_ev) {
+	p->wanted_ev = event_new(p->base, -1, 0, pool_wanted_cb, p);
+	if (!p->fill_ev || !p->backoff_ev || !p->wanted_ev) {
 		pool_free(p);
 		return NULL;
 	}
@@ -125,7 +162,7 @@ static unsigned pool_idle_count(const struct pool *p)
 
 static void pool_update_gauges(const struct pool *p)
 {
-	static long long last_open, last_idle, last_wait;
+	static long long last_open, last_idle, last_wait, last_long;
 	long long open = p->open, idle = pool_idle_count(p), wait = 0;
 	const struct pool_lease *l;
 	TAILQ_FOREACH(l, &p->waiting, link)
@@ -133,6 +170,8 @@ static void pool_update_gauges(const struct pool *p)
 	metrics_add(METRIC_POOL_OPEN, open - last_open);
 	metrics_add(METRIC_POOL_IDLE, idle - last_idle);
 	metrics_add(METRIC_POOL_WAITING, wait - last_wait);
+	metrics_add(METRIC_LANES_ACTIVE, (long long)p->long_leases - last_long);
+	last_long = p->long_leases;
 	last_open = open;
 	last_idle = idle;
 	last_wait = wait;
@@ -162,6 +201,8 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	l->conn = c;
 	l->state = c ? POOL_LEASE_HELD : POOL_LEASE_OVER;
+	if (!c)
+		pool_lease_ended(l);
 	pool_update_gauges(p);
 	l->cbs->ready(l->borrower, c ? c->b : NULL, c ? REPLY_OK : l->err);
 }
@@ -288,8 +329,32 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 	TAILQ_INSERT_TAIL(&p->waiting, l, link);
 	struct timeval tv = mstime_tv(timeout_ms);
 	evtimer_add(&l->timer, &tv);
+	if (p->long_leases > 0)
+		event_active(p->wanted_ev, 0, 0);
 	pool_update_gauges(p);
 	pool_schedule_fill(p);
+}
+
+bool pool_lend_long(struct pool *p, struct pool_lease *l,
+		    unsigned long long prefer, unsigned max_long, long timeout_ms,
+		    const struct pool_borrower *cbs, void *borrower)
+{
+	if (p->down || p->shutting_down || p->long_leases >= max_long)
+		return false;
+	pool_lend(p, l, prefer, timeout_ms, cbs, borrower);
+	l->long_lease = true;
+	p->long_leases++;
+	return true;
+}
+
+struct backend *pool_lease_backend(const struct pool_lease *l)
+{
+	return l->state == POOL_LEASE_HELD && l->conn ? l->conn->b : NULL;
+}
+
+unsigned pool_long_count(const struct pool *p)
+{
+	return p->long_leases;
 }
 
 /* A held connection given back: kept for the next lease or closed. */
@@ -314,6 +379,8 @@ void pool_return(struct pool_lease *l, bool clean)
 	struct pool *p = l->pool;
 	struct pool_conn *c = l->conn;
 
+	if (p)
+		pool_lease_ended(l);
 	switch (l->state) {
 	case POOL_LEASE_OVER:
 		return;
@@ -352,9 +419,12 @@ void pool_hand_over(struct pool_lease *from, struct pool_lease *to,
 	evtimer_assign(&to->timer, to->pool->base, pool_deliver_cb, to);
 	if (from->state != POOL_LEASE_HELD || !c) {
 		/* Nothing held: to starts over, as an ended lease. */
+		pool_lease_ended(from);
 		to->state = POOL_LEASE_OVER;
 		return;
 	}
+	to->long_lease = from->long_lease; /* the count goes along */
+	from->long_lease = false;
 	event_del(&from->timer);
 	from->conn = NULL;
 	from->state = POOL_LEASE_OVER;
@@ -489,6 +559,8 @@ void pool_free(struct pool *p)
 		event_free(p->fill_ev);
 	if (p->backoff_ev)
 		event_free(p->backoff_ev);
+	if (p->wanted_ev)
+		event_free(p->wanted_ev);
 	free(p);
 }
 

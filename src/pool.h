@@ -73,6 +73,11 @@ struct pool_borrower {
 	void (*failed)(void *borrower, enum backend_fault fault,
 		       const char *why);
 	void (*drained)(void *borrower); /* may be NULL */
+	/* A long lease only (pool_lend_long), may be NULL: another borrower
+	 * waits in line for a connection. The borrower gives its connection
+	 * back if it is only waiting for its client (pool_return from inside
+	 * is allowed). Runs on a later loop turn than the wait began. */
+	void (*wanted)(void *borrower);
 };
 
 enum pool_lease_state {
@@ -95,6 +100,7 @@ struct pool_lease {
 	struct pool_conn *conn;       /* ASSIGNED (may be NULL) or HELD */
 	enum reply_id err;
 	enum pool_lease_state state;
+	bool long_lease;              /* counted in the pool's long leases */
 };
 
 /* tls_client: for backend_tls (NULL without). base, cfg and tls_client
@@ -107,6 +113,20 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 	       long timeout_ms, const struct pool_borrower *cbs,
 	       void *borrower);
 void pool_return(struct pool_lease *l, bool clean);
+
+/* A long lease (a fast lane: held across a client's transaction): as
+ * pool_lend, waiting in line at most timeout_ms, but false, and nothing
+ * started, when max_long long leases are held or waited for already or
+ * the server is down. The lease counts as long until it ends, through
+ * hand-overs. */
+bool pool_lend_long(struct pool *p, struct pool_lease *l,
+		    unsigned long long prefer, unsigned max_long, long timeout_ms,
+		    const struct pool_borrower *cbs, void *borrower);
+unsigned pool_long_count(const struct pool *p);
+
+/* The connection a held lease holds (NULL otherwise): for a borrower
+ * that got it by hand-over. */
+struct backend *pool_lease_backend(const struct pool_lease *l);
 void pool_hand_over(struct pool_lease *from, struct pool_lease *to,
 		    const struct pool_borrower *cbs, void *borrower);
 

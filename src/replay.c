@@ -34,7 +34,11 @@
 #define REPLAY_BODY_HIGHWAT (256 * 1024)
 #define REPLAY_DOT_LEN 3 /* ".\r\n", the end of data */
 
-enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE };
+/* RCPT: a recipient check. MESSAGE: a whole message. IDENTIFY: XCLIENT
+ * and EHLO on a connection free now, then the connection is handed over
+ * to a fast lane (lane.h). BODY: DATA and the body on a lane's connection
+ * (its envelope open on the server), handed back to the lane after. */
+enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE, REPLAY_IDENTIFY, REPLAY_BODY };
 
 /* The exchange's steps, in order (a check goes ENVELOPE -> RSET). */
 #define REPLAY_STEPS(X)                                                     \
@@ -85,6 +89,11 @@ struct replay {
 	bool have_result;
 	enum reply_id local;
 	struct smtp_reply result;
+	/* IDENTIFY and BODY: where the connection goes when the exchange
+	 * ends clean (a lane's lease); NULL: back to the pool. */
+	struct pool_lease *hand_to;
+	const struct pool_borrower *hand_cbs;
+	void *hand_borrower;
 };
 
 static void replay_set_step(struct replay *r, enum replay_step st)
@@ -98,7 +107,10 @@ static void replay_set_step(struct replay *r, enum replay_step st)
 
 static void replay_finish(struct replay *r, bool clean)
 {
-	pool_return(&r->lease, clean);
+	if (clean && r->hand_to)
+		pool_hand_over(&r->lease, r->hand_to, r->hand_cbs, r->hand_borrower);
+	else
+		pool_return(&r->lease, clean);
 	r->b = NULL;
 	/* A 421 is the server closing on sluice, not a verdict on the client:
 	 * it never reaches the client as it is (HOSTILE 94). */
@@ -229,6 +241,19 @@ size_t replay_xclient_lines(const struct client_identity *id,
 
 static void replay_envelope(struct replay *r);
 static void replay_rset(struct replay *r);
+
+/* The server knows the client: a lane takes the connection from here
+ * (done with REPLY_OK), anything else sends its envelope. */
+static void replay_identified(struct replay *r)
+{
+	if (r->kind == REPLAY_IDENTIFY) {
+		r->have_result = false;
+		r->local = REPLY_OK;
+		replay_finish(r, true);
+		return;
+	}
+	replay_envelope(r);
+}
 static const struct pool_borrower replay_borrower;
 
 #define REPLAY_FNV_OFFSET 14695981039346656037ULL /* FNV-1a, 64 bits */
@@ -281,7 +306,7 @@ static void replay_ehlo_reply(void *arg, const struct smtp_reply *reply)
 	}
 	backend_take_caps(r->b, reply);
 	backend_set_identity(r->b, r->key);
-	replay_envelope(r);
+	replay_identified(r);
 }
 
 /* Whether the client's HELO can go on an EHLO line as it is: printable
@@ -334,7 +359,13 @@ static void replay_xclient_reply(void *arg, const struct smtp_reply *reply)
 static void replay_identify(struct replay *r)
 {
 	if (!r->cfg->backend_xclient || backend_identity(r->b) == r->key) {
-		replay_envelope(r);
+		replay_identified(r);
+		return;
+	}
+	if (!backend_caps(r->b)->xclient && backend_identity(r->b) != 0 &&
+	    r->kind == REPLAY_IDENTIFY) {
+		/* A lane never waits for a fresh connection. */
+		replay_fail(r, REPLY_BACKEND_BUSY);
 		return;
 	}
 	if (!backend_caps(r->b)->xclient && backend_identity(r->b) != 0 &&
@@ -446,27 +477,39 @@ static void replay_mail_reply(void *arg, const struct smtp_reply *reply)
 		replay_envelope_done(r);
 }
 
+size_t replay_mail_line(const struct backend_caps *caps, const char *sender,
+			const struct smtp_mail_params *pm,
+			unsigned long long size, char *line, size_t max)
+{
+	char sz[32] = "";
+	if (size > 0)
+		snprintf(sz, sizeof sz, " SIZE=%llu", size);
+	int n = snprintf(line, max, "MAIL FROM:<%s>%s%s%s", sender, sz,
+			 pm->body == SMTP_BODY_8BITMIME && caps->eightbitmime
+				 ? " BODY=8BITMIME" : "",
+			 pm->smtputf8 && caps->smtputf8 ? " SMTPUTF8" : "");
+	return n < 0 || (size_t)n >= max ? 0 : (size_t)n;
+}
+
 static void replay_envelope(struct replay *r)
 {
 	char line[SMTP_CMD_LINE_MAX + 64];
 	const struct smtp_mail_params *pm = r->txn.params;
 	unsigned long long size = r->kind == REPLAY_MESSAGE ? r->txn.body_size
 			      : pm->size > 0 ? (unsigned long long)pm->size : 0;
-	int n = snprintf(line, sizeof line, "MAIL FROM:<%s>", r->txn.sender);
-	if (size > 0)
-		n += snprintf(line + n, sizeof line - (size_t)n, " SIZE=%llu", size);
-	if (pm->body == SMTP_BODY_8BITMIME && backend_caps(r->b)->eightbitmime)
-		n += snprintf(line + n, sizeof line - (size_t)n, " BODY=8BITMIME");
-	if (pm->smtputf8 && backend_caps(r->b)->smtputf8)
-		n += snprintf(line + n, sizeof line - (size_t)n, " SMTPUTF8");
+	size_t n = replay_mail_line(backend_caps(r->b), r->txn.sender, pm, size, line, sizeof line);
+	if (n == 0) {
+		replay_fail(r, REPLY_LOCAL_ERROR);
+		return;
+	}
 	size_t n_rcpts = r->kind == REPLAY_RCPT ? 1 : r->txn.n_rcpts;
 	replay_set_step(r, REPLAY_STEP_ENVELOPE);
 	r->owed = (unsigned)(1 + n_rcpts);
-	if (replay_send(r, line, (size_t)n, false, 0, replay_mail_reply) != 0)
+	if (replay_send(r, line, n, false, 0, replay_mail_reply) != 0)
 		return;
 	for (size_t i = 0; i < n_rcpts; i++) {
-		n = snprintf(line, sizeof line, "RCPT TO:<%s>", r->txn.rcpts[i]);
-		if (replay_send(r, line, (size_t)n, false, 0, replay_envelope_reply) != 0)
+		int k = snprintf(line, sizeof line, "RCPT TO:<%s>", r->txn.rcpts[i]);
+		if (replay_send(r, line, (size_t)k, false, 0, replay_envelope_reply) != 0)
 			return;
 	}
 	/* A check always ends in RSET, whatever the answers: pipelined with
@@ -607,12 +650,13 @@ static const struct pool_borrower replay_borrower = {
 	.drained = replay_body_drain,
 };
 
-static struct replay *replay_start(struct pool *pool,
-				   const struct config *cfg,
-				   enum replay_kind kind,
-				   const struct client_identity *id,
-				   const struct replay_txn *txn,
-				   replay_done_fn done, void *arg)
+/* A replay of kind, not started; txn may be NULL (IDENTIFY). NULL when
+ * out of memory. */
+static struct replay *replay_new(struct pool *pool, const struct config *cfg,
+				 enum replay_kind kind,
+				 const struct client_identity *id,
+				 const struct replay_txn *txn,
+				 replay_done_fn done, void *arg)
 {
 	struct replay *r = calloc(1, sizeof *r);
 	if (!r)
@@ -621,12 +665,25 @@ static struct replay *replay_start(struct pool *pool,
 	r->cfg = cfg;
 	r->kind = kind;
 	r->id = id;
-	r->txn = *txn;
+	if (txn)
+		r->txn = *txn;
 	r->done = done;
 	r->arg = arg;
 	r->key = replay_identity_key(id);
-	pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
-		  &replay_borrower, r);
+	return r;
+}
+
+static struct replay *replay_start(struct pool *pool,
+				   const struct config *cfg,
+				   enum replay_kind kind,
+				   const struct client_identity *id,
+				   const struct replay_txn *txn,
+				   replay_done_fn done, void *arg)
+{
+	struct replay *r = replay_new(pool, cfg, kind, id, txn, done, arg);
+	if (r)
+		pool_lend(r->pool, &r->lease, r->key, r->cfg->checkout_timeout_ms,
+			  &replay_borrower, r);
 	return r;
 }
 
@@ -644,6 +701,48 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
 			      replay_done_fn done, void *arg)
 {
 	return replay_start(pool, cfg, REPLAY_MESSAGE, id, txn, done, arg);
+}
+
+struct replay *replay_identify_lane(struct pool *pool, const struct config *cfg,
+			       const struct client_identity *id,
+			       unsigned max_long, long wait_ms,
+			       struct pool_lease *hand_to,
+				   const struct pool_borrower *hand_cbs,
+				   void *hand_borrower, replay_done_fn done,
+				   void *arg)
+{
+	struct replay *r = replay_new(pool, cfg, REPLAY_IDENTIFY, id, NULL, done, arg);
+	if (!r)
+		return NULL;
+	r->hand_to = hand_to;
+	r->hand_cbs = hand_cbs;
+	r->hand_borrower = hand_borrower;
+	if (!pool_lend_long(pool, &r->lease, r->key, max_long, wait_ms,
+			    &replay_borrower, r)) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+struct replay *replay_body(struct pool *pool, const struct config *cfg,
+			   const struct client_identity *id,
+			   const struct replay_txn *txn, struct backend *b,
+			   struct pool_lease *from,
+			   const struct pool_borrower *hand_cbs,
+			   void *hand_borrower, replay_done_fn done, void *arg)
+{
+	struct replay *r = replay_new(pool, cfg, REPLAY_BODY, id, txn, done, arg);
+	if (!r)
+		return NULL;
+	r->hand_to = from;
+	r->hand_cbs = hand_cbs;
+	r->hand_borrower = hand_borrower;
+	pool_hand_over(from, &r->lease, &replay_borrower, r);
+	r->b = b;
+	replay_set_step(r, REPLAY_STEP_ENVELOPE);
+	replay_envelope_done(r); /* the lane's envelope was accepted: DATA */
+	return r;
 }
 
 /* What an orphaned replay's end needs: the session is gone. */
@@ -694,6 +793,7 @@ static bool replay_orphan(struct replay *r)
 	r->txn = (struct replay_txn){ .n_rcpts = o->n_rcpts };
 	r->done = replay_orphan_done;
 	r->arg = o;
+	r->hand_to = NULL; /* its lane is gone with the session */
 	return true;
 }
 

@@ -26,8 +26,12 @@
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 
+struct backend;
+struct backend_caps;
 struct config;
 struct pool;
+struct pool_borrower;
+struct pool_lease;
 struct spool;
 struct replay;
 
@@ -69,7 +73,39 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
 			      const struct replay_txn *txn,
 			      replay_done_fn done, void *arg);
 
+/* For a fast lane (lane.h): XCLIENT and EHLO for id on a connection
+ * got within wait_ms (pool_lend_long, at most max_long long leases);
+ * NULL when the lanes' share is taken (or out of memory): nothing
+ * started. done(arg, NULL, REPLY_OK): identified, and the connection is
+ * hand_to's (pool_hand_over with hand_cbs, hand_borrower); anything
+ * else (no connection within wait_ms included): not. */
+struct replay *replay_identify_lane(struct pool *pool, const struct config *cfg,
+			       const struct client_identity *id,
+			       unsigned max_long, long wait_ms,
+			       struct pool_lease *hand_to,
+			       const struct pool_borrower *hand_cbs,
+			       void *hand_borrower, replay_done_fn done,
+			       void *arg);
+
+/* DATA, the body and "." on a lane's connection b, whose envelope (MAIL
+ * and txn's recipients) the server has accepted: the lease is handed
+ * over from "from" and, when the exchange ends clean, back to it (with
+ * hand_cbs, hand_borrower); otherwise the connection is closed. done as
+ * replay_message. NULL when out of memory (nothing handed over). */
+struct replay *replay_body(struct pool *pool, const struct config *cfg,
+			   const struct client_identity *id,
+			   const struct replay_txn *txn, struct backend *b,
+			   struct pool_lease *from,
+			   const struct pool_borrower *hand_cbs,
+			   void *hand_borrower, replay_done_fn done, void *arg);
+
 void replay_cancel(struct replay *r);
+
+/* "MAIL FROM:<sender>" with SIZE (when size > 0) and the parameters the
+ * server offers (caps), into line (max bytes); 0 when it does not fit. */
+size_t replay_mail_line(const struct backend_caps *caps, const char *sender,
+			const struct smtp_mail_params *pm,
+			unsigned long long size, char *line, size_t max);
 
 /* The XCLIENT command lines for id, given the attributes the server offers.
  * Writes up to max_lines NUL-terminated lines of at most 510 bytes into

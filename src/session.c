@@ -170,8 +170,8 @@ static void session_log_summary(struct session *s)
 	char signals[200];
 	log_info("session=%llu client=%s port=%u name=%s helo=\"%s\" tls=%s "
 		 "score=%d signals=%s shaped=%s shaped_s=%ld phase=%s "
-		 "transactions=%u rcpt=%u/%u bytes_in=%llu bytes_out=%llu "
-		 "duration=%lld.%03llds outcome=%s",
+		 "transactions=%u rcpt=%u/%u lane=%u lane_fallbacks=%u "
+		 "bytes_in=%llu bytes_out=%llu duration=%lld.%03llds outcome=%s",
 		 s->ident.session_id, s->ident.addr, s->ident.port,
 		 s->ident.name_status == DNS_NAME_OK ? s->name
 		 : s->ident.name_status == DNS_NAME_TEMPFAIL ? "[TEMPUNAVAIL]"
@@ -180,7 +180,8 @@ static void session_log_summary(struct session *s)
 		 classify_list(&s->cls, signals, sizeof signals),
 		 shape_ever(&s->shape) ? "yes" : "no", shape_used_ms(&s->shape) / 1000,
 		 session_phase_name(s->phase_reached), s->transactions,
-		 s->rcpt_accepted, s->rcpt_refused, s->bytes_in, s->bytes_out,
+		 s->rcpt_accepted, s->rcpt_refused, session_lane_messages(s),
+		 session_lane_fallbacks(s), s->bytes_in, s->bytes_out,
 		 d / 1000, d % 1000, s->outcome ? s->outcome : "closed");
 }
 
@@ -197,6 +198,7 @@ static void session_free(struct session *s)
 		dns_ptr_cancel(s->dns);
 	if (s->replay)
 		replay_cancel(s->replay);
+	session_lane_free(s);
 	session_txn_free(s);
 	if (s->parked) {
 		close(event_get_fd(s->defer_ev));
@@ -285,6 +287,7 @@ static void session_close_as(struct session *s, const char *outcome,
 		replay_cancel(s->replay);
 		s->replay = NULL;
 	}
+	session_lane_end(s);
 	session_txn_free(s);
 	if (!s->bev) { /* it could not be unparked: the socket is closed */
 		session_schedule_free(s);
@@ -467,13 +470,32 @@ static bool session_next_line(struct session *s, struct evbuffer *in)
 	return true;
 }
 
+/* While a fast lane's RCPT reply is owed, the next line is taken only if
+ * it is a RCPT the lane can carry pipelined (session_lane_pipelines). */
+static bool session_lane_next(struct session *s, struct evbuffer *in)
+{
+	if (s->wait != SESSION_WAIT_REPLAY || !s->lane || s->skipping ||
+	    s->state == SESSION_DATA)
+		return false;
+	size_t eol_len = 0;
+	/* The same line session_next_line would take (up to LF), and only
+	 * a well-formed one (CR LF, within the limit). */
+	struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	char line[SMTP_CMD_LINE_MAX];
+	if (p.pos < 1 || (size_t)p.pos + 1 > SMTP_CMD_LINE_MAX ||
+	    evbuffer_copyout(in, line, (size_t)p.pos) != (ev_ssize_t)p.pos ||
+	    line[p.pos - 1] != '\r')
+		return false;
+	return session_lane_pipelines(s, line, (size_t)p.pos - 1);
+}
+
 static void session_input(struct session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	unsigned commands = 0;
-	while (s->wait == SESSION_WAIT_NONE && s->state != SESSION_CLOSING &&
-	       s->state != SESSION_GREETING) {
+	while ((s->wait == SESSION_WAIT_NONE || session_lane_next(s, in)) &&
+	       s->state != SESSION_CLOSING && s->state != SESSION_GREETING) {
 		if (s->state == SESSION_DATA) {
 			if (!session_data_input(s))
 				return;
@@ -709,7 +731,8 @@ void session_shutdown_all(void)
 		 * server's answer, then the 421 (data_replayed sees
 		 * env->draining; after a recipient check, the worker's next
 		 * drain poll calls this again). */
-		if (s->replay || s->state == SESSION_CLOSING)
+		if (s->replay || s->wait == SESSION_WAIT_REPLAY ||
+		    s->state == SESSION_CLOSING)
 			continue;
 		if (!session_unpark(s))
 			continue; /* closed with a 421 of its own */

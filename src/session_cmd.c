@@ -118,8 +118,21 @@ static bool looks_like_header(const char *line, size_t len)
 	return false;
 }
 
+static void session_cmd_run(struct session *s, const char *line, size_t len,
+			    bool pipelined);
+
+/* A fast lane's wait for the client ends with the command and starts
+ * again after it (session_lane.c), whichever way the command ends. */
 void session_cmd_line(struct session *s, const char *line, size_t len,
 		      bool pipelined)
+{
+	session_lane_command(s);
+	session_cmd_run(s, line, len, pipelined);
+	session_lane_arm(s);
+}
+
+static void session_cmd_run(struct session *s, const char *line, size_t len,
+			    bool pipelined)
 {
 	if (++s->commands > s->env->cfg->command_limit) {
 		metrics_inc(METRIC_LIMIT_COMMANDS);
@@ -209,6 +222,7 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
 		session_close(s, "out of memory");
 		return;
 	}
+	session_lane_end(s); /* its identity is about to change */
 	free(s->helo);
 	s->helo = helo;
 	s->ident.helo = helo;
@@ -301,14 +315,25 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
 	t->params = params;
 	s->txn = t;
 	session_set_state(s, SESSION_MAIL);
+	if (session_lane_mail(s))
+		return; /* the server answers, on the lane */
 	session_reply(s, REPLY_MAIL_OK);
 }
 
 static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_id local)
 {
 	struct session *s = arg;
-	struct txn *t = s->txn;
 	s->replay = NULL;
+	session_cmd_rcpt_answer(s, reply, local);
+	session_lane_checked(s);
+}
+
+/* The answer to the pending RCPT: the server's (a check or a fast lane),
+ * or sluice's own (local) when reply is NULL. */
+void session_cmd_rcpt_answer(struct session *s, const struct smtp_reply *reply,
+			     enum reply_id local)
+{
+	struct txn *t = s->txn;
 	int code = reply ? reply->code : reply_code(local);
 	t->rcpts_tried++;
 	if (code / 100 == 2) {
@@ -388,6 +413,14 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	session_wait_for(s, SESSION_WAIT_REPLAY);
+	if (session_lane_rcpt(s))
+		return;
+	session_cmd_rcpt_check(s);
+}
+
+/* The pending RCPT checked the buffered way (replay_rcpt). */
+void session_cmd_rcpt_check(struct session *s)
+{
 	if (session_identity_ready(s, rcpt_start))
 		rcpt_start(s);
 }
@@ -404,6 +437,7 @@ static void cmd_data(struct session *s, const struct smtp_cmd *cmd)
 
 static void cmd_rset(struct session *s, const struct smtp_cmd *cmd)
 {
+	session_lane_rset(s);
 	session_reset_txn(s);
 	session_reply(s, REPLY_OK);
 }
@@ -415,6 +449,7 @@ static void cmd_noop(struct session *s, const struct smtp_cmd *cmd)
 
 static void cmd_quit(struct session *s, const struct smtp_cmd *cmd)
 {
+	session_lane_end(s);
 	session_reply(s, REPLY_BYE);
 	session_close(s, "quit");
 }
@@ -455,6 +490,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
 		session_reply(s, REPLY_TLS_RATE);
 		return;
 	}
+	session_lane_end(s);
 	session_tls_start(s);
 }
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "lane.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -115,6 +116,8 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 	} else {
 		metrics_inc(METRIC_TRANSACTIONS_FAILED);
 	}
+	if (t->lane_rcpts && !reply && local == REPLY_RCPT_CHANGED)
+		metrics_inc(METRIC_LANE_FALLBACK_REFUSED);
 	/* The client's answer first, then the bookkeeping and the log line:
 	 * nothing slow between the server's 250 and ours (HOSTILE 106). */
 	if (reply)
@@ -142,11 +145,13 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 		return;
 	}
 	session_wait_for(s, SESSION_WAIT_NONE);
+	session_lane_arm(s); /* a lane kept waits for the next MAIL */
 }
 
 static void data_replay_start(struct session *s)
 {
 	struct txn *t = s->txn;
+	struct lane *lane = session_lane_for_message(s);
 	struct replay_txn rt = {
 		.sender = t->sender,
 		.params = &t->params,
@@ -155,8 +160,11 @@ static void data_replay_start(struct session *s)
 		.body = t->body,
 		.body_size = spool_size(t->body),
 	};
-	s->replay = replay_message(s->env->pool, s->env->cfg, &s->ident, &rt,
-				   data_replayed, s);
+	/* On a fast lane the server has the envelope already: DATA and the
+	 * body go on it. */
+	s->replay = lane ? lane_message(lane, &rt, data_replayed, s)
+			 : replay_message(s->env->pool, s->env->cfg, &s->ident, &rt,
+					  data_replayed, s);
 	if (!s->replay) {
 		session_reply(s, REPLY_LOCAL_ERROR);
 		data_finish_txn(s);

@@ -56,7 +56,8 @@ bool session_parkable(const struct session *s)
 		return false;
 	if (shape_is_on(&s->shape))
 		return false; /* the rate limit lives on the bufferevent */
-	if (s->dns || s->replay || s->store_req || s->dnsbl || s->after_dns)
+	if (s->dns || s->replay || s->store_req || s->dnsbl || s->after_dns ||
+	    session_lane_held(s))
 		return false; /* an answer is on its way */
 	return evbuffer_get_length(bufferevent_get_input(s->bev)) == 0 &&
 	       evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;

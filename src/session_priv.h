@@ -24,6 +24,8 @@
 #include "smtp_reply.h"
 
 struct bufferevent;
+struct lane;
+struct session_lane;
 struct spool;
 struct store_lookup;
 
@@ -59,6 +61,7 @@ struct txn {
 	struct spool *body;
 	bool data_error;    /* a spool or memory failure during DATA */
 	bool memory_full;   /* ... because memory_limit was reached */
+	bool lane_rcpts;    /* recipients accepted on a fast lane, now buffered */
 };
 
 /* Where a session is in the dialogue, as the hang-up metrics and the
@@ -116,6 +119,7 @@ struct session {
 	char *helo;
 	struct dns_ptr *dns;
 	struct replay *replay;  /* at most one exchange in flight */
+	struct session_lane *lane; /* fast lane state (session_lane.c); NULL: never taken */
 	struct txn *txn;
 	struct event *defer_ev; /* resume input on the next loop turn; the
 				 * read event while parked */
@@ -183,6 +187,27 @@ void session_foreach(void (*fn)(const struct session *s, void *arg), void *arg);
 void session_cmd_line(struct session *s, const char *line, size_t len,
 		      bool pipelined);
 void session_cmd_ehlo_reply(struct session *s);
+void session_cmd_rcpt_answer(struct session *s, const struct smtp_reply *reply,
+			     enum reply_id local);
+void session_cmd_rcpt_check(struct session *s);
+
+/* session_lane.c */
+bool session_lane_mail(struct session *s);
+bool session_lane_rcpt(struct session *s);
+bool session_lane_pipelines(struct session *s, const char *line, size_t len);
+/* After a buffered RCPT check: RCPTs still owed from a lost lane are
+ * checked next, in order (true: one started). */
+bool session_lane_checked(struct session *s);
+void session_lane_rset(struct session *s);
+void session_lane_command(struct session *s);
+void session_lane_arm(struct session *s);
+void session_lane_end(struct session *s);
+void session_lane_free(struct session *s);
+struct lane *session_lane_for_message(struct session *s);
+/* A backend connection is held for the session (no parking then). */
+bool session_lane_held(const struct session *s);
+unsigned session_lane_messages(const struct session *s);
+unsigned session_lane_fallbacks(const struct session *s);
 
 /* session_data.c */
 void session_data_begin(struct session *s);

@@ -159,6 +159,10 @@ static void session_dnsbl_done(void *arg, int score, const char *hits)
 	else if (score < 0)
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr, SIGNAL_DNSWL,
 			     score, hits);
+	/* After the greeting (dns_timeout passed first), a listing still
+	 * shapes the rest of the session, as a late PTR signal does. */
+	if (s->state != SESSION_GREETING && score > 0)
+		shape_decide(s);
 	shape_lookup_done(s);
 }
 

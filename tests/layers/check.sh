@@ -22,7 +22,7 @@ done
 echo "layers: src clean, fixture rejected"
 
 # The state machines in docs/architecture.md against the X-macro lists.
-for list in SESSION_STATES SESSION_WAITS SESSION_PHASES SHAPE_STATES REPLAY_STEPS; do
+for list in SESSION_STATES SESSION_WAITS SESSION_PHASES SHAPE_STATES REPLAY_STEPS LANE_STATES; do
 	file=$(grep -l "#define $list(X)" src/*.h src/*.c | head -1)
 	[ -n "$file" ] || { echo "states: $list not found in src"; exit 1; }
 	code=$(awk -v l="#define $list(X)" 'index($0, l) {on = 1; next}

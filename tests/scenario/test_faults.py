@@ -53,7 +53,10 @@ FAST = dict(backend_timeout="1s", backend_data_timeout="1500ms",
             smtpd_timeout="5s", shutdown_timeout="1s",
             # these tests are about the backend: never shape a client
             # (reputation from refused RCPTs would slow later sessions)
-            shape_threshold="1000000")
+            shape_threshold="1000000",
+            # the buffered path's exchanges, stage by stage (check, then
+            # replay); the fast lane's faults are test_lane.py's
+            fast_lane="no")
 REPLY_BOUND = 3.5   # no single reply may take longer (worst: checkout 2 s)
 RCPTS = ("alice@example.com", "bob@example.com")
 

@@ -6,7 +6,9 @@
  */
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "backend.h"
 #include "replay.h"
 #include "unit.h"
 
@@ -102,9 +104,32 @@ static void test_hostile_027_xclient_split(void **state)
 	assert_string_equal(lines[0], "XCLIENT HELO=[UNAVAILABLE] ADDR=203.0.113.250");
 }
 
+/* The MAIL line a replay and a fast lane send: SIZE when known, BODY and
+ * SMTPUTF8 only when the server offered them, nothing that would not fit
+ * (an overlong line is refused, never cut). */
+static void test_mail_line(void **state)
+{
+	struct backend_caps caps = {0};
+	struct smtp_mail_params pm = {0};
+	char line[600];
+	size_t n = replay_mail_line(&caps, "a@example.net", &pm, 0, line, sizeof line);
+	assert_string_equal(line, "MAIL FROM:<a@example.net>");
+	assert_int_equal(n, strlen(line));
+	pm.body = SMTP_BODY_8BITMIME;
+	pm.smtputf8 = true;
+	n = replay_mail_line(&caps, "", &pm, 4096, line, sizeof line);
+	assert_string_equal(line, "MAIL FROM:<> SIZE=4096");
+	caps.eightbitmime = caps.smtputf8 = true;
+	n = replay_mail_line(&caps, "b@example.net", &pm, 12, line, sizeof line);
+	assert_string_equal(line, "MAIL FROM:<b@example.net> SIZE=12 BODY=8BITMIME SMTPUTF8");
+	assert_int_equal(n, strlen(line));
+	assert_int_equal(replay_mail_line(&caps, "b@example.net", &pm, 12, line, 20), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mail_line),
 		cmocka_unit_test(test_xclient_lines),
 		cmocka_unit_test(test_hostile_027_xclient_split),
 	};

@@ -1,0 +1,412 @@
+"""
+Fast lane scenarios (issue 8): a client that keeps up has its envelope
+relayed live on one backend connection and its message sent on the same
+one; a client that stalls, becomes shaped or whose lane is lost falls
+back to the buffered path without losing mail.
+
+Every test runs a real Postfix (XCLIENT for sluice's 127.0.0.1 only, so
+each identified connection carries one client) and reads Postfix's own
+per-connection counters ("disconnect from ... mail=1 rcpt=N data=1").
+"""
+
+import os
+import random
+import re
+import signal
+import smtplib
+import threading
+import time
+import uuid
+
+import pytest
+
+import harness
+from harness import CLIENT23, SmtpRaw
+from test_core import connect  # raw client, greeting read and required 220
+
+
+def token(tag):
+    return "lane-%s-%s" % (tag, uuid.uuid4().hex[:10])
+
+
+def message(tok, body=b"Hello from the lane tests.\r\n"):
+    t = tok.encode()
+    return (b"From: <a@example.net>\r\nTo: <alice@example.com>\r\n"
+            b"Subject: " + t + b"\r\nMessage-ID: <" + t + b"@example.net>\r\n"
+            b"\r\n" + body)
+
+
+def cmd(c, line):
+    c.send(line.encode() + b"\r\n")
+    return c.read_reply()
+
+
+def disconnects(pf, client=None):
+    """Postfix's per-connection counter lines for connections that carried
+    a client (XCLIENT seen), as dicts."""
+    out = []
+    for line in pf.maillog().splitlines():
+        m = re.search(r"disconnect from (\S+)\s+(.*)$", line)
+        if not m:
+            continue
+        if client and "[%s]" % client not in m.group(1):
+            continue
+        counts = dict(kv.split("=", 1) for kv in m.group(2).split() if "=" in kv)
+        out.append(counts)
+    return out
+
+
+@pytest.mark.deadline(60)
+def test_lane_a_fast_client_one_connection(postfix, sluice):
+    """A fast client's message is one Postfix connection: mail=1, rcpt=N,
+    data=1, no rset; and the session summary counts it on the lane."""
+    pf = postfix()
+    sl = sluice(pf, pool=4, metrics_listen="127.0.0.1:%d" % harness.free_port())
+    tok = token("a")
+    with smtplib.SMTP(sl.host, sl.port, source_address=(CLIENT23, 0),
+                      timeout=30) as s:
+        s.ehlo("client23.example")
+        refused = s.sendmail("a@example.net",
+                             ["alice@example.com", "bob@example.com"],
+                             message(tok))
+        assert refused == {}
+    pf.wait_messages(2)
+    assert harness.wait_until(lambda: disconnects(pf, CLIENT23), 10)
+    conns = disconnects(pf, CLIENT23)
+    assert len(conns) == 1, conns
+    c = conns[0]
+    assert c.get("mail") == "1" and c.get("rcpt") == "2" and c.get("data") == "1", c
+    assert "rset" not in c, c
+    assert sl.metric("sluice_lanes_total") >= 1
+    assert harness.wait_until(lambda: "lane=1 lane_fallbacks=0" in sl.log(), 5)
+
+
+def lane_log_count(pf, client):
+    """Postfix connections that carried client and ended."""
+    return len(disconnects(pf, client))
+
+
+def metrics_port():
+    return "127.0.0.1:%d" % harness.free_port()
+
+
+@pytest.mark.deadline(60)
+def test_lane_b_stall_falls_back_and_releases(postfix, sluice):
+    """A client that stalls mid-envelope past fast_lane_gap falls back: the
+    backend connection is given up during the stall (Postfix logs its end
+    before the client goes on), and the message is still delivered to every
+    recipient by the buffered path."""
+    pf = postfix()
+    sl = sluice(pf, pool=4, fast_lane_gap="200ms", metrics_listen=metrics_port())
+    tok = token("b")
+    c = connect(sl)
+    assert cmd(c, "EHLO client23.example")[0] == 250
+    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    # The stall: the lane's connection must end on the server's side now,
+    # while the client says nothing.
+    assert harness.wait_until(lambda: lane_log_count(pf, CLIENT23) == 1, 5), \
+        "the lane was not given back during the stall"
+    during = disconnects(pf, CLIENT23)[0]
+    assert during.get("mail") == "1" and during.get("rcpt") == "1", during
+    assert "data" not in during, during
+    assert cmd(c, "RCPT TO:<bob@example.com>")[0] == 250
+    assert cmd(c, "DATA")[0] == 354
+    c.send(message(tok) + b".\r\n")
+    code, text = c.read_reply()
+    assert code == 250, text
+    cmd(c, "QUIT")
+    c.close()
+    pf.wait_messages(2, pred=lambda m: m.subject == tok)
+    assert sl.metric('sluice_lane_fallbacks_total{reason="stall"}') == 1
+    assert "LANEFALLBACK reason=stall rcpt=1" in sl.log()
+    assert harness.wait_until(lambda: "lane=0 lane_fallbacks=1" in sl.log(), 5)
+
+
+@pytest.mark.deadline(60)
+def test_lane_d_slow_body_delivered_by_replay(postfix, sluice):
+    """A body slower than the server's smtpd_timeout (10s): the lane is
+    given back at fast_lane_body_wait, well before the server would time
+    it out, and the message goes by replay."""
+    pf = postfix(extra={"smtpd_timeout": "10s"})
+    sl = sluice(pf, pool=4, fast_lane_body_wait="2s", metrics_listen=metrics_port())
+    tok = token("d")
+    c = connect(sl)
+    assert cmd(c, "EHLO client23.example")[0] == 250
+    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    assert cmd(c, "DATA")[0] == 354
+    msg = message(tok, body=b"".join(b"line %d of a slow body\r\n" % i
+                                     for i in range(12)))
+    lines = msg.split(b"\r\n")
+    start = time.monotonic()
+    for ln in lines[:-1]:
+        c.send(ln + b"\r\n")
+        time.sleep(12.0 / len(lines))
+    assert time.monotonic() - start > 11
+    c.send(b".\r\n")
+    code, text = c.read_reply()
+    assert code == 250, text
+    cmd(c, "QUIT")
+    c.close()
+    pf.wait_messages(1, pred=lambda m: m.subject == tok)
+    assert sl.metric('sluice_lane_fallbacks_total{reason="body_wait"}') == 1
+    assert not [l for l in pf.maillog().splitlines()
+                if "timeout after" in l and "[%s]" % CLIENT23 in l]
+
+
+@pytest.mark.deadline(60)
+def test_lane_e_refused_at_replay_gives_451(postfix, sluice):
+    """Recipients accepted on the lane, then the client stalls (fallback)
+    and the server refuses one at the replay: the client gets a 451 and
+    nothing is delivered, to no recipient. The server's own refusal is
+    real: Postfix's per-client recipient rate (anvil) lets two through
+    and refuses the third."""
+    pf = postfix(extra={"smtpd_client_recipient_rate_limit": "2",
+                        "smtpd_client_event_limit_exceptions": ""})
+    sl = sluice(pf, pool=4, fast_lane_gap="200ms", metrics_listen=metrics_port())
+    tok = token("e")
+    c = connect(sl)
+    assert cmd(c, "EHLO client23.example")[0] == 250
+    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    assert cmd(c, "RCPT TO:<bob@example.com>")[0] == 250
+    assert harness.wait_until(lambda: lane_log_count(pf, CLIENT23) == 1, 5)
+    assert cmd(c, "DATA")[0] == 354
+    c.send(message(tok) + b".\r\n")
+    code, text = c.read_reply()
+    assert code == 451, "%d %s" % (code, text)
+    cmd(c, "QUIT")
+    c.close()
+    time.sleep(1)
+    assert not [m for m in pf.messages() if m.subject == tok]
+    assert sl.metric("sluice_lane_fallback_refused_total") == 1
+    assert "Recipient address rate limit exceeded" in pf.maillog()
+
+
+@pytest.mark.deadline(90)
+def test_lane_c_late_dnsbl_shapes_replies_in_order(postfix, sluice):
+    """A DNSBL answer that comes after MAIL, with three RCPTs pipelined and
+    the first one owed on the lane, shapes the client: the lane's owed
+    reply is relayed, then the lane falls back, and every reply reaches
+    the client in order; the message is delivered by replay.
+
+    The DNS server is a programmable one on loopback (test_hostile_ek's
+    FakeDns): the PTR is answered at once, the DNSBL query's first attempt
+    never, its retry after 0.3 s, so the answer lands after the greeting
+    (which waits dns_timeout for it). Postfix sleeps 1 s on each RCPT
+    (smtpd_recipient_restrictions = sleep 1), so the answer lands while a
+    RCPT is owed on the lane."""
+    from test_hostile_ek import FakeDns, dns_a, dns_rr
+    fd = FakeDns()
+    try:
+        fd.name_ptr(CLIENT23, "client23.example", CLIENT23)
+        seen = []
+
+        def bl(q, qe, n, t):
+            seen.append(t)
+            if len(seen) == 1:
+                return []  # the first attempt: no answer
+            return [(0.3, fd.reply(q, qe, answers=[dns_rr(1, dns_a("127.0.0.2"))]))]
+        fd.rules[b"23.0.0.127.bl.test"] = bl
+        pf = postfix(extra={"smtpd_recipient_restrictions": "sleep 1"})
+        sl = sluice(pf, pool=4, dns_servers="127.0.0.1:%d" % fd.port,
+                    dns_timeout="1s", greet_wait="0s", dnsbl_sites="bl.test*3",
+                    shape_rate="200", shape_final_hold="1s", shape_time="30s",
+                    metrics_listen=metrics_port())
+        tok = token("c")
+        c = connect(sl)
+        assert cmd(c, "EHLO client23.example")[0] == 250
+        rcpts = ["alice@example.com", "bob@example.com", "carol@example.com"]
+        c.send(b"MAIL FROM:<a@example.net>\r\n" +
+               b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts))
+        replies = [c.read_reply(timeout=30) for _ in range(4)]
+        assert [r[0] for r in replies] == [250] * 4, replies
+        # In order: MAIL's 2.1.0, then each RCPT's 2.1.5.
+        assert "2.1.0" in " ".join(replies[0][1]), replies
+        assert all("2.1.5" in " ".join(r[1]) for r in replies[1:]), replies
+        assert cmd(c, "DATA")[0] == 354
+        c.send(message(tok) + b".\r\n")
+        code, text = c.read_reply(timeout=30)
+        assert code == 250, text
+        c.close()
+        pf.wait_messages(3, pred=lambda m: m.subject == tok)
+        log = sl.log()
+        assert "DNSBL" in log
+        assert "LANEFALLBACK reason=shaped" in log, log[-3000:]
+        assert sl.metric('sluice_lane_fallbacks_total{reason="shaped"}') == 1
+    finally:
+        fd.stop()
+
+
+POOL = 4
+N_MIX = 300
+
+
+@pytest.mark.deadline(150)
+def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
+    """300 clients at once through a pool of 4: two thirds fast (lanes),
+    the rest slow (pauses past fast_lane_gap: buffered or fallen back),
+    and the 127.0.2.x ones shaped (deny file): the backend never sees more
+    than 4 connections, every message is delivered once, lanes were used,
+    and every shaped client's replay got through (lanes give way)."""
+    deny = os.path.join(workdir, "deny.cidr")
+    with open(deny, "w") as f:
+        f.write("127.0.2.0/24\n")
+    os.chmod(deny, 0o644)
+    pf = postfix()
+    sl = sluice(pf, pool=POOL, cidr_deny_file=deny, shape_rate="2000",
+                shape_final_hold="1s", shape_time="20s",
+                metrics_listen=metrics_port())
+    addrs = harness.bulk_client_addrs(N_MIX)
+    results, lock = {}, threading.Lock()
+    go, stop_poll = threading.Event(), threading.Event()
+    peak = [0, 0]
+
+    def poll():
+        while not stop_poll.is_set():
+            raw, confirmed = pf.established_confirmed()
+            peak[0] = max(peak[0], confirmed)
+            peak[1] += 1
+            stop_poll.wait(0.02)
+
+    def client(i, addr):
+        rnd = random.Random(i)
+        slow = i % 3 == 2
+        tok = token("f%d" % i)
+
+        def pause():
+            if slow:
+                time.sleep(rnd.uniform(0.3, 0.5))
+
+        go.wait(10)
+        time.sleep(i * 0.002)
+        began = time.monotonic()
+        try:
+            with SmtpRaw(sl.host, sl.port, source=addr, timeout=90) as c:
+                code, text = c.read_reply()
+                if code != 220:
+                    raise harness.SmtpError("greeting %d %s" % (code, text))
+                c.ehlo(harness.bulk_client_name(addr))
+                pause()
+                c.expect("MAIL FROM:<s%d@example.net>" % i, 250)
+                pause()
+                c.expect("RCPT TO:<carol@example.com>", 250)
+                pause()
+                c.expect("RCPT TO:<dave@example.com>", 250)
+                pause()
+                c.expect("DATA", 354)
+                c.send(message(tok) + b".\r\n")
+                code, text = c.read_reply()
+                try:
+                    c.cmd("QUIT", timeout=10)
+                except (OSError, harness.SmtpError):
+                    pass
+                res = (tok, code, text, time.monotonic() - began)
+        except Exception as e:  # recorded, asserted below
+            res = (tok, e, None, time.monotonic() - began)
+        with lock:
+            results[addr] = res
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    threads = [threading.Thread(target=client, args=(i, a), daemon=True)
+               for i, a in enumerate(addrs)]
+    for t in threads:
+        t.start()
+    go.set()
+    end = time.monotonic() + 110
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    stop_poll.set()
+    poller.join(5)
+    assert not [t for t in threads if t.is_alive()], "clients still running"
+    bad = {a: r for a, r in results.items() if r[1] != 250}
+    assert not bad, "%d not accepted, e.g. %r" % (len(bad), list(bad.items())[:3])
+    toks = {r[0] for r in results.values()}
+    got = pf.wait_messages(2 * N_MIX, 60, lambda m: m.subject in toks)
+    per = {}
+    for m in got:
+        per[m.subject] = per.get(m.subject, 0) + 1
+    assert set(per) == toks and set(per.values()) == {2}, "lost or duplicated"
+    assert peak[1] > 20, "connection poller barely ran"
+    assert 0 < peak[0] <= POOL, "backend had %d connections (pool %d)" % (peak[0], POOL)
+    shaped = [a for a in addrs if a.startswith("127.0.2.")]
+    assert shaped and all(results[a][1] == 250 for a in shaped)
+    lanes = sl.metric("sluice_lanes_total")
+    print("lanes %d, peak %d, shaped %d, slowest shaped %.1f s" % (
+        lanes, peak[0], len(shaped), max(results[a][3] for a in shaped)))
+    assert lanes > 0
+
+
+# ---------------------------------------------------- the lane's fault matrix
+# The evil backend (evil_backend.py, the fault matrix's Postfix look-alike)
+# with one fault at one stage of the lane's exchange: XCLIENT, the EHLO
+# after it, MAIL, RCPT 1 and 2, DATA, mid-body, after the dot. Whatever
+# happens, goal G4 holds (check_invariants: no loss, nothing altered or
+# incomplete delivered, no 5xx the server did not send, every reply within
+# its bound, no RFC 2920 or XCLIENT violation, sluice alive), and the
+# pool recovers.
+
+from evil_backend import (Fault, check_invariants, deliver_after_recovery,  # noqa: E402,F401
+                          evil, run_txn)
+
+LANE_FAST = dict(backend_timeout="1s", backend_data_timeout="1500ms",
+                 backend_connect_timeout="1s", checkout_timeout="2s",
+                 smtpd_timeout="5s", shutdown_timeout="1s",
+                 shape_threshold="1000000")
+LANE_STAGES = [("xclient", None), ("ehlo2", None), ("mail", None),
+               ("rcpt", 1), ("rcpt", 2), ("data", None), ("mid_body", None),
+               ("after_dot", None)]
+LANE_KINDS = [("close", None), ("reply", "421 4.7.0 pf.evil.test Error: too many errors"),
+              ("reply", "451 4.3.0 Error: injected"), ("extra", None),
+              ("slow", 2.0), ("garbage", None)]
+LANE_CASES = [pytest.param(st, k, kind, arg, pipe,
+                           id="%s%s-%s%s%s" % (st, k or "", kind,
+                                               arg[:3] if isinstance(arg, str) else "",
+                                               "-pipe" if pipe else ""))
+              for st, k in LANE_STAGES for kind, arg in LANE_KINDS
+              for pipe in ((False, True) if st == "rcpt" else (False,))]
+
+
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("stage,k,kind,arg,pipelined", LANE_CASES)
+def test_lane_fault_matrix(evil, sluice, stage, k, kind, arg, pipelined):
+    be = evil(faults=[Fault(stage, kind, arg, k=k, times=1)])
+    sl = sluice(be, pool=2, **LANE_FAST)
+    time.sleep(0.15)
+    res = run_txn(sl, token("fm"), rcpts=("alice@example.com", "bob@example.com"),
+                  pipelined=pipelined, timeout=8)
+    problems = check_invariants(be, sl, [res], 3.5, allow_dup=True)
+    be.clear_faults()
+    rec, tries = deliver_after_recovery(be, sl, window=6.0)
+    if not rec.accepted or be.count(rec.tok) != 1:
+        problems.append("pool did not recover within 6 s (%d tries): %r" % (tries, rec))
+    assert harness.wait_until(lambda: "lane=1 " in sl.log(), 5), "no message went on a lane"
+    assert not problems, "\n".join(problems) + "\n" + repr(res) + "\n" + be.summary()
+
+
+@pytest.mark.deadline(60)
+def test_lane_g_drain_waits_for_the_lane_answer(postfix, sluice):
+    """SIGTERM while a message is on a lane and the server is still
+    answering it (smtpd_end_of_data_restrictions = sleep 3): the client
+    gets the server's 250 first, then the 421; the lane's connection is
+    not released before the server's answer."""
+    pf = postfix(extra={"smtpd_end_of_data_restrictions": "sleep 3"})
+    sl = sluice(pf, workers=1, shutdown_timeout="10s")
+    busy = connect(sl)
+    assert cmd(busy, "EHLO client23.example")[0] == 250
+    assert cmd(busy, "MAIL FROM:<a@example.net>")[0] == 250
+    assert cmd(busy, "RCPT TO:<alice@example.com>")[0] == 250
+    assert cmd(busy, "DATA")[0] == 354
+    tok = token("g")
+    busy.send(message(tok) + b".\r\n")
+    time.sleep(1.0)
+    assert busy.pending(0.05) == b"", "end of data answered before the sleep"
+    os.kill(sl.proc.pid, signal.SIGTERM)
+    code, text = busy.read_reply(timeout=15)
+    assert code == 250, "lane message during drain: %d %s" % (code, text)
+    code2, text2 = busy.read_reply(timeout=5)
+    assert code2 == 421, (code2, text2)
+    pf.wait_messages(1, pred=lambda m: m.subject == tok)
+    assert "lane=1 " in sl.log()
