@@ -703,20 +703,27 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
 	return replay_start(pool, cfg, REPLAY_MESSAGE, id, txn, done, arg);
 }
 
+/* Where the connection goes when this replay is over (a lane's). */
+static void replay_hand_to(struct replay *r, struct pool_lease *to,
+			   const struct pool_borrower *cbs, void *borrower)
+{
+	r->hand_to = to;
+	r->hand_cbs = cbs;
+	r->hand_borrower = borrower;
+}
+
 struct replay *replay_identify_lane(struct pool *pool, const struct config *cfg,
-			       const struct client_identity *id,
-			       unsigned max_long, long wait_ms,
-			       struct pool_lease *hand_to,
-				   const struct pool_borrower *hand_cbs,
-				   void *hand_borrower, replay_done_fn done,
-				   void *arg)
+				    const struct client_identity *id,
+				    unsigned max_long, long wait_ms,
+				    struct pool_lease *hand_to,
+				    const struct pool_borrower *hand_cbs,
+				    void *hand_borrower, replay_done_fn done,
+				    void *arg)
 {
 	struct replay *r = replay_new(pool, cfg, REPLAY_IDENTIFY, id, NULL, done, arg);
 	if (!r)
 		return NULL;
-	r->hand_to = hand_to;
-	r->hand_cbs = hand_cbs;
-	r->hand_borrower = hand_borrower;
+	replay_hand_to(r, hand_to, hand_cbs, hand_borrower);
 	if (!pool_lend_long(pool, &r->lease, r->key, max_long, wait_ms,
 			    &replay_borrower, r)) {
 		free(r);
@@ -735,9 +742,7 @@ struct replay *replay_body(struct pool *pool, const struct config *cfg,
 	struct replay *r = replay_new(pool, cfg, REPLAY_BODY, id, txn, done, arg);
 	if (!r)
 		return NULL;
-	r->hand_to = from;
-	r->hand_cbs = hand_cbs;
-	r->hand_borrower = hand_borrower;
+	replay_hand_to(r, from, hand_cbs, hand_borrower);
 	pool_hand_over(from, &r->lease, &replay_borrower, r);
 	r->b = b;
 	replay_set_step(r, REPLAY_STEP_ENVELOPE);

@@ -80,12 +80,12 @@ struct replay *replay_message(struct pool *pool, const struct config *cfg,
  * hand_to's (pool_hand_over with hand_cbs, hand_borrower); anything
  * else (no connection within wait_ms included): not. */
 struct replay *replay_identify_lane(struct pool *pool, const struct config *cfg,
-			       const struct client_identity *id,
-			       unsigned max_long, long wait_ms,
-			       struct pool_lease *hand_to,
-			       const struct pool_borrower *hand_cbs,
-			       void *hand_borrower, replay_done_fn done,
-			       void *arg);
+				    const struct client_identity *id,
+				    unsigned max_long, long wait_ms,
+				    struct pool_lease *hand_to,
+				    const struct pool_borrower *hand_cbs,
+				    void *hand_borrower, replay_done_fn done,
+				    void *arg);
 
 /* DATA, the body and "." on a lane's connection b, whose envelope (MAIL
  * and txn's recipients) the server has accepted: the lease is handed
