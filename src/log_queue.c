@@ -48,6 +48,7 @@
 #define LOG_QUEUE_RECONNECT_S 1 /* syslog socket: retry at most this often */
 #define LOG_QUEUE_POLL_MS 1000  /* writer's wait for a full syslog socket, per round */
 #define LOG_QUEUE_BATCH PIPE_BUF /* bytes of lines per write(2) to stderr */
+#define LOG_QUEUE_GATHER_NS (2 * 1000000L) /* writer's pause after a wake-up */
 
 static struct {
 	pthread_mutex_t mu;
@@ -229,9 +230,24 @@ static void *lq_writer(void *arg)
 	pthread_mutex_lock(&lq.mu);
 	lq.writer_ready = true;
 	for (;;) {
+		bool woken = false;
 		while (lq.used == 0) {
 			pthread_cond_broadcast(&lq.idle);
 			pthread_cond_wait(&lq.more, &lq.mu);
+			woken = true;
+		}
+		/* Woken by a line: let the rest of the burst gather before
+		 * writing. Lines put meanwhile find no waiter (no futex wake,
+		 * no switch to this thread) and go out in one write; one wake
+		 * per line cost the loop's thread a context switch per line
+		 * (issue 8: sluice's CPU per message). The ring holds far more
+		 * than a pause's worth; a flush waits the pause at most. */
+		if (woken) {
+			struct timespec gather = { 0, LOG_QUEUE_GATHER_NS };
+			pthread_mutex_unlock(&lq.mu);
+			while (nanosleep(&gather, &gather) != 0 && errno == EINTR)
+				;
+			pthread_mutex_lock(&lq.mu);
 		}
 		size_t blen = 0;
 		do {
