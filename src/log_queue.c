@@ -75,6 +75,30 @@ static struct {
 
 static bool lq_start_writer(void);
 
+/* getpid(2) twice per line was two system calls per log line, several
+ * per message (issue 8). Set by the process's first line, before its
+ * writer thread exists; reset in a fork's child, which has one thread. */
+static pid_t lq_pid;
+static bool lq_pid_atfork;
+
+static void lq_pid_forget(void)
+{
+	lq_pid = 0;
+}
+
+pid_t log_queue_pid(void)
+{
+	if (lq_pid != 0)
+		return lq_pid;
+	if (!lq_pid_atfork) {
+		if (pthread_atfork(NULL, NULL, lq_pid_forget) != 0)
+			return getpid(); /* no reset in a child: never cache */
+		lq_pid_atfork = true;
+	}
+	lq_pid = getpid();
+	return lq_pid;
+}
+
 static void lq_prepare(void)
 {
 	pthread_mutex_lock(&lq.mu);
@@ -107,7 +131,7 @@ void log_queue_init(enum log_queue_dest dest, const char *path)
 		close(lq.fd);
 	lq.fd = -1;
 	lq.next_connect = 0;
-	if (lq.writer_pid != getpid())
+	if (lq.writer_pid != log_queue_pid())
 		(void)lq_start_writer();
 	pthread_mutex_unlock(&lq.mu);
 }
@@ -305,7 +329,7 @@ static bool lq_start_writer(void)
 		lq.no_thread = true;
 		return false;
 	}
-	lq.writer_pid = getpid();
+	lq.writer_pid = log_queue_pid();
 	lq.writer_ready = false;
 	/* Wait until it runs: a thread still starting up when the supervisor
 	 * forks a worker can leave the child with a runtime lock held (seen
@@ -320,7 +344,7 @@ void log_queue_put(const char *line, size_t len)
 	if (len > LOG_QUEUE_ENTRY_MAX)
 		len = LOG_QUEUE_ENTRY_MAX;
 	pthread_mutex_lock(&lq.mu);
-	if (lq.writer_pid != getpid() && !lq_start_writer()) {
+	if (lq.writer_pid != log_queue_pid() && !lq_start_writer()) {
 		/* No thread to be had: write inline, as before the queue. */
 		pthread_mutex_unlock(&lq.mu);
 		lq_output(line, len, false);
@@ -351,7 +375,7 @@ void log_queue_flush(long ms)
 		deadline.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&lq.mu);
-	while (lq.writer_pid == getpid() && (lq.used > 0 || lq.writing))
+	while (lq.writer_pid == log_queue_pid() && (lq.used > 0 || lq.writing))
 		if (pthread_cond_timedwait(&lq.idle, &lq.mu, &deadline) == ETIMEDOUT)
 			break;
 	pthread_mutex_unlock(&lq.mu);
