@@ -48,7 +48,7 @@
 #define LOG_QUEUE_RECONNECT_S 1 /* syslog socket: retry at most this often */
 #define LOG_QUEUE_POLL_MS 1000  /* writer's wait for a full syslog socket, per round */
 #define LOG_QUEUE_BATCH PIPE_BUF /* bytes of lines per write(2) to stderr */
-#define LOG_QUEUE_GATHER_NS (2 * 1000000L) /* writer's pause after a wake-up */
+#define LOG_QUEUE_GATHER_NS (1 * 1000000L) /* writer's pause after a wake-up */
 
 static struct {
 	pthread_mutex_t mu;
