@@ -160,11 +160,11 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		len = n > 0 ? (size_t)n : 0;
 		len += log_syslog_timestamp(line + len, sizeof line - len);
 		n = snprintf(line + len, sizeof line - len, "%s[%ld]: %s%s",
-			     log_state.ident, (long)getpid(), log_tag(lvl), msg);
+			     log_state.ident, (long)log_queue_pid(), log_tag(lvl), msg);
 	} else {
 		len = log_timestamp(line, sizeof line);
 		n = snprintf(line + len, sizeof line - len, "%s[%ld]: %s%s\n",
-			     log_state.ident, (long)getpid(), log_tag(lvl), msg);
+			     log_state.ident, (long)log_queue_pid(), log_tag(lvl), msg);
 	}
 	if (n >= 0) {
 		len += (size_t)n < sizeof line - len ? (size_t)n

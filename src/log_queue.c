@@ -48,6 +48,7 @@
 #define LOG_QUEUE_RECONNECT_S 1 /* syslog socket: retry at most this often */
 #define LOG_QUEUE_POLL_MS 1000  /* writer's wait for a full syslog socket, per round */
 #define LOG_QUEUE_BATCH PIPE_BUF /* bytes of lines per write(2) to stderr */
+#define LOG_QUEUE_GATHER_NS (1 * 1000000L) /* writer's pause after a wake-up */
 
 static struct {
 	pthread_mutex_t mu;
@@ -73,6 +74,30 @@ static struct {
 };
 
 static bool lq_start_writer(void);
+
+/* getpid(2) twice per line was two system calls per log line, several
+ * per message (issue 8). Set by the process's first line, before its
+ * writer thread exists; reset in a fork's child, which has one thread. */
+static pid_t lq_pid;
+static bool lq_pid_atfork;
+
+static void lq_pid_forget(void)
+{
+	lq_pid = 0;
+}
+
+pid_t log_queue_pid(void)
+{
+	if (lq_pid != 0)
+		return lq_pid;
+	if (!lq_pid_atfork) {
+		if (pthread_atfork(NULL, NULL, lq_pid_forget) != 0)
+			return getpid(); /* no reset in a child: never cache */
+		lq_pid_atfork = true;
+	}
+	lq_pid = getpid();
+	return lq_pid;
+}
 
 static void lq_prepare(void)
 {
@@ -106,7 +131,7 @@ void log_queue_init(enum log_queue_dest dest, const char *path)
 		close(lq.fd);
 	lq.fd = -1;
 	lq.next_connect = 0;
-	if (lq.writer_pid != getpid())
+	if (lq.writer_pid != log_queue_pid())
 		(void)lq_start_writer();
 	pthread_mutex_unlock(&lq.mu);
 }
@@ -229,9 +254,24 @@ static void *lq_writer(void *arg)
 	pthread_mutex_lock(&lq.mu);
 	lq.writer_ready = true;
 	for (;;) {
+		bool woken = false;
 		while (lq.used == 0) {
 			pthread_cond_broadcast(&lq.idle);
 			pthread_cond_wait(&lq.more, &lq.mu);
+			woken = true;
+		}
+		/* Woken by a line: let the rest of the burst gather before
+		 * writing. Lines put meanwhile find no waiter (no futex wake,
+		 * no switch to this thread) and go out in one write; one wake
+		 * per line cost the loop's thread a context switch per line
+		 * (issue 8: sluice's CPU per message). The ring holds far more
+		 * than a pause's worth; a flush waits the pause at most. */
+		if (woken) {
+			struct timespec gather = { 0, LOG_QUEUE_GATHER_NS };
+			pthread_mutex_unlock(&lq.mu);
+			while (nanosleep(&gather, &gather) != 0 && errno == EINTR)
+				;
+			pthread_mutex_lock(&lq.mu);
 		}
 		size_t blen = 0;
 		do {
@@ -289,7 +329,7 @@ static bool lq_start_writer(void)
 		lq.no_thread = true;
 		return false;
 	}
-	lq.writer_pid = getpid();
+	lq.writer_pid = log_queue_pid();
 	lq.writer_ready = false;
 	/* Wait until it runs: a thread still starting up when the supervisor
 	 * forks a worker can leave the child with a runtime lock held (seen
@@ -304,7 +344,7 @@ void log_queue_put(const char *line, size_t len)
 	if (len > LOG_QUEUE_ENTRY_MAX)
 		len = LOG_QUEUE_ENTRY_MAX;
 	pthread_mutex_lock(&lq.mu);
-	if (lq.writer_pid != getpid() && !lq_start_writer()) {
+	if (lq.writer_pid != log_queue_pid() && !lq_start_writer()) {
 		/* No thread to be had: write inline, as before the queue. */
 		pthread_mutex_unlock(&lq.mu);
 		lq_output(line, len, false);
@@ -335,7 +375,7 @@ void log_queue_flush(long ms)
 		deadline.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&lq.mu);
-	while (lq.writer_pid == getpid() && (lq.used > 0 || lq.writing))
+	while (lq.writer_pid == log_queue_pid() && (lq.used > 0 || lq.writing))
 		if (pthread_cond_timedwait(&lq.idle, &lq.mu, &deadline) == ETIMEDOUT)
 			break;
 	pthread_mutex_unlock(&lq.mu);

@@ -11,6 +11,7 @@
 #define SLUICE_LOG_QUEUE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define LOG_QUEUE_BYTES (256 * 1024) /* lines waiting, with 2 bytes each */
 #define LOG_QUEUE_ENTRY_MAX 4096    /* longest line accepted */
@@ -29,6 +30,10 @@ void log_queue_put(const char *line, size_t len);
 /* Waits until the queue is written out, at most ms milliseconds. For
  * exit paths and tests. */
 void log_queue_flush(long ms);
+
+/* This process's id, as getpid(2), without a system call per log line:
+ * cached, and forgotten in the child of every fork. Any thread. */
+pid_t log_queue_pid(void);
 
 /* Lines dropped by this process: queue full, or the destination gone. */
 unsigned long long log_queue_dropped(void);

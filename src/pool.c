@@ -59,6 +59,7 @@ struct pool {
 	unsigned long long size_max; /* its SIZE; 0: none given */
 	TAILQ_HEAD(, pool_conn) all;
 	TAILQ_HEAD(, pool_lease) waiting;
+	unsigned n_waiting;  /* leases in waiting: the gauge, without a walk */
 	unsigned open;       /* every backend that exists */
 	unsigned connecting; /* not yet ready */
 	unsigned failures;   /* consecutive failed opens */
@@ -163,10 +164,7 @@ static unsigned pool_idle_count(const struct pool *p)
 static void pool_update_gauges(const struct pool *p)
 {
 	static long long last_open, last_idle, last_wait, last_long;
-	long long open = p->open, idle = pool_idle_count(p), wait = 0;
-	const struct pool_lease *l;
-	TAILQ_FOREACH(l, &p->waiting, link)
-		wait++;
+	long long open = p->open, idle = pool_idle_count(p), wait = p->n_waiting;
 	metrics_add(METRIC_POOL_OPEN, open - last_open);
 	metrics_add(METRIC_POOL_IDLE, idle - last_idle);
 	metrics_add(METRIC_POOL_WAITING, wait - last_wait);
@@ -186,6 +184,7 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 	if (l->state == POOL_LEASE_WAITING) {
 		/* Timer expired while waiting in line. */
 		TAILQ_REMOVE(&p->waiting, l, link);
+		p->n_waiting--;
 		l->state = POOL_LEASE_ASSIGNED;
 		l->conn = NULL;
 		l->err = REPLY_BACKEND_BUSY;
@@ -211,8 +210,10 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 static void pool_assign(struct pool *p, struct pool_lease *l,
 			struct pool_conn *c, enum reply_id err)
 {
-	if (l->state == POOL_LEASE_WAITING)
+	if (l->state == POOL_LEASE_WAITING) {
 		TAILQ_REMOVE(&p->waiting, l, link);
+		p->n_waiting--;
+	}
 	event_del(&l->timer);
 	l->state = POOL_LEASE_ASSIGNED;
 	l->conn = c;
@@ -327,6 +328,7 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 		return;
 	}
 	TAILQ_INSERT_TAIL(&p->waiting, l, link);
+	p->n_waiting++;
 	struct timeval tv = mstime_tv(timeout_ms);
 	evtimer_add(&l->timer, &tv);
 	if (p->long_leases > 0)
@@ -386,6 +388,7 @@ void pool_return(struct pool_lease *l, bool clean)
 		return;
 	case POOL_LEASE_WAITING:
 		TAILQ_REMOVE(&p->waiting, l, link);
+		p->n_waiting--;
 		break;
 	case POOL_LEASE_ASSIGNED:
 		/* Chosen, never delivered: back as it was. */

@@ -409,10 +409,12 @@ void session_resume(struct session *s)
 
 /* Whether the client sent more after the line just taken: in our buffer,
  * or still in the kernel's (a shaped session reads a byte at a time, so a
- * pipelining bot's next command waits there, not here). */
-static bool session_more_input(struct session *s, struct evbuffer *in)
+ * pipelining bot's next command waits there, not here). The kernel is
+ * asked only for a command where the answer matters (session_cmd.c): an
+ * ioctl per command was several system calls per message (issue 8). */
+bool session_more_input(struct session *s)
 {
-	if (evbuffer_get_length(in) > 0)
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
 		return true;
 	struct bufferevent *under = bufferevent_get_underlying(s->bev);
 	int pending = 0;
@@ -465,7 +467,7 @@ static bool session_next_line(struct session *s, struct evbuffer *in)
 		session_close(s, "bare LF");
 		return true;
 	}
-	session_cmd_line(s, line, len - 1, session_more_input(s, in));
+	session_cmd_line(s, line, len - 1);
 	session_arm_command_deadline(s);
 	return true;
 }

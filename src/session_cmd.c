@@ -118,21 +118,18 @@ static bool looks_like_header(const char *line, size_t len)
 	return false;
 }
 
-static void session_cmd_run(struct session *s, const char *line, size_t len,
-			    bool pipelined);
+static void session_cmd_run(struct session *s, const char *line, size_t len);
 
 /* A fast lane's wait for the client ends with the command and starts
  * again after it (session_lane.c), whichever way the command ends. */
-void session_cmd_line(struct session *s, const char *line, size_t len,
-		      bool pipelined)
+void session_cmd_line(struct session *s, const char *line, size_t len)
 {
 	session_lane_command(s);
-	session_cmd_run(s, line, len, pipelined);
+	session_cmd_run(s, line, len);
 	session_lane_arm(s);
 }
 
-static void session_cmd_run(struct session *s, const char *line, size_t len,
-			    bool pipelined)
+static void session_cmd_run(struct session *s, const char *line, size_t len)
 {
 	if (++s->commands > s->env->cfg->command_limit) {
 		metrics_inc(METRIC_LIMIT_COMMANDS);
@@ -157,9 +154,10 @@ static void session_cmd_run(struct session *s, const char *line, size_t len,
 	/* RFC 2920: a client may pipeline only after EHLO offered it, and
 	 * never past a command that ends a group. A client that does is a
 	 * bot or a smuggling attempt: data sent before 354 must never run as
-	 * commands (HOSTILE 51, 52). */
-	if (pipelined && ((def->flags & CMD_ENDS_GROUP && cmd.verb != SMTP_VERB_QUIT) ||
-			  (!s->esmtp && s->state != SESSION_INIT))) {
+	 * commands (HOSTILE 51, 52). Whether more follows is asked last:
+	 * no reply has left yet, so what arrived meanwhile was pipelined. */
+	if (((def->flags & CMD_ENDS_GROUP && cmd.verb != SMTP_VERB_QUIT) ||
+	     (!s->esmtp && s->state != SESSION_INIT)) && session_more_input(s)) {
 		session_signal(s, SIGNAL_PIPELINING, smtp_verb_name(cmd.verb));
 		session_reply(s, REPLY_SYNC_ERROR);
 		session_close(s, "pipelining violation");

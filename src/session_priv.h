@@ -180,12 +180,13 @@ void session_wait_for(struct session *s, enum session_wait w);
 void session_error(struct session *s);
 void session_txn_free(struct session *s);
 bool session_identity_ready(struct session *s, void (*then)(struct session *));
+/* The client sent more after the command line just taken. */
+bool session_more_input(struct session *s);
 /* Every open session (not those being freed), in accept order. */
 void session_foreach(void (*fn)(const struct session *s, void *arg), void *arg);
 
 /* session_cmd.c */
-void session_cmd_line(struct session *s, const char *line, size_t len,
-		      bool pipelined);
+void session_cmd_line(struct session *s, const char *line, size_t len);
 void session_cmd_ehlo_reply(struct session *s);
 void session_cmd_rcpt_answer(struct session *s, const struct smtp_reply *reply,
 			     enum reply_id local);

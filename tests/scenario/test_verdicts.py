@@ -183,6 +183,11 @@ def log_lines(sl, pattern):
     return re.findall(pattern, sl.log())
 
 
+def wait_log_after(sl, mark, pattern, timeout=10):
+    rx = re.compile(pattern)
+    return harness.wait_until(lambda: rx.search(sl.log()[mark:]), timeout)
+
+
 BURST_NET = "127.0.9."  # no PTR records: NOPTR (1) for every address
 
 
@@ -317,7 +322,9 @@ def test_verdicts_04_content_refusal_shapes_client_then_network_then_decays(
     mark = len(sl.log())
     ehlo_s, code = deliver(sl, a, "a-clean-2", a_name)
     assert code == 250 and ehlo_s < 1.0, (code, ehlo_s)
-    assert summary(sl, a)
+    # This session's summary, not an earlier one: the log is written by
+    # its own thread, after the client's replies.
+    assert wait_log_after(sl, mark, r"client=%s .*outcome=" % re.escape(a))
     last = [l for l in sl.log()[mark:].splitlines() if "client=%s " % a in l]
     assert last and not [l for l in last if " SHAPED" in l or " CONTENT " in l], last
     got = pf.wait_messages(4, 20, lambda m: "clean" in (m.subject or ""))
