@@ -269,7 +269,7 @@ static void *lq_writer(void *arg)
 		if (woken) {
 			struct timespec gather = { 0, LOG_QUEUE_GATHER_NS };
 			pthread_mutex_unlock(&lq.mu);
-			while (nanosleep(&gather, &gather) != 0 && errno == EINTR)
+			while (nanosleep(&gather, &gather) != 0 && errno == EINTR) /* lint: blocking-ok (the log writer thread, never the loop) */
 				;
 			pthread_mutex_lock(&lq.mu);
 		}
