@@ -534,7 +534,10 @@ static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 	if (backend_unacked(r->b) > 0) {
 		log_warn("replay: session=%llu reply %d before the end of data reached the server; "
 			 "closing", r->id->session_id, reply->code);
-		replay_fail(r, REPLY_BACKEND_PROTOCOL);
+		/* A 421 is the server going away, whenever it comes (as an
+		 * unsolicited line, backend.c); anything else is out of step. */
+		replay_fail(r, reply->code == 421 ? REPLY_BACKEND_LOST
+						  : REPLY_BACKEND_PROTOCOL);
 		return;
 	}
 	replay_keep(r, reply);
