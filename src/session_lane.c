@@ -52,7 +52,7 @@ enum lane_pending { LANE_PENDING_NONE, LANE_PENDING_MAIL, LANE_PENDING_RCPT };
 
 struct session_lane {
 	struct lane *lane;      /* NULL: none held */
-	struct event *timer;    /* the client's bound: gap or body wait */
+	struct event *timer;    /* the client's bound: gap or body wait (never NULL) */
 	enum lane_pending pending; /* the oldest command whose reply is owed */
 	/* The recipients owed (pending RCPT), oldest first: the session's
 	 * pending_rcpt is each in turn when its reply comes. */
@@ -71,8 +71,7 @@ static void session_lane_drop(struct session *s)
 	struct session_lane *sl = s->lane;
 	if (!sl)
 		return;
-	if (sl->timer)
-		event_del(sl->timer);
+	event_del(sl->timer);
 	lane_release(sl->lane);
 	sl->lane = NULL;
 	sl->pending = LANE_PENDING_NONE;
@@ -133,7 +132,7 @@ static void session_lane_timeout(evutil_socket_t fd, short what, void *arg)
 void session_lane_arm(struct session *s)
 {
 	struct session_lane *sl = s->lane;
-	if (!sl || !sl->lane || !sl->timer)
+	if (!sl || !sl->lane)
 		return;
 	if (lane_owed(sl->lane) > 0 || s->state == SESSION_CLOSING ||
 	    (s->wait != SESSION_WAIT_NONE && s->state != SESSION_DATA)) {
@@ -153,7 +152,7 @@ void session_lane_arm(struct session *s)
 /* A command arrived: the client kept up. */
 void session_lane_command(struct session *s)
 {
-	if (s->lane && s->lane->timer)
+	if (s->lane)
 		event_del(s->lane->timer);
 }
 
@@ -214,13 +213,17 @@ bool session_lane_mail(struct session *s)
 		return true;
 	}
 	if (!sl) {
+		/* Kept only with its timer: a lane without the client's bound
+		 * would hold a backend connection for a stalled client. */
 		sl = calloc(1, sizeof *sl);
 		if (!sl)
 			return false;
 		sl->timer = evtimer_new(s->env->base, session_lane_timeout, s);
-		s->lane = sl;
-		if (!sl->timer)
+		if (!sl->timer) {
+			free(sl);
 			return false;
+		}
+		s->lane = sl;
 	}
 	/* In line for a connection no longer than for a command of the
 	 * client: under load, one exchange per message is what frees the
@@ -299,7 +302,7 @@ void session_lane_end(struct session *s)
 void session_lane_free(struct session *s)
 {
 	session_lane_drop(s);
-	if (s->lane && s->lane->timer)
+	if (s->lane)
 		event_free(s->lane->timer);
 	free(s->lane);
 	s->lane = NULL;
