@@ -354,11 +354,6 @@ struct backend *pool_lease_backend(const struct pool_lease *l)
 	return l->state == POOL_LEASE_HELD && l->conn ? l->conn->b : NULL;
 }
 
-unsigned pool_long_count(const struct pool *p)
-{
-	return p->long_leases;
-}
-
 /* A held connection given back: kept for the next lease or closed. */
 static void pool_take_back(struct pool *p, struct pool_conn *c, bool clean)
 {

@@ -122,7 +122,6 @@ void pool_return(struct pool_lease *l, bool clean);
 bool pool_lend_long(struct pool *p, struct pool_lease *l,
 		    unsigned long long prefer, unsigned max_long, long timeout_ms,
 		    const struct pool_borrower *cbs, void *borrower);
-unsigned pool_long_count(const struct pool *p);
 
 /* The connection a held lease holds (NULL otherwise): for a borrower
  * that got it by hand-over. */
