@@ -59,7 +59,6 @@ struct session_lane {
 	char *rcpts[SESSION_LANE_PIPE_MAX];
 	unsigned n_rcpts;
 	bool off;               /* fell back: no new lane this session */
-	long long idle_since;   /* mstime_mono when the client's turn began */
 	unsigned messages;      /* sent on a lane */
 	unsigned fallbacks;
 };
@@ -146,7 +145,6 @@ void session_lane_arm(struct session *s)
 					      ? cfg->fast_lane_body_wait_ms
 					      : cfg->fast_lane_gap_ms);
 	evtimer_add(sl->timer, &tv);
-	sl->idle_since = mstime_mono();
 }
 
 /* A command arrived: the client kept up. */
@@ -156,16 +154,22 @@ void session_lane_command(struct session *s)
 		event_del(s->lane->timer);
 }
 
+/* How long the client has had its turn: since the command deadline was
+ * armed (when a reply has left, or when the previous command was taken:
+ * a pipelined command). -1: none armed yet. */
+static long long session_lane_quiet_ms(const struct session *s)
+{
+	if (s->deadline_ms == 0)
+		return -1;
+	return mstime_mono() - (s->deadline_ms - s->env->cfg->smtpd_timeout_ms);
+}
+
 /* Whether the command being taken arrived within fast_lane_gap of the
- * last reply leaving (the command deadline is armed when a reply has
- * left, or when the previous command was taken: a pipelined command). */
+ * last reply leaving. */
 static bool session_lane_keeps_up(struct session *s)
 {
-	const struct config *cfg = s->env->cfg;
-	if (s->deadline_ms == 0)
-		return false;
-	long long since = s->deadline_ms - cfg->smtpd_timeout_ms;
-	return mstime_mono() - since <= cfg->fast_lane_gap_ms;
+	long long quiet = session_lane_quiet_ms(s);
+	return quiet >= 0 && quiet <= s->env->cfg->fast_lane_gap_ms;
 }
 
 static unsigned session_lane_max(const struct config *cfg)
@@ -441,7 +445,7 @@ static void session_lane_wanted(void *arg)
 	    (s->wait != SESSION_WAIT_NONE && s->state != SESSION_DATA))
 		return;
 	if (s->state != SESSION_DATA &&
-	    mstime_mono() - sl->idle_since < s->env->cfg->fast_lane_gap_ms / 2)
+	    session_lane_quiet_ms(s) < s->env->cfg->fast_lane_gap_ms / 2)
 		return;
 	session_lane_fallback(s, METRIC_LANE_FALLBACK_WANTED, "wanted");
 }
