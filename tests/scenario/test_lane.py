@@ -41,6 +41,15 @@ def cmd(c, line):
     return c.read_reply()
 
 
+def envelope(c, *rcpts):
+    """EHLO, MAIL and a RCPT per recipient, each accepted (one at a time:
+    each on the lane when it is taken)."""
+    lines = ["EHLO client23.example", "MAIL FROM:<a@example.net>"]
+    for line in lines + ["RCPT TO:<%s>" % r for r in rcpts]:
+        code, text = cmd(c, line)
+        assert code == 250, "%s: %d %s" % (line, code, text)
+
+
 def disconnects(pf, client=None):
     """Postfix's per-connection counter lines for connections that carried
     a client (XCLIENT seen), as dicts."""
@@ -100,9 +109,7 @@ def test_lane_b_stall_falls_back_and_releases(postfix, sluice):
     sl = sluice(pf, pool=4, fast_lane_gap="200ms", metrics_listen=metrics_port())
     tok = token("b")
     c = connect(sl)
-    assert cmd(c, "EHLO client23.example")[0] == 250
-    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
-    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    envelope(c, "alice@example.com")
     # The stall: the lane's connection must end on the server's side now,
     # while the client says nothing.
     assert harness.wait_until(lambda: lane_log_count(pf, CLIENT23) == 1, 5), \
@@ -132,9 +139,7 @@ def test_lane_d_slow_body_delivered_by_replay(postfix, sluice):
     sl = sluice(pf, pool=4, fast_lane_body_wait="2s", metrics_listen=metrics_port())
     tok = token("d")
     c = connect(sl)
-    assert cmd(c, "EHLO client23.example")[0] == 250
-    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
-    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+    envelope(c, "alice@example.com")
     assert cmd(c, "DATA")[0] == 354
     msg = message(tok, body=b"".join(b"line %d of a slow body\r\n" % i
                                      for i in range(12)))
@@ -167,10 +172,7 @@ def test_lane_e_refused_at_replay_gives_451(postfix, sluice):
     sl = sluice(pf, pool=4, fast_lane_gap="200ms", metrics_listen=metrics_port())
     tok = token("e")
     c = connect(sl)
-    assert cmd(c, "EHLO client23.example")[0] == 250
-    assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
-    assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
-    assert cmd(c, "RCPT TO:<bob@example.com>")[0] == 250
+    envelope(c, "alice@example.com", "bob@example.com")
     assert harness.wait_until(lambda: lane_log_count(pf, CLIENT23) == 1, 5)
     assert cmd(c, "DATA")[0] == 354
     c.send(message(tok) + b".\r\n")
@@ -395,9 +397,7 @@ def test_lane_g_drain_waits_for_the_lane_answer(postfix, sluice):
     pf = postfix(extra={"smtpd_end_of_data_restrictions": "sleep 3"})
     sl = sluice(pf, workers=1, shutdown_timeout="10s")
     busy = connect(sl)
-    assert cmd(busy, "EHLO client23.example")[0] == 250
-    assert cmd(busy, "MAIL FROM:<a@example.net>")[0] == 250
-    assert cmd(busy, "RCPT TO:<alice@example.com>")[0] == 250
+    envelope(busy, "alice@example.com")
     assert cmd(busy, "DATA")[0] == 354
     tok = token("g")
     busy.send(message(tok) + b".\r\n")
