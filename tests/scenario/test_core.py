@@ -202,17 +202,6 @@ def _bulk(pf, sl, n, deadline_s):
     addrs = harness.bulk_client_addrs(n)
     results = {}
     lock = threading.Lock()
-    go = threading.Event()
-    stop_poll = threading.Event()
-    peak = [0, 0, 0]  # confirmed max, samples, raw max
-
-    def poll():
-        while not stop_poll.is_set():
-            raw, confirmed = pf.established_confirmed()
-            peak[0] = max(peak[0], confirmed)
-            peak[1] += 1
-            peak[2] = max(peak[2], raw)
-            stop_poll.wait(0.02)
 
     def client(i, addr):
         rnd = random.Random(i)
@@ -222,8 +211,6 @@ def _bulk(pf, sl, n, deadline_s):
         def pause():
             time.sleep(rnd.uniform(0.05, 0.2))
 
-        go.wait(10)
-        time.sleep(i * 0.002)  # spread the 300 connects over 0.6 s
         try:
             with SmtpRaw(sl.host, sl.port, source=addr, timeout=90) as c:
                 code, text = c.read_reply()
@@ -251,22 +238,7 @@ def _bulk(pf, sl, n, deadline_s):
         with lock:
             results[addr] = res
 
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    threads = [threading.Thread(target=client, args=(i, a), daemon=True)
-               for i, a in enumerate(addrs)]
-    for t in threads:
-        t.start()
-    go.set()
-    began = time.monotonic()
-    end = began + deadline_s
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    stop_poll.set()
-    poller.join(5)
-    print("%d clients finished in %.1f s" % (n, time.monotonic() - began))
-    hung = sum(1 for t in threads if t.is_alive())
-    assert hung == 0, "%d clients still running after %s s" % (hung, deadline_s)
+    peak = harness.run_clients(pf, addrs, client, deadline_s)
     return addrs, results, peak
 
 

@@ -262,15 +262,6 @@ def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
                 metrics_listen=metrics_port())
     addrs = harness.bulk_client_addrs(N_MIX)
     results, lock = {}, threading.Lock()
-    go, stop_poll = threading.Event(), threading.Event()
-    peak = [0, 0]
-
-    def poll():
-        while not stop_poll.is_set():
-            raw, confirmed = pf.established_confirmed()
-            peak[0] = max(peak[0], confirmed)
-            peak[1] += 1
-            stop_poll.wait(0.02)
 
     def client(i, addr):
         rnd = random.Random(i)
@@ -281,8 +272,6 @@ def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
             if slow:
                 time.sleep(rnd.uniform(0.3, 0.5))
 
-        go.wait(10)
-        time.sleep(i * 0.002)
         began = time.monotonic()
         try:
             with SmtpRaw(sl.host, sl.port, source=addr, timeout=90) as c:
@@ -310,19 +299,7 @@ def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
         with lock:
             results[addr] = res
 
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    threads = [threading.Thread(target=client, args=(i, a), daemon=True)
-               for i, a in enumerate(addrs)]
-    for t in threads:
-        t.start()
-    go.set()
-    end = time.monotonic() + 110
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    stop_poll.set()
-    poller.join(5)
-    assert not [t for t in threads if t.is_alive()], "clients still running"
+    peak = harness.run_clients(pf, addrs, client, 110)
     bad = {a: r for a, r in results.items() if r[1] != 250}
     assert not bad, "%d not accepted, e.g. %r" % (len(bad), list(bad.items())[:3])
     toks = {r[0] for r in results.values()}
