@@ -99,7 +99,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dir=$(mktemp -d /tmp/sluice-lane.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid='' pf_port=''
-. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, proc_tree, cpu_ticks, sink_count
+. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, proc_tree, cpu_ticks, sink_count, kv
 pf() { # start|stop: the private Postfix of tests/scenario/harness.py in $dir/pf
 	/usr/bin/python3 - "$1" "$dir/pf" "${pf_port:-0}" <<'EOF'
 import sys
@@ -129,10 +129,6 @@ trap 'exit 130' INT TERM
 
 hz=$(getconf CLK_TCK)
 runs=$dir/runs # one key=value line per run
-kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
-# /proc/stat, all CPUs: busy ticks (user nice system irq softirq steal),
-# softirq ticks (loopback TCP is mostly processed there, in no task's
-# account or in whichever task ran), all ticks
 # Postfix: its master and every process under it, with the children they
 # already reaped (smtpd processes come and go): utime + stime + cutime + cstime
 postfix_ticks() {
@@ -144,6 +140,9 @@ postfix_ticks() {
 	done
 	echo "$t"
 }
+# /proc/stat, all CPUs: busy ticks (user nice system irq softirq steal),
+# softirq ticks (loopback TCP is mostly processed there, in no task's
+# account or in whichever task ran), all ticks
 busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
 dns_port=$(free_port) sink_port=$(free_port)

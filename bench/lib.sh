@@ -73,3 +73,9 @@ cpu_ticks() { # pid: user + system clock ticks of it and its descendants so far
 sink_count() { # file key
 	tr '\r' '\n' <"$1" | sed -n "s/.*$2=\\([0-9]*\\).*/\\1/p" | tail -1 | grep . || echo 0
 }
+
+# The value of KEY in a line of key=value words (the load generator's
+# output), the first word included.
+kv() { # line key
+	sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"
+}

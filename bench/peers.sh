@@ -95,7 +95,7 @@ commit=$(git rev-parse --short HEAD) # what was built
 dir=$(mktemp -d /tmp/sluice-peers.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=()
-. bench/lib.sh # stop_pid, free_port, port_open, wait_port, proc_tree, cpu_ticks
+. bench/lib.sh # stop_pid, free_port, port_open, wait_port, proc_tree, cpu_ticks, kv
 cleanup() {
 	trap - EXIT INT TERM
 	[ -n "$srv_pid" ] && stop_server
@@ -214,7 +214,6 @@ private_kb() { # sum of the proportional set sizes of the server's processes, Ki
 	echo "$t"
 }
 backend_conns() { ss -Htn state established "( dport = :$sink_port )" | wc -l; }
-kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
 declare -A R # R[name.key] = figure
 run_throughput() { # name

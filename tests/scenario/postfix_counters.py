@@ -11,8 +11,9 @@ succeeded). After XCLIENT, NAME[ADDR] is the identity XCLIENT gave, not
 the peer: the peer is the address of the last "connect from" line of the
 same smtpd PID (one smtpd process serves one connection at a time).
 
-Used by the scenario tests (import postfix_counters; tests/scenario is on
-their path) and by the benchmarks (bench/lane.sh runs this file):
+Importable by the scenario tests (import postfix_counters; tests/scenario
+is on their path; test_postfix_counters.py checks it against the real
+Postfix) and run by the benchmarks (bench/lane.sh runs this file):
 
     tests/scenario/postfix_counters.py MAILLOG [--offset BYTES]
         [--peer ADDR] [--not-peer ADDR] [--messages N] [--label TEXT]

@@ -1,6 +1,7 @@
 /*
  * Unit tests for log: log_escape (table of inputs, capacities and expected
- * text), the shape of a stderr line, and the queue in front of a log
+ * text), the shape of a stderr line, the process id in a fork's child
+ * (cached, forgotten at fork), and the queue in front of a log
  * destination that never reads (a real pipe, a real syslog socket): the
  * callers never wait, the lost lines are counted, the lines that do go out
  * are whole, and the count is reported once the destination reads again.
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -122,6 +124,33 @@ static void test_stderr_line(void **state)
 	if (rc != 0)
 		print_error("got:\n%s", text);
 	assert_int_equal(rc, 0);
+}
+
+/* The process id in a line is cached (log_queue_pid) and must be
+ * forgotten in a fork's child: a worker's lines carry the worker's pid,
+ * not the supervisor's that logged before the fork. */
+static void test_pid_after_fork(void **state)
+{
+	log_init("sluice-test", 1, LOG_LVL_INFO);
+	log_info("before the fork"); /* caches this process's pid */
+	log_flush();
+	assert_int_equal(log_queue_pid(), getpid());
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		int saved;
+		FILE *tmp = unit_stderr_capture(&saved);
+		log_info("in the child");
+		log_flush();
+		char text[1024], want[64];
+		unit_stderr_release(tmp, saved, text, sizeof text);
+		snprintf(want, sizeof want, "sluice-test[%ld]: in the child", (long)getpid());
+		_exit(strstr(text, want) && log_queue_pid() == getpid() ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(child, &st, 0), child);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 #define STALL_LINES 10000
@@ -250,6 +279,7 @@ int main(void)
 		cmocka_unit_test(test_escape_table),
 		cmocka_unit_test(test_escape_exhaustive),
 		cmocka_unit_test(test_stderr_line),
+		cmocka_unit_test(test_pid_after_fork),
 		cmocka_unit_test(test_stderr_pipe_never_read),
 		cmocka_unit_test(test_syslog_socket_never_read),
 	};
