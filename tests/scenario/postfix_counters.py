@@ -11,7 +11,7 @@ succeeded). After XCLIENT, NAME[ADDR] is the identity XCLIENT gave, not
 the peer: the peer is the address of the last "connect from" line of the
 same smtpd PID (one smtpd process serves one connection at a time).
 
-Importable by the scenario tests (import postfix_counters; tests/scenario
+Read by the scenario tests (test_lane.py; tests/scenario
 is on their path; test_postfix_counters.py checks it against the real
 Postfix) and run by the benchmarks (bench/lane.sh runs this file):
 

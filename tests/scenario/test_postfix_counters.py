@@ -1,5 +1,5 @@
 """postfix_counters (the parser of smtpd's per-connection counters that
-bench/lane.sh reads) against the log of the real
+bench/lane.sh and test_lane.py read) against the log of the real
 Postfix: a client's own connection, and a connection from 127.0.0.1 that
 sends XCLIENT, as sluice does, whose disconnect line names the new
 identity but whose peer stays 127.0.0.1."""
