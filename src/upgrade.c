@@ -44,11 +44,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "control_proto.h"
 #include "log.h"
+#include "mstime.h"
 
 #define UPGRADE_CHECK_TIMEOUT_MS 10000
 #define UPGRADE_CHECK_ERR_MAX 300   /* bytes of the check's stderr kept */
@@ -79,13 +79,6 @@ void upgrade_remember(char **argv)
 const char *upgrade_path(void)
 {
 	return upgrade_exe;
-}
-
-static long long upgrade_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The first line of what the check wrote, for one line of answer. */
@@ -129,11 +122,11 @@ int upgrade_check(char *err, size_t cap)
 	/* Its stderr until EOF, then its exit; both by the deadline. */
 	char text[UPGRADE_CHECK_ERR_MAX + 1];
 	size_t len = 0;
-	long long deadline = upgrade_mono_ms() + UPGRADE_CHECK_TIMEOUT_MS;
+	long long deadline = mstime_mono() + UPGRADE_CHECK_TIMEOUT_MS;
 	int status = 0;
 	bool eof = false, exited = false;
 	while (!exited) {
-		long long left = deadline - upgrade_mono_ms();
+		long long left = deadline - mstime_mono();
 		if (left <= 0)
 			break;
 		if (!eof) {
