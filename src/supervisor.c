@@ -167,6 +167,17 @@ static void close_slot(unsigned slot, size_t count)
 
 static int spawn(unsigned slot)
 {
+	/* Old generations still draining (reloads, an upgrade's adopted
+	 * workers) can fill the table: the slot waits for one to exit. */
+	if (n_workers >= sizeof workers / sizeof workers[0]) {
+		log_err("worker %u: %zu workers still run; starting it once one exits", slot,
+			n_workers);
+		if (restart_ev) {
+			struct timeval tv = {1, 0};
+			evtimer_add(restart_ev, &tv);
+		}
+		return -1;
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_err("fork: %s", strerror(errno));
@@ -800,8 +811,14 @@ int supervisor_run(struct config *cfg, const char *path,
 		sup_settle_owed();
 	}
 	for (unsigned s = 1; s <= n_slots; s++)
-		if (spawn(s) != 0)
-			return 1;
+		if (spawn(s) != 0) {
+			/* After an upgrade there is no way back: the old
+			 * workers serve meanwhile, and the slot is retried. */
+			if (!up)
+				return 1;
+			struct timeval tv = {1, 0};
+			evtimer_add(restart_ev, &tv);
+		}
 	event_base_dispatch(base);
 	control_stop();
 	log_info("sluice: stopped");
