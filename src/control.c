@@ -359,6 +359,10 @@ static void control_answer(struct control_client *c, bool ok, const char *err,
 			rc = evbuffer_add(out, "{\"error\":", 9) || json_str(out, err) ||
 			     evbuffer_add(out, "}\n", 2) ? -1 : 0;
 	}
+	/* The write timeout counts from now, not from the loop's cached time:
+	 * a command that blocked (an upgrade's check, up to 10 s) would
+	 * otherwise find it expired and the answer dropped. */
+	event_base_update_cache_time(bufferevent_get_base(c->bev));
 	/* Out of memory: a closed connection without a whole answer, which
 	 * sluicectl reports as no answer (exit 3), never a truncated one. */
 	if (rc != 0 || bufferevent_enable(c->bev, EV_WRITE) != 0)
