@@ -130,9 +130,14 @@ int upgrade_check(char *err, size_t cap)
 		if (left <= 0)
 			break;
 		if (!eof) {
+			/* Read only what poll saw: the pipe blocks, and a
+			 * check that hangs silently must meet the deadline. */
 			struct pollfd p = {out[0], POLLIN, 0};
-			if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+			int ready = poll(&p, 1, (int)left);
+			if (ready < 0 && errno != EINTR)
 				break;
+			if (ready <= 0)
+				continue;
 			char chunk[512];
 			ssize_t r = read(out[0], chunk, sizeof chunk);
 			if (r == 0)

@@ -305,3 +305,28 @@ def test_upgrade_04_reload_answers_when_workers_fail(postfix, sluice, workdir):
     assert rc == 1, (rc, out, err)
     assert "exited while starting" in err, err
     assert sl.alive()
+
+
+@pytest.mark.deadline(60)
+def test_upgrade_05_hanging_check_times_out(postfix, sluice, bindir):
+    """A new program whose -n check never finishes (and keeps its stderr
+    open) is given up after the check's 10 s: the supervisor answers and
+    goes on. Before the fix, a poll that timed out was followed by a
+    blocking read of the silent pipe, and the supervisor waited as long as
+    the program did."""
+    pf = postfix()
+    exe = os.path.join(bindir, "sluice")
+    ino = install(exe)
+    sl = sluice(pf, workers=1, binary=exe)
+    sup = sl.proc.pid
+    assert harness.wait_until(lambda: sl.log().count(": ready pid=") == 1, 10)
+    install_text(exe, "#!/bin/sh\nexec sleep 40\n")
+    t0 = time.monotonic()
+    rc, out, err = ctl(sl, "upgrade", timeout=50)
+    took = time.monotonic() - t0
+    assert rc == 1, (rc, out, err)
+    assert "did not finish within 10 s" in err, err
+    assert took < 20, took
+    assert sl.alive() and sl.proc.pid == sup and exe_ino(sup) == ino
+    with connect(sl) as c:
+        assert c.cmd("QUIT")[0] == 221
