@@ -492,8 +492,8 @@ size_t control_handover(int *listen_fd, struct control_waiter *w, size_t cap)
 	*listen_fd = control_listener ? evconnlistener_get_fd(control_listener) : -1;
 	for (int i = 0; i < CONTROL_CLIENTS_MAX && n < cap; i++) {
 		struct control_client *c = control_clients[i];
-		if (c && c->waiting)
-			w[n++] = (struct control_waiter){ c->fd, c->verb, c->json };
+		if (c && c->waiting && c->verb == CONTROL_UPGRADE)
+			w[n++] = (struct control_waiter){ c->fd, c->json };
 	}
 	return n;
 }
@@ -525,7 +525,7 @@ static void control_take_waiters(struct event_base *base)
 		}
 		c->fd = w->fd;
 		c->waiting = true;
-		c->verb = w->verb < CONTROL_VERB_COUNT ? (enum control_verb)w->verb : CONTROL_UPGRADE;
+		c->verb = CONTROL_UPGRADE;
 		c->json = w->json;
 		control_clients[i] = c;
 		struct timeval tv = {CONTROL_TIMEOUT_S, 0};
