@@ -327,6 +327,16 @@ static void sup_settle_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	sup_settle_failed(why);
 }
 
+/* systemd's RELOADING=1 (reload and upgrade), with the monotonic time it
+ * wants beside it, and more fields in extra ("" or "\nNAME=value"). */
+static void sup_notify_reloading(const char *extra)
+{
+	struct timespec mono;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld%s",
+		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000, extra);
+}
+
 /* A reload or upgrade has started a generation: answer when it accepts. */
 static void sup_settle_owed(void)
 {
@@ -504,10 +514,7 @@ static int supervisor_reload(char *err, size_t cap)
 		memcpy(sockets[s], fresh[s], sizeof sockets[s]);
 	/* From here the reload cannot fail: READY=1 and sluicectl's answer
 	 * follow once the new generation accepts (sup_ready_cb). */
-	struct timespec mono;
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld",
-		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000);
+	sup_notify_reloading("");
 	ready_owed = true;
 	/* The old workers retire (SIGUSR1): their sessions carry on to
 	 * their natural end; the new generation takes the sockets. */
@@ -605,10 +612,7 @@ static int supervisor_upgrade(char *err, size_t cap)
 								      workers[i].slot,
 								      workers[i].bank };
 	snprintf(st.from, sizeof st.from, "%s", SLUICE_VERSION);
-	struct timespec mono;
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=upgrading",
-		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000);
+	sup_notify_reloading("\nSTATUS=upgrading");
 	log_info("supervisor: upgrading: executing %s with %zu workers and %zu listening "
 		 "sockets handed over", upgrade_path(), st.n_workers, st.n_listen);
 	upgrade_exec(&st, sdnotify_env(), err, cap);
