@@ -77,6 +77,16 @@ def bindir(workdir):
     return d
 
 
+def one_worker_from_copy(postfix, sluice, bindir):
+    """A sluice with one worker run from a copy of the binary in bindir,
+    its worker ready: (path, inode, sluice, supervisor pid)."""
+    exe = os.path.join(bindir, "sluice")
+    ino = install(exe)
+    sl = sluice(postfix(), workers=1, binary=exe)
+    assert harness.wait_until(lambda: sl.log().count(": ready pid=") == 1, 10)
+    return exe, ino, sl, sl.proc.pid
+
+
 class Greeter:
     """Connects in a loop (bounded: count and time) and wants a 220 on each
     connection within 5 s: listening must not stop during the switch."""
@@ -193,12 +203,7 @@ def test_upgrade_01_new_program_old_sessions_kept(postfix, sluice, bindir):
 
 @pytest.mark.deadline(60)
 def test_upgrade_02_broken_program_keeps_service(postfix, sluice, bindir):
-    pf = postfix()
-    exe = os.path.join(bindir, "sluice")
-    ino = install(exe)
-    sl = sluice(pf, workers=1, binary=exe)
-    sup = sl.proc.pid
-    assert harness.wait_until(lambda: sl.log().count(": ready pid=") == 1, 10)
+    exe, ino, sl, sup = one_worker_from_copy(postfix, sluice, bindir)
     workers = children(sup)
 
     # Not a program at all.
@@ -314,12 +319,7 @@ def test_upgrade_05_hanging_check_times_out(postfix, sluice, bindir):
     goes on. Before the fix, a poll that timed out was followed by a
     blocking read of the silent pipe, and the supervisor waited as long as
     the program did."""
-    pf = postfix()
-    exe = os.path.join(bindir, "sluice")
-    ino = install(exe)
-    sl = sluice(pf, workers=1, binary=exe)
-    sup = sl.proc.pid
-    assert harness.wait_until(lambda: sl.log().count(": ready pid=") == 1, 10)
+    exe, ino, sl, sup = one_worker_from_copy(postfix, sluice, bindir)
     install_text(exe, "#!/bin/sh\nexec sleep 40\n")
     t0 = time.monotonic()
     rc, out, err = ctl(sl, "upgrade", timeout=50)
