@@ -330,3 +330,19 @@ def test_upgrade_05_hanging_check_times_out(postfix, sluice, bindir):
     assert sl.alive() and sl.proc.pid == sup and exe_ino(sup) == ino
     with connect(sl) as c:
         assert c.cmd("QUIT")[0] == 221
+
+
+@pytest.mark.deadline(60)
+def test_upgrade_06_sigusr2_to_a_worker_is_ignored(postfix, sluice, bindir):
+    """SIGUSR2 is the supervisor's; one that reaches a worker too (sent to
+    the whole group, `systemctl kill -s USR2` without --kill-whom=main)
+    must not end it and its sessions, as SIGHUP does not."""
+    exe, ino, sl, sup = one_worker_from_copy(postfix, sluice, bindir)
+    (worker,) = children(sup)
+    with connect(sl) as c:
+        c.ehlo(CLIENT23_NAME)
+        os.kill(worker, signal.SIGUSR2)
+        time.sleep(0.5)
+        assert worker in children(sup), (worker, children(sup), sl.log()[-2000:])
+        assert c.cmd("NOOP")[0] == 250
+        assert c.cmd("QUIT")[0] == 221
