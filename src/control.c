@@ -359,6 +359,10 @@ static void control_answer(struct control_client *c, bool ok, const char *err,
 			rc = evbuffer_add(out, "{\"error\":", 9) || json_str(out, err) ||
 			     evbuffer_add(out, "}\n", 2) ? -1 : 0;
 	}
+	/* The write timeout counts from now, not from the loop's cached time:
+	 * a command that blocked (an upgrade's check, up to 10 s) would
+	 * otherwise find it expired and the answer dropped. */
+	event_base_update_cache_time(bufferevent_get_base(c->bev));
 	/* Out of memory: a closed connection without a whole answer, which
 	 * sluicectl reports as no answer (exit 3), never a truncated one. */
 	if (rc != 0 || bufferevent_enable(c->bev, EV_WRITE) != 0)
@@ -488,8 +492,8 @@ size_t control_handover(int *listen_fd, struct control_waiter *w, size_t cap)
 	*listen_fd = control_listener ? evconnlistener_get_fd(control_listener) : -1;
 	for (int i = 0; i < CONTROL_CLIENTS_MAX && n < cap; i++) {
 		struct control_client *c = control_clients[i];
-		if (c && c->waiting)
-			w[n++] = (struct control_waiter){ c->fd, c->verb, c->json };
+		if (c && c->waiting && c->verb == CONTROL_UPGRADE)
+			w[n++] = (struct control_waiter){ c->fd, c->json };
 	}
 	return n;
 }
@@ -521,7 +525,7 @@ static void control_take_waiters(struct event_base *base)
 		}
 		c->fd = w->fd;
 		c->waiting = true;
-		c->verb = w->verb < CONTROL_VERB_COUNT ? (enum control_verb)w->verb : CONTROL_UPGRADE;
+		c->verb = CONTROL_UPGRADE;
 		c->json = w->json;
 		control_clients[i] = c;
 		struct timeval tv = {CONTROL_TIMEOUT_S, 0};

@@ -45,10 +45,11 @@ void control_close_fds(void);
  * text. */
 void control_settle(bool ok, const char *text);
 
-/* A connection waiting for control_settle, handed across an upgrade. */
+/* A connection waiting for control_settle, handed across an upgrade:
+ * always sluicectl upgrade's (an upgrade is refused while a reload's
+ * answer is owed), so no verb is handed. */
 struct control_waiter {
 	int fd;
-	int verb;   /* enum control_verb */
 	bool json;
 };
 /* Before an upgrade: the listening socket (-1 when none) and up to cap

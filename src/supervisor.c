@@ -167,6 +167,17 @@ static void close_slot(unsigned slot, size_t count)
 
 static int spawn(unsigned slot)
 {
+	/* Old generations still draining (reloads, an upgrade's adopted
+	 * workers) can fill the table: the slot waits for one to exit. */
+	if (n_workers >= sizeof workers / sizeof workers[0]) {
+		log_err("worker %u: %zu workers still run; starting it once one exits", slot,
+			n_workers);
+		if (restart_ev) {
+			struct timeval tv = {1, 0};
+			evtimer_add(restart_ev, &tv);
+		}
+		return -1;
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_err("fork: %s", strerror(errno));
@@ -314,6 +325,16 @@ static void sup_settle_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	snprintf(why, sizeof why, "the new workers do not accept after %d s (see the log)",
 		 SUP_SETTLE_TIMEOUT_S);
 	sup_settle_failed(why);
+}
+
+/* systemd's RELOADING=1 (reload and upgrade), with the monotonic time it
+ * wants beside it, and more fields in extra ("" or "\nNAME=value"). */
+static void sup_notify_reloading(const char *extra)
+{
+	struct timespec mono;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld%s",
+		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000, extra);
 }
 
 /* A reload or upgrade has started a generation: answer when it accepts. */
@@ -493,10 +514,7 @@ static int supervisor_reload(char *err, size_t cap)
 		memcpy(sockets[s], fresh[s], sizeof sockets[s]);
 	/* From here the reload cannot fail: READY=1 and sluicectl's answer
 	 * follow once the new generation accepts (sup_ready_cb). */
-	struct timespec mono;
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld",
-		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000);
+	sup_notify_reloading("");
 	ready_owed = true;
 	/* The old workers retire (SIGUSR1): their sessions carry on to
 	 * their natural end; the new generation takes the sockets. */
@@ -594,10 +612,7 @@ static int supervisor_upgrade(char *err, size_t cap)
 								      workers[i].slot,
 								      workers[i].bank };
 	snprintf(st.from, sizeof st.from, "%s", SLUICE_VERSION);
-	struct timespec mono;
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=upgrading",
-		      (long long)mono.tv_sec * 1000000 + mono.tv_nsec / 1000);
+	sup_notify_reloading("\nSTATUS=upgrading");
 	log_info("supervisor: upgrading: executing %s with %zu workers and %zu listening "
 		 "sockets handed over", upgrade_path(), st.n_workers, st.n_listen);
 	upgrade_exec(&st, sdnotify_env(), err, cap);
@@ -800,8 +815,14 @@ int supervisor_run(struct config *cfg, const char *path,
 		sup_settle_owed();
 	}
 	for (unsigned s = 1; s <= n_slots; s++)
-		if (spawn(s) != 0)
-			return 1;
+		if (spawn(s) != 0) {
+			/* After an upgrade there is no way back: the old
+			 * workers serve meanwhile, and the slot is retried. */
+			if (!up)
+				return 1;
+			struct timeval tv = {1, 0};
+			evtimer_add(restart_ev, &tv);
+		}
 	event_base_dispatch(base);
 	control_stop();
 	log_info("sluice: stopped");

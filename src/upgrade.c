@@ -44,11 +44,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "control_proto.h"
 #include "log.h"
+#include "mstime.h"
 
 #define UPGRADE_CHECK_TIMEOUT_MS 10000
 #define UPGRADE_CHECK_ERR_MAX 300   /* bytes of the check's stderr kept */
@@ -79,13 +78,6 @@ void upgrade_remember(char **argv)
 const char *upgrade_path(void)
 {
 	return upgrade_exe;
-}
-
-static long long upgrade_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The first line of what the check wrote, for one line of answer. */
@@ -129,17 +121,22 @@ int upgrade_check(char *err, size_t cap)
 	/* Its stderr until EOF, then its exit; both by the deadline. */
 	char text[UPGRADE_CHECK_ERR_MAX + 1];
 	size_t len = 0;
-	long long deadline = upgrade_mono_ms() + UPGRADE_CHECK_TIMEOUT_MS;
+	long long deadline = mstime_mono() + UPGRADE_CHECK_TIMEOUT_MS;
 	int status = 0;
 	bool eof = false, exited = false;
 	while (!exited) {
-		long long left = deadline - upgrade_mono_ms();
+		long long left = deadline - mstime_mono();
 		if (left <= 0)
 			break;
 		if (!eof) {
+			/* Read only what poll saw: the pipe blocks, and a
+			 * check that hangs silently must meet the deadline. */
 			struct pollfd p = {out[0], POLLIN, 0};
-			if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+			int ready = poll(&p, 1, (int)left);
+			if (ready < 0 && errno != EINTR)
 				break;
+			if (ready <= 0)
+				continue;
 			char chunk[512];
 			ssize_t r = read(out[0], chunk, sizeof chunk);
 			if (r == 0)
@@ -324,8 +321,8 @@ int upgrade_encode(const struct upgrade_state *st, char *buf, size_t cap)
 	if (upgrade_put(buf, cap, &u, ";wait="))
 		return -1;
 	for (size_t i = 0; i < st->n_waiters; i++)
-		if (upgrade_put(buf, cap, &u, "%s%d:%d:%d", i ? "," : "", st->waiters[i].fd,
-				st->waiters[i].verb, st->waiters[i].json))
+		if (upgrade_put(buf, cap, &u, "%s%d:%d", i ? "," : "", st->waiters[i].fd,
+				st->waiters[i].json))
 			return -1;
 	if (st->http_fd >= 0 && upgrade_put(buf, cap, &u, ";http=%d", st->http_fd))
 		return -1;
@@ -403,7 +400,7 @@ int upgrade_parse(const char *text, size_t len, struct upgrade_state *st, char *
 	static unsigned long long items[UPGRADE_LISTEN_MAX][UPGRADE_FIELD_NUMS];
 	static const unsigned long long fd1[] = {UPGRADE_FD_LIM};
 	static const unsigned long long fd2[] = {UPGRADE_FD_LIM, UPGRADE_FD_LIM};
-	static const unsigned long long waitl[] = {UPGRADE_FD_LIM, CONTROL_VERB_COUNT - 1, 1};
+	static const unsigned long long waitl[] = {UPGRADE_FD_LIM, 1};
 	static const unsigned long long metl[] = {UPGRADE_FD_LIM, ULLONG_MAX, 65536, 1};
 	static const unsigned long long snapl[] = {UPGRADE_FD_LIM, ULLONG_MAX};
 	static const unsigned long long workl[] = {INT_MAX, 65536, 1};
@@ -451,11 +448,10 @@ int upgrade_parse(const char *text, size_t len, struct upgrade_state *st, char *
 			if ((n = upgrade_items(v, vlen, 1, fd1, items, 1)) == 1)
 				*(f[0] == 'c' ? &st->control_fd : &st->http_fd) = (int)items[0][0];
 		} else if (UPGRADE_KEY("wait")) {
-			n = upgrade_items(v, vlen, 3, waitl, items, UPGRADE_WAITERS_MAX);
+			n = upgrade_items(v, vlen, 2, waitl, items, UPGRADE_WAITERS_MAX);
 			for (long i = 0; i < n; i++)
 				st->waiters[i] = (struct control_waiter){(int)items[i][0],
-									 (int)items[i][1],
-									 items[i][2] != 0};
+									 items[i][1] != 0};
 			st->n_waiters = n > 0 ? (size_t)n : 0;
 		} else if (UPGRADE_KEY("metrics")) {
 			if ((n = upgrade_items(v, vlen, 4, metl, items, 1)) == 1) {

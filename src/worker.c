@@ -266,6 +266,7 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 	    event_add(w.orphan_ev, NULL) != 0)
 		return 1;
 	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR2, SIG_IGN); /* the supervisor's upgrade, not ours */
 	signal(SIGINT, SIG_IGN); /* the supervisor turns ^C into SIGTERM */
 	log_info("worker %u: ready pid=%d", slot, (int)getpid());
 	sdnotify_worker_ready();

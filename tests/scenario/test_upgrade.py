@@ -77,6 +77,16 @@ def bindir(workdir):
     return d
 
 
+def one_worker_from_copy(postfix, sluice, bindir):
+    """A sluice with one worker run from a copy of the binary in bindir,
+    its worker ready: (path, inode, sluice, supervisor pid)."""
+    exe = os.path.join(bindir, "sluice")
+    ino = install(exe)
+    sl = sluice(postfix(), workers=1, binary=exe)
+    assert harness.wait_until(lambda: sl.log().count(": ready pid=") == 1, 10)
+    return exe, ino, sl, sl.proc.pid
+
+
 class Greeter:
     """Connects in a loop (bounded: count and time) and wants a 220 on each
     connection within 5 s: listening must not stop during the switch."""
@@ -193,12 +203,7 @@ def test_upgrade_01_new_program_old_sessions_kept(postfix, sluice, bindir):
 
 @pytest.mark.deadline(60)
 def test_upgrade_02_broken_program_keeps_service(postfix, sluice, bindir):
-    pf = postfix()
-    exe = os.path.join(bindir, "sluice")
-    ino = install(exe)
-    sl = sluice(pf, workers=1, binary=exe)
-    sup = sl.proc.pid
-    assert harness.wait_until(lambda: sl.log().count(": ready pid=") == 1, 10)
+    exe, ino, sl, sup = one_worker_from_copy(postfix, sluice, bindir)
     workers = children(sup)
 
     # Not a program at all.
@@ -305,3 +310,39 @@ def test_upgrade_04_reload_answers_when_workers_fail(postfix, sluice, workdir):
     assert rc == 1, (rc, out, err)
     assert "exited while starting" in err, err
     assert sl.alive()
+
+
+@pytest.mark.deadline(60)
+def test_upgrade_05_hanging_check_times_out(postfix, sluice, bindir):
+    """A new program whose -n check never finishes (and keeps its stderr
+    open) is given up after the check's 10 s: the supervisor answers and
+    goes on. Before the fix, a poll that timed out was followed by a
+    blocking read of the silent pipe, and the supervisor waited as long as
+    the program did."""
+    exe, ino, sl, sup = one_worker_from_copy(postfix, sluice, bindir)
+    install_text(exe, "#!/bin/sh\nexec sleep 40\n")
+    t0 = time.monotonic()
+    rc, out, err = ctl(sl, "upgrade", timeout=50)
+    took = time.monotonic() - t0
+    assert rc == 1, (rc, out, err)
+    assert "did not finish within 10 s" in err, err
+    assert took < 20, took
+    assert sl.alive() and sl.proc.pid == sup and exe_ino(sup) == ino
+    with connect(sl) as c:
+        assert c.cmd("QUIT")[0] == 221
+
+
+@pytest.mark.deadline(60)
+def test_upgrade_06_sigusr2_to_a_worker_is_ignored(postfix, sluice, bindir):
+    """SIGUSR2 is the supervisor's; one that reaches a worker too (sent to
+    the whole group, `systemctl kill -s USR2` without --kill-whom=main)
+    must not end it and its sessions, as SIGHUP does not."""
+    exe, ino, sl, sup = one_worker_from_copy(postfix, sluice, bindir)
+    (worker,) = children(sup)
+    with connect(sl) as c:
+        c.ehlo(CLIENT23_NAME)
+        os.kill(worker, signal.SIGUSR2)
+        time.sleep(0.5)
+        assert worker in children(sup), (worker, children(sup), sl.log()[-2000:])
+        assert c.cmd("NOOP")[0] == 250
+        assert c.cmd("QUIT")[0] == 221

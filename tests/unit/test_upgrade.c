@@ -24,8 +24,8 @@ static void test_roundtrip(void **state)
 	a.listen[0] = 7, a.listen[1] = 8, a.listen[2] = 9;
 	a.control_fd = 10;
 	a.n_waiters = 2;
-	a.waiters[0] = (struct control_waiter){11, 6, true};
-	a.waiters[1] = (struct control_waiter){12, 7, false};
+	a.waiters[0] = (struct control_waiter){11, true};
+	a.waiters[1] = (struct control_waiter){12, false};
 	a.http_fd = 13;
 	a.metrics_fd = 14;
 	a.metrics_layout = 18446744073709551615ULL;
@@ -46,7 +46,6 @@ static void test_roundtrip(void **state)
 	assert_int_equal(b.control_fd, 10);
 	assert_int_equal(b.n_waiters, 2);
 	assert_int_equal(b.waiters[0].fd, 11);
-	assert_int_equal(b.waiters[0].verb, 6);
 	assert_true(b.waiters[0].json);
 	assert_false(b.waiters[1].json);
 	assert_int_equal(b.http_fd, 13);
@@ -100,7 +99,8 @@ static const struct bad_row bad_rows[] = {
 	{"space", "v=1;life=3:4;listen=5, 6"},
 	{"bank 2", "v=1;life=3:4;metrics=5:1:64:2"},
 	{"layout overflow", "v=1;life=3:4;metrics=5:18446744073709551616:64:0"},
-	{"verb out of range", "v=1;life=3:4;wait=5:99:0"},
+	{"json not 0 or 1", "v=1;life=3:4;wait=5:2"},
+	{"waiter with a third number", "v=1;life=3:4;wait=5:1:0"},
 	{"pid 0", "v=1;life=3:4;workers=0:1:0"},
 	{"worker short", "v=1;life=3:4;workers=100:1"},
 	{"NUL inside", "v=1;life=3:4\0;listen=5"},
