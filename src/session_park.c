@@ -55,7 +55,7 @@ bool session_parkable(const struct session *s)
 	if (s->wait != SESSION_WAIT_NONE || s->tls || s->tls_pending || s->skipping)
 		return false;
 	if (shape_is_on(&s->shape))
-		return false; /* the rate limit lives on the bufferevent */
+		return false; /* the trickle moves the bufferevent's bytes */
 	if (s->dns || s->replay || s->store_req || s->dnsbl || s->after_dns ||
 	    session_lane_held(s))
 		return false; /* an answer is on its way */

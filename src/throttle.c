@@ -129,16 +129,16 @@ void throttle_free(void)
 
 /* --- the trickle --------------------------------------------------------- */
 
+static uint32_t throttle_tv_ms(const struct timeval *tv)
+{
+	return (uint32_t)((unsigned long long)tv->tv_sec * 1000 + (unsigned long long)tv->tv_usec / 1000);
+}
+
 static uint32_t throttle_now(struct event_base *base)
 {
 	struct timeval tv;
 	event_base_gettimeofday_cached(base, &tv);
-	return (uint32_t)((unsigned long long)tv.tv_sec * 1000 + (unsigned long long)tv.tv_usec / 1000);
-}
-
-static uint32_t throttle_tv_ms(const struct timeval *tv)
-{
-	return (uint32_t)((unsigned long long)tv->tv_sec * 1000 + (unsigned long long)tv->tv_usec / 1000);
+	return throttle_tv_ms(&tv);
 }
 
 /* Whether a timeout of tv (unset: none) has passed since the clock at. */
