@@ -103,11 +103,6 @@ static void session_timeouts(struct session *s, bool reading)
 
 void session_count_reply(struct session *s, int code, size_t len)
 {
-	/* An unparked session's bufferevent writes from its first reply on
-	 * (session_unpark); a shaped one's events are the trickle's. */
-	if (s->bev && !shape_is_on(&s->shape) &&
-	    !(bufferevent_get_enabled(s->bev) & EV_WRITE))
-		bufferevent_enable(s->bev, EV_WRITE);
 	s->bytes_out += len;
 	metrics_inc(code >= 500 ? METRIC_REPLIES_5XX
 		    : code >= 400 ? METRIC_REPLIES_4XX : METRIC_REPLIES_2XX);

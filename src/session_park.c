@@ -55,7 +55,7 @@ bool session_parkable(const struct session *s)
 	if (s->wait != SESSION_WAIT_NONE || s->tls || s->tls_pending || s->skipping)
 		return false;
 	if (shape_is_on(&s->shape))
-		return false; /* the rate limit lives on the bufferevent */
+		return false; /* the trickle moves the bufferevent's bytes */
 	if (s->dns || s->replay || s->store_req || s->dnsbl || s->after_dns ||
 	    session_lane_held(s))
 		return false; /* an answer is on its way */
@@ -152,15 +152,16 @@ bool session_unpark(struct session *s)
 		return false;
 	}
 	s->bev = bev;
-	shape_join(&s->shape, bev);
 	session_install_callbacks(s);
-	/* Write is enabled with the first reply (session_count_reply): an
-	 * empty output enabled now would call the write callback, which
-	 * restarts the command's time. */
+	/* A new socket bufferevent has writing enabled already (without its
+	 * event added: an empty output calls no write callback, which would
+	 * restart the command's time); reading is switched on here, as at
+	 * accept. The trickle, if any, takes both over after (shape_join). */
 	if (bufferevent_enable(bev, EV_READ) != 0) {
 		session_close(s, "unpark failed");
 		return false;
 	}
+	shape_join(&s->shape, bev);
 	log_debug("session=%llu unparked", s->ident.session_id);
 	return true;
 }

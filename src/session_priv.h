@@ -160,7 +160,7 @@ struct session {
 	 * classification never steps the session's lifecycle by name). */
 	void (*verdict_done)(struct session *s);
 	void (*hold_then)(struct session *s); /* runs when the hold ends */
-	struct shape shape;          /* the rate limit, budget and hold */
+	struct shape shape;          /* the trickle, budget and hold */
 };
 
 /* session.c */

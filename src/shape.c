@@ -118,8 +118,9 @@ bool shape_start(struct shape *sh, int score)
 		shape_set_state(sh, SHAPE_SPENT);
 		return false;
 	}
-	/* No trickle (no memory): not shaped at all. */
-	if (!sh->bev || !(sh->thr = throttle_on(sh->bev, shape_due, sh)))
+	/* No trickle (no memory): not shaped at all. Without a bufferevent
+	 * (TLS starting, or parked) the trickle starts at shape_join. */
+	if (sh->bev && !(sh->thr = throttle_on(sh->bev, shape_due, sh)))
 		return false;
 	event_base_gettimeofday_cached(sh->base, &sh->since);
 	bool first = sh->state == SHAPE_NEVER;
@@ -218,8 +219,12 @@ void shape_leave(struct shape *sh)
 void shape_join(struct shape *sh, struct bufferevent *bev)
 {
 	sh->bev = bev;
-	if (sh->state == SHAPE_ON && !(sh->thr = throttle_on(bev, shape_due, sh)))
+	if (sh->state != SHAPE_ON)
+		return;
+	if (!(sh->thr = throttle_on(bev, shape_due, sh)))
 		shape_finish(sh, "no memory for the trickle");
+	else
+		throttle_window(shape_fd(sh), false); /* if it started while left */
 }
 
 void shape_free(struct shape *sh)

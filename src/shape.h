@@ -100,9 +100,12 @@ int shape_verdict_after(struct shape *sh, long ms);
 /* The verdict came first: the deadline is not needed any more. */
 void shape_verdict_cancel(struct shape *sh);
 
-/* TLS replaces the client's bufferevent: no trickle during the handshake
- * (shape_leave), then libevent's rate limit on the new layer (shape_join;
- * see throttle.h). */
+/* The client's bufferevent goes (TLS starting: no trickle during the
+ * handshake; parked: none at all) with shape_leave, and comes back (the
+ * TLS layer, with libevent's rate limit, see throttle.h; or a new socket
+ * bufferevent) with shape_join. Shaping that starts in between (a late
+ * DNS list answer) is ON at once, the budget running, and trickles from
+ * shape_join. */
 void shape_leave(struct shape *sh);
 void shape_join(struct shape *sh, struct bufferevent *bev);
 

@@ -88,14 +88,11 @@ struct throttle_loop {
 
 static struct throttle_loop *loops;
 
+/* libevent's configuration for a TLS filter (throttle_on): one timer per
+ * TLS-shaped session on the loop's heap, which is rare enough. */
 static struct ev_token_bucket_cfg *bucket;
 static struct timeval bucket_tick;
 static size_t bucket_per_tick;
-/* The same configuration on the loop's common timeout queue for this tick
- * (built on first use, in the worker that owns the loop). */
-static struct ev_token_bucket_cfg *common_bucket;
-static struct event_base *common_base;
-
 int throttle_init(const struct config *cfg)
 {
 	unsigned long long rate = cfg->shape_rate ? cfg->shape_rate : 1;
@@ -128,50 +125,20 @@ void throttle_free(void)
 	if (bucket)
 		ev_token_bucket_cfg_free(bucket);
 	bucket = NULL;
-	/* Bufferevents point at the configuration they were given: the
-	 * caller frees them (and their loop) first. */
-	if (common_bucket)
-		ev_token_bucket_cfg_free(common_bucket);
-	common_bucket = NULL;
-	common_base = NULL;
-}
-
-/* Every TLS-shaped session refills on the same tick, so its refill timer
- * can live on one common timeout queue instead of the loop's timer heap.
- * libevent reads the tick length through the common-timeout encoding
- * (ev_token_bucket_cfg_new masks it). Without a common timeout the plain
- * configuration is used. */
-static struct ev_token_bucket_cfg *throttle_bucket(struct bufferevent *bev)
-{
-	struct event_base *base = bufferevent_get_base(bev);
-	if (common_bucket)
-		/* A loop other than the first one keeps the plain timers: the
-		 * first loop's sessions may still point at its configuration
-		 * (a worker has one loop; only tests make several). */
-		return common_base == base ? common_bucket : bucket;
-	const struct timeval *ctv = base ? event_base_init_common_timeout(base, &bucket_tick)
-					 : NULL;
-	struct ev_token_bucket_cfg *c = ctv ? ev_token_bucket_cfg_new(
-		bucket_per_tick, bucket_per_tick, bucket_per_tick, bucket_per_tick, ctv) : NULL;
-	if (!c)
-		return bucket;
-	common_bucket = c;
-	common_base = base;
-	return c;
 }
 
 /* --- the trickle --------------------------------------------------------- */
+
+static uint32_t throttle_tv_ms(const struct timeval *tv)
+{
+	return (uint32_t)((unsigned long long)tv->tv_sec * 1000 + (unsigned long long)tv->tv_usec / 1000);
+}
 
 static uint32_t throttle_now(struct event_base *base)
 {
 	struct timeval tv;
 	event_base_gettimeofday_cached(base, &tv);
-	return (uint32_t)((unsigned long long)tv.tv_sec * 1000 + (unsigned long long)tv.tv_usec / 1000);
-}
-
-static uint32_t throttle_tv_ms(const struct timeval *tv)
-{
-	return (uint32_t)((unsigned long long)tv->tv_sec * 1000 + (unsigned long long)tv->tv_usec / 1000);
+	return throttle_tv_ms(&tv);
 }
 
 /* Whether a timeout of tv (unset: none) has passed since the clock at. */
@@ -382,7 +349,7 @@ struct throttle *throttle_on(struct bufferevent *bev, throttle_due_fn *due, void
 				.bucket = bufferevent_get_underlying(bev) != NULL };
 	t->read_at = t->write_at = throttle_now(base);
 	if (t->bucket) {
-		if (bufferevent_set_rate_limit(bev, throttle_bucket(bev)) != 0) {
+		if (bufferevent_set_rate_limit(bev, bucket) != 0) {
 			if (TAILQ_EMPTY(&l->list) && !l->walking)
 				throttle_loop_free(l);
 			free(t);

@@ -35,7 +35,7 @@ typedef void throttle_due_fn(void *arg);
 /* The tick and the bytes per tick for cfg->shape_rate; libevent's bucket
  * configuration for TLS. */
 int throttle_init(const struct config *cfg);
-/* Frees the bucket configurations; no bufferevent may use them any more. */
+/* Frees the bucket configuration; no bufferevent may use it any more. */
 void throttle_free(void);
 
 /* Shapes bev (both ways) until throttle_off: its read and write events are

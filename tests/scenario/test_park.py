@@ -83,10 +83,12 @@ def test_park_01_pipelined_commands_after_parking(postfix, sluice):
     codes = [c.read_reply()[0] for _ in range(4)]
     assert codes == [250, 250, 550, 354], codes
     assert parked(sl) == 0
+    # Counted while in DATA (not parkable): the park after the reply may
+    # come before Postfix has the message.
+    before = parkings(sl)
     c.send(dot_stuff(message(tok)) + b".\r\n")
     assert c.read_reply()[0] == 250
     pf.wait_messages(1, 15, lambda m: m.subject == tok)
-    before = parkings(sl)
     wait_parked(sl, 1)
     assert parkings(sl) == before + 1
     c.send(b"NOOP\r\nQUIT\r\n")
@@ -188,4 +190,27 @@ def test_park_06_zero_never_parks(postfix, sluice):
     time.sleep(0.6)
     assert parkings(sl) == 0 and parked(sl) == 0
     assert c.cmd("QUIT")[0] == 221
+    finish(sl)
+
+
+
+@pytest.mark.deadline(60)
+def test_park_07_shaped_by_the_command_that_unparks(postfix, sluice):
+    """A parked session whose first command shapes it (a bad HELO) has
+    its replies trickled from then on, like a never-parked one's: the
+    bufferevent made again writes through the trickle, neither stuck nor
+    at full speed."""
+    pf = postfix()
+    sl = start(sluice, pf, weight_helo="10", shape_rate="5",
+               smtpd_timeout="30s")
+    c = connect(sl)
+    wait_parked(sl, 1)
+    c.send(b"HELO localhost\r\n")
+    assert c.read_reply(timeout=10)[0] == 250
+    assert "SHAPED" in sl.log(), sl.log()[-2000:]
+    t0 = time.monotonic()
+    code, text = c.cmd("NOOP", timeout=10)  # "250 2.0.0 Ok": 14 bytes
+    took = time.monotonic() - t0
+    assert code == 250, (code, text)
+    assert took >= 2.0, "NOOP's reply in %.2f s at 5 B/s" % took
     finish(sl)

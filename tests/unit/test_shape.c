@@ -122,6 +122,24 @@ static void test_states(void **state)
 	assert_string_equal(shape_state_name((enum shape_state)99), "?");
 }
 
+static void test_start_while_left(void **state)
+{
+	struct fx *f = *state;
+
+	/* Started without a bufferevent (TLS starting, or parked): on, and
+	 * trickled from the join; the trickle takes the events over. */
+	bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+	shape_leave(&f->sh);
+	assert_true(shape_start(&f->sh, 5));
+	assert_true(shape_is_on(&f->sh));
+	assert_int_equal(bufferevent_get_enabled(f->bev), EV_READ | EV_WRITE);
+	shape_join(&f->sh, f->bev);
+	assert_non_null(f->sh.thr);
+	assert_int_equal(bufferevent_get_enabled(f->bev), 0);
+	shape_finish(&f->sh, "test");
+	assert_int_equal(bufferevent_get_enabled(f->bev), EV_READ | EV_WRITE);
+}
+
 static void test_no_budget(void **state)
 {
 	struct fx *f = *state;
@@ -206,6 +224,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_start_while_left, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_spent_by_timer, setup,
 						teardown),

@@ -378,9 +378,13 @@ static void test_filter_keeps_libevent_limit(void **state)
 	bufferevent_enable(filt, EV_READ | EV_WRITE);
 	struct throttle *t = throttle_on(filt, due_cb, c);
 	assert_non_null(t);
-	/* Not taken over: libevent's limit on the filter does the work. */
+	/* Not taken over: libevent's limit on the filter does the work,
+	 * the tick's one byte each way; lifted at the end. */
 	assert_int_equal(bufferevent_get_enabled(filt), EV_READ | EV_WRITE);
+	assert_int_equal(bufferevent_get_read_limit(filt), 1);
+	assert_int_equal(bufferevent_get_write_limit(filt), 1);
 	throttle_off(t);
+	assert_int_equal(bufferevent_get_read_limit(filt), EV_SSIZE_MAX);
 	bufferevent_free(filt);
 }
 
