@@ -172,17 +172,28 @@ static void data_replay_start(struct session *s)
 	}
 }
 
+bool session_data_reply_pending(const struct session *s)
+{
+	return s->txn && s->txn->data.done && !s->replay &&
+	       (s->wait == SESSION_WAIT_SPOOL || s->wait == SESSION_WAIT_HOLD);
+}
+
+void session_data_early_close(struct session *s)
+{
+	metrics_inc(METRIC_EARLY_CLOSE);
+	log_info("session=%llu client=%s EARLYCLOSE: client closed before its "
+		 "end-of-data reply; message not delivered",
+		 s->ident.session_id, s->ident.addr);
+	session_shape_early_close(s);
+	session_close(s, "closed before end-of-data reply");
+}
+
 /* The message is complete and its end-of-data reply is due (after the
  * hold, for a shaped session): replay it unless the client has gone. */
 static void data_release(struct session *s)
 {
 	if (session_shape_client_gone(s)) {
-		metrics_inc(METRIC_EARLY_CLOSE);
-		log_info("session=%llu client=%s EARLYCLOSE: client closed before its "
-			 "end-of-data reply; message not delivered",
-			 s->ident.session_id, s->ident.addr);
-		session_shape_early_close(s);
-		session_close(s, "closed before end-of-data reply");
+		session_data_early_close(s);
 		return;
 	}
 	session_set_wait(s, SESSION_WAIT_REPLAY);
