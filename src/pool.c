@@ -63,7 +63,7 @@ struct pool {
 	unsigned open;       /* every backend that exists */
 	unsigned connecting; /* not yet ready */
 	unsigned failures;   /* consecutive failed opens */
-	unsigned long_leases; /* pool_lend_long leases not yet ended */
+	unsigned long_leases; /* long leases holding a connection */
 	bool down;           /* last open failed and nothing is ready */
 	bool shutting_down;
 	struct event *fill_ev;    /* deferred top-up */
@@ -80,13 +80,23 @@ static void pool_fill_cb(evutil_socket_t fd, short what, void *arg)
 	pool_fill(arg);
 }
 
-/* A long lease's count ends with the lease, whichever way it ends. */
-static void pool_lease_ended(struct pool_lease *l)
+/* A long lease's count ends with the lease, whichever way it ends.
+ * Whether it counted: a long lease waiting for the lanes' share to free
+ * (pool_serve) may now be served. */
+static bool pool_lease_ended(struct pool_lease *l)
 {
-	if (l->long_lease) {
-		l->long_lease = false;
-		l->pool->long_leases--;
-	}
+	if (!l->long_lease)
+		return false;
+	l->long_lease = false;
+	l->pool->long_leases--;
+	return true;
+}
+
+/* A long lease in line while max_long of them hold connections: it waits
+ * for one of those to end, not merely for a connection. */
+static bool pool_share_taken(const struct pool *p, const struct pool_lease *l)
+{
+	return l->max_long > 0 && p->long_leases >= l->max_long;
 }
 
 #define POOL_WANTED_MAX 64 /* long leases asked per turn */
@@ -188,8 +198,12 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 		l->state = POOL_LEASE_ASSIGNED;
 		l->conn = NULL;
 		l->err = REPLY_BACKEND_BUSY;
-		metrics_inc(METRIC_POOL_WAIT_TIMEOUTS);
-		log_warn("pool: checkout timed out open=%u", p->open);
+		if (l->max_long == 0) {
+			metrics_inc(METRIC_POOL_WAIT_TIMEOUTS);
+			log_warn("pool: checkout timed out open=%u", p->open);
+		}
+		/* A lane not had in time is no fault: its session goes the
+		 * buffered way (counted there). */
 	}
 	struct pool_conn *c = l->conn;
 	if (c && !backend_ready(c->b)) {
@@ -200,8 +214,8 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	l->conn = c;
 	l->state = c ? POOL_LEASE_HELD : POOL_LEASE_OVER;
-	if (!c)
-		pool_lease_ended(l);
+	if (!c && pool_lease_ended(l))
+		pool_serve(p);
 	pool_update_gauges(p);
 	l->cbs->ready(l->borrower, c ? c->b : NULL, c ? REPLY_OK : l->err);
 }
@@ -223,6 +237,10 @@ static void pool_assign(struct pool *p, struct pool_lease *l,
 		c->uses++;
 		backend_set_lent(c->b, true);
 		metrics_inc(METRIC_POOL_CHECKOUTS);
+		if (l->max_long > 0) {
+			l->long_lease = true;
+			p->long_leases++;
+		}
 	}
 	event_active(&l->timer, 0, 0);
 }
@@ -245,11 +263,15 @@ static struct pool_conn *pool_find_idle(struct pool *p, unsigned long long prefe
 	return any;
 }
 
-/* Serves waiting leases in order from idle connections. */
+/* Serves waiting leases in order from idle connections; a long lease
+ * whose share is taken keeps its place and lets the next one by. */
 static void pool_serve(struct pool *p)
 {
-	struct pool_lease *l;
-	while ((l = TAILQ_FIRST(&p->waiting))) {
+	struct pool_lease *l, *next;
+	for (l = TAILQ_FIRST(&p->waiting); l; l = next) {
+		next = TAILQ_NEXT(l, link);
+		if (pool_share_taken(p, l))
+			continue;
 		struct pool_conn *c = pool_find_idle(p, l->prefer);
 		if (!c)
 			break;
@@ -304,18 +326,20 @@ static void pool_fill(struct pool *p)
 	pool_update_gauges(p);
 }
 
-void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
-	       long timeout_ms, const struct pool_borrower *cbs,
-	       void *borrower)
+static void pool_lend_as(struct pool *p, struct pool_lease *l,
+			 unsigned long long prefer, unsigned max_long,
+			 long timeout_ms, const struct pool_borrower *cbs,
+			 void *borrower)
 {
 	memset(l, 0, sizeof *l);
 	l->pool = p;
 	l->cbs = cbs;
 	l->borrower = borrower;
 	l->prefer = prefer;
+	l->max_long = max_long;
 	l->state = POOL_LEASE_WAITING;
 	evtimer_assign(&l->timer, p->base, pool_deliver_cb, l);
-	struct pool_conn *c = pool_find_idle(p, prefer);
+	struct pool_conn *c = pool_share_taken(p, l) ? NULL : pool_find_idle(p, prefer);
 	if (c) {
 		l->state = POOL_LEASE_OVER; /* not in the line */
 		pool_assign(p, l, c, REPLY_OK);
@@ -337,15 +361,20 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 	pool_schedule_fill(p);
 }
 
+void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
+	       long timeout_ms, const struct pool_borrower *cbs,
+	       void *borrower)
+{
+	pool_lend_as(p, l, prefer, 0, timeout_ms, cbs, borrower);
+}
+
 bool pool_lend_long(struct pool *p, struct pool_lease *l,
 		    unsigned long long prefer, unsigned max_long, long timeout_ms,
 		    const struct pool_borrower *cbs, void *borrower)
 {
-	if (p->down || p->shutting_down || p->long_leases >= max_long)
+	if (p->down || p->shutting_down || max_long == 0)
 		return false;
-	pool_lend(p, l, prefer, timeout_ms, cbs, borrower);
-	l->long_lease = true;
-	p->long_leases++;
+	pool_lend_as(p, l, prefer, max_long, timeout_ms, cbs, borrower);
 	return true;
 }
 
@@ -375,9 +404,8 @@ void pool_return(struct pool_lease *l, bool clean)
 {
 	struct pool *p = l->pool;
 	struct pool_conn *c = l->conn;
+	bool share_freed = p && pool_lease_ended(l);
 
-	if (p)
-		pool_lease_ended(l);
 	switch (l->state) {
 	case POOL_LEASE_OVER:
 		return;
@@ -401,6 +429,8 @@ void pool_return(struct pool_lease *l, bool clean)
 	event_del(&l->timer);
 	l->conn = NULL;
 	l->state = POOL_LEASE_OVER;
+	if (share_freed)
+		pool_serve(p);
 	pool_update_gauges(p);
 }
 
@@ -414,6 +444,7 @@ void pool_hand_over(struct pool_lease *from, struct pool_lease *to,
 	to->cbs = cbs;
 	to->borrower = borrower;
 	to->prefer = from->prefer;
+	to->max_long = from->max_long;
 	evtimer_assign(&to->timer, to->pool->base, pool_deliver_cb, to);
 	if (from->state != POOL_LEASE_HELD || !c) {
 		/* Nothing held: to starts over, as an ended lease. */

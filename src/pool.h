@@ -100,7 +100,8 @@ struct pool_lease {
 	struct pool_conn *conn;       /* ASSIGNED (may be NULL) or HELD */
 	enum reply_id err;
 	enum pool_lease_state state;
-	bool long_lease;              /* counted in the pool's long leases */
+	unsigned max_long;            /* a long lease: the share it waits for; 0: not one */
+	bool long_lease;              /* holds a connection, counted in the pool's long leases */
 };
 
 /* tls_client: for backend_tls (NULL without). base, cfg and tls_client
@@ -115,10 +116,12 @@ void pool_lend(struct pool *p, struct pool_lease *l, unsigned long long prefer,
 void pool_return(struct pool_lease *l, bool clean);
 
 /* A long lease (a fast lane: held across a client's transaction): as
- * pool_lend, waiting in line at most timeout_ms, but false, and nothing
- * started, when max_long long leases are held or waited for already or
- * the server is down. The lease counts as long until it ends, through
- * hand-overs. */
+ * pool_lend, waiting in line at most timeout_ms for a connection while
+ * fewer than max_long long leases hold one (the lanes' share: one that
+ * finds it taken keeps its place in line and lets others by until a long
+ * lease ends); false, and nothing started, when the server is down. The
+ * lease counts as long from its connection's choice until it ends,
+ * through hand-overs. */
 bool pool_lend_long(struct pool *p, struct pool_lease *l,
 		    unsigned long long prefer, unsigned max_long, long timeout_ms,
 		    const struct pool_borrower *cbs, void *borrower);

@@ -6,10 +6,11 @@
  * fell back; it is not shaped; its identity is complete (the PTR result
  * is in: XCLIENT NAME needs it); it keeps up (its MAIL arrived within
  * fast_lane_gap of sluice's previous reply leaving, or was pipelined);
- * the lanes' share of the pool (fast_lane_share) is not taken; and a
- * backend connection comes within fast_lane_gap (in line as any
- * borrower: under load one exchange per message is what frees the pool,
- * so refusing lanes whenever others wait would keep the load at two
+ * and a backend connection, within the lanes' share of the pool
+ * (fast_lane_share), comes within fast_lane_gap (in line as any borrower,
+ * and behind the lanes that hold the share when it is taken: under load
+ * one exchange per message is what frees the pool, so refusing lanes
+ * whenever others wait or the share is taken would keep the load at two
  * exchanges per message for good). Otherwise MAIL is answered as before
  * and the transaction goes the buffered way.
  *

@@ -309,6 +309,52 @@ def test_lane_f_cap_holds_300_mixed_clients(postfix, sluice, workdir):
     assert lanes > 0
 
 
+N_QUEUE = 9
+
+
+@pytest.mark.deadline(90)
+def test_lane_h_more_fast_clients_than_lanes_wait_their_turn(postfix, sluice):
+    """Nine fast clients at once, lanes for three (pool 4, fast_lane_share
+    75 %): a session that finds the lanes' share taken waits in line for a
+    lane (within fast_lane_gap) instead of going the buffered way, so
+    every message is still one Postfix connection, mail=1 data=1, no rset
+    (the buffered way would show a recipient check's connection with
+    rset=1 beside each of the others)."""
+    pf = postfix()
+    sl = sluice(pf, pool=4, fast_lane_gap="3s", metrics_listen=metrics_port())
+    addrs = harness.bulk_client_addrs(N_QUEUE)
+    results, lock = {}, threading.Lock()
+
+    def client(i, addr):
+        tok = token("h%d" % i)
+        try:
+            with SmtpRaw(sl.host, sl.port, source=addr, timeout=30) as c:
+                code, text = c.read_reply()
+                assert code == 220, text
+                c.ehlo(harness.bulk_client_name(addr))
+                c.expect("MAIL FROM:<h%d@example.net>" % i, 250)
+                c.expect("RCPT TO:<carol@example.com>", 250)
+                c.expect("DATA", 354)
+                c.send(message(tok) + b".\r\n")
+                res = (tok, c.read_reply()[0])
+                c.cmd("QUIT", timeout=10)
+        except Exception as e:  # recorded, asserted below
+            res = (tok, e)
+        with lock:
+            results[addr] = res
+
+    peak = harness.run_clients(pf, addrs, client, 60)
+    assert all(r[1] == 250 for r in results.values()), results
+    pf.wait_messages(N_QUEUE, 30, lambda m: m.subject.startswith("lane-h"))
+    assert harness.wait_until(
+        lambda: len([c for c in disconnects(pf) if count(c, "mail")]) >= N_QUEUE, 10)
+    with_mail = [c for c in disconnects(pf) if count(c, "mail")]
+    assert [(count(c, "mail"), count(c, "data"), count(c, "rset"))
+            for c in with_mail] == [(1, 1, 0)] * N_QUEUE, with_mail
+    assert peak[0] <= 4
+    assert sl.metric("sluice_lanes_total") == N_QUEUE
+
+
 # ---------------------------------------------------- the lane's fault matrix
 # The evil backend (evil_backend.py, the fault matrix's Postfix look-alike)
 # with one fault at one stage of the lane's exchange: XCLIENT, the EHLO
