@@ -218,8 +218,8 @@ bool session_data_input(struct session *s);
  * never read it. */
 bool session_data_reply_pending(const struct session *s);
 /* Such a close: EARLYCLOSE logged and counted, the reputation told, the
- * message not delivered. Whichever notices it first (the release's
- * TCP_INFO look, or the EOF event) calls this. */
+ * message not delivered. Called by the release's look at the socket, and
+ * by the EOF event of an unshaped session (whichever notices it first). */
 void session_data_early_close(struct session *s);
 
 void session_install_callbacks(struct session *s);
