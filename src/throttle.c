@@ -19,7 +19,10 @@
  * callback; EOF, errors and the bufferevent's read and write timeouts
  * become its event callback, as libevent would report them. Any callback
  * may take its own or another entry off the list: the walk keeps its
- * position in the loop (cur, next), and throttle_off moves it on.
+ * position in the loop (cur, next), and throttle_off moves it on. A walk
+ * that comes late (the last one over many sessions took longer than the
+ * tick) moves the bytes of every tick missed, so the rate holds however
+ * many are shaped (throttle_walk_bytes).
  *
  * Rejected: libevent's per-bufferevent rate limits for every shaped
  * session (~15 system calls and an epoll_ctl pair per trickled byte, CPU-
@@ -57,8 +60,12 @@
 
 #include "config.h"
 #include "log.h"
+#include "mstime.h"
 
 #define THROTTLE_IOV_MAX 4 /* output extents sent in one sendmsg */
+/* A late walk makes up for the ticks it missed, up to this much: a loop
+ * stalled longer does not burst a session's backlog at once. */
+#define THROTTLE_CATCHUP_MS 2000
 
 struct throttle_loop;
 
@@ -83,6 +90,8 @@ struct throttle_loop {
 	struct throttle_list list;
 	struct throttle *cur;  /* the walk's entry; NULL once it is off */
 	struct throttle *next; /* the walk's next entry */
+	long long walked_ms;   /* monotonic: the last walk (or the start) */
+	long long carry_ms;    /* time since then not yet paid in ticks */
 	bool walking;
 };
 
@@ -92,6 +101,7 @@ static struct throttle_loop *loops;
  * TLS-shaped session on the loop's heap, which is rare enough. */
 static struct ev_token_bucket_cfg *bucket;
 static struct timeval bucket_tick;
+static long long bucket_tick_ms; /* the same, at least 1 */
 static size_t bucket_per_tick;
 int throttle_init(const struct config *cfg)
 {
@@ -116,6 +126,7 @@ int throttle_init(const struct config *cfg)
 				.tv_usec = (suseconds_t)(us % 1000000) };
 	bucket = ev_token_bucket_cfg_new(per_tick, per_tick, per_tick, per_tick, &tick);
 	bucket_tick = tick;
+	bucket_tick_ms = us >= 1000 ? (long long)(us / 1000) : 1;
 	bucket_per_tick = per_tick;
 	return bucket ? 0 : -1;
 }
@@ -226,7 +237,8 @@ static bool throttle_stalled(struct throttle_loop *l, struct throttle *t, short 
 }
 
 /* One tick's bytes into the input; false when the walk must leave t. */
-static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32_t now)
+static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32_t now,
+			     size_t bytes)
 {
 	struct bufferevent *bev = t->bev;
 	struct evbuffer *in = bufferevent_get_input(bev);
@@ -236,7 +248,7 @@ static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32
 		t->read_at = now; /* not reading: no read timeout */
 		return true;
 	}
-	ssize_t got = throttle_recv(in, (int)bufferevent_getfd(bev), bucket_per_tick);
+	ssize_t got = throttle_recv(in, (int)bufferevent_getfd(bev), bytes);
 	if (got > 0) {
 		t->read_at = now;
 		bufferevent_trigger(bev, EV_READ, 0);
@@ -248,7 +260,8 @@ static bool throttle_tick_in(struct throttle_loop *l, struct throttle *t, uint32
 }
 
 /* One tick's bytes out of the output; false when the walk must leave t. */
-static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint32_t now)
+static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint32_t now,
+			      size_t bytes)
 {
 	struct bufferevent *bev = t->bev;
 	struct evbuffer *out = bufferevent_get_output(bev);
@@ -256,7 +269,7 @@ static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint3
 		t->write_at = now; /* nothing owed: no write timeout */
 		return true;
 	}
-	ssize_t sent = throttle_send(out, (int)bufferevent_getfd(bev), bucket_per_tick);
+	ssize_t sent = throttle_send(out, (int)bufferevent_getfd(bev), bytes);
 	if (sent > 0) {
 		t->write_at = t->read_at = now;
 		/* The write callback once the output is down to its low
@@ -268,7 +281,8 @@ static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint3
 				now);
 }
 
-static void throttle_tick_one(struct throttle_loop *l, struct throttle *t, uint32_t now)
+static void throttle_tick_one(struct throttle_loop *l, struct throttle *t, uint32_t now,
+			      size_t bytes)
 {
 	t->due(t->arg);
 	if (l->cur != t || t->bucket)
@@ -282,8 +296,32 @@ static void throttle_tick_one(struct throttle_loop *l, struct throttle *t, uint3
 	}
 	/* In first: the reply to a command's last byte starts in the same
 	 * tick, as it would with a full bucket. */
-	if (throttle_tick_in(l, t, now))
-		throttle_tick_out(l, t, now);
+	if (throttle_tick_in(l, t, now, bytes))
+		throttle_tick_out(l, t, now, bytes);
+}
+
+/* The bytes each entry may move this walk, each way: a tick's for every
+ * tick since the last walk (rounded; at least one, at most
+ * THROTTLE_CATCHUP_MS worth). A walk over tens of thousands of shaped
+ * sessions takes longer than a tick (a recv and a send each); paying
+ * only one tick's bytes per walk would slow every trickle as more
+ * sessions are shaped, and the bigger writes make the next walk cheaper
+ * per byte. */
+static size_t throttle_walk_bytes(struct throttle_loop *l, long long now_ms)
+{
+	long long tick = bucket_tick_ms;
+	long long max = THROTTLE_CATCHUP_MS / tick > 1 ? THROTTLE_CATCHUP_MS / tick : 1;
+	l->carry_ms += now_ms - l->walked_ms;
+	l->walked_ms = now_ms;
+	long long ticks = (l->carry_ms + tick / 2) / tick;
+	if (ticks < 1)
+		ticks = 1;
+	if (ticks > max)
+		ticks = max;
+	l->carry_ms -= ticks * tick;
+	if (l->carry_ms < -tick || l->carry_ms > tick)
+		l->carry_ms = 0; /* early, or beyond the catch-up: start afresh */
+	return bucket_per_tick * (size_t)ticks;
 }
 
 static void throttle_loop_free(struct throttle_loop *l)
@@ -301,11 +339,12 @@ static void throttle_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct throttle_loop *l = arg;
 	uint32_t now = throttle_now(l->base);
+	size_t bytes = throttle_walk_bytes(l, mstime_mono());
 	l->walking = true;
 	l->next = TAILQ_FIRST(&l->list);
 	while ((l->cur = l->next)) {
 		l->next = TAILQ_NEXT(l->cur, link);
-		throttle_tick_one(l, l->cur, now);
+		throttle_tick_one(l, l->cur, now, bytes);
 	}
 	l->walking = false;
 	if (TAILQ_EMPTY(&l->list))
@@ -321,6 +360,7 @@ static struct throttle_loop *throttle_loop_get(struct event_base *base)
 	if (!(l = calloc(1, sizeof *l)))
 		return NULL;
 	l->base = base;
+	l->walked_ms = mstime_mono();
 	TAILQ_INIT(&l->list);
 	l->tick_ev = event_new(base, -1, EV_PERSIST, throttle_tick_cb, l);
 	if (!l->tick_ev || event_add(l->tick_ev, &bucket_tick) != 0) {

@@ -2,7 +2,8 @@
  * Unit tests for the worker's trickle (throttle.c) on a real loop with
  * real socket pairs standing for the clients: many shaped bufferevents on
  * one loop each get exactly the tick's bytes both ways, tick after tick,
- * and not faster than the rate, and shape_tick's bigger ticks; the write
+ * and not faster than the rate, and shape_tick's bigger ticks; a late walk
+ * making up the ticks it missed; the write
  * callback once the output has left; a hang-up, a reset, a read and a
  * write timeout reported to the event callback as libevent would; entries
  * taken off the list from inside the walk's own callbacks (itself and the
@@ -240,6 +241,30 @@ static void test_shape_tick_moves_more_per_tick(void **state)
 	assert_true(took >= 400 - 20);
 }
 
+static bool first_has_any(struct fx *f)
+{
+	return in_len(&f->c[0]) >= 1;
+}
+
+static void test_late_walk_makes_up_missed_ticks(void **state)
+{
+	struct fx *f = *state;
+
+	/* The loop busy for three ticks (as a walk over tens of thousands of
+	 * sessions can be): the next walk moves three ticks' bytes at once,
+	 * each way, in one recv and one send, so the rate holds. */
+	assert_int_equal(write(f->c[0].peer, "HELO a.example\r\n", 16), 16);
+	assert_int_equal(bufferevent_write(f->c[0].bev, "250 ok\r\n", 8), 0);
+	shape_all(f);
+	usleep(3 * TICK_MS * 1000 + 50000); /* lint: blocking-ok (test) */
+	run_until(f, first_has_any);
+	char buf[16];
+	assert_int_equal(in_len(&f->c[0]), 3);
+	assert_int_equal(f->c[0].reads, 1);
+	assert_int_equal(read(f->c[0].peer, buf, sizeof buf), 3);
+	assert_memory_equal(buf, "250", 3);
+}
+
 static bool all_written(struct fx *f)
 {
 	for (size_t i = 0; i < f->n; i++)
@@ -395,6 +420,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_callback_once_drained, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_shape_tick_moves_more_per_tick, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_late_walk_makes_up_missed_ticks, setup_one,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_hangup_is_eof, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_on_write_is_error, setup_one,
