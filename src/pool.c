@@ -355,7 +355,10 @@ static void pool_lend_as(struct pool *p, struct pool_lease *l,
 	p->n_waiting++;
 	struct timeval tv = mstime_tv(timeout_ms);
 	evtimer_add(&l->timer, &tv);
-	if (p->long_leases > 0)
+	/* Lanes give way to the others in line (recipient checks, replays of
+	 * slow and shaped clients), not to another lane: one lane traded for
+	 * another would only send the first client the buffered way. */
+	if (p->long_leases > 0 && max_long == 0)
 		event_active(p->wanted_ev, 0, 0);
 	pool_update_gauges(p);
 	pool_schedule_fill(p);

@@ -434,9 +434,10 @@ bool session_lane_checked(struct session *s)
 }
 
 /* Others wait for a connection: a lane whose client has been quiet for
- * half of fast_lane_gap (or is sending a body) gives its connection back.
- * A client that answers within a round trip keeps it: under load its
- * one exchange per message is what frees the pool. */
+ * half of fast_lane_gap, or has been sending its body for that long since
+ * the last reply, gives its connection back. A client that answers within
+ * a round trip, and sends its body as fast, keeps it: under load its one
+ * exchange per message is what frees the pool. */
 static void session_lane_wanted(void *arg)
 {
 	struct session *s = arg;
@@ -445,8 +446,7 @@ static void session_lane_wanted(void *arg)
 	    sl->pending != LANE_PENDING_NONE ||
 	    (s->wait != SESSION_WAIT_NONE && s->state != SESSION_DATA))
 		return;
-	if (s->state != SESSION_DATA &&
-	    session_lane_quiet_ms(s) < s->env->cfg->fast_lane_gap_ms / 2)
+	if (session_lane_quiet_ms(s) < s->env->cfg->fast_lane_gap_ms / 2)
 		return;
 	session_lane_fallback(s, METRIC_LANE_FALLBACK_WANTED, "wanted");
 }

@@ -355,6 +355,49 @@ def test_lane_h_more_fast_clients_than_lanes_wait_their_turn(postfix, sluice):
     assert sl.metric("sluice_lanes_total") == N_QUEUE
 
 
+@pytest.mark.deadline(60)
+def test_lane_i_quiet_lane_gives_way_to_a_recipient_check(postfix, sluice, workdir):
+    """Pool of one, held by a fast client's lane that then goes quiet (past
+    half of fast_lane_gap, within it): a shaped client's recipient check
+    waits in line, so the quiet lane gives its connection back ("wanted")
+    and the check gets through at once; the fast client's message still
+    goes, the buffered way."""
+    deny = os.path.join(workdir, "deny.cidr")
+    with open(deny, "w") as f:
+        f.write("127.0.2.0/24\n")
+    os.chmod(deny, 0o644)
+    pf = postfix()
+    sl = sluice(pf, pool=1, fast_lane_gap="3s", cidr_deny_file=deny,
+                shape_rate="2000", shape_time="1s", shape_final_hold="1s",
+                metrics_listen=metrics_port())
+    fast, shaped = harness.bulk_client_addrs(1)[0], "127.0.2.7"
+    tok_a, tok_b = token("ia"), token("ib")
+    with SmtpRaw(sl.host, sl.port, source=fast, timeout=30) as a:
+        assert a.read_reply()[0] == 220
+        a.ehlo(harness.bulk_client_name(fast))
+        a.expect("MAIL FROM:<ia@example.net>", 250)
+        a.expect("RCPT TO:<carol@example.com>", 250)
+        assert sl.metric("sluice_lanes") == 1
+        time.sleep(1.7)  # quiet: past half of the gap, within it
+        with SmtpRaw(sl.host, sl.port, source=shaped, timeout=30) as b:
+            assert b.read_reply()[0] == 220
+            b.ehlo("shaped.example")
+            b.expect("MAIL FROM:<ib@example.net>", 250)
+            began = time.monotonic()
+            b.expect("RCPT TO:<dave@example.com>", 250)
+            waited = time.monotonic() - began
+            assert waited < 1.0, "the check waited %.1f s for the lane" % waited
+            b.expect("DATA", 354)
+            b.send(message(tok_b) + b".\r\n")
+            assert b.read_reply()[0] == 250
+        a.expect("DATA", 354)
+        a.send(message(tok_a) + b".\r\n")
+        assert a.read_reply()[0] == 250
+    got = pf.wait_messages(2, 20, lambda m: m.subject in (tok_a, tok_b))
+    assert sorted(m.subject for m in got) == sorted([tok_a, tok_b])
+    assert sl.metric('sluice_lane_fallbacks_total{reason="wanted"}') == 1
+
+
 # ---------------------------------------------------- the lane's fault matrix
 # The evil backend (evil_backend.py, the fault matrix's Postfix look-alike)
 # with one fault at one stage of the lane's exchange: XCLIENT, the EHLO
