@@ -10,6 +10,9 @@
 #                                 CPU, wake-ups and system calls per shaped
 #                                 session per second, the rates the shaped
 #                                 clients see
+#                                 (IDLE=M: M idle sessions instead of N;
+#                                 IDLE=0: shaped sessions alone, so that
+#                                 the memory figure is theirs)
 #   bench/peers.sh --tls N        sluice only, one worker: N idle sessions
 #                                 after STARTTLS; memory per TLS session and
 #                                 STARTTLS handshakes per second
@@ -40,7 +43,10 @@
 # forked workers count once)
 # while N idle sessions (greeted, EHLO answered) are held, divided by the
 # sessions held; each server is restarted before each hold so that freed
-# memory from an earlier phase does not hide the growth.
+# memory from an earlier phase does not hide the growth. HEAPWALK=1 adds,
+# for one sluice worker at the moment of the measurement, where its heap
+# goes (bench/heapwalk.py: resident pages, bytes in use on them, the
+# chunk sizes holding most).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 root=$PWD
@@ -213,6 +219,11 @@ private_kb() { # sum of the proportional set sizes of the server's processes, Ki
 	done
 	echo "$t"
 }
+heapwalk() { # where one sluice worker's heap goes (HEAPWALK=1)
+	[ -n "${HEAPWALK:-}" ] || return 0
+	local w; w=$(pgrep -P "$srv_pid" | head -1)
+	[ -n "$w" ] && /usr/bin/python3 "$root/bench/heapwalk.py" "$w" 512,144 512,144,32,48 >&2
+}
 backend_conns() { ss -Htn state established "( dport = :$sink_port )" | wc -l; }
 
 declare -A R # R[name.key] = figure
@@ -237,6 +248,7 @@ run_hold() { # name n
 	while [ ! -e "$ready" ] && kill -0 $lg 2>/dev/null; do sleep 1; done
 	sleep 8 # the server settles
 	after=$(private_kb "$srv_pid")
+	[ "$1" = sluice ] && heapwalk
 	wait $lg
 	out=$(cat "$dir/hold.$1.$n")
 	echo "$1 hold $n: $out (private KiB $before -> $after)" >&2
@@ -294,12 +306,17 @@ if [ "$scale" != 0 ]; then
 		--srcs 250 --rate 1500 --line 60 --hold $((window + 40)) --timeout 900 \
 		--ready-file "$dir/ready.shaped" >"$dir/scale.shaped" &
 	lg1=$!
-	"$loadgen" --port "$srv_port" --mode idle --conns "$n" --procs "$lp" --src $IDLE_SRC \
-		--srcs 250 --rate 1500 --hold $((window + 300)) --timeout 900 \
-		--ready-file "$dir/ready.idle" >"$dir/scale.idle" &
-	lg2=$!
+	ni=${IDLE:-$n} lg2=
+	if [ "$ni" -gt 0 ]; then
+		"$loadgen" --port "$srv_port" --mode idle --conns "$ni" --procs "$lp" --src $IDLE_SRC \
+			--srcs 250 --rate 1500 --hold $((window + 300)) --timeout 900 \
+			--ready-file "$dir/ready.idle" >"$dir/scale.idle" &
+		lg2=$!
+	else
+		: >"$dir/scale.idle"
+	fi
 	wait_ready "$dir/ready.shaped" $lg1
-	wait_ready "$dir/ready.idle" $lg2
+	[ -n "$lg2" ] && wait_ready "$dir/ready.idle" $lg2
 	sleep 10 # every shaped session in its HELO loop
 	w=$(pids_of "$srv_pid")
 	c0=$(cpu_ticks "$srv_pid") v0=$(sum_status "$w" voluntary_ctxt_switches)
@@ -321,26 +338,27 @@ if [ "$scale" != 0 ]; then
 	i1=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r1=$(sum_status "$w" syscr) s1=$(sum_status "$w" syscw)
 	after=$(private_kb "$srv_pid")
+	heapwalk
 	cost=$("$root/build/syscost" 2>/dev/null) # what a call costs here, now
 	sys=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
 	bycall=$(awk -F, '/syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ {
 		sub(/.*sys_enter_/, "", $3); printf "%s=%s ", $3, $1 }' "$perf_out" 2>/dev/null)
-	kill -USR1 $lg2 2>/dev/null # measured: the idle sessions' long hold can end
+	[ -n "$lg2" ] && kill -USR1 $lg2 2>/dev/null # measured: the idle sessions' long hold can end
 	wait $lg1 $lg2
 	o1=$(cat "$dir/scale.shaped") o2=$(cat "$dir/scale.idle")
 	echo "shaped: $o1" >&2
 	echo "idle: $o2" >&2
-	h1=$(kv "$o1" held) h2=$(kv "$o2" held)
+	h1=$(kv "$o1" held) h2=$(kv "$o2" held); h2=${h2:-0}
 	hz=$(getconf CLK_TCK)
-	awk -v n="$n" -v h1="$h1" -v h2="$h2" -v b="$before" -v a="$after" -v c="$((c1 - c0))" \
+	awk -v n="$n" -v ni="$ni" -v h1="$h1" -v h2="$h2" -v b="$before" -v a="$after" -v c="$((c1 - c0))" \
 		-v hz="$hz" -v win="$window" -v vol="$((v1 - v0))" -v inv="$((i1 - i0))" \
 		-v rd="$((r1 - r0))" -v wr="$((s1 - s0))" -v sys="${sys:-}" -v w="$W" -v bycall="${bycall:-}" -v cost="${cost:-}" \
 		-v in50="$(kv "$o1" in_p50)" -v in1="$(kv "$o1" in_p1)" -v in99="$(kv "$o1" in_p99)" \
 		-v out50="$(kv "$o1" out_p50)" -v out1="$(kv "$o1" out_p1)" -v out99="$(kv "$o1" out_p99)" \
 		-v inok="$(kv "$o1" in_5pm05)" -v outok="$(kv "$o1" out_5pm05)" -v rounds="$(kv "$o1" in_n)" \
 		'BEGIN {
-		printf "scale shaped=%d/%d idle=%d/%d workers=%d window_s=%d\n", h1, n, h2, n, w, win
-		printf "memory: %.0f KiB for %d sessions = %.2f KiB per session (shaped and idle together)\n", a - b, h1 + h2, (a - b) / (h1 + h2)
+		printf "scale shaped=%d/%d idle=%d/%d workers=%d window_s=%d\n", h1, n, h2, ni, w, win
+		printf "memory: %.0f KiB for %d sessions = %.2f KiB per session (%s)\n", a - b, h1 + h2, (a - b) / (h1 + h2), h2 ? "shaped and idle together" : "shaped alone"
 		printf "cpu: %.2f cores (%.1f us per shaped session per second)\n", c / hz / win, c / hz / win / h1 * 1e6
 		printf "wake-ups (voluntary context switches): %.3f per shaped session per second (involuntary %.3f)\n", vol / win / h1, inv / win / h1
 		printf "read-type syscalls %.2f, write-type %.2f per shaped session per second (/proc/PID/io: read/write family; recv/send are not counted there)\n", rd / win / h1, wr / win / h1

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "dns_cache.h"
 #include "dnsfail.h"
 #include "log.h"
 #include "metrics.h"
@@ -51,72 +52,7 @@ struct dns_ptr {
 	enum dns_name_status cached_status;
 };
 
-/*
- * A small per-worker cache of client names (HOSTILE 81: a client that
- * reconnects, or many sessions from one server, cost one look-up). Direct
- * mapped by address hash: a collision just replaces the older entry. Kept
- * for the answers' TTL within [DNS_CACHE_MIN_S, DNS_CACHE_MAX_S]; a
- * temporary failure for DNS_CACHE_FAIL_S, so a dead resolver is not asked
- * again for every connection.
- */
-#define DNS_CACHE_SLOTS 2048
-#define DNS_CACHE_MIN_S 30
-#define DNS_CACHE_MAX_S 3600
-#define DNS_CACHE_FAIL_S 15
-
-struct dns_cache_entry {
-	int family; /* 0: empty */
-	union {
-		struct in_addr v4;
-		struct in6_addr v6;
-	} addr;
-	enum dns_name_status status;
-	time_t expires;
-	char name[DNS_NAME_MAX + 1];
-};
-
-static struct dns_cache_entry *dns_cache;
 static struct event_base *dns_event_base; /* the worker's loop */
-
-static struct dns_cache_entry *dns_cache_slot(int family, const void *addr)
-{
-	if (!dns_cache && !(dns_cache = calloc(DNS_CACHE_SLOTS, sizeof *dns_cache)))
-		return NULL;
-	size_t len = family == AF_INET ? 4 : 16;
-	const unsigned char *p = addr;
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 16777619u;
-	return &dns_cache[h % DNS_CACHE_SLOTS];
-}
-
-static void dns_cache_put(const struct dns_ptr *req, enum dns_name_status st)
-{
-	struct dns_cache_entry *e = dns_cache_slot(req->family, &req->addr);
-	if (!e)
-		return;
-	int ttl = st == DNS_NAME_TEMPFAIL ? DNS_CACHE_FAIL_S : req->ttl;
-	if (ttl < DNS_CACHE_MIN_S && st != DNS_NAME_TEMPFAIL)
-		ttl = DNS_CACHE_MIN_S;
-	if (ttl > DNS_CACHE_MAX_S)
-		ttl = DNS_CACHE_MAX_S;
-	e->family = req->family;
-	e->addr.v6 = req->addr.v6;
-	if (req->family == AF_INET)
-		e->addr.v4 = req->addr.v4;
-	e->status = st;
-	e->expires = time(NULL) + ttl;
-	snprintf(e->name, sizeof e->name, "%s", req->name);
-}
-
-static const struct dns_cache_entry *dns_cache_get(int family, const void *addr)
-{
-	struct dns_cache_entry *e = dns_cache_slot(family, addr);
-	if (!e || e->family != family || e->expires <= time(NULL) ||
-	    memcmp(&e->addr, addr, family == AF_INET ? 4 : 16) != 0)
-		return NULL;
-	return e;
-}
 
 static void dns_cached_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -183,7 +119,8 @@ int dns_name_valid(const char *name, size_t len)
 static void dns_finish(struct dns_ptr *req, enum dns_name_status st)
 {
 	if (!req->cached)
-		dns_cache_put(req, st);
+		dns_cache_put(req->family, &req->addr, st, req->name, req->ttl,
+			      time(NULL));
 	dns_ptr_cb cb = req->cb;
 	void *arg = req->arg;
 	char name[DNS_NAME_MAX + 1];
@@ -292,16 +229,15 @@ struct dns_ptr *dns_ptr_start(struct evdns_base *dns,
 	const void *a = addr->sa_family == AF_INET
 		? (const void *)&((const struct sockaddr_in *)addr)->sin_addr
 		: (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
-	const struct dns_cache_entry *hit =
-		addr->sa_family == AF_INET || addr->sa_family == AF_INET6
-			? dns_cache_get(addr->sa_family, a) : NULL;
-	if (hit) {
+	enum dns_name_status hit_status;
+	if ((addr->sa_family == AF_INET || addr->sa_family == AF_INET6) &&
+	    dns_cache_get(addr->sa_family, a, time(NULL), &hit_status, req->name,
+			  sizeof req->name)) {
 		/* Delivered on the next turn, never inside this call. */
 		req->cached = event_new(dns_event_base, -1, 0,
 					dns_cached_cb, req);
 		if (req->cached) {
-			req->cached_status = hit->status;
-			snprintf(req->name, sizeof req->name, "%s", hit->name);
+			req->cached_status = hit_status;
 			event_active(req->cached, 0, 0);
 			return req;
 		}

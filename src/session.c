@@ -724,6 +724,7 @@ void session_accept(struct session_env *env, int fd,
 	if (!s->dns)
 		log_warn("session=%llu cannot start PTR look-up", s->ident.session_id);
 	session_shape_accept(s, addr);
+	session_park_greeting(s);
 }
 
 void session_shutdown_all(void)

@@ -82,6 +82,8 @@ void session_park_later(struct session *s)
 		log_debug("session=%llu cannot arm the park delay", s->ident.session_id);
 }
 
+static bool park_now(struct session *s);
+
 static void session_park_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -95,10 +97,43 @@ static void session_park_cb(evutil_socket_t fd, short what, void *arg)
 	 * next loop turn, exactly as the old one would have. */
 }
 
+/*
+ * Before the greeting. An untrusted client waits greet_wait (6 s by
+ * default) for its greeting with nothing to read (a byte would be a
+ * PREGREET) and nothing to write, while its look-ups run: it is parked at
+ * accept (when greet_wait is at least session_park_delay), so that a crowd arriving at once does not hold a bufferevent
+ * each for those seconds. Measured (BENCHMARKS.md, "What a session
+ * allocates, and when"): those bufferevents, allocated between the
+ * sessions' long-lived objects and freed later, left the heap that the
+ * long-lived objects kept resident afterwards. The greeting (shape_greet)
+ * unparks it; a byte or the close before it unparks it too, and the
+ * bufferevent reads them as it would have (pre-greeting watermark again).
+ */
+bool session_park_greeting(struct session *s)
+{
+	const struct config *cfg = s->env->cfg;
+	/* A wait shorter than the park delay is not worth the round trip. */
+	if (cfg->session_park_delay_ms <= 0 || cfg->greet_wait_ms < cfg->session_park_delay_ms ||
+	    !s->bev || s->parked ||
+	    s->freed_pending || s->env->draining || s->state != SESSION_GREETING ||
+	    s->trusted || s->tls || shape_is_on(&s->shape))
+		return false;
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) != 0 ||
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) != 0)
+		return false;
+	return park_now(s);
+}
+
 bool session_park(struct session *s)
 {
 	if (!session_parkable(s))
 		return false;
+	return park_now(s);
+}
+
+/* Parks s (its predicate checked by the caller). */
+static bool park_now(struct session *s)
+{
 	evutil_socket_t fd = bufferevent_getfd(s->bev);
 	if (fd < 0)
 		return false;
@@ -161,6 +196,10 @@ bool session_unpark(struct session *s)
 		session_close(s, "unpark failed");
 		return false;
 	}
+	/* Before the greeting, only enough to see who talks first
+	 * (session_shape_accept). */
+	if (s->state == SESSION_GREETING && !s->trusted)
+		bufferevent_setwatermark(bev, EV_READ, 0, SESSION_PREGREET_MAX);
 	shape_join(&s->shape, bev);
 	log_debug("session=%llu unparked", s->ident.session_id);
 	return true;

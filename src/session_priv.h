@@ -47,6 +47,7 @@ enum session_state {
 #define SESSION_CMDS_PER_TURN 32  /* fairness: commands per read event */
 #define SESSION_OUT_HIGHWAT 16384 /* stop reading commands above this */
 #define SESSION_IN_MAX 65536      /* bytes buffered ahead in command mode */
+#define SESSION_PREGREET_MAX 1024 /* bytes read before the verdict */
 #define SESSION_FLUSH_TIMEOUT_MS 10000
 #define SESSION_TLS_INFO_MAX 96 /* "TLSv1.3 TLS_AES_256_GCM_SHA384 256 bits" */
 
@@ -250,6 +251,9 @@ bool session_parkable(const struct session *s);
 void session_park_later(struct session *s);
 /* Parks the session when parkable; true when it did. */
 bool session_park(struct session *s);
+/* Parks an untrusted session waiting greet_wait for its greeting, at once;
+ * the greeting (shape_greet) takes it back. True when it did. */
+bool session_park_greeting(struct session *s);
 /* The bufferevent back; false: the session is closed (421, out of memory). */
 bool session_unpark(struct session *s);
 

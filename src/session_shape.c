@@ -50,7 +50,6 @@
 #include "store.h"
 #include "throttle.h"
 
-#define SHAPE_PREGREET_MAX 1024 /* bytes read before the verdict */
 #define SHAPE_HARVEST_MIN 3     /* unknown recipients before harvesting */
 
 static int session_fd(const struct session *s)
@@ -263,7 +262,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 	/* Until the verdict, read only enough to see who talks first: a
 	 * client that may be shaped must not get 64 KiB in ahead of it. */
 	if (!s->trusted)
-		bufferevent_setwatermark(s->bev, EV_READ, 0, SHAPE_PREGREET_MAX);
+		bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_PREGREET_MAX);
 	/* The greeting runs from the verdict's own timer, never inside
 	 * accept. */
 	if (shape_verdict_after(&s->shape, s->trusted ? 0 : cfg->greet_wait_ms) != 0)
@@ -273,6 +272,8 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 /* The verdict, then the greeting (shaped or not). */
 static void shape_greet(struct session *s)
 {
+	if (!session_unpark(s))
+		return; /* closed with a 421 */
 	s->greet_waiting = false;
 	shape_verdict_cancel(&s->shape);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
@@ -293,8 +294,10 @@ static void shape_lookup_done(struct session *s)
 
 void session_shape_greet_timer(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	if (evbuffer_get_length(in) > 0 && !(s->cls.fired & (1u << SIGNAL_PREGREET))) {
+	/* Parked (session_park_greeting): nothing came, or the byte would
+	 * have taken the bufferevent back. */
+	struct evbuffer *in = s->bev ? bufferevent_get_input(s->bev) : NULL;
+	if (in && evbuffer_get_length(in) > 0 && !(s->cls.fired & (1u << SIGNAL_PREGREET))) {
 		char detail[64];
 		snprintf(detail, sizeof detail, "count=%zu", evbuffer_get_length(in));
 		classify_add(&s->cls, s->ident.session_id, s->ident.addr,

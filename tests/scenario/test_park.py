@@ -214,3 +214,38 @@ def test_park_07_shaped_by_the_command_that_unparks(postfix, sluice):
     assert code == 250, (code, text)
     assert took >= 2.0, "NOOP's reply in %.2f s at 5 B/s" % took
     finish(sl)
+
+
+@pytest.mark.deadline(60)
+def test_park_08_parked_while_waiting_for_the_greeting(postfix, sluice):
+    """A client waiting greet_wait for its greeting is parked at accept
+    (no bufferevent for those seconds), greeted on time, and parked again
+    when idle after it; one that talks first while parked wakes the session,
+    is still seen as PREGREET (the bytes it sent counted), and is served."""
+    pf = postfix()
+    sl = start(sluice, pf, greet_wait="1500ms", shape_threshold="100")
+    quiet = SmtpRaw(sl.host, sl.port, source=CLIENT23, timeout=15)
+    t0 = time.monotonic()
+    wait_parked(sl, 1, timeout=1.2)  # before the greeting is due
+    assert parkings(sl) == 1
+    code, _ = quiet.read_reply()
+    took = time.monotonic() - t0
+    assert code == 220 and 1.2 <= took <= 5.0, (code, took)
+    assert parked(sl) == 0
+    quiet.ehlo("client23.example")
+    wait_parked(sl, 1)
+    assert parkings(sl) == 2
+
+    eager = SmtpRaw(sl.host, sl.port, source="127.0.0.50", timeout=15)
+    wait_parked(sl, 2, timeout=1.2)
+    eager.send(b"EHLO eager.example\r\n")  # 20 bytes before the greeting
+    assert harness.wait_until(lambda: parked(sl) == 1, 1.0), sl.log()[-3000:]
+    code, _ = eager.read_reply()
+    assert code == 220, code
+    assert eager.read_reply()[0] == 250  # the EHLO sent early is answered
+    assert harness.wait_until(
+        lambda: "client=127.0.0.50 PREGREET" in sl.log() and "count=20" in sl.log(), 5), \
+        sl.log()[-3000:]
+    assert eager.cmd("QUIT")[0] == 221
+    assert quiet.cmd("QUIT")[0] == 221
+    finish(sl)
