@@ -8,7 +8,7 @@
 # the calls per message by type (those above 0.05 per message), and
 # sluice's CPU µs per message over that run.
 #
-#   flock /work/notes/bench.lock bench/syscalls.sh
+#   bench/syscalls.sh       (about 30 s; hold the machine's bench lock)
 #
 # Environment: SLUICE [./sluice] MSGS [3000] SESSIONS [100] SIZE [4096]
 # SRCS [200] WORKERS [2] POOL [8]. Root, Debian 12; needs postfix
@@ -44,12 +44,7 @@ trap 'exit 130' INT TERM
 dns_port=$(free_port) sink_port=$(free_port) sl_port=$(free_port)
 start_dnsmasq "$dns_port"
 pids+=("$dns_pid")
-/usr/sbin/smtp-sink -c -u nobody -m 25000 127.0.0.1:"$sink_port" 4096 \
-	</dev/null >"$dir/sink.out" 2>"$dir/sink.err" &
-sink_pid=$!; pids+=("$sink_pid")
-wait_port "$sink_port" smtp-sink "$sink_pid"
-echo "127.1.0.0/16" >"$dir/allow"
-chmod 644 "$dir/allow"
+start_sink "$sink_port"
 mkdir -p "$dir/spool" "$dir/state"
 "$sluice_bin" -f -c /dev/null \
 	-o listen=127.0.0.1:"$sl_port" -o backend=127.0.0.1:"$sink_port" \

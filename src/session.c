@@ -40,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "bev_out.h"
 #include "client_limits.h"
 #include "config.h"
 #include "log.h"
@@ -624,13 +625,7 @@ static void session_write_now(struct session *s)
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	if (evbuffer_get_length(out) == 0)
 		return;
-	/* A socket bufferevent keeps its output's front frozen but while
-	 * its own write callback writes. */
-	evbuffer_unfreeze(out, 1);
-	int n = evbuffer_write(out, bufferevent_getfd(s->bev));
-	int err = errno;
-	evbuffer_freeze(out, 1);
-	if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+	if (bev_out_write(s->bev) != 0) {
 		/* As libevent reports a failed write. */
 		session_event_cb(s->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, s);
 		return;
@@ -810,8 +805,7 @@ void session_accept(struct session_env *env, int fd,
 	metrics_add(METRIC_SESSIONS_ACTIVE, 1);
 	s->state = SESSION_GREETING;
 	session_install_callbacks(s);
-	/* Writing stays disabled: replies are written straight to the
-	 * socket (session_write_now). */
+	/* Writing stays disabled: session_write_now writes the replies. */
 	bufferevent_enable(s->bev, EV_READ);
 	bufferevent_disable(s->bev, EV_WRITE);
 	if (session_over_limits(s, addr))

@@ -11,13 +11,15 @@ that a few kilobytes of replies fill both buffers and the rest waits in
 sluice. A real Postfix is the backend (one delivery in test 03).
 """
 
+import fcntl
 import socket
+import struct
+import termios
 import time
 import uuid
 
 import pytest
 
-import harness
 from harness import CLIENT23, CLIENT23_NAME
 
 MSS = 88          # TCP_MIN_MSS: the smallest the kernel takes
@@ -43,6 +45,15 @@ def read_until(s, end, limit=10 << 20):
         got += d
         assert len(got) < limit
     return got
+
+
+def read_to_close(s):
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return got
+        got += d
 
 
 def replies(data):
@@ -95,19 +106,21 @@ def send_unread(s, data):
     time.sleep(2)
     s.setblocking(True)
     s.settimeout(30)
-    import fcntl
-    import struct
-    import termios
     return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def flooded(postfix, sluice, after=b""):
+    """A session sent the flood (and after) without reading: sluice,
+    the socket, the reply codes due, the bytes the client holds unread."""
+    sl = sluice(postfix(), **settings())
+    s = start(sl)
+    data, codes = flood()
+    return sl, s, codes, send_unread(s, data + after)
 
 
 @pytest.mark.deadline(90)
 def test_write_01_replies_reach_a_client_that_reads_late(postfix, sluice):
-    pf = postfix()
-    sl = sluice(pf, **settings())
-    s = start(sl)
-    data, codes = flood()
-    queued = send_unread(s, data)
+    sl, s, codes, queued = flooded(postfix, sluice)
     got = b""
     while len(replies(got)) < len(codes):
         d = s.recv(65536)
@@ -126,17 +139,8 @@ def test_write_01_replies_reach_a_client_that_reads_late(postfix, sluice):
 
 @pytest.mark.deadline(90)
 def test_write_02_quit_after_a_full_socket_is_answered_before_the_close(postfix, sluice):
-    pf = postfix()
-    sl = sluice(pf, **settings())
-    s = start(sl)
-    data, codes = flood()
-    send_unread(s, data + b"QUIT\r\n")
-    got = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        got += d
+    sl, s, codes, _ = flooded(postfix, sluice, b"QUIT\r\n")
+    got = read_to_close(s)
     assert replies(got) == codes + [221], replies(got)[-5:]
     assert got.endswith(b"221 2.0.0 Bye\r\n")
     s.close()
@@ -158,12 +162,7 @@ def test_write_03_server_answer_then_quit_then_close(postfix, sluice):
     s.sendall(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
     assert replies(read_until(s, b"354 End data with <CR><LF>.<CR><LF>\r\n")) == [250, 250, 354]
     s.sendall(b"Subject: " + tok.encode() + b"\r\n\r\nbody\r\n.\r\nQUIT\r\n")
-    got = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        got += d
+    got = read_to_close(s)
     assert replies(got) == [250, 221], got
     s.close()
     assert [m.user for m in pf.wait_messages(1, 15, lambda m: m.subject == tok)] == ["alice"]
