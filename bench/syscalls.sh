@@ -11,7 +11,8 @@
 #   bench/syscalls.sh       (about 30 s; hold the machine's bench lock)
 #
 # Environment: SLUICE [./sluice] MSGS [3000] SESSIONS [100] SIZE [4096]
-# SRCS [200] WORKERS [2] POOL [8]. Root, Debian 12; needs postfix
+# SRCS [200] WORKERS [2] POOL [8]; PERF=0: no perf (sluice's CPU per
+# message alone, without perf's cost per system call). Root, Debian 12; needs postfix
 # (smtp-sink), dnsmasq and perf (linux-perf).
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -64,14 +65,17 @@ workers=$(pgrep -P "$sl_pid" | paste -sd,)
 	--messages 500 --size "$SIZE" --per-conn 1 --src 127.1.0.1 --srcs "$SRCS" \
 	--timeout 120 >/dev/null || die "warm-up run failed"
 t0=$(cpu_ticks "$sl_pid")
-perf stat -x, -o "$dir/perf.csv" -e raw_syscalls:sys_enter -e 'syscalls:sys_enter_*' \
-	-p "$workers" &
-perf_pid=$!
-sleep 1 # perf attached
+perf_pid=''
+if [ "${PERF:-1}" != 0 ]; then
+	perf stat -x, -o "$dir/perf.csv" -e raw_syscalls:sys_enter -e 'syscalls:sys_enter_*' \
+		-p "$workers" &
+	perf_pid=$!
+	sleep 1 # perf attached
+fi
 out=$("$loadgen" --port "$sl_port" --mode throughput --conns "$SESS" --procs 2 \
 	--messages "$MSGS" --size "$SIZE" --per-conn 1 --src 127.1.0.1 --srcs "$SRCS" \
 	--timeout 240 | paste -sd' ')
-kill -INT "$perf_pid"; wait "$perf_pid"
+[ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid"; }
 t1=$(cpu_ticks "$sl_pid")
 n=$(kv "$out" msgs_ok)
 [ "${n:-0}" = "$MSGS" ] || die "not every message accepted: $out"
@@ -79,12 +83,14 @@ hz=$(getconf CLK_TCK)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "# bench/syscalls.sh: $sluice_bin (tree $commit), $MSGS messages of $SIZE B," \
 	"$SESS sessions, workers $W, pool $POOL; $(kv "$out" msgps) msg/s"
+[ -n "$perf_pid" ] || : >"$dir/perf.csv"
 awk -F, -v n="$MSGS" -v cpu="$(( (t1 - t0) * 1000000 / hz / MSGS ))" '
 	$3 == "raw_syscalls:sys_enter" { total = $1 }
 	$3 ~ /^syscalls:sys_enter_/ && $1 + 0 > 0 {
 		name = substr($3, 20); per[name] = $1 / n }
 	END {
-		printf "syscalls_per_msg=%.1f sluice_us_per_msg=%d\n", total / n, cpu
+		if (total) printf "syscalls_per_msg=%.1f ", total / n
+		printf "sluice_us_per_msg=%d\n", cpu
 		for (k in per) if (per[k] >= 0.05)
 			printf "  %-16s %6.2f\n", k, per[k] | "sort -k2 -nr"
 	}' "$dir/perf.csv"
