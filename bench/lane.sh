@@ -99,7 +99,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dir=$(mktemp -d /tmp/sluice-lane.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid='' pf_port=''
-. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, proc_tree, cpu_ticks, sink_count, kv
+. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, start_sink, proc_tree, cpu_ticks, sink_count, kv
 pf() { # start|stop: the private Postfix of tests/scenario/harness.py in $dir/pf
 	/usr/bin/python3 - "$1" "$dir/pf" "${pf_port:-0}" <<'EOF'
 import sys
@@ -148,12 +148,7 @@ busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $8, $2+$3+$4+$5+$6+$7+$8+$
 dns_port=$(free_port) sink_port=$(free_port)
 start_dnsmasq "$dns_port"
 pids+=("$dns_pid")
-/usr/sbin/smtp-sink -c -u nobody -m 25000 127.0.0.1:"$sink_port" 4096 \
-	</dev/null >"$dir/sink.out" 2>"$dir/sink.err" &
-sink_pid=$!; pids+=("$sink_pid")
-wait_port "$sink_port" smtp-sink "$sink_pid"
-echo "127.1.0.0/16" >"$dir/allow"
-chmod 644 "$dir/allow"
+start_sink "$sink_port"
 
 start_sluice() { # backend_port xclient(yes|no) name: sets sl_pid, sl_port
 	sl_port=$(free_port)

@@ -13,6 +13,18 @@ stop_pid() { # pid: TERM, wait at most 10 s, then KILL
 	wait "$pid" 2>/dev/null
 }
 
+# smtp-sink -c on 127.0.0.1:PORT (sets sink_pid, adds it to pids; its
+# counters in $dir/sink.out) and the clients' 127.1.0.0/16 in $dir/allow
+# (sluice's cidr_allow_file): the sink phase of bench/lane.sh.
+start_sink() { # port
+	/usr/sbin/smtp-sink -c -u nobody -m 25000 127.0.0.1:"$1" 4096 \
+		</dev/null >"$dir/sink.out" 2>"$dir/sink.err" &
+	sink_pid=$!; pids+=("$sink_pid")
+	wait_port "$1" smtp-sink "$sink_pid"
+	echo "127.1.0.0/16" >"$dir/allow"
+	chmod 644 "$dir/allow"
+}
+
 # A port that nothing on this machine uses now, TCP and UDP, distinct from
 # the ones already taken by this run.
 taken=" "

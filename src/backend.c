@@ -11,6 +11,14 @@
  *
  * Failure is always reported on a later loop turn (an event owned by the
  * connection), so no caller is re-entered.
+ *
+ * Writing (plain TCP, once connected): commands and body are added to the
+ * output and written straight to the socket from write_ev, once per loop
+ * turn for all that the turn added, with writing disabled on the
+ * bufferevent: no write event added and deleted per write (two epoll_ctl
+ * calls each; BENCHMARKS.md). What the socket does not take is libevent's
+ * to carry (EV_WRITE enabled, under the write timeout) until the write
+ * callback. TLS writes through its filter as before.
  */
 #include "backend.h"
 
@@ -29,6 +37,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "bev_out.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -93,6 +102,7 @@ struct backend_private {
 	const struct backend_hooks *hooks; /* the owner's (the pool's) */
 	void *hooks_arg;
 	struct event *fail_ev;
+	struct event *write_ev; /* writes the output on this loop turn */
 	int handshake_step;
 	bool close_requested; /* freed from fail_ev, never inside a callback */
 };
@@ -171,6 +181,8 @@ static void backend_destroy(struct backend *b)
 	b->bev = NULL;
 	if (bp->fail_ev)
 		event_free(bp->fail_ev);
+	if (bp->write_ev)
+		event_free(bp->write_ev);
 	bp->hooks->closed(bp->hooks_arg, b);
 	free(bp);
 }
@@ -233,6 +245,46 @@ static struct event *backend_fail_ev_make(struct backend *b)
 	return event_new(priv(b)->base, -1, 0, backend_fail_fire, b);
 }
 
+/* Writes go straight to the socket: plain TCP, connected, alive, and
+ * writing disabled on the bufferevent (nothing left for libevent). */
+static bool backend_writes_direct(struct backend *b)
+{
+	return b->bev && !b->tls && b->state != BACKEND_CONNECTING &&
+	       b->state != BACKEND_DEAD && !priv(b)->close_requested &&
+	       !(bufferevent_get_enabled(b->bev) & EV_WRITE);
+}
+
+static void backend_write_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct backend *b = arg;
+	if (!backend_writes_direct(b))
+		return;
+	struct evbuffer *out = bufferevent_get_output(b->bev);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	if (bev_out_write(b->bev) != 0) {
+		/* As libevent reports a failed write (errno is the error). */
+		backend_event_cb(b->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, b);
+		return;
+	}
+	if (evbuffer_get_length(out) > 0 &&
+	    bufferevent_enable(b->bev, EV_WRITE) != 0) {
+		backend_fail(b, "write failed");
+		return;
+	}
+	/* Down to the low watermark: the write callback libevent would
+	 * have called (the body is fed from it). */
+	if (evbuffer_get_length(out) <= BACKEND_OUT_LOWAT)
+		priv(b)->hooks->drained(priv(b)->hooks_arg, b);
+}
+
+/* What this turn added to the output is written at its end. */
+static void backend_write_later(struct backend *b)
+{
+	if (backend_writes_direct(b))
+		event_active(priv(b)->write_ev, 0, 0);
+}
+
 struct backend *backend_open(struct event_base *base, const struct config *cfg,
 			     SSL_CTX *tls_client,
 			     const struct backend_hooks *hooks, void *hooks_arg)
@@ -250,13 +302,16 @@ struct backend *backend_open(struct event_base *base, const struct config *cfg,
 	TAILQ_INIT(&b->unanswered);
 	b->opened_ms = now_ms(b);
 	bp->fail_ev = backend_fail_ev_make(b);
+	bp->write_ev = event_new(base, -1, 0, backend_write_fire, b);
 	b->bev = bufferevent_socket_new(priv(b)->base, -1,
 					BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (!bp->fail_ev || !b->bev) {
+	if (!bp->fail_ev || !bp->write_ev || !b->bev) {
 		if (b->bev)
 			bufferevent_free(b->bev);
 		if (bp->fail_ev)
 			event_free(bp->fail_ev);
+		if (bp->write_ev)
+			event_free(bp->write_ev);
 		free(bp);
 		return NULL;
 	}
@@ -310,6 +365,7 @@ static void backend_flush(struct backend *b)
 		TAILQ_INSERT_TAIL(&b->unanswered, c, link);
 		b->group_open = !c->ends_group;
 		set_read_timeout(b, c->timeout_ms);
+		backend_write_later(b);
 	}
 }
 
@@ -344,6 +400,7 @@ int backend_write(struct backend *b, struct evbuffer *data)
 		backend_fail(b, "write failed");
 		return -1;
 	}
+	backend_write_later(b);
 	return 0;
 }
 
@@ -574,6 +631,10 @@ static void backend_read_cb(struct bufferevent *bev, void *arg)
 static void backend_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct backend *b = arg;
+	/* libevent has written it all (and removed its write event): the
+	 * next writes go straight out again (backend_write_fire). */
+	if (!b->tls && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
 	priv(b)->hooks->drained(priv(b)->hooks_arg, b);
 }
 

@@ -9,6 +9,17 @@
  * commands, so one pipelining client cannot starve the others; it resumes
  * from a per-session event on a later loop turn.
  *
+ * Writing: replies are added to the bufferevent's output and, on a plain
+ * socket that is not shaped, written straight to it at the end of the turn
+ * that made them (session_write_now): one write for a pipelined batch, and
+ * no write event for a reply the socket takes whole (libevent would add
+ * and delete one per reply: two epoll_ctl calls, a quarter of the system
+ * calls a message cost; BENCHMARKS.md). Writing stays disabled on the
+ * bufferevent between replies; what the socket does not take is libevent's
+ * to carry (EV_WRITE enabled, under the write timeout) until the write
+ * callback. Either way session_output_left does what follows a reply
+ * leaving. TLS (the filter) and the trickle (throttle.c) write as before.
+ *
  * Freeing: session_close marks the session CLOSING and lets the last reply
  * drain; the struct is freed from the reap event, once per loop turn and
  * never inside one of its own callbacks. Freeing cancels whatever the
@@ -29,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "bev_out.h"
 #include "client_limits.h"
 #include "config.h"
 #include "log.h"
@@ -70,6 +82,8 @@ static struct event *reap_ev;
 static unsigned n_sessions;
 
 static void session_input(struct session *s);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void session_write_now(struct session *s);
 
 unsigned session_count(void)
 {
@@ -101,11 +115,27 @@ static void session_timeouts(struct session *s, bool reading)
 
 /* --- replies ----------------------------------------------------------- */
 
+/* Replies go straight to the socket: a plain one (no TLS filter), not
+ * shaped (the trickle moves a shaped session's bytes), and with writing
+ * disabled on the bufferevent, i.e. nothing left for libevent to carry. */
+static bool session_writes_direct(const struct session *s)
+{
+	return s->bev && !bufferevent_get_underlying(s->bev) &&
+	       !shape_is_on(&s->shape) &&
+	       !(bufferevent_get_enabled(s->bev) & EV_WRITE);
+}
+
 void session_count_reply(struct session *s, int code, size_t len)
 {
 	s->bytes_out += len;
 	metrics_inc(code >= 500 ? METRIC_REPLIES_5XX
 		    : code >= 400 ? METRIC_REPLIES_4XX : METRIC_REPLIES_2XX);
+	/* Made outside the input loop (a backend's answer relayed, a DNS
+	 * result, a timer): written on this loop turn, once its maker is
+	 * done (session_defer_cb), so that what follows a reply leaving
+	 * never runs in the middle of the code that made it. */
+	if (!s->in_input && s->state != SESSION_CLOSING && session_writes_direct(s))
+		event_active(s->defer_ev, 0, 0);
 }
 
 void session_reply(struct session *s, enum reply_id id)
@@ -292,8 +322,14 @@ static void session_close_as(struct session *s, const char *outcome,
 	struct timeval tv = mstime_tv(SESSION_FLUSH_TIMEOUT_MS);
 	s->deadline_ms = mstime_mono() + SESSION_FLUSH_TIMEOUT_MS;
 	bufferevent_set_timeouts(s->bev, NULL, &tv);
-	bufferevent_enable(s->bev, EV_WRITE);
-	session_flush_check(s);
+	/* The last reply: straight out, or carried by libevent under the
+	 * flush timeout for what the socket does not take. */
+	if (session_writes_direct(s))
+		session_write_now(s);
+	else
+		bufferevent_enable(s->bev, EV_WRITE);
+	if (!s->freed_pending)
+		session_flush_check(s);
 }
 
 void session_close(struct session *s, const char *outcome)
@@ -386,8 +422,10 @@ static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 		/* A timeout here is the park delay (session_park_later). */
 		if ((what & EV_TIMEOUT) && session_park(s))
 			return;
-		session_input(s);
+		session_input(s); /* writes what was made meanwhile, too */
 		session_park_later(s);
+	} else {
+		session_write_now(s);
 	}
 }
 
@@ -486,7 +524,7 @@ static bool session_lane_next(struct session *s, struct evbuffer *in)
 	return session_lane_pipelines(s, line, (size_t)p.pos - 1);
 }
 
-static void session_input(struct session *s)
+static void session_input_loop(struct session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -509,6 +547,19 @@ static void session_input(struct session *s)
 		if (!session_next_line(s, in))
 			return;
 	}
+}
+
+/* The input loop, then one write of every reply it made. */
+static void session_input(struct session *s)
+{
+	if (s->in_input) {
+		session_input_loop(s);
+		return;
+	}
+	s->in_input = true;
+	session_input_loop(s);
+	s->in_input = false;
+	session_write_now(s);
 }
 
 void session_arm_command_deadline(struct session *s)
@@ -537,9 +588,13 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 	session_input(s);
 }
 
-static void session_write_cb(struct bufferevent *bev, void *arg)
+/* Every reply made so far has left (the socket took it): what follows,
+ * whichever wrote it. direct: from session_write_now, at the end of the
+ * turn that made the replies; the input they leave waiting is taken on
+ * this loop turn, from the resume event (one input loop per event, as
+ * before). */
+static void session_output_left(struct session *s, bool direct)
 {
-	struct session *s = arg;
 	if (s->state == SESSION_CLOSING) {
 		session_flush_check(s);
 		return;
@@ -554,9 +609,47 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 		session_arm_command_deadline(s);
 		session_timeouts(s, true);
 	}
-	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
-		session_input(s);
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		if (direct)
+			session_resume(s);
+		else
+			session_input(s);
+	}
 	session_park_later(s);
+}
+
+static void session_write_now(struct session *s)
+{
+	if (!session_writes_direct(s))
+		return;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	if (bev_out_write(s->bev) != 0) {
+		/* As libevent reports a failed write. */
+		session_event_cb(s->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, s);
+		return;
+	}
+	if (evbuffer_get_length(out) > 0) {
+		/* The client is not reading fast enough: libevent carries the
+		 * rest, bounded by the write timeout, and its write callback
+		 * comes when it has left. */
+		if (bufferevent_enable(s->bev, EV_WRITE) != 0)
+			session_close(s, "write failed");
+		return;
+	}
+	session_output_left(s, true);
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	/* libevent has written it all (and removed its write event): the
+	 * next replies go straight out again. */
+	if (!bufferevent_get_underlying(bev) && !shape_is_on(&s->shape) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
+	session_output_left(s, false);
 }
 
 void session_timed_out(struct session *s, bool reading)
@@ -715,7 +808,9 @@ void session_accept(struct session_env *env, int fd,
 	metrics_add(METRIC_SESSIONS_ACTIVE, 1);
 	s->state = SESSION_GREETING;
 	session_install_callbacks(s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* Writing stays disabled: session_write_now writes the replies. */
+	bufferevent_enable(s->bev, EV_READ);
+	bufferevent_disable(s->bev, EV_WRITE);
 	if (session_over_limits(s, addr))
 		return;
 	log_info("session=%llu connect from %s port=%u", s->ident.session_id,

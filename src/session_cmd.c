@@ -232,9 +232,11 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
 	if (!ehlo) {
 		char line[300];
 		int n = snprintf(line, sizeof line, "250 %s\r\n", s->env->cfg->myhostname);
-		bufferevent_write(s->bev, line, (size_t)n);
-		s->bytes_out += (size_t)n;
-		metrics_inc(METRIC_REPLIES_2XX);
+		if (bufferevent_write(s->bev, line, (size_t)n) != 0) {
+			session_close(s, "write failed");
+			return;
+		}
+		session_count_reply(s, 250, (size_t)n);
 		return;
 	}
 	session_cmd_ehlo_reply(s);
@@ -253,8 +255,7 @@ void session_cmd_ehlo_reply(struct session *s)
 	if (pool_backend_smtputf8(s->env->pool))
 		evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
 	evbuffer_add_printf(out, "250 8BITMIME\r\n");
-	s->bytes_out += evbuffer_get_length(out) - before;
-	metrics_inc(METRIC_REPLIES_2XX);
+	session_count_reply(s, 250, evbuffer_get_length(out) - before);
 }
 
 static enum reply_id mail_parse_reply(enum smtp_parse_status st, bool rcpt)

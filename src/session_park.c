@@ -188,10 +188,11 @@ bool session_unpark(struct session *s)
 	}
 	s->bev = bev;
 	session_install_callbacks(s);
-	/* A new socket bufferevent has writing enabled already (without its
-	 * event added: an empty output calls no write callback, which would
-	 * restart the command's time); reading is switched on here, as at
-	 * accept. The trickle, if any, takes both over after (shape_join). */
+	/* A new socket bufferevent has writing enabled (without its event
+	 * added); as at accept, it is disabled (replies are written straight
+	 * to the socket, session.c) and reading is switched on. The trickle,
+	 * if any, takes both over after (shape_join). */
+	bufferevent_disable(bev, EV_WRITE);
 	if (bufferevent_enable(bev, EV_READ) != 0) {
 		session_close(s, "unpark failed");
 		return false;

@@ -147,6 +147,7 @@ struct session {
 	bool skipping : 1;        /* inside an overlong command line */
 	bool counted : 1;         /* in client_limits' per-address count */
 	bool parked : 1;          /* no bufferevent: waits on defer_ev */
+	bool in_input : 1;        /* in the input loop: its replies are written at its end */
 
 	/* classification and shaping (session_shape.c) */
 	bool trusted : 1;            /* allow list or pass cache */
@@ -167,7 +168,8 @@ struct session {
 /* session.c */
 void session_set_state(struct session *s, enum session_state st);
 void session_reply(struct session *s, enum reply_id id);
-/* Counts a reply of len bytes already written (metrics, bytes_out). */
+/* Counts a reply of len bytes just added to the output (metrics,
+ * bytes_out) and sees that it is written on this loop turn. */
 void session_count_reply(struct session *s, int code, size_t len);
 /* The command's time is up: 421 when reading, then closed. */
 void session_timed_out(struct session *s, bool reading);

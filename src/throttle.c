@@ -396,7 +396,10 @@ struct throttle *throttle_on(struct bufferevent *bev, throttle_due_fn *due, void
 			return NULL;
 		}
 	} else {
-		t->enabled = bufferevent_get_enabled(bev);
+		/* Writing is the trickle's whatever the bufferevent had: a
+		 * session keeps it disabled between replies, which it writes
+		 * straight to the socket when not shaped (session.c). */
+		t->enabled = bufferevent_get_enabled(bev) | EV_WRITE;
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 	}
 	TAILQ_INSERT_TAIL(&l->list, t, link);
