@@ -267,11 +267,6 @@ static void backend_write_fire(evutil_socket_t fd, short what, void *arg)
 		backend_event_cb(b->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, b);
 		return;
 	}
-	if (evbuffer_get_length(out) > 0 &&
-	    bufferevent_enable(b->bev, EV_WRITE) != 0) {
-		backend_fail(b, "write failed");
-		return;
-	}
 	/* Down to the low watermark: the write callback libevent would
 	 * have called (the body is fed from it). */
 	if (evbuffer_get_length(out) <= BACKEND_OUT_LOWAT)

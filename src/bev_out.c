@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 
 int bev_out_write(struct bufferevent *bev)
 {
@@ -22,5 +23,7 @@ int bev_out_write(struct bufferevent *bev)
 		errno = err;
 		return -1;
 	}
+	if (evbuffer_get_length(out) > 0 && bufferevent_enable(bev, EV_WRITE) != 0)
+		return -1;
 	return 0;
 }

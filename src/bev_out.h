@@ -9,11 +9,13 @@
 
 struct bufferevent;
 
-/* One write (writev) of as much of bev's output as the socket takes; what
- * it does not take stays in the output. 0, or -1 when the write failed
- * (errno set; never EAGAIN or EINTR, which are 0). Only for a socket
- * bufferevent (not a filter) whose writing is disabled: libevent would
- * otherwise write the same bytes. */
+/* One write (writev) of as much of bev's output as the socket takes;
+ * what it does not take stays in the output and writing is enabled on
+ * bev, so that libevent carries it under the write timeout and calls the
+ * write callback once it has left. 0, or -1 when the write failed or
+ * writing could not be enabled (errno set; EAGAIN and EINTR are 0). Only
+ * for a socket bufferevent (not a filter) whose writing is disabled:
+ * libevent would otherwise write the same bytes. */
 int bev_out_write(struct bufferevent *bev);
 
 #endif

@@ -630,14 +630,10 @@ static void session_write_now(struct session *s)
 		session_event_cb(s->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, s);
 		return;
 	}
-	if (evbuffer_get_length(out) > 0) {
-		/* The client is not reading fast enough: libevent carries the
-		 * rest, bounded by the write timeout, and its write callback
-		 * comes when it has left. */
-		if (bufferevent_enable(s->bev, EV_WRITE) != 0)
-			session_close(s, "write failed");
+	/* The client is not reading fast enough: libevent carries the rest,
+	 * and its write callback comes when it has left. */
+	if (evbuffer_get_length(out) > 0)
 		return;
-	}
 	session_output_left(s, true);
 }
 
