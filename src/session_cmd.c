@@ -280,6 +280,16 @@ static enum reply_id mail_parse_reply(enum smtp_parse_status st, bool rcpt)
 	}
 }
 
+/* MAIL's answer: the server's, on a lane, or sluice's own at once. */
+static void mail_answer(struct session *s)
+{
+	if (session_lane_mail(s))
+		return;
+	session_reply(s, REPLY_MAIL_OK);
+	if (s->wait != SESSION_WAIT_NONE) /* after the PTR result */
+		session_wait_for(s, SESSION_WAIT_NONE);
+}
+
 static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
 {
 	char path[SMTP_PATH_MAX + 1];
@@ -312,11 +322,12 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	t->params = params;
+	t->mail_kept_up = session_lane_keeps_up(s);
 	s->txn = t;
 	session_set_state(s, SESSION_MAIL);
-	if (session_lane_mail(s))
-		return; /* the server answers, on the lane */
-	session_reply(s, REPLY_MAIL_OK);
+	if (session_lane_awaits_identity(s) && !session_identity_ready(s, mail_answer))
+		return; /* answered once the PTR result is in */
+	mail_answer(s);
 }
 
 static void rcpt_checked(void *arg, const struct smtp_reply *reply, enum reply_id local)

@@ -4,7 +4,8 @@
  *
  * Taken at MAIL only when all hold: fast_lane is on; the session never
  * fell back; it is not shaped; its identity is complete (the PTR result
- * is in: XCLIENT NAME needs it); it keeps up (its MAIL arrived within
+ * is in: XCLIENT NAME needs it; when it is all that is missing, MAIL waits
+ * for it, as the buffered way's first RCPT would); it keeps up (its MAIL arrived within
  * fast_lane_gap of sluice's previous reply leaving, or was pipelined);
  * and a backend connection, within the lanes' share of the pool
  * (fast_lane_share), comes within fast_lane_gap (in line as any borrower,
@@ -165,9 +166,7 @@ static long long session_lane_quiet_ms(const struct session *s)
 	return mstime_mono() - (s->deadline_ms - s->env->cfg->smtpd_timeout_ms);
 }
 
-/* Whether the command being taken arrived within fast_lane_gap of the
- * last reply leaving. */
-static bool session_lane_keeps_up(struct session *s)
+bool session_lane_keeps_up(const struct session *s)
 {
 	long long quiet = session_lane_quiet_ms(s);
 	return quiet >= 0 && quiet <= s->env->cfg->fast_lane_gap_ms;
@@ -193,16 +192,29 @@ static void session_lane_send_mail(struct session *s)
 	session_wait_for(s, SESSION_WAIT_NONE);
 }
 
+/* What a lane needs at MAIL but the PTR result. */
+static bool session_lane_eligible(const struct session *s)
+{
+	const struct session_lane *sl = s->lane;
+	return s->env->cfg->fast_lane && !(sl && sl->off) &&
+	       !shape_is_on(&s->shape) && s->txn;
+}
+
+bool session_lane_awaits_identity(struct session *s)
+{
+	return s->dns && session_lane_eligible(s) && s->txn->mail_kept_up;
+}
+
 bool session_lane_mail(struct session *s)
 {
 	const struct config *cfg = s->env->cfg;
 	struct session_lane *sl = s->lane;
-	if (!cfg->fast_lane || (sl && sl->off) || shape_is_on(&s->shape) ||
-	    s->dns || !s->txn)
+	if (!session_lane_eligible(s) || s->dns)
 		return false;
 	if (sl && sl->lane && !lane_usable(sl->lane))
 		session_lane_drop(s);
-	if (!session_lane_keeps_up(s)) {
+	/* Judged when MAIL came, not after a wait for the PTR result. */
+	if (!s->txn->mail_kept_up) {
 		session_lane_drop(s);
 		return false;
 	}

@@ -63,6 +63,7 @@ struct txn {
 	bool data_error;    /* a spool or memory failure during DATA */
 	bool memory_full;   /* ... because memory_limit was reached */
 	bool lane_rcpts;    /* recipients accepted on a fast lane, now buffered */
+	bool mail_kept_up;  /* MAIL came within fast_lane_gap of the reply before */
 };
 
 /* Where a session is in the dialogue, as the hang-up metrics and the
@@ -196,6 +197,12 @@ void session_cmd_rcpt_answer(struct session *s, const struct smtp_reply *reply,
 void session_cmd_rcpt_check(struct session *s);
 
 /* session_lane.c */
+/* A lane could be taken at this MAIL but for the PTR result, not in yet:
+ * MAIL waits for it (the buffered way's first RCPT would wait as long). */
+bool session_lane_awaits_identity(struct session *s);
+/* Whether the command being taken came within fast_lane_gap of the last
+ * reply leaving (or was pipelined). */
+bool session_lane_keeps_up(const struct session *s);
 bool session_lane_mail(struct session *s);
 bool session_lane_rcpt(struct session *s);
 bool session_lane_pipelines(struct session *s, const char *line, size_t len);

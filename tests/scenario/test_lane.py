@@ -356,6 +356,52 @@ def test_lane_h_more_fast_clients_than_lanes_wait_their_turn(postfix, sluice):
 
 
 @pytest.mark.deadline(60)
+def test_lane_j_mail_waits_for_a_late_ptr_and_takes_the_lane(postfix, sluice, workdir):
+    """An allow-listed client (greeted at once, without waiting for its
+    look-ups) whose PTR answer comes 0.5 s after connect sends MAIL at
+    once: MAIL waits for the PTR result (XCLIENT NAME needs it) and the
+    transaction still takes a lane: one Postfix connection, mail=1 data=1,
+    no rset, and the name Postfix was told is the PTR's."""
+    from test_hostile_ek import FakeDns, dns_a, dns_enc, dns_rr
+    allow = os.path.join(workdir, "allow.cidr")
+    with open(allow, "w") as f:
+        f.write("%s/32\n" % CLIENT23)
+    os.chmod(allow, 0o644)
+    fd = FakeDns()
+    try:
+        fd.ptr(CLIENT23, lambda q, qe, n, t: [(0.5, fd.reply(q, qe, answers=[
+            dns_rr(12, dns_enc("client23.example"))]))] if t == 12 else None)
+        fd.rules[b"client23.example"] = lambda q, qe, n, t: [
+            (0, fd.reply(q, qe, answers=[dns_rr(1, dns_a(CLIENT23))]))] if t == 1 else None
+        pf = postfix()
+        sl = sluice(pf, pool=4, dns_servers="127.0.0.1:%d" % fd.port,
+                    dns_timeout="3s", cidr_allow_file=allow,
+                    metrics_listen=metrics_port())
+        tok = token("j")
+        c = connect(sl)
+        assert cmd(c, "EHLO client23.example")[0] == 250
+        began = time.monotonic()
+        assert cmd(c, "MAIL FROM:<a@example.net>")[0] == 250
+        waited = time.monotonic() - began
+        assert cmd(c, "RCPT TO:<alice@example.com>")[0] == 250
+        assert cmd(c, "DATA")[0] == 354
+        c.send(message(tok) + b".\r\n")
+        assert c.read_reply(timeout=30)[0] == 250
+        cmd(c, "QUIT")
+        c.close()
+        pf.wait_messages(1, pred=lambda m: m.subject == tok)
+        assert harness.wait_until(lambda: disconnects(pf, CLIENT23), 10)
+        conns = disconnects(pf, CLIENT23)
+        assert [(count(x, "mail"), count(x, "data"), count(x, "rset"))
+                for x in conns] == [(1, 1, 0)], conns
+        assert sl.metric("sluice_lanes_total") == 1
+        assert "client23.example[%s]" % CLIENT23 in pf.maillog()
+        assert waited >= 0.3, "MAIL answered %.2f s in: the PTR was in already" % waited
+    finally:
+        fd.stop()
+
+
+@pytest.mark.deadline(60)
 def test_lane_i_quiet_lane_gives_way_to_a_recipient_check(postfix, sluice, workdir):
     """Pool of one, held by a fast client's lane that then goes quiet (past
     half of fast_lane_gap, within it): a shaped client's recipient check
