@@ -93,7 +93,22 @@ def workdir(request, scenario_base):
     name = request.node.name
     if name.startswith("test_"):
         name = name[5:]
-    d = harness.make_world_dir(os.path.join(scenario_base, name[:24]))
+    # One directory per run of a test, made atomically: a rerun must not
+    # start from the failed run's world (kept for reading), whose store
+    # still held the clients' reputation from it (a shaped client of the
+    # failed run was not shaped in the rerun); and parameters whose names
+    # share the first 24 characters must not share one while they run
+    # side by side.
+    base = os.path.join(scenario_base, name[:24])
+    d, n = base, 1
+    while True:
+        try:
+            os.mkdir(d)
+            break
+        except FileExistsError:
+            n += 1
+            d = "%s.%d" % (base, n)
+    harness.make_world_dir(d)
     yield d
     if not _failed(request):
         shutil.rmtree(d, ignore_errors=True)
