@@ -678,10 +678,11 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* Nothing more can be written to this client. */
 	evbuffer_drain(bufferevent_get_output(bev),
 		       evbuffer_get_length(bufferevent_get_output(bev)));
-	/* A shaped client's close here is its hang-up in data (evidence:
-	 * it gave up on the hold), reported as such by session_close_as. */
-	if ((what & BEV_EVENT_EOF) && !shape_is_on(&s->shape) &&
-	    session_data_reply_pending(s)) {
+	/* The whole message in, its reply not yet due (spooling): the
+	 * client will never read it. A shaped client's close is its hang-up
+	 * in data (evidence: it gave up), reported by session_close_as. */
+	if ((what & BEV_EVENT_EOF) && s->wait == SESSION_WAIT_SPOOL &&
+	    !shape_is_on(&s->shape)) {
 		session_data_early_close(s);
 		return;
 	}

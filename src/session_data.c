@@ -172,12 +172,6 @@ static void data_replay_start(struct session *s)
 	}
 }
 
-bool session_data_reply_pending(const struct session *s)
-{
-	return s->txn && s->txn->data.done && !s->replay &&
-	       (s->wait == SESSION_WAIT_SPOOL || s->wait == SESSION_WAIT_HOLD);
-}
-
 void session_data_early_close(struct session *s)
 {
 	metrics_inc(METRIC_EARLY_CLOSE);

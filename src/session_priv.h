@@ -223,13 +223,10 @@ unsigned session_lane_fallbacks(const struct session *s);
 /* session_data.c */
 void session_data_begin(struct session *s);
 bool session_data_input(struct session *s);
-/* The message is complete and its end-of-data reply not yet due (being
- * spooled, or held for a shaped session): a client that closes now will
- * never read it. */
-bool session_data_reply_pending(const struct session *s);
-/* Such a close: EARLYCLOSE logged and counted, the reputation told, the
- * message not delivered. Called by the release's look at the socket, and
- * by the EOF event of an unshaped session (whichever notices it first). */
+/* The client closed before its end-of-data reply: EARLYCLOSE logged and
+ * counted, the reputation told, the message not delivered. Called by the
+ * release's look at the socket, and by the EOF event of an unshaped
+ * session whose message is being spooled (whichever notices it first). */
 void session_data_early_close(struct session *s);
 
 void session_install_callbacks(struct session *s);
