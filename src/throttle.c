@@ -79,6 +79,7 @@ struct throttle {
 	uint32_t write_at; /* ms (mod 2^32): the write timeout's clock */
 	short enabled;     /* the bufferevent's events, off while shaped */
 	bool bucket;       /* TLS filter: libevent's rate limit */
+	bool owner_writes; /* writing was off: the owner writes between replies */
 };
 
 TAILQ_HEAD(throttle_list, throttle);
@@ -399,7 +400,9 @@ struct throttle *throttle_on(struct bufferevent *bev, throttle_due_fn *due, void
 		/* Writing is the trickle's whatever the bufferevent had: a
 		 * session keeps it disabled between replies, which it writes
 		 * straight to the socket when not shaped (session.c). */
-		t->enabled = bufferevent_get_enabled(bev) | EV_WRITE;
+		short on = bufferevent_get_enabled(bev);
+		t->owner_writes = !(on & EV_WRITE);
+		t->enabled = on | EV_WRITE;
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 	}
 	TAILQ_INSERT_TAIL(&l->list, t, link);
@@ -411,10 +414,17 @@ void throttle_off(struct throttle *t)
 	if (!t)
 		return;
 	struct throttle_loop *l = t->loop;
+	short on = t->enabled;
+	/* An owner that writes by itself gets writing back only for what
+	 * the trickle left: enabled with nothing to write, libevent would
+	 * call the write callback at once (for a session: the command's
+	 * time restarted) and cost an epoll_ctl pair for nothing. */
+	if (t->owner_writes && evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
+		on &= (short)~EV_WRITE;
 	if (t->bucket)
 		bufferevent_set_rate_limit(t->bev, NULL);
-	else if (t->enabled)
-		bufferevent_enable(t->bev, t->enabled);
+	else if (on)
+		bufferevent_enable(t->bev, on);
 	if (l->cur == t)
 		l->cur = NULL;
 	if (l->next == t)

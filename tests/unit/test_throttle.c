@@ -147,6 +147,11 @@ static int setup_n_3(void **state)
 	return setup_n(state, 3);
 }
 
+static int setup_n_2(void **state)
+{
+	return setup_n(state, 2);
+}
+
 static int teardown(void **state)
 {
 	struct fx *f = *state;
@@ -263,6 +268,17 @@ static void test_late_walk_makes_up_missed_ticks(void **state)
 	assert_int_equal(f->c[0].reads, 1);
 	assert_int_equal(read(f->c[0].peer, buf, sizeof buf), 3);
 	assert_memory_equal(buf, "250", 3);
+}
+
+/* Two walks have run: the first client's due callback counts them. */
+static bool first_has_two_ticks(struct fx *f)
+{
+	return f->c[0].dues >= 2;
+}
+
+static bool second_written(struct fx *f)
+{
+	return f->c[1].writes > 0;
 }
 
 static bool all_written(struct fx *f)
@@ -393,6 +409,29 @@ static void test_off_inside_the_walk(void **state)
 	assert_int_equal(bufferevent_get_enabled(f->c[1].bev), EV_READ | EV_WRITE);
 }
 
+/* A bufferevent whose owner writes by itself (writing disabled, as a
+ * session keeps it between replies): after the trickle, writing comes
+ * back only for bytes the trickle left; with none, no write callback. */
+static void test_owner_writing_given_back_only_for_bytes_left(void **state)
+{
+	struct fx *f = *state;
+	for (size_t i = 0; i < 2; i++)
+		bufferevent_disable(f->c[i].bev, EV_WRITE);
+	/* More than two walks can move, even late ones (2 s worth at most). */
+	static const char reply[] = "250-a reply longer than the trickle moves in two walks\r\n";
+	assert_int_equal(bufferevent_write(f->c[1].bev, reply, sizeof reply - 1), 0);
+	shape_all(f);
+	run_until(f, first_has_two_ticks);
+	throttle_off(f->c[0].thr);
+	throttle_off(f->c[1].thr);
+	f->c[0].thr = f->c[1].thr = NULL;
+	assert_int_equal(bufferevent_get_enabled(f->c[0].bev), EV_READ);
+	assert_int_equal(bufferevent_get_enabled(f->c[1].bev), EV_READ | EV_WRITE);
+	run_until(f, second_written);
+	assert_int_equal(f->c[0].writes, 0);
+	assert_int_equal(f->c[1].writes, 1);
+}
+
 static void test_filter_keeps_libevent_limit(void **state)
 {
 	struct fx *f = *state;
@@ -429,6 +468,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_timeout, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_write_timeout, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_off_inside_the_walk, setup_n_3, teardown),
+		cmocka_unit_test_setup_teardown(test_owner_writing_given_back_only_for_bytes_left,
+						setup_n_2, teardown),
 		cmocka_unit_test_setup_teardown(test_filter_keeps_libevent_limit, setup_one,
 						teardown),
 	};
