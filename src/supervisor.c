@@ -165,6 +165,18 @@ static void close_slot(unsigned slot, size_t count)
 		}
 }
 
+/* A slot not started (a full table, fork failing): respawn_missing
+ * tries again in a second, whoever asked (start after an upgrade,
+ * reload, restart). */
+static int spawn_later(void)
+{
+	if (restart_ev) {
+		struct timeval tv = {1, 0};
+		evtimer_add(restart_ev, &tv);
+	}
+	return -1;
+}
+
 static int spawn(unsigned slot)
 {
 	/* Old generations still draining (reloads, an upgrade's adopted
@@ -172,16 +184,12 @@ static int spawn(unsigned slot)
 	if (n_workers >= sizeof workers / sizeof workers[0]) {
 		log_err("worker %u: %zu workers still run; starting it once one exits", slot,
 			n_workers);
-		if (restart_ev) {
-			struct timeval tv = {1, 0};
-			evtimer_add(restart_ev, &tv);
-		}
-		return -1;
+		return spawn_later();
 	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_err("fork: %s", strerror(errno));
-		return -1;
+		return spawn_later();
 	}
 	if (pid == 0) {
 		/* The supervisor's loop is not the worker's: give it its own
@@ -240,11 +248,8 @@ static void respawn_missing(evutil_socket_t fd, short what, void *arg)
 	if (stopping)
 		return;
 	for (unsigned s = 1; s <= n_slots; s++)
-		if (!slot_served(s) && spawn(s) != 0) {
-			struct timeval tv = {1, 0};
-			evtimer_add(restart_ev, &tv);
-			return;
-		}
+		if (!slot_served(s) && spawn(s) != 0)
+			return; /* spawn set the next try */
 }
 
 /* "STATUS=" text for systemd: what an administrator wants from
@@ -815,14 +820,10 @@ int supervisor_run(struct config *cfg, const char *path,
 		sup_settle_owed();
 	}
 	for (unsigned s = 1; s <= n_slots; s++)
-		if (spawn(s) != 0) {
-			/* After an upgrade there is no way back: the old
-			 * workers serve meanwhile, and the slot is retried. */
-			if (!up)
-				return 1;
-			struct timeval tv = {1, 0};
-			evtimer_add(restart_ev, &tv);
-		}
+		/* After an upgrade there is no way back: the old workers
+		 * serve meanwhile, and spawn has set the slot's next try. */
+		if (spawn(s) != 0 && !up)
+			return 1;
 	event_base_dispatch(base);
 	control_stop();
 	log_info("sluice: stopped");
