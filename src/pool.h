@@ -74,9 +74,10 @@ struct pool_borrower {
 		       const char *why);
 	void (*drained)(void *borrower); /* may be NULL */
 	/* A long lease only (pool_lend_long), may be NULL: another borrower,
-	 * not a long lease, waits in line for a connection. The borrower gives its connection
-	 * back if it is only waiting for its client (pool_return from inside
-	 * is allowed). Runs on a later loop turn than the wait began. */
+	 * not a long lease, waits in line for a connection. The borrower
+	 * gives its connection back if it is only waiting for its client
+	 * (pool_return from inside is allowed). Runs on a later loop turn
+	 * than the wait began. */
 	void (*wanted)(void *borrower);
 };
 

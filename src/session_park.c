@@ -101,8 +101,9 @@ static void session_park_cb(evutil_socket_t fd, short what, void *arg)
  * Before the greeting. An untrusted client waits greet_wait (6 s by
  * default) for its greeting with nothing to read (a byte would be a
  * PREGREET) and nothing to write, while its look-ups run: it is parked at
- * accept (when greet_wait is at least session_park_delay), so that a crowd arriving at once does not hold a bufferevent
- * each for those seconds. Measured (BENCHMARKS.md, "What a session
+ * accept (when greet_wait is at least session_park_delay), so that a
+ * crowd arriving at once does not hold a bufferevent each for those
+ * seconds. Measured (BENCHMARKS.md, "What a session
  * allocates, and when"): those bufferevents, allocated between the
  * sessions' long-lived objects and freed later, left the heap that the
  * long-lived objects kept resident afterwards. The greeting (shape_greet)
@@ -114,8 +115,7 @@ bool session_park_greeting(struct session *s)
 	const struct config *cfg = s->env->cfg;
 	/* A wait shorter than the park delay is not worth the round trip. */
 	if (cfg->session_park_delay_ms <= 0 || cfg->greet_wait_ms < cfg->session_park_delay_ms ||
-	    !s->bev || s->parked ||
-	    s->freed_pending || s->env->draining || s->state != SESSION_GREETING ||
+	    !s->bev || s->freed_pending || s->env->draining || s->state != SESSION_GREETING ||
 	    s->trusted || s->tls || shape_is_on(&s->shape))
 		return false;
 	if (evbuffer_get_length(bufferevent_get_input(s->bev)) != 0 ||
