@@ -15,8 +15,8 @@
  *   shaped      connect, greeting, EHLO, then "HELO <pad>" (--line bytes)
  *               over and over until stop; each round measures the rate at
  *               which the server reads (line length / time to the first
- *               byte of the reply) and writes (reply bytes / time from the
- *               reply's first byte to its last).
+ *               byte of the reply) and writes (reply bytes after the first
+ *               read / time from the first read to the last).
  *   throughput  --conns sessions in parallel deliver --messages messages of
  *               --size bytes, --per-conn messages per connection; latency is
  *               MAIL sent -> 250 after the dot. --think-ms T: a session's
@@ -106,6 +106,7 @@ struct conn {
 	double t_first;      /* first byte of the current reply */
 	double t_last;       /* last byte seen */
 	size_t reply_bytes;  /* bytes of the current reply so far */
+	size_t first_bytes;  /* of them, those that came with its first byte */
 	size_t line_len;     /* shaped: bytes of the line sent */
 	size_t pending;      /* bytes left in the input buffer last time */
 	struct event *drip;  /* slow: the next body line */
@@ -331,8 +332,12 @@ static int on_reply(struct conn *k, int code)
 	case C_SHAPE:
 		if (k->t_first > k->t_sent)
 			sample_add(&c.rin, (double)(k->line_len - 1) / (k->t_first - k->t_sent));
-		if (k->reply_bytes > 1 && k->t_last > k->t_first)
-			sample_add(&c.rout, (double)(k->reply_bytes - 1) / (k->t_last - k->t_first));
+		/* The bytes that came with the first one were not timed: a
+		 * trickle that moves two or three bytes a walk (a late walk
+		 * making up missed ticks) would otherwise read fast. */
+		if (k->reply_bytes > k->first_bytes && k->t_last > k->t_first)
+			sample_add(&c.rout, (double)(k->reply_bytes - k->first_bytes) /
+						    (k->t_last - k->t_first));
 		c.r.rounds++;
 		if (!c.stopping)
 			shaped_send(k);
@@ -415,8 +420,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	size_t len = evbuffer_get_length(in);
 	if (len > k->pending) {
 		/* new bytes: the clock of the reply they belong to */
-		if (k->reply_bytes == 0)
+		if (k->reply_bytes == 0) {
 			k->t_first = t;
+			k->first_bytes = len - k->pending;
+		}
 		k->t_last = t;
 		k->reply_bytes += len - k->pending;
 	}
@@ -435,7 +442,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		k->reply_bytes -= rest;
 		if (!on_reply(k, code))
 			return;
-		k->reply_bytes = rest;
+		k->reply_bytes = k->first_bytes = rest;
 		k->t_first = rest ? t : 0;
 	}
 	k->pending = evbuffer_get_length(in);
