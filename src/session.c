@@ -420,10 +420,14 @@ static void session_defer_cb(evutil_socket_t fd, short what, void *arg)
 		session_flush_check(s);
 	} else if (s->state != SESSION_GREETING) { /* shaping's timer greets */
 		/* A timeout here is the park delay (session_park_later). */
-		if ((what & EV_TIMEOUT) && session_park(s))
+		bool delay_over = what & EV_TIMEOUT;
+		if (delay_over && session_park(s))
 			return;
 		session_input(s); /* writes what was made meanwhile, too */
-		session_park_later(s);
+		/* A shaped session's delay is one loop turn: after a park
+		 * that failed, trying again at once would spin. */
+		if (!delay_over || !shape_is_on(&s->shape))
+			session_park_later(s);
 	} else {
 		session_write_now(s);
 	}
@@ -586,6 +590,10 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 		}
 	}
 	session_input(s);
+	/* A shaped session's next line is seconds away: the trickle can
+	 * keep what is in flight (session_park.c). */
+	if (shape_is_on(&s->shape))
+		session_park_later(s);
 }
 
 /* Every reply made so far has left (the socket took it): what follows,

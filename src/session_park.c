@@ -54,11 +54,13 @@ bool session_parkable(const struct session *s)
 		return false; /* greeting, DATA and closing keep their buffers */
 	if (s->wait != SESSION_WAIT_NONE || s->tls || s->tls_pending || s->skipping)
 		return false;
-	if (shape_is_on(&s->shape))
-		return false; /* the trickle moves the bufferevent's bytes */
 	if (s->dns || s->replay || s->store_req || s->dnsbl || s->after_dns ||
 	    session_lane_held(s))
 		return false; /* an answer is on its way */
+	/* Shaped: the trickle keeps the bytes in flight (a reply going
+	 * out, a line coming in) and moves them on. */
+	if (shape_is_on(&s->shape))
+		return shape_lendable(&s->shape);
 	return evbuffer_get_length(bufferevent_get_input(s->bev)) == 0 &&
 	       evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;
 }
@@ -68,6 +70,15 @@ void session_park_later(struct session *s)
 	long delay = s->env->cfg->session_park_delay_ms;
 	if (delay <= 0 || !session_parkable(s))
 		return;
+	/* Shaped: its next line or the end of its reply is seconds away
+	 * at the trickle's rate, so it parks on the next loop turn (after
+	 * whatever else this turn does with it). */
+	if (shape_is_on(&s->shape)) {
+		static const struct timeval now_tv = { 0, 0 };
+		if (event_add(s->defer_ev, &now_tv) != 0)
+			log_debug("session=%llu cannot arm the park delay", s->ident.session_id);
+		return;
+	}
 	if (park_base != s->env->base || park_delay_ms != delay) {
 		struct timeval tv = mstime_tv(delay);
 		const struct timeval *ctv = event_base_init_common_timeout(s->env->base, &tv);
@@ -131,25 +142,43 @@ bool session_park(struct session *s)
 	return park_now(s);
 }
 
+/* Shaped: the trickle reads and writes for it (shape_lend), and wakes it
+ * with news; defer_ev only keeps the descriptor, never added. */
+static bool park_shaped(struct session *s, evutil_socket_t fd)
+{
+	event_del(s->defer_ev);
+	if (event_assign(s->defer_ev, s->env->base, fd, 0, session_park_cb, s) != 0 ||
+	    !shape_lend(&s->shape)) {
+		session_defer_assign(s);
+		return false;
+	}
+	return true;
+}
+
 /* Parks s (its predicate checked by the caller). */
 static bool park_now(struct session *s)
 {
 	evutil_socket_t fd = bufferevent_getfd(s->bev);
 	if (fd < 0)
 		return false;
-	/* What is left of the command's time, as the read timeout would
-	 * have counted it (both restart when a reply has left). */
-	long long left = s->deadline_ms ? s->deadline_ms - mstime_mono()
-					: s->env->cfg->smtpd_timeout_ms;
-	struct timeval tv = mstime_tv(left);
-	event_del(s->defer_ev);
-	if (event_assign(s->defer_ev, s->env->base, fd, EV_READ, session_park_cb, s) != 0 ||
-	    event_add(s->defer_ev, &tv) != 0) {
+	if (shape_is_on(&s->shape)) {
+		if (!park_shaped(s, fd))
+			return false;
+	} else {
+		/* What is left of the command's time, as the read timeout
+		 * would have counted it (both restart when a reply has left). */
+		long long left = s->deadline_ms ? s->deadline_ms - mstime_mono()
+						: s->env->cfg->smtpd_timeout_ms;
+		struct timeval tv = mstime_tv(left);
 		event_del(s->defer_ev);
-		session_defer_assign(s);
-		return false;
+		if (event_assign(s->defer_ev, s->env->base, fd, EV_READ, session_park_cb, s) != 0 ||
+		    event_add(s->defer_ev, &tv) != 0) {
+			event_del(s->defer_ev);
+			session_defer_assign(s);
+			return false;
+		}
+		shape_leave(&s->shape);
 	}
-	shape_leave(&s->shape);
 	/* Without the descriptor the bufferevent does not close it when
 	 * freed (BEV_OPT_CLOSE_ON_FREE acts only on a descriptor >= 0). */
 	bufferevent_setfd(s->bev, -1);
@@ -193,7 +222,9 @@ bool session_unpark(struct session *s)
 	 * to the socket, session.c) and reading is switched on. The trickle,
 	 * if any, takes both over after (shape_join). */
 	bufferevent_disable(bev, EV_WRITE);
-	if (bufferevent_enable(bev, EV_READ) != 0) {
+	/* Lent to the trickle, which reads for it: no read event to add. */
+	bool lent = shape_lent(&s->shape);
+	if (!lent && bufferevent_enable(bev, EV_READ) != 0) {
 		session_close(s, "unpark failed");
 		return false;
 	}
@@ -201,7 +232,12 @@ bool session_unpark(struct session *s)
 	 * (session_shape_accept). */
 	if (s->state == SESSION_GREETING && !s->trusted)
 		bufferevent_setwatermark(bev, EV_READ, 0, SESSION_PREGREET_MAX);
-	shape_join(&s->shape, bev);
+	if (!shape_join(&s->shape, bev)) {
+		log_warn("session=%llu client=%s out of memory when unparking",
+			 s->ident.session_id, s->ident.addr);
+		session_close(s, "out of memory");
+		return false;
+	}
 	log_debug("session=%llu unparked", s->ident.session_id);
 	return true;
 }

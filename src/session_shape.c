@@ -81,8 +81,9 @@ enum session_phase session_phase(const struct session *s)
 	case SESSION_INIT:
 		/* A slowed greeting still on its way out: the client never
 		 * saw the end of it. */
-		if (s->commands == 0 && s->bev &&
-		    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+		if (s->commands == 0 &&
+		    (s->bev ? evbuffer_get_length(bufferevent_get_output(s->bev))
+			    : shape_lent_output(&s->shape)) > 0)
 			return SESSION_PHASE_GREETING;
 		return SESSION_PHASE_HELO;
 	case SESSION_READY:
@@ -210,12 +211,18 @@ static void session_verdict_due(void *arg)
 	session_shape_greet_timer(arg);
 }
 
+/* Lent trickle's news: the bufferevent again (a failure closes it). */
+static void session_shape_wake(void *arg)
+{
+	session_unpark(arg);
+}
+
 void session_shape_accept(struct session *s, const struct sockaddr *addr)
 {
 	const struct config *cfg = s->env->cfg;
 	int fd = session_fd(s);
 	shape_init(&s->shape, s->env->base, cfg, s->bev, s->ident.session_id,
-		   s->ident.addr, session_verdict_due, s);
+		   s->ident.addr, session_verdict_due, session_shape_wake, s);
 	bool async = store_async(s->env->store);
 	/* sluicectl's entries come first and decide alone (control.c). */
 	char entry[80];
@@ -471,6 +478,7 @@ void session_shape_end(struct session *s, bool hangup)
 	}
 	bool was_shaped = shape_is_on(&s->shape);
 	long ms = shape_used_ms(&s->shape);
+	enum session_phase ph = session_phase(s); /* before a lent reply goes */
 	shape_free(&s->shape);
 	s->hold_then = NULL;
 	if (hangup && was_shaped) {
@@ -483,7 +491,6 @@ void session_shape_end(struct session *s, bool hangup)
 			[SESSION_PHASE_DATA] = METRIC_HANGUP_DATA,
 			[SESSION_PHASE_END] = METRIC_HANGUP_DATA,
 		};
-		enum session_phase ph = session_phase(s);
 		const char *phase = session_phase_name(ph);
 		metrics_inc(by_phase[ph]);
 		metrics_inc(ms < 10000 ? METRIC_HANGUP_0_10 : ms < 30000 ? METRIC_HANGUP_10_30

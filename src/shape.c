@@ -58,10 +58,10 @@ static int shape_fd(const struct shape *sh)
 void shape_init(struct shape *sh, struct event_base *base,
 		const struct config *cfg, struct bufferevent *bev,
 		unsigned long long id, const char *client,
-		shape_fn *verdict_due, void *arg)
+		shape_fn *verdict_due, shape_fn *wake, void *arg)
 {
 	*sh = (struct shape){ .base = base, .cfg = cfg, .bev = bev, .id = id,
-			      .client = client, .verdict_due = verdict_due,
+			      .client = client, .verdict_due = verdict_due, .wake = wake,
 			      .arg = arg };
 }
 
@@ -103,8 +103,44 @@ static void shape_off(struct shape *sh, enum shape_state next)
 static void shape_due(void *arg)
 {
 	struct shape *sh = arg;
-	if (shape_used_ms(sh) >= sh->cfg->shape_time_ms)
-		shape_finish(sh, "shape_time spent");
+	if (shape_used_ms(sh) < sh->cfg->shape_time_ms)
+		return;
+	/* Lent: the owner takes its bytes back first, then goes full speed. */
+	if (throttle_is_lent(sh->thr)) {
+		sh->wake(sh->arg);
+		if (sh->state != SHAPE_ON || throttle_is_lent(sh->thr))
+			return; /* closed meanwhile; or no memory: the next tick */
+	}
+	shape_finish(sh, "shape_time spent");
+}
+
+static void shape_wake(void *arg)
+{
+	struct shape *sh = arg;
+	sh->wake(sh->arg);
+}
+
+bool shape_lend(struct shape *sh)
+{
+	if (sh->state != SHAPE_ON || !sh->bev || !sh->wake || !throttle_lend(sh->thr, shape_wake))
+		return false;
+	sh->bev = NULL;
+	return true;
+}
+
+bool shape_lent(const struct shape *sh)
+{
+	return throttle_is_lent(sh->thr);
+}
+
+bool shape_lendable(const struct shape *sh)
+{
+	return sh->state == SHAPE_ON && sh->wake && throttle_lendable(sh->thr);
+}
+
+size_t shape_lent_output(const struct shape *sh)
+{
+	return throttle_lent_output(sh->thr);
 }
 
 bool shape_start(struct shape *sh, int score)
@@ -216,15 +252,18 @@ void shape_leave(struct shape *sh)
 	sh->bev = NULL;
 }
 
-void shape_join(struct shape *sh, struct bufferevent *bev)
+bool shape_join(struct shape *sh, struct bufferevent *bev)
 {
 	sh->bev = bev;
+	if (throttle_is_lent(sh->thr))
+		return throttle_take_back(sh->thr, bev) == 0;
 	if (sh->state != SHAPE_ON)
-		return;
+		return true;
 	if (!(sh->thr = throttle_on(bev, shape_due, sh)))
 		shape_finish(sh, "no memory for the trickle");
 	else
 		throttle_window(shape_fd(sh), false); /* if it started while left */
+	return true;
 }
 
 void shape_free(struct shape *sh)

@@ -20,6 +20,7 @@
 #define SLUICE_SHAPE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/time.h>
 
 struct bufferevent;
@@ -57,15 +58,17 @@ struct shape {
 	struct event *verdict_ev; /* the verdict's deadline; freed after */
 	shape_fn *hold_then;      /* runs when the hold ends */
 	shape_fn *verdict_due;    /* runs when the verdict's deadline passes */
-	void *arg;                /* for both */
+	shape_fn *wake;           /* lent, the trickle has news (shape_lend) */
+	void *arg;                /* for the three */
 };
 
 /* base, cfg and client outlive the shape. throttle_init(cfg) must have
- * run. verdict_due: see shape_verdict_after. */
+ * run. verdict_due: see shape_verdict_after; wake: see shape_lend (NULL:
+ * never lent). */
 void shape_init(struct shape *sh, struct event_base *base,
 		const struct config *cfg, struct bufferevent *bev,
 		unsigned long long id, const char *client,
-		shape_fn *verdict_due, void *arg);
+		shape_fn *verdict_due, shape_fn *wake, void *arg);
 
 /* Frees the timers and stops the trickle; no callback runs after. */
 void shape_free(struct shape *sh);
@@ -107,6 +110,22 @@ void shape_verdict_cancel(struct shape *sh);
  * DNS list answer) is ON at once, the budget running, and trickles from
  * shape_join. */
 void shape_leave(struct shape *sh);
-void shape_join(struct shape *sh, struct bufferevent *bev);
+/* False: the bytes of a lent trickle could not be taken back (no memory;
+ * close the client). */
+bool shape_join(struct shape *sh, struct bufferevent *bev);
+
+/* While ON, between the client's lines and replies, the bufferevent can
+ * go and the trickle keep its few bytes itself (throttle.h, "Lent"):
+ * shape_lend, then the owner frees the bufferevent without closing the
+ * socket. When the trickle has news (a whole line, the output gone, EOF,
+ * an error, a timeout; the budget spent) it calls wake(arg), which must
+ * make a bufferevent on the socket and shape_join it (or close the
+ * client); the news then comes through that bufferevent. False: not
+ * lendable now (shape_lendable) or no memory; nothing changed. */
+bool shape_lend(struct shape *sh);
+bool shape_lendable(const struct shape *sh);
+bool shape_lent(const struct shape *sh);
+/* Output bytes a lent trickle has still to send (0 when not lent). */
+size_t shape_lent_output(const struct shape *sh);
 
 #endif

@@ -55,6 +55,7 @@
 #include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -69,10 +70,23 @@
 
 struct throttle_loop;
 
+/* The bytes of a lent entry (throttle_lend), in one allocation: the
+ * output not yet sent, then the command line arriving. */
+struct throttle_lent {
+	throttle_due_fn *wake;
+	int fd;
+	uint32_t read_tmo_ms;  /* the bufferevent's timeouts (0: none) */
+	uint32_t write_tmo_ms;
+	uint16_t out_len, out_sent;
+	uint16_t in_len, in_cap;
+	char bytes[];          /* out_len of output, then in_cap of input */
+};
+
 struct throttle {
 	TAILQ_ENTRY(throttle) link;
 	struct throttle_loop *loop;
-	struct bufferevent *bev;
+	struct bufferevent *bev; /* NULL while lent */
+	struct throttle_lent *lent;
 	throttle_due_fn *due;
 	void *arg;
 	uint32_t read_at;  /* ms (mod 2^32): the read timeout's clock */
@@ -282,12 +296,217 @@ static bool throttle_tick_out(struct throttle_loop *l, struct throttle *t, uint3
 				now);
 }
 
+/* --- lent: the trickle without the bufferevent -------------------------- */
+
+/* What a lent entry's owner must hear about, after one tick. */
+enum throttle_news {
+	THROTTLE_QUIET, /* bytes moved (or none could), nothing to report */
+	THROTTLE_LINE,  /* a line feed arrived, or the line is too long to keep */
+	THROTTLE_SENT,  /* the last output byte left */
+	THROTTLE_EVENT, /* EOF, an error or a timeout (BEV_EVENT_*) */
+};
+
+static uint32_t throttle_tmo_ms(const struct timeval *tv)
+{
+	if (!timerisset(tv))
+		return 0;
+	uint32_t ms = throttle_tv_ms(tv);
+	return ms ? ms : 1;
+}
+
+bool throttle_lendable(const struct throttle *t)
+{
+	if (!t || t->lent || t->bucket)
+		return false;
+	struct evbuffer *in = bufferevent_get_input(t->bev);
+	size_t n = evbuffer_get_length(in);
+	if (n >= THROTTLE_LEND_IN_MAX ||
+	    evbuffer_get_length(bufferevent_get_output(t->bev)) > THROTTLE_LEND_OUT_MAX)
+		return false;
+	return n == 0 || evbuffer_search(in, "\n", 1, NULL).pos < 0;
+}
+
+bool throttle_lend(struct throttle *t, throttle_due_fn *wake)
+{
+	if (!throttle_lendable(t))
+		return false;
+	struct bufferevent *bev = t->bev;
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	struct evbuffer *in = bufferevent_get_input(bev), *out = bufferevent_get_output(bev);
+	size_t in_len = evbuffer_get_length(in), out_len = evbuffer_get_length(out);
+	/* Room for the line so far and a little more, grown as it comes. */
+	size_t cap = (in_len / THROTTLE_LEND_IN_STEP + 1) * THROTTLE_LEND_IN_STEP;
+	struct throttle_lent *b = fd >= 0 ? malloc(sizeof *b + out_len + cap) : NULL;
+	if (!b)
+		return false;
+	*b = (struct throttle_lent){
+		.wake = wake, .fd = (int)fd,
+		.read_tmo_ms = throttle_tmo_ms(&bev->timeout_read),
+		.write_tmo_ms = throttle_tmo_ms(&bev->timeout_write),
+		.out_len = (uint16_t)out_len, .in_len = (uint16_t)in_len, .in_cap = (uint16_t)cap,
+	};
+	/* A socket bufferevent's output is frozen at its start (and
+	 * copyout refuses a frozen start) but for its own writes. */
+	evbuffer_unfreeze(out, 1);
+	bool copied = evbuffer_copyout(out, b->bytes, out_len) == (ev_ssize_t)out_len &&
+		      evbuffer_copyout(in, b->bytes + out_len, in_len) == (ev_ssize_t)in_len;
+	evbuffer_freeze(out, 1);
+	if (!copied) {
+		free(b);
+		return false;
+	}
+	t->lent = b;
+	t->bev = NULL;
+	return true;
+}
+
+int throttle_take_back(struct throttle *t, struct bufferevent *bev)
+{
+	struct throttle_lent *b = t->lent;
+	if (!b)
+		return -1;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	evbuffer_unfreeze(in, 0);
+	int rc = evbuffer_add(in, b->bytes + b->out_len, b->in_len);
+	evbuffer_freeze(in, 0);
+	if (evbuffer_add(bufferevent_get_output(bev), b->bytes + b->out_sent,
+			 (size_t)(b->out_len - b->out_sent)) != 0)
+		rc = -1;
+	/* The bufferevent's events are the trickle's from now on, as from
+	 * throttle_on; the owner's wish (enabled) is the one it lent with. */
+	short on = bufferevent_get_enabled(bev);
+	if (on) {
+		t->enabled |= on;
+		bufferevent_disable(bev, on);
+	}
+	t->bev = bev;
+	t->lent = NULL;
+	free(b);
+	return rc;
+}
+
+bool throttle_is_lent(const struct throttle *t)
+{
+	return t && t->lent;
+}
+
+size_t throttle_lent_output(const struct throttle *t)
+{
+	return t && t->lent ? (size_t)(t->lent->out_len - t->lent->out_sent) : 0;
+}
+
+/* Nothing moved on a lent entry (errno says why): an error, or a timeout
+ * of tmo_ms since at, is news. */
+static enum throttle_news throttle_lent_stalled(short dir, uint32_t tmo_ms, uint32_t at,
+						uint32_t now, short *what)
+{
+	if (!throttle_would_block())
+		*what = BEV_EVENT_ERROR | dir;
+	else if (tmo_ms && now - at >= tmo_ms)
+		*what = BEV_EVENT_TIMEOUT | dir;
+	else
+		return THROTTLE_QUIET;
+	return THROTTLE_EVENT;
+}
+
+/* One tick's bytes into a lent entry's line. Limits: the line is kept up
+ * to THROTTLE_LEND_IN_MAX bytes; its bytes are not looked at but for the
+ * line feed. */
+static enum throttle_news throttle_lent_in(struct throttle *t, uint32_t now, size_t bytes,
+					   short *what)
+{
+	struct throttle_lent *b = t->lent;
+	if (!(t->enabled & EV_READ)) {
+		t->read_at = now; /* not reading: no read timeout */
+		return THROTTLE_QUIET;
+	}
+	if (b->in_len == b->in_cap) {
+		size_t cap = (size_t)b->in_cap + THROTTLE_LEND_IN_STEP;
+		struct throttle_lent *grown = realloc(b, sizeof *b + b->out_len + cap);
+		if (!grown)
+			return THROTTLE_LINE; /* no room here: the bufferevent takes it on */
+		t->lent = b = grown;
+		b->in_cap = (uint16_t)cap;
+	}
+	char *at = b->bytes + b->out_len + b->in_len;
+	size_t room = (size_t)(b->in_cap - b->in_len);
+	ssize_t got = recv(b->fd, at, bytes < room ? bytes : room, MSG_DONTWAIT);
+	if (got > 0) {
+		t->read_at = now;
+		b->in_len = (uint16_t)(b->in_len + got);
+		return memchr(at, '\n', (size_t)got) || b->in_len >= THROTTLE_LEND_IN_MAX
+			       ? THROTTLE_LINE : THROTTLE_QUIET;
+	}
+	if (got == 0) {
+		*what = BEV_EVENT_EOF | BEV_EVENT_READING;
+		return THROTTLE_EVENT;
+	}
+	return throttle_lent_stalled(BEV_EVENT_READING, b->read_tmo_ms, t->read_at, now, what);
+}
+
+/* One tick's bytes out of a lent entry's output. */
+static enum throttle_news throttle_lent_out(struct throttle *t, uint32_t now, size_t bytes,
+					    short *what)
+{
+	struct throttle_lent *b = t->lent;
+	size_t left = (size_t)(b->out_len - b->out_sent);
+	if (!(t->enabled & EV_WRITE) || left == 0) {
+		t->write_at = now; /* nothing owed: no write timeout */
+		return THROTTLE_QUIET;
+	}
+	ssize_t sent = send(b->fd, b->bytes + b->out_sent, bytes < left ? bytes : left,
+			    MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (sent > 0) {
+		t->write_at = t->read_at = now;
+		b->out_sent = (uint16_t)(b->out_sent + sent);
+		return b->out_sent == b->out_len ? THROTTLE_SENT : THROTTLE_QUIET;
+	}
+	if (sent == 0)
+		errno = EPIPE;
+	return throttle_lent_stalled(BEV_EVENT_WRITING, b->write_tmo_ms, t->write_at, now, what);
+}
+
+/* A lent entry's tick: bytes move without the bufferevent; news wakes the
+ * owner, which takes its bufferevent back (throttle_take_back), and then
+ * hears it as it would have from a bufferevent it kept. */
+static void throttle_tick_lent(struct throttle_loop *l, struct throttle *t, uint32_t now,
+			       size_t bytes)
+{
+	short what = 0;
+	enum throttle_news news = throttle_lent_in(t, now, bytes, &what);
+	if (news == THROTTLE_QUIET)
+		news = throttle_lent_out(t, now, bytes, &what);
+	if (news == THROTTLE_QUIET)
+		return;
+	t->lent->wake(t->arg);
+	if (l->cur != t || t->lent)
+		return; /* closed; or not taken back (no memory): the next tick */
+	switch (news) {
+	case THROTTLE_LINE:
+		bufferevent_trigger(t->bev, EV_READ, 0);
+		/* The reply's first byte in the same tick, as unlent. */
+		if (l->cur == t)
+			throttle_tick_out(l, t, now, bytes);
+		break;
+	case THROTTLE_SENT:
+		bufferevent_trigger(t->bev, EV_WRITE, 0);
+		break;
+	default:
+		throttle_event(l, t, what);
+		break;
+	}
+}
+
 static void throttle_tick_one(struct throttle_loop *l, struct throttle *t, uint32_t now,
 			      size_t bytes)
 {
 	t->due(t->arg);
 	if (l->cur != t || t->bucket)
 		return;
+	if (t->lent) {
+		throttle_tick_lent(l, t, now, bytes);
+		return;
+	}
 	/* Events switched on behind the trickle's back (nothing in sluice
 	 * does): taken over, so that libevent does not read at full speed. */
 	short on = bufferevent_get_enabled(t->bev);
@@ -419,12 +638,16 @@ void throttle_off(struct throttle *t)
 	 * the trickle left: enabled with nothing to write, libevent would
 	 * call the write callback at once (for a session: the command's
 	 * time restarted) and cost an epoll_ctl pair for nothing. */
-	if (t->owner_writes && evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
-		on &= (short)~EV_WRITE;
-	if (t->bucket)
+	if (t->lent)
+		free(t->lent); /* its bytes go with it: the owner is closing */
+	else if (t->bucket)
 		bufferevent_set_rate_limit(t->bev, NULL);
-	else if (on)
-		bufferevent_enable(t->bev, on);
+	else {
+		if (t->owner_writes && evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
+			on &= (short)~EV_WRITE;
+		if (on)
+			bufferevent_enable(t->bev, on);
+	}
 	if (l->cur == t)
 		l->cur = NULL;
 	if (l->next == t)

@@ -12,6 +12,14 @@
  * the read or write and a callback per byte) are kept only for a shaped
  * session after STARTTLS, where the limit sits on the TLS filter (rare).
  *
+ * Lent: between its command lines and replies a shaped session needs no
+ * bufferevent (976 bytes and its 1 KiB chains): the entry takes the few
+ * bytes in flight (a reply going out, a line coming in) into one small
+ * allocation of its own and moves them on the socket itself, and wakes
+ * the owner when there is news (a whole line, the output gone, EOF, an
+ * error, a timeout); the owner makes a bufferevent again and takes the
+ * bytes back, and hears the news as from the bufferevent it kept.
+ *
  * Window: the listening sockets start with a small receive buffer so that a
  * client that may be shaped cannot push more than a few kilobytes ahead;
  * trusted sessions, and every message body, get a wide one.
@@ -20,6 +28,7 @@
 #define SLUICE_THROTTLE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct bufferevent;
 struct config;
@@ -51,6 +60,30 @@ struct throttle *throttle_on(struct bufferevent *bev, throttle_due_fn *due,
 /* Unshapes and frees t: the bufferevent's events are as they were before
  * (less what an EOF, error or timeout switched off). NULL is ignored. */
 void throttle_off(struct throttle *t);
+
+/* Lending (see above). Limits: at most THROTTLE_LEND_IN_MAX bytes of a
+ * line without its line feed, and THROTTLE_LEND_OUT_MAX bytes of output;
+ * a longer line wakes the owner. */
+#define THROTTLE_LEND_IN_MAX 256
+#define THROTTLE_LEND_OUT_MAX 1024
+#define THROTTLE_LEND_IN_STEP 32 /* the line's room grows by this */
+
+/* Whether t (shaping a socket bufferevent) could be lent now: its input
+ * holds no line feed and both buffers are within the limits. */
+bool throttle_lendable(const struct throttle *t);
+/* The bufferevent's bytes and timeouts pass to t, which trickles on
+ * without it; the caller then frees the bufferevent without closing the
+ * socket. wake(arg) runs, from a tick, when there is news: it must give
+ * t a bufferevent on the same socket (throttle_take_back) or throttle_off
+ * it. False (nothing changed) when not lendable or out of memory. */
+bool throttle_lend(struct throttle *t, throttle_due_fn *wake);
+/* bev (new, on the lent socket, no bytes in it) takes the bytes back and
+ * t shapes it as before. -1: out of memory, bytes lost (close the
+ * session); t shapes bev all the same. */
+int throttle_take_back(struct throttle *t, struct bufferevent *bev);
+bool throttle_is_lent(const struct throttle *t);
+/* Output bytes a lent t has still to send (0 when not lent). */
+size_t throttle_lent_output(const struct throttle *t);
 
 /* Small or wide receive window on the client's socket. */
 void throttle_window(int fd, bool wide);

@@ -960,6 +960,8 @@ class Sluice:
 
     def command(self):
         cmd = [self.binary, "-f", "-c", self.conf]
+        if os.environ.get("SLUICE_VERBOSE"):  # debug lines, for a failing test
+            cmd.insert(2, "-v")
         for o in self.overrides:
             cmd += ["-o", o]
         return cmd

@@ -249,3 +249,51 @@ def test_park_08_parked_while_waiting_for_the_greeting(postfix, sluice):
     assert eager.cmd("QUIT")[0] == 221
     assert quiet.cmd("QUIT")[0] == 221
     finish(sl)
+
+
+@pytest.mark.deadline(90)
+def test_park_09_shaped_session_lent_to_the_trickle(postfix, sluice):
+    """A shaped session holds no bufferevent while its reply trickles out
+    and its next command trickles in (the trickle keeps those bytes,
+    throttle.h "Lent"): the gauge shows it parked in the middle of both,
+    every reply arrives whole and at the trickle's rate, a line that
+    arrives in parts is one command, and a hang-up while lent is the
+    shaped hang-up it would have been."""
+    pf = postfix()
+    sl = start(sluice, pf, weight_helo="10", shape_rate="5",
+               smtpd_timeout="60s")
+    c = connect(sl)
+    wait_parked(sl, 1)
+    c.send(b"HELO localhost\r\n")  # shapes it
+    # The HELO reply ("250 <hostname>", ~30 bytes) takes seconds: the
+    # session is parked (lent) while it trickles.
+    wait_parked(sl, 1, timeout=3)
+    before = parkings(sl)
+    assert c.read_reply(timeout=20)[0] == 250
+    assert "SHAPED" in sl.log(), sl.log()[-2000:]
+    # A command sent whole is read at 5 B/s while lent; its reply too.
+    t0 = time.monotonic()
+    c.send(b"NOOP lent to the trickle\r\n")  # 26 bytes: ~5 s to read
+    time.sleep(1.5)
+    assert parked(sl) == 1, sl.log()[-3000:]
+    code, text = c.read_reply(timeout=30)  # "250 2.0.0 Ok": ~3 s more
+    took = time.monotonic() - t0
+    assert code == 250 and "Ok" in " ".join(text), (code, text)
+    assert took >= 5.0, "26 bytes read and 14 written in %.2f s at 5 B/s" % took
+    # Woken for the line and for the end of each reply, lent again after.
+    assert parkings(sl) >= before + 2, (parkings(sl), before)
+    wait_parked(sl, 1, timeout=3)
+    # A line that comes in two parts, lent in between: one command.
+    c.send(b"RSET lent")
+    time.sleep(2.5)
+    assert parked(sl) == 1
+    c.send(b" twice\r\n")
+    assert c.read_reply(timeout=30)[0] == 250
+    # Half a line, then the hang-up while lent.
+    c.send(b"NOO")
+    time.sleep(1.5)
+    assert parked(sl) == 1
+    c.close()
+    assert harness.wait_until(lambda: parked(sl) == 0, 5), sl.log()[-3000:]
+    assert harness.wait_until(lambda: "HANGUP after" in sl.log(), 5), sl.log()[-3000:]
+    finish(sl)

@@ -83,7 +83,7 @@ static int setup(void **state)
 	if (!f->bev)
 		return -1;
 	shape_init(&f->sh, f->base, &f->cfg, f->bev, 1, "192.0.2.1",
-		   verdict_cb, f);
+		   verdict_cb, NULL, f);
 	*state = f;
 	return 0;
 }

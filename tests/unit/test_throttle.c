@@ -8,7 +8,9 @@
  * write timeout reported to the event callback as libevent would; entries
  * taken off the list from inside the walk's own callbacks (itself and the
  * next one); the events given back at the end; a TLS-like filter kept on
- * libevent's rate limit.
+ * libevent's rate limit; and lent entries (no bufferevent): bytes moved
+ * both ways, the owner woken with a whole line, with the output gone, with
+ * EOF, and with a line too long to keep.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -46,6 +48,7 @@ struct client {
 	short event;          /* the last event callback's flags */
 	struct client *off_next; /* read callback: take this one off too */
 	bool off_self;        /* read callback: take itself off */
+	int lent_fd;          /* its socket while lent */
 };
 
 struct fx {
@@ -158,7 +161,8 @@ static int teardown(void **state)
 
 	for (size_t i = 0; i < f->n; i++) {
 		throttle_off(f->c[i].thr);
-		bufferevent_free(f->c[i].bev);
+		if (f->c[i].bev)
+			bufferevent_free(f->c[i].bev);
 		if (f->c[i].peer >= 0)
 			close(f->c[i].peer);
 	}
@@ -452,6 +456,135 @@ static void test_filter_keeps_libevent_limit(void **state)
 	bufferevent_free(filt);
 }
 
+/* --- lent: the trickle without the bufferevent --------------------------- */
+
+static int wakes;
+
+/* The owner's side of a wake: a new bufferevent on the same socket takes
+ * the bytes back. */
+static void wake_cb(void *arg)
+{
+	struct client *c = arg;
+	wakes++;
+	c->bev = bufferevent_socket_new(c->fx->base, c->lent_fd, BEV_OPT_CLOSE_ON_FREE);
+	assert_non_null(c->bev);
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	assert_int_equal(throttle_take_back(c->thr, c->bev), 0);
+}
+
+/* Lends c's trickle and frees its bufferevent, the socket kept. */
+static void lend(struct client *c)
+{
+	assert_true(throttle_lendable(c->thr));
+	c->lent_fd = (int)bufferevent_getfd(c->bev);
+	assert_true(throttle_lend(c->thr, wake_cb));
+	assert_true(throttle_is_lent(c->thr));
+	bufferevent_setfd(c->bev, -1);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+}
+
+static bool first_read(struct fx *f)
+{
+	return f->c[0].reads > 0;
+}
+
+static bool first_wrote(struct fx *f)
+{
+	return f->c[0].writes > 0;
+}
+
+static void test_lent_moves_bytes_and_wakes_with_news(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+	char buf[16];
+
+	wakes = 0;
+	assert_int_equal(write(c->peer, "NOOP\r\n", 6), 6);
+	assert_int_equal(bufferevent_write(c->bev, "250 ok\r\n", 8), 0);
+	shape_all(f);
+	lend(c);
+	assert_int_equal(throttle_lent_output(c->thr), 8);
+	/* A byte each way a tick without the bufferevent; the line feed, on
+	 * the sixth, wakes the owner, which gets the whole line. */
+	long long t0 = mstime_mono();
+	run_until(f, first_read);
+	assert_true(mstime_mono() - t0 >= 6 * TICK_MS - 20);
+	assert_int_equal(wakes, 1);
+	assert_int_equal(c->reads, 1);
+	assert_int_equal(in_len(c), 6);
+	assert_int_equal(read(c->peer, buf, sizeof buf), 6);
+	assert_memory_equal(buf, "250 ok", 6);
+	evbuffer_drain(bufferevent_get_input(c->bev), 6);
+	/* The trickle owns the new bufferevent's events. */
+	assert_int_equal(bufferevent_get_enabled(c->bev), 0);
+
+	/* Lent again with "\r\n" to go: the write callback once it left. */
+	assert_int_equal(evbuffer_get_length(bufferevent_get_output(c->bev)), 2);
+	lend(c);
+	run_until(f, first_wrote);
+	assert_int_equal(wakes, 2);
+	assert_int_equal(c->writes, 1);
+	assert_int_equal(read(c->peer, buf, sizeof buf), 2);
+
+	/* Lent with half a line in: the hang-up is the event callback's EOF,
+	 * the half line still there. */
+	assert_int_equal(write(c->peer, "QU", 2), 2);
+	run_until(f, first_has_two);
+	lend(c);
+	close(c->peer);
+	c->peer = -1;
+	run_until(f, got_event);
+	assert_int_equal(wakes, 3);
+	assert_int_equal(c->event, BEV_EVENT_EOF | BEV_EVENT_READING);
+	assert_int_equal(in_len(c), 2);
+}
+
+static void test_lent_long_line_wakes_at_the_limit(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+	char line[THROTTLE_LEND_IN_MAX + 44];
+
+	/* A fast rate, so that the line's room fills within a few ticks. */
+	throttle_free();
+	f->cfg.shape_rate = 5000;
+	assert_int_equal(throttle_init(&f->cfg), 0);
+	wakes = 0;
+	memset(line, 'a', sizeof line);
+	assert_int_equal(write(c->peer, line, sizeof line), (ssize_t)sizeof line);
+	shape_all(f);
+	lend(c);
+	run_until(f, first_read);
+	/* No line feed: woken with as much as the limit keeps. */
+	assert_int_equal(wakes, 1);
+	assert_int_equal(in_len(c), THROTTLE_LEND_IN_MAX);
+	assert_false(throttle_lendable(c->thr));
+	/* A line feed in the input: not lendable. */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, THROTTLE_LEND_IN_MAX);
+	evbuffer_unfreeze(in, 0); /* a socket bufferevent's input end */
+	assert_int_equal(evbuffer_add(in, "x\n", 2), 0);
+	evbuffer_freeze(in, 0);
+	assert_false(throttle_lendable(c->thr));
+}
+
+static void test_lent_off_drops_the_bytes(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+
+	assert_int_equal(bufferevent_write(c->bev, "250 ok\r\n", 8), 0);
+	shape_all(f);
+	lend(c);
+	/* The owner closing: off frees what was lent, and the socket is the
+	 * owner's to close. */
+	throttle_off(c->thr);
+	c->thr = NULL;
+	close(c->lent_fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -470,6 +603,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_off_inside_the_walk, setup_n_3, teardown),
 		cmocka_unit_test_setup_teardown(test_owner_writing_given_back_only_for_bytes_left,
 						setup_n_2, teardown),
+		cmocka_unit_test_setup_teardown(test_lent_moves_bytes_and_wakes_with_news, setup_one,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_lent_long_line_wakes_at_the_limit, setup_one,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_lent_off_drops_the_bytes, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_filter_keeps_libevent_limit, setup_one,
 						teardown),
 	};
