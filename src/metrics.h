@@ -16,8 +16,8 @@ struct endpoint;
 #define METRICS(X)                                                             \
 	X(SESSIONS, "sluice_sessions_total", "Client sessions accepted", 1)    \
 	X(SESSIONS_ACTIVE, "sluice_sessions_active", "Client sessions open", 0) \
-	X(SESSIONS_PARKED, "sluice_sessions_parked", "Idle client sessions held without buffers", 0) \
-	X(SESSION_PARKINGS, "sluice_session_parkings_total", "Idle client sessions parked", 1) \
+	X(SESSIONS_PARKED, "sluice_sessions_parked", "Client sessions held without buffers (idle, or shaped between lines)", 0) \
+	X(SESSION_PARKINGS, "sluice_session_parkings_total", "Client sessions parked (idle, or shaped between lines)", 1) \
 	X(TRANSACTIONS, "sluice_transactions_total", "Messages accepted by the backend and acknowledged", 1) \
 	X(TRANSACTIONS_FAILED, "sluice_transactions_failed_total", "End-of-data answered 4xx/5xx", 1) \
 	X(RECIPIENTS_ACCEPTED, "sluice_recipients_accepted_total", "RCPT answered 2xx", 1) \

@@ -2,7 +2,7 @@
  * session_park: an idle session held without its bufferevent.
  *
  * A session that has been idle for session_park_delay (greeted, no command
- * arriving, no reply to write, not shaped, no TLS, nothing in flight: see
+ * arriving, no reply to write, no TLS, nothing in flight: see
  * session_parkable) gives up its bufferevent and the two evbuffers under
  * it (976 bytes of the ~1.9 KiB an idle session held; BENCHMARKS.md, "What
  * a session allocates, and when"). The socket stays open and waits on a
@@ -19,6 +19,16 @@
  * filter bufferevent holds the SSL state). A bufferevent that cannot be
  * made again closes that one session with a 421 written straight to the
  * socket, never the process.
+ *
+ * Shaped sessions park too, on the next loop turn instead of after the
+ * delay: between its lines and replies a shaped session is idle for
+ * seconds while the trickle moves a byte a tick. The few bytes in flight
+ * (a reply going out, the start of a line coming in) are lent to the
+ * trickle (shape_lend, throttle.h "Lent"), which moves them on the socket
+ * itself and wakes the session (session_unpark) with news: a whole line,
+ * the output gone, EOF, an error, a timeout, the budget spent. defer_ev
+ * then only keeps the descriptor. Measured: BENCHMARKS.md, "Shaped
+ * sessions without a bufferevent".
  *
  * Anything from outside the session's own events that needs its
  * bufferevent (the drain's 421) calls session_unpark first.

@@ -253,7 +253,8 @@ const char *session_phase_name(enum session_phase ph);
 
 /* session_park.c */
 bool session_parkable(const struct session *s);
-/* Arms the park delay when the session is parkable. */
+/* Arms the park delay when the session is parkable (shaped: one loop
+ * turn). */
 void session_park_later(struct session *s);
 /* Parks the session when parkable; true when it did. */
 bool session_park(struct session *s);

@@ -288,6 +288,11 @@ static void shape_greet(struct session *s)
 	if (!shape_is_on(&s->shape))
 		throttle_window(session_fd(s), true);
 	s->verdict_done(s);
+	/* A shaped greeting trickles for seconds: lent to the trickle
+	 * meanwhile (a crowd greeted at once would otherwise hold a
+	 * bufferevent each for all that time). */
+	if (s->state != SESSION_CLOSING)
+		session_park_later(s);
 }
 
 /* A look-up finished: greet now if greet_wait is over and nothing else is

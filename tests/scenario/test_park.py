@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 import harness
-from harness import CLIENT23, SmtpRaw, dot_stuff
+from harness import BLOCKLISTED, CLIENT23, SmtpRaw, dot_stuff
 
 PARK = 0.2  # session_park_delay, seconds
 
@@ -296,4 +296,27 @@ def test_park_09_shaped_session_lent_to_the_trickle(postfix, sluice):
     c.close()
     assert harness.wait_until(lambda: parked(sl) == 0, 5), sl.log()[-3000:]
     assert harness.wait_until(lambda: "HANGUP after" in sl.log(), 5), sl.log()[-3000:]
+    finish(sl)
+
+
+@pytest.mark.deadline(60)
+def test_park_10_shaped_greeting_trickles_lent(postfix, sluice):
+    """A client shaped from its greeting on holds no bufferevent while the
+    greeting trickles out (a crowd greeted at once must not hold one each
+    for those seconds), and gets the whole greeting at the trickle's rate."""
+    pf = postfix()
+    sl = start(sluice, pf, dnsbl_sites="bl.test*3", shape_threshold="3",
+               shape_rate="5", greet_wait="0s")
+    t0 = time.monotonic()
+    c = SmtpRaw(sl.host, sl.port, source=BLOCKLISTED, timeout=30)
+    # The greeting ("220 <hostname> ESMTP", ~30 bytes) takes seconds.
+    time.sleep(1.0)
+    assert parked(sl) == 1, sl.log()[-3000:]
+    code, text = c.read_reply(timeout=30)
+    took = time.monotonic() - t0
+    assert code == 220 and "ESMTP" in " ".join(text), (code, text)
+    assert took >= 3.0, "greeting in %.2f s at 5 B/s" % took
+    assert "SHAPED" in sl.log()
+    c.close()
+    assert harness.wait_until(lambda: parked(sl) == 0, 5), sl.log()[-3000:]
     finish(sl)
