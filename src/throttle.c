@@ -77,6 +77,7 @@ struct throttle_lent {
 	int fd;
 	uint32_t read_tmo_ms;  /* the bufferevent's timeouts (0: none) */
 	uint32_t write_tmo_ms;
+	uint32_t lent_at;      /* ms (mod 2^32) */
 	uint16_t out_len, out_sent;
 	uint16_t in_len, in_cap;
 	char bytes[];          /* out_len of output, then in_cap of input */
@@ -343,6 +344,7 @@ bool throttle_lend(struct throttle *t, throttle_due_fn *wake)
 		.wake = wake, .fd = (int)fd,
 		.read_tmo_ms = throttle_tmo_ms(&bev->timeout_read),
 		.write_tmo_ms = throttle_tmo_ms(&bev->timeout_write),
+		.lent_at = throttle_now(t->loop->base),
 		.out_len = (uint16_t)out_len, .in_len = (uint16_t)in_len, .in_cap = (uint16_t)cap,
 	};
 	/* A socket bufferevent's output is frozen at its start (and
@@ -410,8 +412,8 @@ static enum throttle_news throttle_lent_stalled(short dir, uint32_t tmo_ms, uint
 }
 
 /* One tick's bytes into a lent entry's line. Limits: the line is kept up
- * to THROTTLE_LEND_IN_MAX bytes; its bytes are not looked at but for the
- * line feed. */
+ * to THROTTLE_LEND_IN_MAX bytes, and for no longer than the read timeout
+ * since it was lent; its bytes are not looked at but for the line feed. */
 static enum throttle_news throttle_lent_in(struct throttle *t, uint32_t now, size_t bytes,
 					   short *what)
 {
@@ -434,7 +436,11 @@ static enum throttle_news throttle_lent_in(struct throttle *t, uint32_t now, siz
 	if (got > 0) {
 		t->read_at = now;
 		b->in_len = (uint16_t)(b->in_len + got);
-		return memchr(at, '\n', (size_t)got) || b->in_len >= THROTTLE_LEND_IN_MAX
+		/* A line dribbled for longer than the read timeout: the owner
+		 * hears of it, as a bufferevent would have told it of every
+		 * byte, so that its per-command deadline holds (slowloris). */
+		bool overdue = b->read_tmo_ms && now - b->lent_at >= b->read_tmo_ms;
+		return memchr(at, '\n', (size_t)got) || b->in_len >= THROTTLE_LEND_IN_MAX || overdue
 			       ? THROTTLE_LINE : THROTTLE_QUIET;
 	}
 	if (got == 0) {

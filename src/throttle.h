@@ -17,7 +17,9 @@
  * bytes in flight (a reply going out, a line coming in) into one small
  * allocation of its own and moves them on the socket itself, and wakes
  * the owner when there is news (a whole line, the output gone, EOF, an
- * error, a timeout); the owner makes a bufferevent again and takes the
+ * error, a timeout; a line still dribbling in after the read timeout, so
+ * that the owner's per-command deadline holds); the owner makes a
+ * bufferevent again and takes the
  * bytes back, and hears the news as from the bufferevent it kept.
  *
  * Window: the listening sockets start with a small receive buffer so that a

@@ -320,3 +320,28 @@ def test_park_10_shaped_greeting_trickles_lent(postfix, sluice):
     c.close()
     assert harness.wait_until(lambda: parked(sl) == 0, 5), sl.log()[-3000:]
     finish(sl)
+
+
+@pytest.mark.deadline(60)
+def test_park_11_shaped_slowloris_meets_its_deadline_while_lent(postfix, sluice):
+    """A shaped client that dribbles a line without ever ending it is cut
+    off at its command's deadline (smtpd_timeout) although the session
+    is lent to the trickle, which reads the bytes: the trickle wakes it
+    once the line has dribbled for that long."""
+    pf = postfix()
+    sl = start(sluice, pf, weight_helo="10", shape_rate="5", smtpd_timeout="3s")
+    c = connect(sl)
+    c.send(b"HELO localhost\r\n")  # shapes it
+    assert c.read_reply(timeout=20)[0] == 250
+    wait_parked(sl, 1, timeout=3)
+    t0 = time.monotonic()
+    for _ in range(24):  # a byte every 0.5 s, never a line feed
+        if "command deadline passed" in sl.log():
+            break
+        c.send(b"x")
+        time.sleep(0.5)
+    took = time.monotonic() - t0
+    assert "command deadline passed" in sl.log(), sl.log()[-3000:]
+    assert 2.5 <= took <= 8.0, "cut off after %.1f s (smtpd_timeout 3 s)" % took
+    c.close()
+    finish(sl)

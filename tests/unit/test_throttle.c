@@ -570,6 +570,39 @@ static void test_lent_long_line_wakes_at_the_limit(void **state)
 	assert_false(throttle_lendable(c->thr));
 }
 
+/* The peer sends a byte every tick without a line feed. */
+static void dribble_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	if (c->peer >= 0)
+		assert_int_equal(write(c->peer, "a", 1), 1);
+}
+
+static void test_lent_dribble_wakes_after_the_read_timeout(void **state)
+{
+	struct fx *f = *state;
+	struct client *c = &f->c[0];
+	struct timeval rd = mstime_tv(600), wr = mstime_tv(60000), every = mstime_tv(TICK_MS);
+
+	wakes = 0;
+	assert_int_equal(bufferevent_set_timeouts(c->bev, &rd, &wr), 0);
+	shape_all(f);
+	lend(c);
+	struct event *drip = event_new(f->base, -1, EV_PERSIST, dribble_cb, c);
+	assert_non_null(drip);
+	assert_int_equal(event_add(drip, &every), 0);
+	long long t0 = mstime_mono();
+	run_until(f, first_read);
+	event_free(drip);
+	/* Bytes kept coming, so no timeout; but the owner hears of the line
+	 * once it has been dribbling for the read timeout. */
+	assert_int_equal(wakes, 1);
+	assert_int_equal(c->reads, 1);
+	assert_int_equal(c->event, 0);
+	assert_true(mstime_mono() - t0 >= 580);
+	assert_true(in_len(c) >= 2);
+}
+
 static void test_lent_off_drops_the_bytes(void **state)
 {
 	struct fx *f = *state;
@@ -607,6 +640,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_lent_long_line_wakes_at_the_limit, setup_one,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_lent_dribble_wakes_after_the_read_timeout,
+						setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_lent_off_drops_the_bytes, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_filter_keeps_libevent_limit, setup_one,
 						teardown),
