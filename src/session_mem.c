@@ -23,14 +23,21 @@
  * for larger chunks nor given back. The per-size tcache (7 chunks a size)
  * still serves the small allocations that come and go.
  *
+ * Free pages inside the heap (not on its top) are given back by
+ * malloc_trim, SESSION_MEM_TRIM_DELAY_MS after a session parks (each
+ * parking frees a bufferevent; the timer is not re-armed while pending):
+ * at most one trim per delay per worker, and only while sessions park.
+ *
  * Allocation failure: NULL, and the caller closes that one session.
  * Loop thread only. Exports session_mem_new, session_mem_free,
- * session_mem_strndup, session_mem_strfree.
+ * session_mem_strndup, session_mem_strfree, session_mem_parked.
  */
 #include "session_priv.h"
 
 #include <malloc.h>
 #include <event2/event.h>
+
+#include "mstime.h"
 
 #include "slab.h"
 
@@ -40,11 +47,15 @@
 /* Name slots: a tag byte, the name, its NUL (46 bytes of name: most HELO
  * and PTR names; a longer one is malloc'ed). */
 #define SESSION_MEM_NAME_SLOT 48
+/* From a parking to the heap's trim. */
+#define SESSION_MEM_TRIM_DELAY_MS 2000
 /* Where the defer event starts in a session's slot. */
 #define SESSION_MEM_EV_OFF ((sizeof(struct session) + 15) & ~(size_t)15)
 
 static struct slab session_slab, name_slab;
 static bool session_mem_ready;
+static struct event *trim_ev; /* on trim_base, the first base to park a session */
+static struct event_base *trim_base;
 
 static void session_mem_init(void)
 {
@@ -81,4 +92,22 @@ char *session_mem_strndup(const char *p, size_t len)
 void session_mem_strfree(char *p)
 {
 	slab_strfree(&name_slab, p);
+}
+
+static void session_mem_trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	malloc_trim(0);
+}
+
+void session_mem_parked(struct event_base *base)
+{
+	if (!trim_base) {
+		if (!(trim_ev = evtimer_new(base, session_mem_trim_cb, NULL)))
+			return; /* out of memory: no trim, nothing else lost */
+		trim_base = base;
+	}
+	if (base != trim_base || evtimer_pending(trim_ev, NULL))
+		return;
+	struct timeval tv = mstime_tv(SESSION_MEM_TRIM_DELAY_MS);
+	(void)evtimer_add(trim_ev, &tv); /* a failure: this trim is skipped */
 }
