@@ -2,7 +2,8 @@
  * Unit tests for slab: slots are zeroed, distinct and aligned; a freed
  * slot is reused first; blocks are mapped as slots are needed and given
  * back when wholly free (one kept); short strings go to a slot, long ones
- * to malloc, and both are freed by slab_strfree. Under ASan (make san) the
+ * to malloc, and both are freed by slab_strfree; a block that cannot be
+ * mapped gives NULL. Under ASan (make san) the
  * slab is plain calloc/free and only what holds in both is checked.
  */
 #include <setjmp.h>
@@ -11,8 +12,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "slab.h"
 
@@ -115,6 +120,45 @@ static void test_too_big_for_a_block(void **state)
 #endif
 }
 
+/* No block can be mapped (the address space limited to what the process
+ * has): NULL, not a crash; the slot already handed out is still good. In
+ * a child, so that the limit does not outlive the test. */
+static void test_out_of_memory(void **state)
+{
+#ifdef TEST_ASAN
+	skip(); /* ASan needs its address space; the slab is calloc there */
+#else
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct slab sl;
+		slab_init(&sl, 600);
+		char *first = slab_alloc(&sl);
+		for (size_t i = 1; i < sl.per_block; i++) /* the block full */
+			if (!slab_alloc(&sl))
+				_exit(2);
+		unsigned long pages = 0;
+		FILE *f = fopen("/proc/self/statm", "r");
+		if (!f || fscanf(f, "%lu", &pages) != 1)
+			_exit(3);
+		fclose(f);
+		struct rlimit rl = { .rlim_cur = pages * (unsigned long)sysconf(_SC_PAGESIZE) + 4096,
+				     .rlim_max = RLIM_INFINITY };
+		if (!first || setrlimit(RLIMIT_AS, &rl) != 0)
+			_exit(4);
+		if (slab_alloc(&sl) != NULL)
+			_exit(5);
+		memset(first, 1, sl.slot);
+		slab_free(&sl, first);
+		_exit(0);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+#endif
+}
+
 static void test_strings(void **state)
 {
 	struct slab sl;
@@ -154,6 +198,7 @@ int main(void)
 		cmocka_unit_test(test_slots_zeroed_distinct_aligned),
 		cmocka_unit_test(test_blocks_reused_and_given_back),
 		cmocka_unit_test(test_too_big_for_a_block),
+		cmocka_unit_test(test_out_of_memory),
 		cmocka_unit_test(test_strings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
