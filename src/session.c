@@ -229,17 +229,16 @@ static void session_free(struct session *s)
 		close(event_get_fd(s->defer_ev));
 		metrics_add(METRIC_SESSIONS_PARKED, -1);
 	}
-	if (s->defer_ev)
-		event_free(s->defer_ev);
+	event_del(s->defer_ev);
 	if (s->bev)
 		bufferevent_free(s->bev);
 	TAILQ_REMOVE(&sessions, s, link);
 	n_sessions--;
 	metrics_add(METRIC_SESSIONS_ACTIVE, -1);
-	free(s->name);
-	free(s->helo);
+	session_mem_strfree(s->name);
+	session_mem_strfree(s->helo);
 	free(s->tls_info);
-	free(s);
+	session_mem_free(s);
 }
 
 static void session_reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -358,7 +357,7 @@ static void session_dns_done(enum dns_name_status st, const char *name, void *ar
 	s->dns = NULL;
 	s->ident.name_status = st;
 	if (st == DNS_NAME_OK) {
-		s->name = strdup(name);
+		s->name = session_mem_strndup(name, strlen(name));
 		if (!s->name)
 			s->ident.name_status = DNS_NAME_TEMPFAIL;
 		s->ident.name = s->name;
@@ -762,32 +761,24 @@ static bool session_over_limits(struct session *s, const struct sockaddr *addr)
 void session_accept(struct session_env *env, int fd,
 		    const struct sockaddr *addr, socklen_t len)
 {
-	struct session *s = calloc(1, sizeof *s);
-	if (!s) {
-		log_err("session: out of memory; dropping a connection");
-		close(fd);
-		return;
+	struct session *s = session_mem_new();
+	if (s) {
+		s->env = env;
+		if (reap_ev || (reap_ev = event_new(env->base, -1, 0, session_reap_cb, NULL)))
+			s->bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	}
-	s->env = env;
-	if (!reap_ev && !(reap_ev = event_new(s->env->base, -1, 0, session_reap_cb, NULL))) {
-		free(s);
-		close(fd);
-		return;
-	}
-	s->bev = bufferevent_socket_new(s->env->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	s->defer_ev = event_new(s->env->base, -1, 0, session_defer_cb, s);
-	if (!s->bev || !s->defer_ev) {
+	if (!s || !s->bev || session_defer_assign(s) != 0) {
+		/* One try, non-blocking, on a socket nothing was written to. */
 		static const char msg[] = "421 4.3.0 Error: out of resources\r\n";
-		if (!s->bev) {
-			ssize_t n = write(fd, msg, sizeof msg - 1);
-			(void)n;
-			close(fd);
-		} else {
+		log_err("session: out of memory; refusing a connection");
+		if (s && s->bev) {
+			bufferevent_setfd(s->bev, -1); /* closed below */
 			bufferevent_free(s->bev);
 		}
-		if (s->defer_ev)
-			event_free(s->defer_ev);
-		free(s);
+		ssize_t n = write(fd, msg, sizeof msg - 1);
+		(void)n;
+		close(fd);
+		session_mem_free(s);
 		return;
 	}
 	s->ident.session_id = ++s->env->next_session_id;

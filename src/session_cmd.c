@@ -188,16 +188,6 @@ static void session_cmd_run(struct session *s, const char *line, size_t len)
 
 /* --- handlers ---------------------------------------------------------- */
 
-static char *dup_bytes(const char *p, size_t len)
-{
-	char *d = malloc(len + 1);
-	if (d) {
-		memcpy(d, p, len);
-		d[len] = 0;
-	}
-	return d;
-}
-
 static void session_reset_txn(struct session *s)
 {
 	session_txn_free(s);
@@ -214,14 +204,14 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd)
 		session_error(s);
 		return;
 	}
-	char *helo = dup_bytes(cmd->arg, name_len);
+	char *helo = session_mem_strndup(cmd->arg, name_len);
 	if (!helo) {
 		session_reply(s, REPLY_RESOURCES);
 		session_close(s, "out of memory");
 		return;
 	}
 	session_lane_end(s); /* its identity is about to change */
-	free(s->helo);
+	session_mem_strfree(s->helo);
 	s->helo = helo;
 	s->ident.helo = helo;
 	s->esmtp = ehlo;

@@ -117,14 +117,15 @@ struct session {
 		struct sockaddr_in6 in6;
 	} peer;
 	enum session_state state;
-	char *name;             /* confirmed PTR name */
-	char *helo;
+	char *name;             /* confirmed PTR name (session_mem_strndup) */
+	char *helo;             /* (session_mem_strndup) */
 	struct dns_ptr *dns;
 	struct replay *replay;  /* at most one exchange in flight */
 	struct session_lane *lane; /* fast lane state (session_lane.c); NULL: never taken */
 	struct txn *txn;
 	struct event *defer_ev; /* resume input on the next loop turn; the
-				 * read event while parked */
+				 * read event while parked (in the session's
+				 * slot: session_mem.c) */
 	char *tls_info;         /* protocol and cipher, once TLS is up */
 	const char *outcome;    /* why it closed: a string constant */
 	long long started_ms;   /* mstime_mono() at accept */
@@ -188,6 +189,15 @@ bool session_identity_ready(struct session *s, void (*then)(struct session *));
 bool session_more_input(struct session *s);
 /* Every open session (not those being freed), in accept order. */
 void session_foreach(void (*fn)(const struct session *s, void *arg), void *arg);
+
+/* session_mem.c: a zeroed session whose defer_ev points at its own
+ * (unassigned) event, NULL when out of memory; its names. */
+struct session *session_mem_new(void);
+void session_mem_free(struct session *s); /* defer_ev deleted first */
+char *session_mem_strndup(const char *p, size_t len);
+void session_mem_strfree(char *p);
+/* A session was parked: its bufferevent is back on the heap. */
+void session_mem_parked(struct event_base *base);
 
 /* session_cmd.c */
 void session_cmd_line(struct session *s, const char *line, size_t len);

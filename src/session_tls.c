@@ -62,7 +62,7 @@ void session_tls_start(struct session *s)
 	s->tls = true; /* from here on, even a failed handshake is "TLS" */
 	session_set_wait(s, SESSION_WAIT_TLS);
 	session_txn_free(s);
-	free(s->helo);
+	session_mem_strfree(s->helo);
 	s->helo = NULL;
 	s->ident.helo = NULL;
 	s->esmtp = false;
