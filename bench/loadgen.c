@@ -16,7 +16,9 @@
  *               over and over until stop; each round measures the rate at
  *               which the server reads (line length / time to the first
  *               byte of the reply) and writes (reply bytes after the first
- *               read / time from the first read to the last).
+ *               read / time from the first read to the last); and, per
+ *               client, the same over all its rounds (bytes / time summed),
+ *               which is what a probe client sees of its session.
  *   throughput  --conns sessions in parallel deliver --messages messages of
  *               --size bytes, --per-conn messages per connection; latency is
  *               MAIL sent -> 250 after the dot. --think-ms T: a session's
@@ -107,6 +109,7 @@ struct conn {
 	double t_last;       /* last byte seen */
 	size_t reply_bytes;  /* bytes of the current reply so far */
 	size_t first_bytes;  /* of them, those that came with its first byte */
+	double in_bytes, in_secs, out_bytes, out_secs; /* shaped: every round's */
 	size_t line_len;     /* shaped: bytes of the line sent */
 	size_t pending;      /* bytes left in the input buffer last time */
 	struct event *drip;  /* slow: the next body line */
@@ -123,7 +126,7 @@ struct report {
 	unsigned long attempted, connected, greeted, held, refused, failed, dropped;
 	unsigned long tls_ok, tls_failed, msgs_ok, msgs_failed, rounds;
 	double t_start, t_ready, t_end, t_tls_first, t_tls_last;
-	size_t n_lat, n_in, n_out;
+	size_t n_lat, n_in, n_out, n_cin, n_cout;
 };
 
 static struct child {
@@ -134,6 +137,7 @@ static struct child {
 	unsigned long msgs_target, msgs_assigned;
 	struct report r;
 	struct samples lat, rin, rout;
+	struct samples cin, cout; /* shaped: each client's rate over all its rounds */
 	SSL_CTX *ssl;
 	char *body;
 	size_t body_len;
@@ -330,14 +334,20 @@ static int on_reply(struct conn *k, int code)
 		tls_start(k);
 		return 0;
 	case C_SHAPE:
-		if (k->t_first > k->t_sent)
+		if (k->t_first > k->t_sent) {
 			sample_add(&c.rin, (double)(k->line_len - 1) / (k->t_first - k->t_sent));
+			k->in_bytes += (double)(k->line_len - 1);
+			k->in_secs += k->t_first - k->t_sent;
+		}
 		/* The bytes that came with the first one were not timed: a
 		 * trickle that moves two or three bytes a walk (a late walk
 		 * making up missed ticks) would otherwise read fast. */
-		if (k->reply_bytes > k->first_bytes && k->t_last > k->t_first)
+		if (k->reply_bytes > k->first_bytes && k->t_last > k->t_first) {
 			sample_add(&c.rout, (double)(k->reply_bytes - k->first_bytes) /
 						    (k->t_last - k->t_first));
+			k->out_bytes += (double)(k->reply_bytes - k->first_bytes);
+			k->out_secs += k->t_last - k->t_first;
+		}
 		c.r.rounds++;
 		if (!c.stopping)
 			shaped_send(k);
@@ -491,6 +501,11 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void conn_free(struct conn *k, int ok)
 {
 	c.conns[k->id] = NULL;
+	/* What this client saw over its whole session, as a probe would. */
+	if (k->in_secs > 0)
+		sample_add(&c.cin, k->in_bytes / k->in_secs);
+	if (k->out_secs > 0)
+		sample_add(&c.cout, k->out_bytes / k->out_secs);
 	if (k->drip)
 		event_free(k->drip);
 	bufferevent_free(k->bev);
@@ -711,11 +726,15 @@ static void child_run(unsigned index, int report_fd, int stop_fd)
 	c.r.n_lat = c.lat.n;
 	c.r.n_in = c.rin.n;
 	c.r.n_out = c.rout.n;
+	c.r.n_cin = c.cin.n;
+	c.r.n_cout = c.cout.n;
 	write_all(report_fd, "F", 1);
 	write_all(report_fd, &c.r, sizeof c.r);
 	write_all(report_fd, c.lat.v, c.lat.n * sizeof(float));
 	write_all(report_fd, c.rin.v, c.rin.n * sizeof(float));
 	write_all(report_fd, c.rout.v, c.rout.n * sizeof(float));
+	write_all(report_fd, c.cin.v, c.cin.n * sizeof(float));
+	write_all(report_fd, c.cout.v, c.cout.n * sizeof(float));
 	_exit(0);
 }
 
@@ -731,6 +750,17 @@ static double pct(struct samples *s, double p)
 		return NAN;
 	size_t i = (size_t)(p / 100.0 * (double)(s->n - 1) + 0.5);
 	return s->v[i];
+}
+
+/* n, p1/p50/p99 and the share within 5 +- 0.5 B/s of sorted rates. */
+static void print_rates(const char *name, struct samples *s)
+{
+	size_t ok = 0;
+	for (size_t i = 0; i < s->n; i++)
+		ok += fabsf(s->v[i] - 5.0f) <= 0.5f;
+	printf(" %s_n=%zu %s_p1=%.2f %s_p50=%.2f %s_p99=%.2f %s_5pm05=%.3f", name, s->n, name,
+	       pct(s, 1), name, pct(s, 50), name, pct(s, 99), name,
+	       s->n ? (double)ok / s->n : 0.0);
 }
 
 static void merge(struct samples *dst, const float *v, size_t n)
@@ -906,7 +936,7 @@ int main(int argc, char **argv)
 		close(stop[1]); /* every child sees EOF: stop */
 
 	struct report tot = {0};
-	struct samples lat = {0}, rin = {0}, rout = {0};
+	struct samples lat = {0}, rin = {0}, rout = {0}, cin = {0}, cout = {0};
 	double first_tls = 0, last_tls = 0, t_end = 0;
 	for (unsigned i = 0; i < o.procs; i++) {
 		char b = 0;
@@ -917,12 +947,15 @@ int main(int argc, char **argv)
 			fprintf(stderr, "loadgen: no report from child %u\n", i);
 			continue;
 		}
-		float *v = malloc((r.n_lat + r.n_in + r.n_out + 1) * sizeof *v);
-		if (!v || read_full(rep[i], v, (r.n_lat + r.n_in + r.n_out) * sizeof *v) != 0)
+		size_t nv = r.n_lat + r.n_in + r.n_out + r.n_cin + r.n_cout;
+		float *v = malloc((nv + 1) * sizeof *v);
+		if (!v || read_full(rep[i], v, nv * sizeof *v) != 0)
 			die("report");
 		merge(&lat, v, r.n_lat);
 		merge(&rin, v + r.n_lat, r.n_in);
 		merge(&rout, v + r.n_lat + r.n_in, r.n_out);
+		merge(&cin, v + r.n_lat + r.n_in + r.n_out, r.n_cin);
+		merge(&cout, v + r.n_lat + r.n_in + r.n_out + r.n_cin, r.n_cout);
 		free(v);
 		tot.attempted += r.attempted;
 		tot.connected += r.connected;
@@ -956,6 +989,8 @@ int main(int argc, char **argv)
 	qsort(lat.v, lat.n, sizeof(float), cmp_float);
 	qsort(rin.v, rin.n, sizeof(float), cmp_float);
 	qsort(rout.v, rout.n, sizeof(float), cmp_float);
+	qsort(cin.v, cin.n, sizeof(float), cmp_float);
+	qsort(cout.v, cout.n, sizeof(float), cmp_float);
 	static const char *names[] = {"idle", "shaped", "throughput", "slow"};
 	printf("loadgen mode=%s procs=%u conns=%u attempted=%lu connected=%lu greeted=%lu "
 	       "held=%lu refused=%lu failed=%lu dropped=%lu bad_children=%d",
@@ -974,16 +1009,11 @@ int main(int argc, char **argv)
 		       o.messages, o.size, o.per_conn, tot.msgs_ok, tot.msgs_failed, t_end,
 		       t_end > 0 ? tot.msgs_ok / t_end : 0.0, pct(&lat, 50), pct(&lat, 99), o.think_ms);
 	if (o.mode == M_SHAPED) {
-		size_t in_ok = 0, out_ok = 0;
-		for (size_t i = 0; i < rin.n; i++)
-			in_ok += fabsf(rin.v[i] - 5.0f) <= 0.5f;
-		for (size_t i = 0; i < rout.n; i++)
-			out_ok += fabsf(rout.v[i] - 5.0f) <= 0.5f;
-		printf(" rounds=%lu line=%u in_n=%zu in_p1=%.2f in_p50=%.2f in_p99=%.2f "
-		       "in_5pm05=%.3f out_n=%zu out_p1=%.2f out_p50=%.2f out_p99=%.2f out_5pm05=%.3f",
-		       tot.rounds, o.line, rin.n, pct(&rin, 1), pct(&rin, 50), pct(&rin, 99),
-		       rin.n ? (double)in_ok / rin.n : 0.0, rout.n, pct(&rout, 1), pct(&rout, 50),
-		       pct(&rout, 99), rout.n ? (double)out_ok / rout.n : 0.0);
+		printf(" rounds=%lu line=%u", tot.rounds, o.line);
+		print_rates("in", &rin);
+		print_rates("out", &rout);
+		print_rates("client_in", &cin);
+		print_rates("client_out", &cout);
 	}
 	printf("\n");
 	return bad ? 1 : 0;

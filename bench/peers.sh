@@ -356,6 +356,9 @@ if [ "$scale" != 0 ]; then
 		-v in50="$(kv "$o1" in_p50)" -v in1="$(kv "$o1" in_p1)" -v in99="$(kv "$o1" in_p99)" \
 		-v out50="$(kv "$o1" out_p50)" -v out1="$(kv "$o1" out_p1)" -v out99="$(kv "$o1" out_p99)" \
 		-v inok="$(kv "$o1" in_5pm05)" -v outok="$(kv "$o1" out_5pm05)" -v rounds="$(kv "$o1" in_n)" \
+		-v cin="$(kv "$o1" client_in_p1)/$(kv "$o1" client_in_p50)/$(kv "$o1" client_in_p99)" \
+		-v cout="$(kv "$o1" client_out_p1)/$(kv "$o1" client_out_p50)/$(kv "$o1" client_out_p99)" \
+		-v cinok="$(kv "$o1" client_in_5pm05)" -v coutok="$(kv "$o1" client_out_5pm05)" \
 		'BEGIN {
 		printf "scale shaped=%d/%d idle=%d/%d workers=%d window_s=%d\n", h1, n, h2, ni, w, win
 		printf "memory: %.0f KiB for %d sessions = %.2f KiB per session (%s)\n", a - b, h1 + h2, (a - b) / (h1 + h2), h2 ? "shaped and idle together" : "shaped alone"
@@ -370,6 +373,7 @@ if [ "$scale" != 0 ]; then
 		}
 		if (cost != "") printf "system call cost now (build/syscost): %s\n", cost
 		printf "rates seen by the shaped clients (%d HELO rounds): in p1/p50/p99 %s/%s/%s B/s, out %s/%s/%s B/s; within 5+-0.5: in %s, out %s\n", rounds, in1, in50, in99, out1, out50, out99, inok, outok
+		printf "rates per client over all its rounds (%d clients, as a probe client sees it): in p1/p50/p99 %s B/s, out %s B/s; within 5+-0.5: in %s, out %s\n", h1, cin, cout, cinok, coutok
 	}' | tee "$dir/scale.txt"
 	stop_server
 	exit 0
