@@ -395,6 +395,7 @@ if [ "$tls" != 0 ]; then
 	wait_ready "$dir/ready.tls" $lg
 	sleep 5
 	after=$(private_kb "$srv_pid")
+	heapwalk
 	wait $lg
 	o=$(cat "$dir/tls.out")
 	echo "tls: $o" >&2

@@ -23,21 +23,21 @@
  * for larger chunks nor given back. The per-size tcache (7 chunks a size)
  * still serves the small allocations that come and go.
  *
- * Free pages inside the heap (not on its top) are given back by
- * malloc_trim, SESSION_MEM_TRIM_DELAY_MS after a session parks (each
- * parking frees a bufferevent; the timer is not re-armed while pending):
- * at most one trim per delay per worker, and only while sessions park.
+ * Rejected: malloc_trim a little after sessions park (it gave 10,000
+ * idle sessions 1.19 KiB each instead of 1.33): with tens of thousands
+ * of sessions it held the loop 2 ms (median) to 120 ms at a time, every
+ * 2 s per worker, and the pages it gave back were faulted in again at
+ * once by the next bufferevents (`bench/peers.sh --scale 50000`: 1.68 ->
+ * 2.01 cores).
  *
  * Allocation failure: NULL, and the caller closes that one session.
  * Loop thread only. Exports session_mem_new, session_mem_free,
- * session_mem_strndup, session_mem_strfree, session_mem_parked.
+ * session_mem_strndup, session_mem_strfree.
  */
 #include "session_priv.h"
 
 #include <malloc.h>
 #include <event2/event.h>
-
-#include "mstime.h"
 
 #include "slab.h"
 
@@ -47,15 +47,11 @@
 /* Name slots: a tag byte, the name, its NUL (46 bytes of name: most HELO
  * and PTR names; a longer one is malloc'ed). */
 #define SESSION_MEM_NAME_SLOT 48
-/* From a parking to the heap's trim. */
-#define SESSION_MEM_TRIM_DELAY_MS 2000
 /* Where the defer event starts in a session's slot. */
 #define SESSION_MEM_EV_OFF ((sizeof(struct session) + 15) & ~(size_t)15)
 
 static struct slab session_slab, name_slab;
 static bool session_mem_ready;
-static struct event *trim_ev; /* on trim_base, the first base to park a session */
-static struct event_base *trim_base;
 
 static void session_mem_init(void)
 {
@@ -92,22 +88,4 @@ char *session_mem_strndup(const char *p, size_t len)
 void session_mem_strfree(char *p)
 {
 	slab_strfree(&name_slab, p);
-}
-
-static void session_mem_trim_cb(evutil_socket_t fd, short what, void *arg)
-{
-	malloc_trim(0);
-}
-
-void session_mem_parked(struct event_base *base)
-{
-	if (!trim_base) {
-		if (!(trim_ev = evtimer_new(base, session_mem_trim_cb, NULL)))
-			return; /* out of memory: no trim, nothing else lost */
-		trim_base = base;
-	}
-	if (base != trim_base || evtimer_pending(trim_ev, NULL))
-		return;
-	struct timeval tv = mstime_tv(SESSION_MEM_TRIM_DELAY_MS);
-	(void)evtimer_add(trim_ev, &tv); /* a failure: this trim is skipped */
 }

@@ -197,7 +197,6 @@ static bool park_now(struct session *s)
 	s->parked = true;
 	metrics_add(METRIC_SESSIONS_PARKED, 1);
 	metrics_inc(METRIC_SESSION_PARKINGS);
-	session_mem_parked(s->env->base);
 	log_debug("session=%llu parked", s->ident.session_id);
 	return true;
 }

@@ -196,8 +196,6 @@ struct session *session_mem_new(void);
 void session_mem_free(struct session *s); /* defer_ev deleted first */
 char *session_mem_strndup(const char *p, size_t len);
 void session_mem_strfree(char *p);
-/* A session was parked: its bufferevent is back on the heap. */
-void session_mem_parked(struct event_base *base);
 
 /* session_cmd.c */
 void session_cmd_line(struct session *s, const char *line, size_t len);

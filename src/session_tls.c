@@ -23,6 +23,10 @@
 #include "throttle.h"
 #include "tls.h"
 
+/* Plaintext bytes read through the TLS layer at a time: with libevent's
+ * chain header, one 4-KiB heap chunk. */
+#define SESSION_TLS_READ_MAX (4096 - 128)
+
 /* Layers TLS over the socket once the 220 has left it. */
 static void session_tls_begin(struct session *s)
 {
@@ -37,6 +41,15 @@ static void session_tls_begin(struct session *s)
 		session_close(s, "TLS set-up failed");
 		return;
 	}
+	/* The TLS layer reserves room for its largest read in its input
+	 * before every SSL_read, and an idle session keeps that room while
+	 * nothing comes: libevent's default (16 KiB) is a 32-KiB chunk per
+	 * idle TLS session, resident once the heap around it has been used;
+	 * this bound keeps it within one 4-KiB chunk (what a command needs;
+	 * a body is read in several turns of the same loop). */
+	if (bufferevent_set_max_single_read(tls, SESSION_TLS_READ_MAX) != 0)
+		log_debug("session=%llu TLS read bound refused: libevent's default stays",
+			  s->ident.session_id); /* only an invalid size is refused */
 	/* No shaping during the handshake, on either layer (the trickle on
 	 * the socket, or a limit on the TLS layer, would meter the
 	 * handshake too): a shaped client could never finish one at 5 B/s.
