@@ -168,10 +168,13 @@ static uint32_t throttle_now(struct event_base *base)
 	return throttle_tv_ms(&tv);
 }
 
-/* Whether a timeout of tv (unset: none) has passed since the clock at. */
-static bool throttle_expired(const struct timeval *tv, uint32_t at, uint32_t now)
+/* A bufferevent's timeout in ms (0: none). */
+static uint32_t throttle_tmo_ms(const struct timeval *tv)
 {
-	return timerisset(tv) && now - at >= throttle_tv_ms(tv);
+	if (!timerisset(tv))
+		return 0;
+	uint32_t ms = throttle_tv_ms(tv);
+	return ms ? ms : 1;
 }
 
 /* At most n bytes from the socket into in: >0 read, 0 EOF, -1 errno. A
@@ -240,16 +243,24 @@ static bool throttle_event(struct throttle_loop *l, struct throttle *t, short wh
 }
 
 /* Nothing moved (errno says why) in direction dir (BEV_EVENT_READING or
- * _WRITING): an error, or a timeout when tv has passed since at, is
- * reported; false when the walk must leave t. */
+ * _WRITING): the event to report (an error, or a timeout when tmo_ms
+ * (0: none) has passed since at), or 0. The one rule for entries with
+ * their bufferevent and lent ones. */
+static short throttle_stall_event(short dir, uint32_t tmo_ms, uint32_t at, uint32_t now)
+{
+	if (!throttle_would_block())
+		return BEV_EVENT_ERROR | dir;
+	if (tmo_ms && now - at >= tmo_ms)
+		return BEV_EVENT_TIMEOUT | dir;
+	return 0;
+}
+
+/* The same, reported; false when the walk must leave t. */
 static bool throttle_stalled(struct throttle_loop *l, struct throttle *t, short dir,
 			     const struct timeval *tv, uint32_t at, uint32_t now)
 {
-	if (!throttle_would_block())
-		return throttle_event(l, t, BEV_EVENT_ERROR | dir);
-	if (throttle_expired(tv, at, now))
-		return throttle_event(l, t, BEV_EVENT_TIMEOUT | dir);
-	return true;
+	short what = throttle_stall_event(dir, throttle_tmo_ms(tv), at, now);
+	return what ? throttle_event(l, t, what) : true;
 }
 
 /* One tick's bytes into the input; false when the walk must leave t. */
@@ -306,14 +317,6 @@ enum throttle_news {
 	THROTTLE_SENT,  /* the last output byte left */
 	THROTTLE_EVENT, /* EOF, an error or a timeout (BEV_EVENT_*) */
 };
-
-static uint32_t throttle_tmo_ms(const struct timeval *tv)
-{
-	if (!timerisset(tv))
-		return 0;
-	uint32_t ms = throttle_tv_ms(tv);
-	return ms ? ms : 1;
-}
 
 bool throttle_lendable(const struct throttle *t)
 {
@@ -397,18 +400,12 @@ size_t throttle_lent_output(const struct throttle *t)
 	return t && t->lent ? (size_t)(t->lent->out_len - t->lent->out_sent) : 0;
 }
 
-/* Nothing moved on a lent entry (errno says why): an error, or a timeout
- * of tmo_ms since at, is news. */
+/* Nothing moved on a lent entry: news when throttle_stall_event says so. */
 static enum throttle_news throttle_lent_stalled(short dir, uint32_t tmo_ms, uint32_t at,
 						uint32_t now, short *what)
 {
-	if (!throttle_would_block())
-		*what = BEV_EVENT_ERROR | dir;
-	else if (tmo_ms && now - at >= tmo_ms)
-		*what = BEV_EVENT_TIMEOUT | dir;
-	else
-		return THROTTLE_QUIET;
-	return THROTTLE_EVENT;
+	*what = throttle_stall_event(dir, tmo_ms, at, now);
+	return *what ? THROTTLE_EVENT : THROTTLE_QUIET;
 }
 
 /* One tick's bytes into a lent entry's line. Limits: the line is kept up
