@@ -152,43 +152,31 @@ bool session_park(struct session *s)
 	return park_now(s);
 }
 
-/* Shaped: the trickle reads and writes for it (shape_lend), and wakes it
- * with news; defer_ev only keeps the descriptor, never added. */
-static bool park_shaped(struct session *s, evutil_socket_t fd)
-{
-	event_del(s->defer_ev);
-	if (event_assign(s->defer_ev, s->env->base, fd, 0, session_park_cb, s) != 0 ||
-	    !shape_lend(&s->shape)) {
-		session_defer_assign(s);
-		return false;
-	}
-	return true;
-}
-
-/* Parks s (its predicate checked by the caller). */
+/* Parks s (its predicate checked by the caller). Unshaped, defer_ev
+ * becomes a bare read event whose timeout is what is left of the
+ * command's time, as the read timeout would have counted it (both
+ * restart when a reply has left). Shaped, the trickle reads and writes
+ * for it (shape_lend) and wakes it with news: defer_ev only keeps the
+ * descriptor, never added. */
 static bool park_now(struct session *s)
 {
 	evutil_socket_t fd = bufferevent_getfd(s->bev);
 	if (fd < 0)
 		return false;
-	if (shape_is_on(&s->shape)) {
-		if (!park_shaped(s, fd))
-			return false;
-	} else {
-		/* What is left of the command's time, as the read timeout
-		 * would have counted it (both restart when a reply has left). */
-		long long left = s->deadline_ms ? s->deadline_ms - mstime_mono()
-						: s->env->cfg->smtpd_timeout_ms;
-		struct timeval tv = mstime_tv(left);
+	bool shaped = shape_is_on(&s->shape);
+	long long left = s->deadline_ms ? s->deadline_ms - mstime_mono()
+					: s->env->cfg->smtpd_timeout_ms;
+	struct timeval tv = mstime_tv(left);
+	event_del(s->defer_ev);
+	if (event_assign(s->defer_ev, s->env->base, fd, shaped ? 0 : EV_READ, session_park_cb,
+			 s) != 0 ||
+	    (shaped ? !shape_lend(&s->shape) : event_add(s->defer_ev, &tv) != 0)) {
 		event_del(s->defer_ev);
-		if (event_assign(s->defer_ev, s->env->base, fd, EV_READ, session_park_cb, s) != 0 ||
-		    event_add(s->defer_ev, &tv) != 0) {
-			event_del(s->defer_ev);
-			session_defer_assign(s);
-			return false;
-		}
-		shape_leave(&s->shape);
+		session_defer_assign(s);
+		return false;
 	}
+	if (!shaped)
+		shape_leave(&s->shape);
 	/* Without the descriptor the bufferevent does not close it when
 	 * freed (BEV_OPT_CLOSE_ON_FREE acts only on a descriptor >= 0). */
 	bufferevent_setfd(s->bev, -1);
