@@ -138,6 +138,13 @@ void session_count_reply(struct session *s, int code, size_t len)
 		event_active(s->defer_ev, 0, 0);
 }
 
+size_t session_refuse_raw(const struct session_env *env, int fd)
+{
+	char buf[600];
+	size_t len = reply_format(REPLY_RESOURCES, env->cfg->myhostname, NULL, buf, sizeof buf);
+	return len > 0 && write(fd, buf, len) == (ssize_t)len ? len : 0;
+}
+
 void session_reply(struct session *s, enum reply_id id)
 {
 	char buf[600];
@@ -768,15 +775,12 @@ void session_accept(struct session_env *env, int fd,
 			s->bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	}
 	if (!s || !s->bev || session_defer_assign(s) != 0) {
-		/* One try, non-blocking, on a socket nothing was written to. */
-		static const char msg[] = "421 4.3.0 Error: out of resources\r\n";
 		log_err("session: out of memory; refusing a connection");
 		if (s && s->bev) {
 			bufferevent_setfd(s->bev, -1); /* closed below */
 			bufferevent_free(s->bev);
 		}
-		ssize_t n = write(fd, msg, sizeof msg - 1);
-		(void)n;
+		(void)session_refuse_raw(env, fd); /* nothing was written to it */
 		close(fd);
 		session_mem_free(s);
 		return;

@@ -200,12 +200,10 @@ bool session_unpark(struct session *s)
 	metrics_add(METRIC_SESSIONS_PARKED, -1);
 	struct bufferevent *bev = bufferevent_socket_new(s->env->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!bev) {
-		char buf[600];
-		size_t len = reply_format(REPLY_RESOURCES, s->env->cfg->myhostname,
-					  s->ident.addr, buf, sizeof buf);
-		/* One try, non-blocking: the socket's buffer is empty (nothing
-		 * was left to write when it was parked). */
-		if (len > 0 && write(fd, buf, len) == (ssize_t)len)
+		/* The socket's buffer is empty: nothing was left to write
+		 * when it was parked (a lent reply's rest is lost). */
+		size_t len = session_refuse_raw(s->env, fd);
+		if (len > 0)
 			session_count_reply(s, reply_code(REPLY_RESOURCES), len);
 		close(fd);
 		log_warn("session=%llu client=%s out of memory when unparking",

@@ -170,6 +170,10 @@ struct session {
 /* session.c */
 void session_set_state(struct session *s, enum session_state st);
 void session_reply(struct session *s, enum reply_id id);
+/* 421 out of resources written straight to fd, one non-blocking try, for
+ * a client without a bufferevent (at accept, or when unparking fails):
+ * the bytes written, 0 if not all. The caller closes fd. */
+size_t session_refuse_raw(const struct session_env *env, int fd);
 /* Counts a reply of len bytes just added to the output (metrics,
  * bytes_out) and sees that it is written on this loop turn. */
 void session_count_reply(struct session *s, int code, size_t len);
