@@ -103,15 +103,8 @@ static void shape_off(struct shape *sh, enum shape_state next)
 static void shape_due(void *arg)
 {
 	struct shape *sh = arg;
-	if (shape_used_ms(sh) < sh->cfg->shape_time_ms)
-		return;
-	/* Lent: the owner takes its bytes back first, then goes full speed. */
-	if (throttle_is_lent(sh->thr)) {
-		sh->wake(sh->arg);
-		if (sh->state != SHAPE_ON || throttle_is_lent(sh->thr))
-			return; /* closed meanwhile; or no memory: the next tick */
-	}
-	shape_finish(sh, "shape_time spent");
+	if (shape_used_ms(sh) >= sh->cfg->shape_time_ms)
+		shape_finish(sh, "shape_time spent");
 }
 
 static void shape_wake(void *arg)
@@ -171,9 +164,20 @@ bool shape_start(struct shape *sh, int score)
 	return true;
 }
 
+/* Before the trickle goes while the client stays: a lent trickle's bytes
+ * go back to the owner's bufferevent (wake). False when they could not
+ * (no memory: try again later) or the owner closed meanwhile. */
+static bool shape_take_back(struct shape *sh)
+{
+	if (!throttle_is_lent(sh->thr))
+		return true;
+	sh->wake(sh->arg);
+	return sh->state == SHAPE_ON && !throttle_is_lent(sh->thr);
+}
+
 void shape_pause(struct shape *sh)
 {
-	if (sh->state != SHAPE_ON)
+	if (sh->state != SHAPE_ON || !shape_take_back(sh))
 		return;
 	shape_off(sh, SHAPE_PAUSED);
 	throttle_window(shape_fd(sh), true);
@@ -181,7 +185,7 @@ void shape_pause(struct shape *sh)
 
 void shape_finish(struct shape *sh, const char *why)
 {
-	if (sh->state == SHAPE_SPENT || sh->state == SHAPE_NEVER)
+	if (sh->state == SHAPE_SPENT || sh->state == SHAPE_NEVER || !shape_take_back(sh))
 		return;
 	shape_off(sh, SHAPE_SPENT);
 	shape_set_state(sh, SHAPE_SPENT);
