@@ -615,6 +615,13 @@ static void test_lent_off_drops_the_bytes(void **state)
 	 * owner's to close. */
 	throttle_off(c->thr);
 	c->thr = NULL;
+	/* Nothing of it is sent afterwards, tick after tick. */
+	long long end = mstime_mono() + 3 * TICK_MS;
+	while (mstime_mono() < end)
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	char buf[16];
+	assert_int_equal(read(c->peer, buf, sizeof buf), -1);
+	assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
 	close(c->lent_fd);
 }
 
