@@ -91,3 +91,10 @@ sink_count() { # file key
 kv() { # line key
 	sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"
 }
+net_losses() { # packets the kernel's per-CPU backlog dropped, and TCP segments retransmitted, so far
+	local drops=0 retrans _ d
+	while read -r _ d _; do drops=$((drops + 16#$d)); done </proc/net/softnet_stat
+	retrans=$(awk '$1 == "Tcp:" && !h { for (i = 1; i <= NF; i++) col[$i] = i; h = 1; next }
+		$1 == "Tcp:" { print $col["RetransSegs"] }' /proc/net/snmp)
+	echo "$drops $retrans"
+}

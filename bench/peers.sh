@@ -12,7 +12,13 @@
 #                                 clients see
 #                                 (IDLE=M: M idle sessions instead of N;
 #                                 IDLE=0: shaped sessions alone, so that
-#                                 the memory figure is theirs)
+#                                 the memory figure is theirs; PROBES=K:
+#                                 K probe clients [100], shaped sessions
+#                                 in a load process of their own at
+#                                 PROBE_NICE [-10], whose rates are
+#                                 printed apart;
+#                                 NETDEV_BACKLOG=P: net.core.netdev_max_backlog
+#                                 during the run [100000; 0: leave it])
 #   bench/peers.sh --tls N        sluice only, one worker: N idle sessions
 #                                 after STARTTLS; memory per TLS session and
 #                                 STARTTLS handshakes per second
@@ -107,7 +113,9 @@ cleanup() {
 	[ -n "$srv_pid" ] && stop_server
 	for p in "${pids[@]}"; do stop_pid "$p"; done
 	[ -n "${KEEP:-}" ] && echo "work directory kept: $dir" >&2 || rm -rf "$dir"
+	[ -n "$backlog_was" ] && sysctl -qw net.core.netdev_max_backlog="$backlog_was"
 }
+backlog_was=
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -299,6 +307,17 @@ wait_ready() { # file pid
 if [ "$scale" != 0 ]; then
 	# N shaped + N idle at once, one sluice with W workers.
 	n=$scale window=${WINDOW:-15}
+	# Every worker's walk sends a tick's byte to thousands of sockets at
+	# once; on loopback those segments queue in the per-CPU backlog, whose
+	# default (1,000 packets) drops some of them at 50,000 shaped sessions
+	# (1,465 in a 15 s window), and each drop comes again only after
+	# TCP's 200 ms retransmission timer. A host that holds this many
+	# connections raises it (NETDEV_BACKLOG=0 keeps the machine's value).
+	want=${NETDEV_BACKLOG:-100000}
+	if [ "$want" != 0 ]; then
+		backlog_was=$(sysctl -n net.core.netdev_max_backlog)
+		sysctl -qw net.core.netdev_max_backlog="$want" || die "sysctl net.core.netdev_max_backlog failed"
+	fi
 	start_sluice
 	before=$(private_kb "$srv_pid")
 	lp=$(( (n + 17999) / 18000 )); [ "$lp" -lt 2 ] && lp=2
@@ -317,8 +336,23 @@ if [ "$scale" != 0 ]; then
 	fi
 	wait_ready "$dir/ready.shaped" $lg1
 	[ -n "$lg2" ] && wait_ready "$dir/ready.idle" $lg2
+	# Probe clients: a few shaped sessions more, in a process of their own
+	# that has little else to do and runs before the load (nice -10), so
+	# that the rates they print are what sluice sends and reads, not how
+	# late a process sharing the two cores with eight busy workers and six
+	# load processes got round to reading: a reply's rate is timed from its
+	# first read to its last, and a first read 0.4 s late reads 10 % fast.
+	probes=${PROBES:-100} lgp=
+	if [ "$probes" -gt 0 ]; then
+		nice -n "${PROBE_NICE:--10}" "$loadgen" --port "$srv_port" --mode shaped --conns "$probes" --procs 1 --src 127.2.1.1 \
+			--srcs 50 --rate 100 --line 60 --hold $((window + 20)) --timeout 900 \
+			--ready-file "$dir/ready.probe" >"$dir/scale.probe" &
+		lgp=$!
+		wait_ready "$dir/ready.probe" $lgp
+	fi
 	sleep 10 # every shaped session in its HELO loop
 	w=$(pids_of "$srv_pid")
+	read -r drop0 rtx0 < <(net_losses)
 	c0=$(cpu_ticks "$srv_pid") v0=$(sum_status "$w" voluntary_ctxt_switches)
 	i0=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r0=$(sum_status "$w" syscr) s0=$(sum_status "$w" syscw)
@@ -335,6 +369,7 @@ if [ "$scale" != 0 ]; then
 		sleep "$window"
 	fi
 	c1=$(cpu_ticks "$srv_pid") v1=$(sum_status "$w" voluntary_ctxt_switches)
+	read -r drop1 rtx1 < <(net_losses)
 	i1=$(sum_status "$w" nonvoluntary_ctxt_switches)
 	r1=$(sum_status "$w" syscr) s1=$(sum_status "$w" syscw)
 	after=$(private_kb "$srv_pid")
@@ -344,10 +379,11 @@ if [ "$scale" != 0 ]; then
 	bycall=$(awk -F, '/syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ {
 		sub(/.*sys_enter_/, "", $3); printf "%s=%s ", $3, $1 }' "$perf_out" 2>/dev/null)
 	[ -n "$lg2" ] && kill -USR1 $lg2 2>/dev/null # measured: the idle sessions' long hold can end
-	wait $lg1 $lg2
-	o1=$(cat "$dir/scale.shaped") o2=$(cat "$dir/scale.idle")
+	wait $lg1 $lg2 $lgp
+	o1=$(cat "$dir/scale.shaped") o2=$(cat "$dir/scale.idle") op=$(cat "$dir/scale.probe" 2>/dev/null)
 	echo "shaped: $o1" >&2
 	echo "idle: $o2" >&2
+	[ -n "$lgp" ] && echo "probe: $op" >&2
 	h1=$(kv "$o1" held) h2=$(kv "$o2" held); h2=${h2:-0}
 	hz=$(getconf CLK_TCK)
 	awk -v n="$n" -v ni="$ni" -v h1="$h1" -v h2="$h2" -v b="$before" -v a="$after" -v c="$((c1 - c0))" \
@@ -359,8 +395,15 @@ if [ "$scale" != 0 ]; then
 		-v cin="$(kv "$o1" client_in_p1)/$(kv "$o1" client_in_p50)/$(kv "$o1" client_in_p99)" \
 		-v cout="$(kv "$o1" client_out_p1)/$(kv "$o1" client_out_p50)/$(kv "$o1" client_out_p99)" \
 		-v cinok="$(kv "$o1" client_in_5pm05)" -v coutok="$(kv "$o1" client_out_5pm05)" \
+		-v drops="$((drop1 - drop0))" -v rtx="$((rtx1 - rtx0))" -v backlog="$(sysctl -n net.core.netdev_max_backlog)" \
+		-v np="$(kv "$op" held)" -v prounds="$(kv "$op" in_n)" \
+		-v pin="$(kv "$op" in_p1)/$(kv "$op" in_p50)/$(kv "$op" in_p99)" \
+		-v pout="$(kv "$op" out_p1)/$(kv "$op" out_p50)/$(kv "$op" out_p99)" \
+		-v pinok="$(kv "$op" in_5pm05)" -v poutok="$(kv "$op" out_5pm05)" \
+		-v pcinok="$(kv "$op" client_in_5pm05)" -v pcoutok="$(kv "$op" client_out_5pm05)" \
 		'BEGIN {
 		printf "scale shaped=%d/%d idle=%d/%d workers=%d window_s=%d\n", h1, n, h2, ni, w, win
+		n_load = h1; h1 += np # the probes are shaped sessions too
 		printf "memory: %.0f KiB for %d sessions = %.2f KiB per session (%s)\n", a - b, h1 + h2, (a - b) / (h1 + h2), h2 ? "shaped and idle together" : "shaped alone"
 		printf "cpu: %.2f cores (%.1f us per shaped session per second)\n", c / hz / win, c / hz / win / h1 * 1e6
 		printf "wake-ups (voluntary context switches): %.3f per shaped session per second (involuntary %.3f)\n", vol / win / h1, inv / win / h1
@@ -371,9 +414,11 @@ if [ "$scale" != 0 ]; then
 			for (i = 1; i <= k; i++) { split(kv[i], p, "="); if (p[2] > 0) line = line sprintf(" %s %.2f", p[1], p[2] / win / h1) }
 			printf "by call (perf syscalls:sys_enter_*), per shaped session per second:%s\n", line
 		}
+		printf "loopback losses: %d packets dropped by the per-CPU backlog (net.core.netdev_max_backlog = %d), %d TCP segments retransmitted (%.3f per shaped session per second)\n", drops, backlog, rtx, rtx / win / h1
 		if (cost != "") printf "system call cost now (build/syscost): %s\n", cost
 		printf "rates seen by the shaped clients (%d HELO rounds): in p1/p50/p99 %s/%s/%s B/s, out %s/%s/%s B/s; within 5+-0.5: in %s, out %s\n", rounds, in1, in50, in99, out1, out50, out99, inok, outok
-		printf "rates per client over all its rounds (%d clients, as a probe client sees it): in p1/p50/p99 %s B/s, out %s B/s; within 5+-0.5: in %s, out %s\n", h1, cin, cout, cinok, coutok
+		printf "rates per load client over all its rounds (%d clients): in p1/p50/p99 %s B/s, out %s B/s; within 5+-0.5: in %s, out %s\n", n_load, cin, cout, cinok, coutok
+		if (np != "") printf "probe clients (%d in a process of their own, %d rounds): in p1/p50/p99 %s B/s, out %s B/s; rounds within 5+-0.5: in %s, out %s; clients within 5+-0.5: in %s, out %s\n", np, prounds, pin, pout, pinok, poutok, pcinok, pcoutok
 	}' | tee "$dir/scale.txt"
 	stop_server
 	exit 0
