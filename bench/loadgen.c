@@ -298,9 +298,11 @@ static int on_reply(struct conn *k, int code)
 			send_line(k, o.mode == M_SHAPED ? "HELO " : "EHLO ", o.helo);
 			break;
 		}
-		if (code == 421 || code == 554)
+		if (code == 421 || code == 554) {
 			c.r.refused++;
-		else
+			if (o.mode == M_IDLE)
+				sample_add(&c.lat, (t - k->t_sent) * 1000.0);
+		} else
 			c.r.failed++;
 		k->counted_ready = 1;
 		check_ready();
@@ -554,6 +556,7 @@ static void conn_open(void)
 		return;
 	}
 	k->id = slot;
+	k->t_sent = now(); /* idle: the clock of a refusal (connect -> 421) */
 	k->bev = bufferevent_socket_new(c.base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!k->bev) {
 		close(fd);
@@ -998,6 +1001,9 @@ int main(int argc, char **argv)
 	       tot.held, tot.refused, tot.failed, tot.dropped, bad);
 	if (hold_mode)
 		printf(" ready_s=%.2f hold_s=%u", t_ready, o.hold);
+	if (o.mode == M_IDLE && tot.refused)
+		printf(" refuse_p50_ms=%.2f refuse_p99_ms=%.2f refuse_max_ms=%.2f", pct(&lat, 50),
+		       pct(&lat, 99), pct(&lat, 100));
 	if (o.starttls) {
 		double span = last_tls - first_tls;
 		printf(" tls_ok=%lu tls_failed=%lu tls_span_s=%.2f tls_hs_per_s=%.0f", tot.tls_ok,

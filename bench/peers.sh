@@ -19,6 +19,12 @@
 #                                 printed apart;
 #                                 NETDEV_BACKLOG=P: net.core.netdev_max_backlog
 #                                 during the run [100000; 0: leave it])
+#   bench/peers.sh --overload N   sluice only, two workers: N clients at once
+#                                 against session_limit (OVL_LIMIT [1000] a
+#                                 worker), then against the file limit
+#                                 (OVL_FILES [1024] descriptors a worker):
+#                                 held, refused with 421 and how fast, CPU,
+#                                 limit log lines, workers alive
 #   bench/peers.sh --tls N        sluice only, one worker: N idle sessions
 #                                 after STARTTLS; memory per TLS session and
 #                                 STARTTLS handshakes per second
@@ -58,12 +64,13 @@ cd "$(dirname "$0")/.." || exit 2
 root=$PWD
 
 args="$*"
-quick=0 write=0 only=direct,sluice,nginx,haraka scale=0 tls=0
+quick=0 write=0 only=direct,sluice,nginx,haraka scale=0 tls=0 overload=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 ;;
 	--scale) scale=$2; shift ;;
 	--tls) tls=$2; shift ;;
+	--overload) overload=$2; shift ;;
 	--write) write=1 ;;
 	--only) only=$2; shift ;;
 	*) echo "usage: bench/peers.sh [--quick] [--write] [--only list]" >&2; exit 2 ;;
@@ -94,8 +101,8 @@ if [ -n "$need" ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >/dev/null || die "apt-get install$need failed"
 fi
 haraka_dir=$root/bench/.peers/haraka
-# Haraka only when it runs: --scale and --tls run sluice alone.
-if [ "$scale" = 0 ] && [ "$tls" = 0 ] && [[ ,$only, == *,haraka,* ]] &&
+# Haraka only when it runs: --scale, --tls and --overload run sluice alone.
+if [ "$scale" = 0 ] && [ "$tls" = 0 ] && [ "$overload" = 0 ] && [[ ,$only, == *,haraka,* ]] &&
 	[ ! -x "$haraka_dir/node_modules/.bin/haraka" ]; then
 	mkdir -p "$haraka_dir"
 	(cd "$haraka_dir" && npm install --no-audit --no-fund --loglevel=error Haraka@3) >/dev/null ||
@@ -138,7 +145,7 @@ srv_pid='' srv_port=''
 start_sluice() {
 	srv_port=$(free_port)
 	rm -rf "$dir/spool" "$dir/state"; mkdir -p "$dir/spool" "$dir/state"
-	"$sluice_bin" -f -c /dev/null \
+	${SLUICE_WRAP:-} "$sluice_bin" -f -c /dev/null \
 		-o listen=127.0.0.1:"$srv_port" -o backend=127.0.0.1:"$sink_port" \
 		-o backend_xclient=no -o backend_pool_size=8 -o workers="$W" \
 		-o myhostname=sluice.bench.test -o spool_dir="$dir/spool" \
@@ -420,6 +427,42 @@ if [ "$scale" != 0 ]; then
 		printf "rates per load client over all its rounds (%d clients): in p1/p50/p99 %s B/s, out %s B/s; within 5+-0.5: in %s, out %s\n", n_load, cin, cout, cinok, coutok
 		if (np != "") printf "probe clients (%d in a process of their own, %d rounds): in p1/p50/p99 %s B/s, out %s B/s; rounds within 5+-0.5: in %s, out %s; clients within 5+-0.5: in %s, out %s\n", np, prounds, pin, pout, pinok, poutok, pcinok, pcoutok
 	}' | tee "$dir/scale.txt"
+	stop_server
+	exit 0
+fi
+
+if [ "$overload" != 0 ]; then
+	# More clients than slots, two workers: first at session_limit
+	# (OVL_LIMIT sessions a worker), then at the file limit (each worker
+	# under RLIMIT_NOFILE OVL_FILES, session_limit far above it). Every
+	# client must get its greeting or a 421 at once; sluice must stay up,
+	# not spin, and log the limit once a minute, not once a client.
+	limit=${OVL_LIMIT:-1000} files=${OVL_FILES:-1024}
+	run_overload() { # what
+		local out c0 c1 l0 l1 t0 t1 alive
+		l0=$(wc -l <"$dir/sluice.log") c0=$(cpu_ticks "$srv_pid") t0=$(date +%s.%N)
+		out=$(timeout 300 "$loadgen" --port "$srv_port" --mode idle --conns "$overload" \
+			--procs 2 --src $ALLOW_SRC --srcs 250 --rate 5000 --hold 5 --timeout 200)
+		c1=$(cpu_ticks "$srv_pid") t1=$(date +%s.%N) l1=$(wc -l <"$dir/sluice.log")
+		alive=$(pgrep -c -P "$srv_pid")
+		echo "overload $1: $out" >&2
+		tail -n +"$((l0 + 1))" "$dir/sluice.log" | grep -E "refused: session_limit|accept failed" >"$dir/limit.$1"
+		awk -v what="$1" -v n="$overload" -v held="$(kv "$out" held)" -v ref="$(kv "$out" refused)" \
+			-v failed="$(kv "$out" failed)" -v dropped="$(kv "$out" dropped)" \
+			-v p50="$(kv "$out" refuse_p50_ms)" -v p99="$(kv "$out" refuse_p99_ms)" \
+			-v max="$(kv "$out" refuse_max_ms)" -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" \
+			-v secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" -v lines="$(wc -l <"$dir/limit.$1")" \
+			-v alive="$alive" -v w="$W" 'BEGIN {
+			printf "overload at %s: %d clients, %d held, %d refused with 421 (connect -> 421 p50 / p99 / max %s / %s / %s ms), %d failed, %d dropped; sluice %.2f s of CPU over the %.1f s run (%.2f cores); %d limit log line(s); workers alive %d of %d\n", what, n, held, ref, p50, p99, max, failed, dropped, c / hz, secs, c / hz / secs, lines, alive, w
+		}' | tee -a "$dir/overload.txt"
+		sed 's/^/  log: /' "$dir/limit.$1" | head -4
+	}
+	W=2
+	SLUICE_OPTS="${SLUICE_OPTS:-} -o session_limit=$limit" start_sluice
+	run_overload "session_limit = $limit a worker"
+	stop_server
+	SLUICE_WRAP="prlimit --nofile=$files:$files --" start_sluice
+	run_overload "RLIMIT_NOFILE = $files a worker"
 	stop_server
 	exit 0
 fi
