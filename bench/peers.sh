@@ -439,11 +439,12 @@ if [ "$overload" != 0 ]; then
 	# not spin, and log the limit once a minute, not once a client.
 	limit=${OVL_LIMIT:-1000} files=${OVL_FILES:-1024}
 	run_overload() { # what
-		local out c0 c1 l0 l1 t0 t1 alive
+		local out c0 c1 l0 t0 t1 alive procs=$(( (overload + 17999) / 18000 ))
+		[ "$procs" -lt 2 ] && procs=2
 		l0=$(wc -l <"$dir/sluice.log") c0=$(cpu_ticks "$srv_pid") t0=$(date +%s.%N)
 		out=$(timeout 300 "$loadgen" --port "$srv_port" --mode idle --conns "$overload" \
-			--procs 2 --src $ALLOW_SRC --srcs 250 --rate 5000 --hold 5 --timeout 200)
-		c1=$(cpu_ticks "$srv_pid") t1=$(date +%s.%N) l1=$(wc -l <"$dir/sluice.log")
+			--procs "$procs" --src $ALLOW_SRC --srcs 250 --rate 5000 --hold 5 --timeout 200)
+		c1=$(cpu_ticks "$srv_pid") t1=$(date +%s.%N)
 		alive=$(pgrep -c -P "$srv_pid")
 		echo "overload $1: $out" >&2
 		tail -n +"$((l0 + 1))" "$dir/sluice.log" | grep -E "refused: session_limit|accept failed" >"$dir/limit.$1"
