@@ -158,19 +158,26 @@ bool session_park(struct session *s)
  * restart when a reply has left). Shaped, the trickle reads and writes
  * for it (shape_lend) and wakes it with news: defer_ev only keeps the
  * descriptor, never added. */
+static bool park_arm(struct session *s, evutil_socket_t fd, bool shaped)
+{
+	if (shaped)
+		return event_assign(s->defer_ev, s->env->base, fd, 0, session_park_cb, s) == 0 &&
+		       shape_lend(&s->shape);
+	long long left = s->deadline_ms ? s->deadline_ms - mstime_mono()
+					: s->env->cfg->smtpd_timeout_ms;
+	struct timeval tv = mstime_tv(left);
+	return event_assign(s->defer_ev, s->env->base, fd, EV_READ, session_park_cb, s) == 0 &&
+	       event_add(s->defer_ev, &tv) == 0;
+}
+
 static bool park_now(struct session *s)
 {
 	evutil_socket_t fd = bufferevent_getfd(s->bev);
 	if (fd < 0)
 		return false;
 	bool shaped = shape_is_on(&s->shape);
-	long long left = s->deadline_ms ? s->deadline_ms - mstime_mono()
-					: s->env->cfg->smtpd_timeout_ms;
-	struct timeval tv = mstime_tv(left);
 	event_del(s->defer_ev);
-	if (event_assign(s->defer_ev, s->env->base, fd, shaped ? 0 : EV_READ, session_park_cb,
-			 s) != 0 ||
-	    (shaped ? !shape_lend(&s->shape) : event_add(s->defer_ev, &tv) != 0)) {
+	if (!park_arm(s, fd, shaped)) {
 		event_del(s->defer_ev);
 		session_defer_assign(s);
 		return false;

@@ -113,9 +113,16 @@ static void shape_wake(void *arg)
 	sh->wake(sh->arg);
 }
 
+/* Lending needs the trickle running and an owner to wake. */
+static bool shape_may_lend(const struct shape *sh)
+{
+	return sh->state == SHAPE_ON && sh->wake;
+}
+
 bool shape_lend(struct shape *sh)
 {
-	if (sh->state != SHAPE_ON || !sh->bev || !sh->wake || !throttle_lend(sh->thr, shape_wake))
+	/* throttle_lend checks the buffers (throttle_lendable) itself. */
+	if (!shape_may_lend(sh) || !sh->bev || !throttle_lend(sh->thr, shape_wake))
 		return false;
 	sh->bev = NULL;
 	return true;
@@ -128,7 +135,7 @@ bool shape_lent(const struct shape *sh)
 
 bool shape_lendable(const struct shape *sh)
 {
-	return sh->state == SHAPE_ON && sh->wake && throttle_lendable(sh->thr);
+	return shape_may_lend(sh) && throttle_lendable(sh->thr);
 }
 
 size_t shape_lent_output(const struct shape *sh)
