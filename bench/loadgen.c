@@ -104,7 +104,7 @@ struct conn {
 	enum cstate st;
 	unsigned id;
 	unsigned msgs;       /* messages on this connection */
-	double t_sent;       /* MAIL sent, or the shaped line sent */
+	double t_sent;       /* MAIL sent, the shaped line sent; idle: connect started */
 	double t_first;      /* first byte of the current reply */
 	double t_last;       /* last byte seen */
 	size_t reply_bytes;  /* bytes of the current reply so far */
@@ -136,7 +136,7 @@ static struct child {
 	unsigned n_target, n_opened, n_live, n_pending, index;
 	unsigned long msgs_target, msgs_assigned;
 	struct report r;
-	struct samples lat, rin, rout;
+	struct samples lat, rin, rout; /* lat: throughput MAIL -> 250; idle: connect -> 421 */
 	struct samples cin, cout; /* shaped: each client's rate over all its rounds */
 	SSL_CTX *ssl;
 	char *body;
@@ -556,7 +556,7 @@ static void conn_open(void)
 		return;
 	}
 	k->id = slot;
-	k->t_sent = now(); /* idle: the clock of a refusal (connect -> 421) */
+	k->t_sent = now(); /* idle: the clock of a refusal (connect -> 421, in lat) */
 	k->bev = bufferevent_socket_new(c.base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!k->bev) {
 		close(fd);
