@@ -68,12 +68,13 @@ static struct store *store_wrap(const struct store_ops *ops, void *impl,
 	return st;
 }
 
-struct store *store_open_lmdb(const char *dir, struct workq *wq,
-			      const struct store_params *p,
-			      unsigned long long map_size)
+struct store *store_open_lmdb(const char *dir, struct event_base *base,
+			      struct workq *wq, const struct store_params *p,
+			      unsigned long long map_size, long write_gap_ms)
 {
 	return store_wrap(&store_lmdb_ops,
-			  store_lmdb_open(dir, wq, p->rep.halflife_ms, map_size), p);
+			  store_lmdb_open(dir, base, wq, p->rep.halflife_ms,
+					  map_size, write_gap_ms), p);
 }
 
 struct store *store_open_redis(struct event_base *base,

@@ -49,10 +49,11 @@ struct store_params {
 };
 
 /* LMDB under dir (see store_lmdb.c). NULL with a logged reason.
- * map_size: LMDB map size in bytes (0: default). */
-struct store *store_open_lmdb(const char *dir, struct workq *wq,
-			      const struct store_params *p,
-			      unsigned long long map_size);
+ * map_size: LMDB map size in bytes (0: default). write_gap_ms: least time
+ * between two write transactions (0: none), timed on base. */
+struct store *store_open_lmdb(const char *dir, struct event_base *base,
+			      struct workq *wq, const struct store_params *p,
+			      unsigned long long map_size, long write_gap_ms);
 
 /* Redis on server (see store_redis.c). NULL only when out of memory: an
  * unreachable Redis is not an error, the store connects (and reconnects)

@@ -53,7 +53,10 @@
  * transaction for all of it (LMDB has one writer at a time anyway, so more
  * jobs would only park pool threads that spill files need, and batching
  * turns N fsyncs into one under load). Its done(), on the loop, reports,
- * frees the batch and submits what accumulated meanwhile. The batch owns
+ * frees the batch and submits what accumulated meanwhile. Batches leave at
+ * least write_gap_ms apart (a timer submits the one that waited): under
+ * load a fixed number of transactions a second, not one per message; a
+ * record after a quiet spell leaves at once. The batch owns
  * its ops; work() touches only the batch and the environment; all logging,
  * rate limiting and counters live on the loop (done() and the callers).
  * The pending batch is bounded (STORE_LMDB_BATCH_MAX ops): past it records are
@@ -100,6 +103,7 @@
 #include "store_lmdb.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <lmdb.h>
 #include <pwd.h>
 #include <stdint.h>
@@ -174,6 +178,9 @@ struct store_lmdb {
 	MDB_env *env;
 	MDB_dbi rep, pass, meta;
 	struct workq *wq;
+	struct event *gap_timer;   /* submits the batch that waited out the gap */
+	long write_gap_ms;         /* least time between two batches' submits */
+	int64_t last_submit_ms;    /* monotonic */
 	long halflife_ms;
 	unsigned long long map_size;
 	char path[512];
@@ -428,6 +435,8 @@ static void store_lmdb_write_work(void *arg)
 
 static void store_lmdb_destroy(struct store_lmdb *st)
 {
+	if (st->gap_timer)
+		event_free(st->gap_timer);
 	if (st->rtxn)
 		mdb_txn_abort(st->rtxn);
 	free(st->next);
@@ -511,7 +520,8 @@ static void store_lmdb_report(struct store_lmdb *st, const struct store_lmdb_bat
 static void store_lmdb_write_done(void *arg);
 
 /* Submits the collected batch unless one is in flight (its done() comes
- * back here) or writes are paused. */
+ * back here), the last one left less than write_gap_ms ago (the gap's
+ * timer comes back here) or writes are paused. */
 static void store_lmdb_flush(struct store_lmdb *st)
 {
 	struct store_lmdb_batch *b = st->next;
@@ -520,6 +530,15 @@ static void store_lmdb_flush(struct store_lmdb *st)
 
 	if (st->inflight || !b)
 		return;
+	if (st->gap_timer) {
+		int64_t wait = st->last_submit_ms + st->write_gap_ms - mstime_mono();
+		struct timeval tv = mstime_tv(wait > 0 ? wait : 0);
+		/* Without the timer, submit now rather than wait for a record
+		 * that may never come. */
+		if (wait > 0 && (evtimer_pending(st->gap_timer, NULL) ||
+				 evtimer_add(st->gap_timer, &tv) == 0))
+			return;
+	}
 	st->next = NULL;
 	if (st->broken || now < st->paused_until_ms) {
 		if (!st->broken)
@@ -542,6 +561,14 @@ static void store_lmdb_flush(struct store_lmdb *st)
 		return;
 	}
 	st->inflight = true;
+	st->last_submit_ms = mstime_mono();
+}
+
+static void store_lmdb_gap_over(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	store_lmdb_flush(arg);
 }
 
 static void store_lmdb_write_done(void *arg)
@@ -748,8 +775,9 @@ static int store_lmdb_open_dbis(struct store_lmdb *st)
 	return mdb_txn_commit(txn);
 }
 
-struct store_lmdb *store_lmdb_open(const char *dir, struct workq *wq,
-			 long halflife_ms, unsigned long long map_size)
+struct store_lmdb *store_lmdb_open(const char *dir, struct event_base *base,
+				   struct workq *wq, long halflife_ms,
+				   unsigned long long map_size, long write_gap_ms)
 {
 	int rc, dead = 0;
 	const char *step;
@@ -773,6 +801,16 @@ struct store_lmdb *store_lmdb_open(const char *dir, struct workq *wq,
 	}
 	st->wq = wq;
 	st->halflife_ms = halflife_ms;
+	if (write_gap_ms > 0 && base) {
+		st->gap_timer = evtimer_new(base, store_lmdb_gap_over, st);
+		if (!st->gap_timer) {
+			log_err("store: out of memory: running without "
+				"reputation");
+			free(st);
+			return NULL;
+		}
+		st->write_gap_ms = write_gap_ms;
+	}
 	st->map_size = map_size ? map_size : STORE_LMDB_MAP_SIZE_DEFAULT;
 
 	step = "env_create";
@@ -816,6 +854,8 @@ fail:
 		"reputation", st->path, step, mdb_strerror(rc));
 	if (st->env)
 		mdb_env_close(st->env);
+	if (st->gap_timer)
+		event_free(st->gap_timer);
 	free(st);
 	return NULL;
 }
@@ -828,6 +868,8 @@ static void store_lmdb_close(void *impl)
 		mdb_txn_abort(st->rtxn);
 		st->rtxn = NULL;
 	}
+	if (st->gap_timer)
+		evtimer_del(st->gap_timer);
 	struct store_lmdb_batch *b = st->next;
 	st->next = NULL;
 	if (b) {

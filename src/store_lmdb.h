@@ -8,15 +8,17 @@
 
 #include "store_ops.h"
 
+struct event_base;
 struct store_lmdb;
 struct workq;
 
 /* NULL with a logged reason (missing dir, permissions, not an LMDB file,
  * version mismatch). map_size: LMDB map size in bytes, 0 for the
- * default. */
-struct store_lmdb *store_lmdb_open(const char *dir, struct workq *wq,
-				   long halflife_ms,
-				   unsigned long long map_size);
+ * default. write_gap_ms: least time between two write batches (0: each
+ * leaves as soon as the one before is done); base runs its timer. */
+struct store_lmdb *store_lmdb_open(const char *dir, struct event_base *base,
+				   struct workq *wq, long halflife_ms,
+				   unsigned long long map_size, long write_gap_ms);
 
 extern const struct store_ops store_lmdb_ops;
 /* sluicectl's entries and forget (see the end of store_lmdb.c). */

@@ -47,6 +47,11 @@
 #define WORKER_THREADS 2
 #define WORKER_DRAIN_POLL_MS 100
 #define WORKER_STORE_MAP_SIZE (64ULL * 1024 * 1024)
+/* A write transaction (a pool thread's wake-up, an fdatasync, the loop's
+ * wake-up for its end) at most this often: under load one serves many
+ * messages instead of one each; a record after a quiet spell still leaves
+ * at once. */
+#define WORKER_STORE_WRITE_GAP_MS 20
 
 /* One per process, on worker_main's stack frame (static): everything the
  * worker made at start-up, handed to the modules through their
@@ -236,8 +241,8 @@ int worker_main(const struct config *cfg, unsigned slot, const int *listen_fds,
 		if (!w.sessions.store)
 			log_warn("worker: running without the reputation store");
 	} else {
-		w.sessions.store = store_open_lmdb(cfg->state_dir, w.workq, &sp,
-					  WORKER_STORE_MAP_SIZE);
+		w.sessions.store = store_open_lmdb(cfg->state_dir, w.base, w.workq, &sp,
+					  WORKER_STORE_MAP_SIZE, WORKER_STORE_WRITE_GAP_MS);
 		if (!w.sessions.store)
 			log_warn("worker: running without the reputation store in %s",
 				 cfg->state_dir);

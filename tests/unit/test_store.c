@@ -144,7 +144,7 @@ static int drain(struct event_base *base, struct workq *wq)
 static void fx_open(struct fixture *f, long halflife_ms,
 		    unsigned long long map_size)
 {
-	f->st = store_open_lmdb(f->dir, f->wq, params(halflife_ms), map_size);
+	f->st = store_open_lmdb(f->dir, f->base, f->wq, params(halflife_ms), map_size, 0);
 	assert_non_null(f->st);
 }
 
@@ -208,11 +208,11 @@ static void test_open_failures_give_null(void **state)
 	struct fixture *f = *state;
 	char missing[128];
 
-	assert_null(store_open_lmdb(NULL, f->wq, params(DAY_MS), MAP_SIZE));
-	assert_null(store_open_lmdb("", f->wq, params(DAY_MS), MAP_SIZE));
-	assert_null(store_open_lmdb(f->dir, NULL, params(DAY_MS), MAP_SIZE));
+	assert_null(store_open_lmdb(NULL, f->base, f->wq, params(DAY_MS), MAP_SIZE, 0));
+	assert_null(store_open_lmdb("", f->base, f->wq, params(DAY_MS), MAP_SIZE, 0));
+	assert_null(store_open_lmdb(f->dir, f->base, NULL, params(DAY_MS), MAP_SIZE, 0));
 	snprintf(missing, sizeof missing, "%s/nonexistent", f->dir);
-	assert_null(store_open_lmdb(missing, f->wq, params(DAY_MS), MAP_SIZE));
+	assert_null(store_open_lmdb(missing, f->base, f->wq, params(DAY_MS), MAP_SIZE, 0));
 
 	/* Not an LMDB file: a corrupt store must not stop mail. */
 	int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -222,7 +222,7 @@ static void test_open_failures_give_null(void **state)
 		junk[i] = (char)(i * 131 + 7);
 	assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
 	close(fd);
-	assert_null(store_open_lmdb(f->dir, f->wq, params(DAY_MS), MAP_SIZE));
+	assert_null(store_open_lmdb(f->dir, f->base, f->wq, params(DAY_MS), MAP_SIZE, 0));
 	assert_int_equal(workq_pending(f->wq), 0);
 }
 
@@ -473,6 +473,64 @@ static void test_close_with_writes_pending(void **state)
 	fx_close(f);
 }
 
+/* Runs the loop until the client's reputation reads want, or 20 s pass;
+ * the time it took, -1 if it never did. */
+static int64_t wait_rep(struct fixture *f, const char *ip, int want)
+{
+	struct timeval tv = { 0, 5000 };
+	struct event *t = event_new(f->base, -1, EV_PERSIST, tick_cb, NULL);
+	int64_t start = now_ms(), took = -1;
+
+	if (!t || event_add(t, &tv) != 0)
+		return -1;
+	while (now_ms() - start < 20000) {
+		if (workq_pending(f->wq) == 0 && rep(f->st, ip) == want) {
+			took = now_ms() - start;
+			break;
+		}
+		event_base_loop(f->base, EVLOOP_ONCE);
+	}
+	event_free(t);
+	return took;
+}
+
+/* With a gap, a record after a quiet spell leaves at once; the ones after
+ * it wait for the gap to pass since it left, then go together; and close
+ * writes what still waits. */
+static void test_write_gap(void **state)
+{
+	struct fixture *f = *state;
+	const long gap = 400;
+
+	f->st = store_open_lmdb(f->dir, f->base, f->wq, params(DAY_MS), MAP_SIZE, gap);
+	assert_non_null(f->st);
+	int64_t first = now_ms();
+	record(f->st, "192.0.2.1", REPUTATION_HANGUP_SHAPED, 1);
+	assert_int_equal(workq_pending(f->wq), 1); /* at once */
+	assert_int_equal(drain(f->base, f->wq), 0);
+	assert_int_equal(rep(f->st, "192.0.2.1"), 50);
+
+	record(f->st, "192.0.2.2", REPUTATION_HANGUP_SHAPED, 1);
+	record(f->st, "192.0.2.3", REPUTATION_HANGUP_SHAPED, 1);
+	/* Not submitted: it waits for the gap (only checkable while the
+	 * gap has not passed yet on a slow machine). */
+	if (now_ms() - first < gap - 50)
+		assert_int_equal(workq_pending(f->wq), 0);
+	assert_true(wait_rep(f, "192.0.2.2", 50) >= 0);
+	assert_true(now_ms() - first >= gap - 1); /* the timer's lower bound */
+	assert_int_equal(rep(f->st, "192.0.2.3"), 50); /* in the same batch */
+
+	/* One waiting at close is written by the close itself. */
+	record(f->st, "192.0.2.4", REPUTATION_HANGUP_SHAPED, 1);
+	record(f->st, "192.0.2.4", REPUTATION_HANGUP_SHAPED, 1);
+	store_close(f->st);
+	f->st = NULL;
+	assert_int_equal(drain(f->base, f->wq), 0);
+	fx_open(f, DAY_MS, MAP_SIZE);
+	assert_int_equal(rep(f->st, "192.0.2.4"), 67);
+	fx_close(f);
+}
+
 static void test_close_after_workq_free(void **state)
 {
 	struct fixture *f = *state;
@@ -503,7 +561,7 @@ static int child_write(const char *dir)
 	struct workq *wq = base ? workq_new(base, 1) : NULL;
 	if (!wq)
 		return 10;
-	struct store *st = store_open_lmdb(dir, wq, params(7 * DAY_MS), MAP_SIZE);
+	struct store *st = store_open_lmdb(dir, base, wq, params(7 * DAY_MS), MAP_SIZE, 0);
 	if (!st)
 		return 11;
 	struct sockaddr_in a = { .sin_family = AF_INET };
@@ -748,6 +806,7 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_after_workq_free,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_gap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_process_writes,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
