@@ -61,6 +61,7 @@ struct backend {
 	enum backend_state state;
 	bool tls;
 	struct backend_caps caps; /* what the last EHLO offered */
+	bool caps_assumed; /* caps are an earlier connection's: no EHLO yet */
 	unsigned long long identity; /* key of the XCLIENT identity in force, 0 none */
 	unsigned errors;   /* 4xx/5xx replies: Postfix counts them too */
 	long long opened_ms;
@@ -104,6 +105,7 @@ struct backend_private {
 	struct event *fail_ev;
 	struct event *write_ev; /* writes the output on this loop turn */
 	int handshake_step;
+	bool greeting_only; /* ready after the greeting: see backend_open */
 	bool close_requested; /* freed from fail_ev, never inside a callback */
 };
 
@@ -281,7 +283,7 @@ static void backend_write_later(struct backend *b)
 }
 
 struct backend *backend_open(struct event_base *base, const struct config *cfg,
-			     SSL_CTX *tls_client,
+			     SSL_CTX *tls_client, const struct backend_caps *assume,
 			     const struct backend_hooks *hooks, void *hooks_arg)
 {
 	struct backend_private *bp = calloc(1, sizeof *bp);
@@ -291,6 +293,10 @@ struct backend *backend_open(struct event_base *base, const struct config *cfg,
 	bp->base = base;
 	bp->cfg = cfg;
 	bp->tls_client = tls_client;
+	if (assume) {
+		b->caps = *assume;
+		bp->greeting_only = true;
+	}
 	bp->hooks = hooks;
 	bp->hooks_arg = hooks_arg;
 	TAILQ_INIT(&b->unsent);
@@ -458,6 +464,7 @@ static void backend_send_ehlo(struct backend *b)
 
 void backend_take_caps(struct backend *b, const struct smtp_reply *r)
 {
+	b->caps_assumed = false;
 	b->caps.pipelining = r->has_pipelining;
 	b->caps.xclient = r->has_xclient;
 	b->caps.smtputf8 = r->has_smtputf8;
@@ -503,6 +510,10 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
 	}
 	switch (bp->handshake_step) {
 	case HS_GREETING:
+		if (bp->greeting_only) {
+			b->caps_assumed = true;
+			break;
+		}
 		bp->handshake_step = HS_EHLO;
 		backend_send_ehlo(b);
 		return;
@@ -667,6 +678,11 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		 what & BEV_EVENT_EOF ? "connection closed by backend" : "I/O error: ",
 		 what & BEV_EVENT_EOF ? "" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	backend_fail(b, why);
+}
+
+bool backend_caps_assumed(const struct backend *b)
+{
+	return b->caps_assumed;
 }
 
 const struct backend_caps *backend_caps(const struct backend *b)

@@ -1,7 +1,7 @@
 /*
  * backend: one SMTP client connection to the mail server. It opens the
- * connection (greeting, EHLO, STARTTLS when backend_tls asks, EHLO again)
- * and then runs commands for whoever holds it, following RFC 2920: a
+ * connection (greeting, EHLO, STARTTLS when backend_tls asks, EHLO again;
+ * or the greeting alone, see backend_open) and then runs commands for whoever holds it, following RFC 2920: a
  * command is written only when no reply is owed, or when PIPELINING was
  * offered and the last command written does not end a group (EHLO, HELO,
  * DATA, XCLIENT, STARTTLS, NOOP, QUIT, VRFY). Replies are matched to
@@ -65,10 +65,17 @@ struct backend_hooks {
 
 /* Starts connecting to cfg->backend; the owner hears through hooks.
  * base, cfg, tls_client (NULL without backend_tls) and hooks outlive the
- * connection. NULL when out of memory. */
+ * connection. assume: NULL, or what an earlier connection's EHLO offered,
+ * copied: the connection is then ready after the greeting, without an
+ * EHLO of its own, for a borrower whose first command is XCLIENT (which
+ * the server answers with a new greeting, and an EHLO must follow anyway).
+ * NULL when out of memory. */
 struct backend *backend_open(struct event_base *base, const struct config *cfg,
-			     SSL_CTX *tls_client,
+			     SSL_CTX *tls_client, const struct backend_caps *assume,
 			     const struct backend_hooks *hooks, void *hooks_arg);
+
+/* Opened with assumed capabilities and no EHLO answered since. */
+bool backend_caps_assumed(const struct backend *b);
 
 
 /*

@@ -8,6 +8,17 @@
  * server is failing, in which case one probe connection is tried after an
  * exponential back-off (100 ms doubling to 10 s).
  *
+ * Greeting only: with backend_xclient, every borrower's first command on a
+ * new connection is XCLIENT, which the server answers with a new greeting
+ * and which an EHLO must follow anyway (RFC-wise XCLIENT_README; Postfix
+ * takes XCLIENT before any EHLO). So once a connection's EHLO has shown
+ * what the server offers, the next ones open with the greeting alone and
+ * those capabilities (backend_open's assume): one round trip and one
+ * EHLO less for the server per connection, which under Postfix's usual
+ * setting is per message. The first error a connection gets before any
+ * EHLO of its own ends that for the worker's life (a server that wants
+ * EHLO first, or no longer allows XCLIENT): one line in the log.
+ *
  * Identity: a connection whose last EHLO (after XCLIENT) still offered
  * XCLIENT may serve any client; one that did not carries one client only
  * and is closed when given back (Postfix re-checks XCLIENT authorization
@@ -55,6 +66,9 @@ struct pool {
 	struct event_base *base;
 	const struct config *cfg;
 	SSL_CTX *tls_client;      /* for backend_tls; NULL without */
+	struct backend_caps known; /* the last opening EHLO's, when known_set */
+	bool known_set;
+	bool greeting_only_off;   /* a connection opened so was refused */
 	bool smtputf8;            /* the mail server's last EHLO offered it */
 	unsigned long long size_max; /* its SIZE; 0: none given */
 	TAILQ_HEAD(, pool_conn) all;
@@ -292,7 +306,11 @@ static void pool_open_one(struct pool *p)
 	struct pool_conn *c = calloc(1, sizeof *c);
 	if (c) {
 		c->pool = p;
-		c->b = backend_open(p->base, p->cfg, p->tls_client, &pool_hooks, c);
+		bool greet_only = p->known_set && !p->greeting_only_off &&
+				  p->known.xclient && p->cfg->backend_xclient &&
+				  !p->cfg->backend_tls;
+		c->b = backend_open(p->base, p->cfg, p->tls_client,
+				    greet_only ? &p->known : NULL, &pool_hooks, c);
 	}
 	if (!c || !c->b) {
 		free(c);
@@ -478,6 +496,10 @@ static void pool_conn_ready(void *arg, struct backend *b)
 	p->down = false;
 	p->smtputf8 = backend_caps(b)->smtputf8;
 	p->size_max = backend_caps(b)->size_max;
+	if (!backend_caps_assumed(b)) {
+		p->known = *backend_caps(b);
+		p->known_set = true;
+	}
 	pool_serve(p);
 	pool_schedule_fill(p);
 }
@@ -521,6 +543,13 @@ static void pool_conn_closed(void *arg, struct backend *b)
 		l->err = REPLY_BACKEND_LOST;
 		if (l->state == POOL_LEASE_HELD)
 			l->state = POOL_LEASE_OVER;
+	}
+	if (backend_caps_assumed(b) && backend_errors(b) > 0 &&
+	    !p->greeting_only_off) {
+		p->greeting_only_off = true;
+		log_warn("pool: the mail server refused a command on a connection "
+			 "opened without EHLO; every connection sends EHLO first "
+			 "from now on");
 	}
 	TAILQ_REMOVE(&p->all, c, link);
 	p->open--;

@@ -91,6 +91,68 @@ def metrics_port():
     return "127.0.0.1:%d" % harness.free_port()
 
 
+def send_one(sl, tok):
+    """One message from CLIENT23 through sluice: the code that refused it,
+    or None when it was accepted."""
+    try:
+        with smtplib.SMTP(sl.host, sl.port, source_address=(CLIENT23, 0),
+                          timeout=30) as s:
+            s.ehlo("client23.example")
+            s.sendmail("a@example.net", ["alice@example.com"], message(tok))
+    except smtplib.SMTPRecipientsRefused as e:
+        return min(code for code, _ in e.recipients.values())
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code
+    return None
+
+
+def ehlos(pf):
+    """Postfix's EHLO count of each ended connection that carried
+    CLIENT23, in the order they ended."""
+    return [count(c, "ehlo") for c in disconnects(pf, CLIENT23)]
+
+
+@pytest.mark.deadline(90)
+def test_lane_k_greeting_only_once_the_server_is_known(postfix, sluice):
+    """Once a connection's EHLO has shown XCLIENT, the next connections open
+    with the greeting alone: XCLIENT comes first and Postfix counts one
+    EHLO, the client's, instead of two. When the server stops allowing
+    XCLIENT, the refusal costs that client a 4xx (never a delivery without
+    its identity), sluice says once that it sends EHLO first from now on,
+    and it does."""
+    pf = postfix(allow_log=("insufficient authorization",))
+    sl = sluice(pf, pool=1)
+    for i in range(3):
+        assert send_one(sl, token("k%d" % i)) is None
+    pf.wait_messages(3)
+    assert harness.wait_until(lambda: len(ehlos(pf)) == 3, 10)
+    # The first connection was opened before anything was known.
+    assert ehlos(pf) == [2, 1, 1], disconnects(pf, CLIENT23)
+
+    pf.xclient_hosts = "127.0.0.2"  # no longer sluice's address
+    pf.write_config()
+    pf.restart()
+    # The pool's connection again (it backs off while the server is away).
+    assert harness.wait_until(lambda: pf.established() >= 1, 20)
+    code = send_one(sl, token("k-refused"))
+    assert code is not None and code // 100 == 4, code
+    assert harness.wait_until(
+        lambda: "every connection sends EHLO first from now on" in sl.log(), 10)
+
+    pf.xclient_hosts = "127.0.0.1"
+    pf.write_config()
+    pf.restart()
+    before = len(ehlos(pf))
+    assert harness.wait_until(lambda: pf.established() >= 1, 20)
+    tok = token("k-after")
+    assert send_one(sl, tok) is None
+    pf.wait_messages(1, pred=lambda m: m.subject == tok)
+    assert harness.wait_until(lambda: len(ehlos(pf)) > before, 10)
+    assert ehlos(pf)[-1] == 2, disconnects(pf, CLIENT23)
+    assert not [m for m in pf.messages() if m.subject.startswith("lane-k-refused")]
+    assert sl.log().count("sends EHLO first") == 1
+
+
 @pytest.mark.deadline(60)
 def test_lane_b_stall_falls_back_and_releases(postfix, sluice):
     """A client that stalls mid-envelope past fast_lane_gap falls back: the
