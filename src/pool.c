@@ -12,8 +12,10 @@
  * new connection is XCLIENT, which the server answers with a new greeting
  * and which an EHLO must follow anyway (RFC-wise XCLIENT_README; Postfix
  * takes XCLIENT before any EHLO). So once a connection's EHLO has shown
- * what the server offers, the next ones open with the greeting alone and
- * those capabilities (backend_open's assume): one round trip and one
+ * what the server offers and a borrower has given a connection back in
+ * good order (a server that breaks right after its EHLO teaches nothing),
+ * the next ones open with the greeting alone and those capabilities
+ * (backend_open's assume): one round trip and one
  * EHLO less for the server per connection, which under Postfix's usual
  * setting is per message. The first error a connection gets before any
  * EHLO of its own ends that for the worker's life (a server that wants
@@ -66,8 +68,9 @@ struct pool {
 	struct event_base *base;
 	const struct config *cfg;
 	SSL_CTX *tls_client;      /* for backend_tls; NULL without */
-	struct backend_caps known; /* the last opening EHLO's, when known_set */
-	bool known_set;
+	struct backend_caps known; /* the last opening EHLO's, when known_seen */
+	bool known_seen;
+	bool known_set;           /* known_seen, and a lease ended cleanly since */
 	bool greeting_only_off;   /* a connection opened so was refused */
 	bool smtputf8;            /* the mail server's last EHLO offered it */
 	unsigned long long size_max; /* its SIZE; 0: none given */
@@ -409,6 +412,8 @@ static void pool_take_back(struct pool *p, struct pool_conn *c, bool clean)
 {
 	struct backend *b = c->b;
 	c->lease = NULL;
+	if (clean && p->known_seen)
+		p->known_set = true;
 	bool keep = clean && backend_idle(b) && !p->shutting_down &&
 		    c->uses < POOL_MAX_USES && backend_errors(b) < POOL_MAX_ERRORS &&
 		    (backend_caps(b)->xclient || !p->cfg->backend_xclient);
@@ -498,7 +503,7 @@ static void pool_conn_ready(void *arg, struct backend *b)
 	p->size_max = backend_caps(b)->size_max;
 	if (!backend_caps_assumed(b)) {
 		p->known = *backend_caps(b);
-		p->known_set = true;
+		p->known_seen = true;
 	}
 	pool_serve(p);
 	pool_schedule_fill(p);
