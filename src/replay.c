@@ -86,6 +86,7 @@ struct replay {
 	bool fresh_taken;       /* a stale connection was swapped once */
 	enum replay_envelope env;
 	bool body_reading;      /* a spool read is in flight (BODY) */
+	unsigned long long body_sent; /* BODY: bytes given to the connection */
 	bool have_result;
 	enum reply_id local;
 	struct smtp_reply result;
@@ -547,6 +548,14 @@ static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 
 static void replay_body_next(struct replay *r);
 
+static void replay_body_end(struct replay *r)
+{
+	replay_set_step(r, REPLAY_STEP_DOT);
+	/* The body always ends in CR LF (smtp_data), so "." starts a line. */
+	replay_send(r, ".", 1, true, r->cfg->backend_data_timeout_ms,
+		    replay_final_reply);
+}
+
 static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 {
 	struct replay *r = arg;
@@ -557,16 +566,21 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 		replay_fail(r, REPLY_LOCAL_ERROR);
 		return;
 	}
-	if (evbuffer_get_length(chunk) == 0) {
-		replay_set_step(r, REPLAY_STEP_DOT);
-		/* The body always ends in CR LF (smtp_data), so "." starts a line. */
-		replay_send(r, ".", 1, true, r->cfg->backend_data_timeout_ms,
-			    replay_final_reply);
+	size_t len = evbuffer_get_length(chunk);
+	if (len == 0) {
+		replay_body_end(r);
 		return;
 	}
 	if (backend_write(r->b, chunk) != 0)
 		return; /* the lease's failed follows */
-	evbuffer_drain(chunk, evbuffer_get_length(chunk));
+	evbuffer_drain(chunk, len);
+	r->body_sent += len;
+	if (r->body_sent >= spool_size(r->txn.body)) {
+		/* All of it: the dot goes with the last bytes, in one write,
+		 * not after one more read that can only say "the end". */
+		replay_body_end(r);
+		return;
+	}
 	if (backend_output_pending(r->b) < REPLAY_BODY_HIGHWAT)
 		replay_body_next(r);
 }
@@ -628,10 +642,15 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 		replay_rset(r);
 		return;
 	}
+	replay_set_step(r, REPLAY_STEP_BODY);
+	r->body_sent = 0;
+	/* The read first: an in-memory body comes back on this loop turn,
+	 * queued before the connection's write of the header below, so that
+	 * header, body and dot leave in one write (one segment, one read for
+	 * the server). The header still goes first: it is in the output now. */
+	replay_body_next(r);
 	if (!r->cfg->backend_xclient)
 		replay_received_header(r);
-	replay_set_step(r, REPLAY_STEP_BODY);
-	replay_body_next(r);
 }
 
 /* --- start and cancel -------------------------------------------------- */
