@@ -157,6 +157,7 @@ struct session {
 	bool greet_waiting : 1;      /* greet_wait over, DNS still running */
 	bool classify_over : 1;      /* session_shape_end ran: no verdict, no outcome after it */
 	bool pass_blocked : 1;       /* content refused: no pass this session */
+	bool window_wide : 1;        /* the receive window opened at accept */
 	struct classify cls;
 	struct dnsbl_req *dnsbl;
 	struct store_lookup *store_req; /* store = redis: pass + reputation */

@@ -266,6 +266,7 @@ void session_shape_accept(struct session *s, const struct sockaddr *addr)
 		s->dnsbl = dnsbl_start(s->env->dns, s->env->dnsbl, addr,
 				       session_dnsbl_done, s);
 	throttle_window(fd, s->trusted);
+	s->window_wide = s->trusted;
 	/* Until the verdict, read only enough to see who talks first: a
 	 * client that may be shaped must not get 64 KiB in ahead of it. */
 	if (!s->trusted)
@@ -285,8 +286,8 @@ static void shape_greet(struct session *s)
 	shape_verdict_cancel(&s->shape);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_IN_MAX);
 	shape_decide(s);
-	if (!shape_is_on(&s->shape))
-		throttle_window(session_fd(s), true);
+	if (!shape_is_on(&s->shape) && !s->window_wide)
+		throttle_window(session_fd(s), true); /* two system calls */
 	s->verdict_done(s);
 	/* A shaped greeting trickles for seconds: lent to the trickle
 	 * meanwhile (a crowd greeted at once would otherwise hold a
