@@ -58,6 +58,11 @@
 #     rcpt=N data=N rset=N quit=N commands=N", parsed by
 #     tests/scenario/postfix_counters.py) are summed per peer: connections
 #     from 127.0.0.1 are sluice's, the others the direct clients'.
+#  5. The same Postfix, no sluice: REPS more direct runs, each beside a run
+#     whose clients name themselves with XCLIENT as sluice would (loadgen
+#     --xclient: from 127.0.0.2, which this Postfix also lets send XCLIENT;
+#     ADDR over the SRCS addresses, then EHLO): what the identity alone
+#     costs Postfix, so the ratio any XCLIENT proxy could reach here.
 #
 # sluice in every phase: clients' 127.1.0.0/16 in cidr_allow_file (never
 # held at the greeting nor shaped: the fast path is measured, not
@@ -107,7 +112,10 @@ sys.path.insert(0, "tests/scenario")
 import harness
 what, d, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if what == "start":
+    # XCLIENT for sluice's 127.0.0.1, and for the load generator's
+    # 127.0.0.2 in the last runs (clients that name themselves)
     p = harness.Postfix(d, users=harness.USERS + ("sink",),  # loadgen's RCPT
+                        xclient_hosts="127.0.0.1, 127.0.0.2",
                         extra={"virtual_transport": "discard"})
     p.write_config().start()
     print(p.port)
@@ -184,10 +192,12 @@ lg() {
 	if [ "$phase" = postfix ]; then k0=$(postfix_ticks); else k0=$(cpu_ticks "$sink_pid"); fi
 	m0=$(sink_count "$dir/sink.out" mesg) q0=$(sink_count "$dir/sink.out" sess)
 	# the shell's cutime after the wait: the load generator and its children
+	local src=(--src $SRC --srcs "$SRCS")
+	[ "$mode" = xclient ] && src=(--src 127.0.0.2 --srcs 1 --xclient "$SRCS")
 	out=$(bash -c '"$@"; rc=$?; awk "{print \"lg_ticks=\" \$16 + \$17}" /proc/$$/stat; exit $rc' \
 		_ timeout 300 "$loadgen" --port "$port" --mode throughput --conns "$conns" \
-		--procs 2 --messages "$msgs" --size "$SIZE" --per-conn 1 --src $SRC \
-		--srcs "$SRCS" --think-ms "${7:-0}" --timeout 240 | paste -sd' ')
+		--procs 2 --messages "$msgs" --size "$SIZE" --per-conn 1 "${src[@]}" \
+		--think-ms "${7:-0}" --timeout 240 | paste -sd' ')
 	read -r b1 i1 t1 < <(busy_ticks)
 	s1=$( [ "$mode" = sluice ] && cpu_ticks "$sl_pid" || echo 0)
 	if [ "$phase" = postfix ]; then k1=$(postfix_ticks); else k1=$(cpu_ticks "$sink_pid"); fi
@@ -288,6 +298,13 @@ counters sluice --peer "$n_sl" | tee "$dir/counters.sluice"
 counters direct --not-peer "$n_di" | tee "$dir/counters.direct"
 head -1 "$dir/counters.sluice" >>"$runs"
 head -1 "$dir/counters.direct" >>"$runs"
+# The ceiling for any proxy that passes identities with XCLIENT: the load
+# generator itself names each connection's client with XCLIENT (127.0.0.2
+# allowed to), beside direct runs, after the counting above.
+for rep in $(seq "$REPS"); do
+	lg postfix direct "$rep" "$pf_port" "$PF_SESS" "$PF_MSGS"
+	lg postfix xclient "$rep" "$pf_port" "$PF_SESS" "$PF_MSGS"
+done
 
 # --- the table ----------------------------------------------------------------
 /usr/bin/python3 - "$runs" "$dir/counters.sluice" <<EOF
@@ -347,11 +364,19 @@ print("| the same, p99 ms | %s | %s | %s | ≤ direct + 5 ms | %s |" % (
     rng(col("latency", "direct", "p99_ms"), "%.2f"), rng(col("latency", "sluice", "p99_ms"), "%.2f"),
     rng(d99, "%+.2f"), met(d99 and med(d99) <= 5)))
 print("| real Postfix, $PF_SESS sessions: msg/s | %s | %s | ratio %s | ≥ 0.9 | %s |" % (
-    rng(col("postfix", "direct", "msgps")), rng(col("postfix", "sluice", "msgps")),
+    rng(col("postfix", "direct", "msgps")[:$REPS]), rng(col("postfix", "sluice", "msgps")),
     rng(rp, "%.2f"), met(rp and med(rp) >= 0.9)))
 print("| CPU µs per message with Postfix: sluice | – | %s | – | – | – |" % rng(col("postfix", "sluice", "sluice_us_per_msg")))
+# direct runs pair with the sluice runs first, then with the xclient runs
+dx = col("postfix", "direct", "msgps")[$REPS:]
+xc = col("postfix", "xclient", "msgps")
+rx = [b / a for a, b in zip(dx, xc) if a]
+print("| real Postfix, the clients sending XCLIENT themselves (no proxy; the ceiling for any XCLIENT proxy): msg/s | %s | %s | ratio %s | – | – |" % (
+    rng(dx), rng(xc), rng(rx, "%.2f")))
+print("| CPU µs per message: Postfix, direct / clients with XCLIENT | %s | %s | – | – | – |" % (
+    rng(col("postfix", "direct", "sink_us_per_msg")[$REPS:]), rng(col("postfix", "xclient", "sink_us_per_msg"))))
 print("| CPU µs per message: Postfix (master, smtpd, cleanup, qmgr, ...) | %s | %s | – | – | – |" % (
-    rng(col("postfix", "direct", "sink_us_per_msg")), rng(col("postfix", "sluice", "sink_us_per_msg"))))
+    rng(col("postfix", "direct", "sink_us_per_msg")[:$REPS]), rng(col("postfix", "sluice", "sink_us_per_msg"))))
 s, d = cnt.get("sluice", {}), cnt.get("direct", {})
 def f(r, k): return r.get(k, "–")
 print("| Postfix connections with MAIL per message | %s | %s | – | 1 | %s |" % (

@@ -25,6 +25,11 @@
  *               next connection opens T ms after the last one closed (a
  *               paced load that leaves the machine idle in between: latency
  *               without saturation); 0, the default, opens it at once.
+ *               --xclient N: right after the greeting each connection
+ *               names a client with XCLIENT, as sluice does (HELO, PROTO,
+ *               PORT, NAME=[UNAVAILABLE], ADDR cycling over N addresses
+ *               from 127.1.0.1), waits for the new 220, then EHLO: what a
+ *               mail server spends on a proxy's identity, with no proxy.
  *   slow        connect, EHLO, MAIL, RCPT, DATA, then one body line every
  *               --drip-ms until stop, then the dot; the bench counts the
  *               server's backend connections meanwhile.
@@ -87,6 +92,7 @@ static struct opts {
 	unsigned drip_ms;
 	unsigned think_ms; /* throughput: pause between a session's connections */
 	unsigned phase_timeout; /* seconds a reply may take before the hold */
+	unsigned xclient; /* throughput: XCLIENT over this many addresses; 0: none */
 	int starttls;
 	const char *ready_file;
 	const char *helo;
@@ -96,7 +102,7 @@ static struct opts {
 	.line = 60, .drip_ms = 1000, .phase_timeout = 120, .helo = "loadgen.bench.test",
 };
 
-enum cstate { C_CONNECTING, C_BANNER, C_EHLO, C_STARTTLS, C_HANDSHAKE, C_EHLO2,
+enum cstate { C_CONNECTING, C_BANNER, C_XCLIENT, C_EHLO, C_STARTTLS, C_HANDSHAKE, C_EHLO2,
 	      C_HOLD, C_SHAPE, C_MAIL, C_RCPT, C_DATA, C_DOT, C_DRIP, C_QUIT, C_DONE };
 
 struct conn {
@@ -186,6 +192,17 @@ static void send_line(struct conn *k, const char *text, const char *arg)
 		bufferevent_write(k->bev, arg, strlen(arg));
 		bufferevent_write(k->bev, "\r\n", 2);
 	}
+}
+
+static void send_xclient(struct conn *k)
+{
+	static unsigned long n;
+	char line[200];
+	unsigned i = (unsigned)(n++ % o.xclient);
+	snprintf(line, sizeof line, "XCLIENT HELO=%s PROTO=ESMTP PORT=%u "
+		 "NAME=[UNAVAILABLE] ADDR=127.1.%u.%u\r\n", o.helo,
+		 40000 + (unsigned)(n % 20000), (1 + i) / 256, (1 + i) % 256);
+	send_line(k, line, NULL);
 }
 
 static void check_ready(void)
@@ -291,8 +308,15 @@ static int on_reply(struct conn *k, int code)
 	double t = now();
 	switch (k->st) {
 	case C_BANNER:
+	case C_XCLIENT: /* its answer is a new greeting */
 		if (code == 220) {
-			c.r.greeted++;
+			if (k->st == C_BANNER)
+				c.r.greeted++;
+			if (k->st == C_BANNER && o.xclient && o.mode == M_THROUGHPUT) {
+				k->st = C_XCLIENT;
+				send_xclient(k);
+				break;
+			}
 			k->st = C_EHLO;
 			/* shaped: HELO, whose short reply trickles in seconds */
 			send_line(k, o.mode == M_SHAPED ? "HELO " : "EHLO ", o.helo);
@@ -625,7 +649,7 @@ static void stop_now(void)
 			continue;
 		}
 		if (k->st == C_HOLD || k->st == C_SHAPE || k->st == C_CONNECTING ||
-		    k->st == C_BANNER || k->st == C_EHLO || k->st == C_EHLO2 ||
+		    k->st == C_BANNER || k->st == C_XCLIENT || k->st == C_EHLO || k->st == C_EHLO2 ||
 		    k->st == C_HANDSHAKE || k->st == C_STARTTLS)
 			conn_free(k, 1);
 	}
@@ -795,7 +819,8 @@ static void usage(void)
 		"  [--hold s] [--timeout s] [--ready-file F] [--starttls]\n"
 		"  [--messages M] [--size S] [--per-conn K (0: unlimited)]\n"
 		"  [--line bytes] [--drip-ms ms] [--helo name] [--phase-timeout s]\n"
-		"  [--think-ms ms (throughput: pause between a session's connections)]\n");
+		"  [--think-ms ms (throughput: pause between a session's connections)]\n"
+		"  [--xclient N (throughput: XCLIENT ADDR over N addresses first)]\n");
 	exit(2);
 }
 
@@ -826,7 +851,7 @@ int main(int argc, char **argv)
 		{"timeout", 1, 0, 't'}, {"ready-file", 1, 0, 'R'}, {"starttls", 0, 0, 'T'},
 		{"messages", 1, 0, 'M'}, {"size", 1, 0, 'z'}, {"per-conn", 1, 0, 'k'},
 		{"line", 1, 0, 'l'}, {"drip-ms", 1, 0, 'd'}, {"phase-timeout", 1, 0, 'x'}, {"helo", 1, 0, 'e'},
-		{"think-ms", 1, 0, 'i'}, {0, 0, 0, 0}};
+		{"think-ms", 1, 0, 'i'}, {"xclient", 1, 0, 'X'}, {0, 0, 0, 0}};
 	const char *host = "127.0.0.1", *src = "127.1.0.1";
 	unsigned port = 0;
 	int ch;
@@ -856,6 +881,7 @@ int main(int argc, char **argv)
 		case 'x': o.phase_timeout = (unsigned)num(optarg); break;
 		case 'e': o.helo = optarg; break;
 		case 'i': o.think_ms = (unsigned)num(optarg); break;
+		case 'X': o.xclient = (unsigned)num(optarg); break;
 		default: usage();
 		}
 	}

@@ -512,6 +512,14 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
 	case HS_GREETING:
 		if (bp->greeting_only) {
 			b->caps_assumed = true;
+			/* The connect left writing enabled, which the EHLO's
+			 * write would have ended (backend_write_cb): without it
+			 * the first command (XCLIENT) would go through libevent's
+			 * write event (add, wake-up, write, delete) instead of
+			 * straight out (backend_write_fire). Plain TCP only:
+			 * greeting_only never comes with backend_tls. */
+			if (evbuffer_get_length(bufferevent_get_output(b->bev)) == 0)
+				bufferevent_disable(b->bev, EV_WRITE);
 			break;
 		}
 		bp->handshake_step = HS_EHLO;
