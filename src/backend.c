@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "bev_out.h"
 #include "config.h"
@@ -282,6 +283,50 @@ static void backend_write_later(struct backend *b)
 		event_active(priv(b)->write_ev, 0, 0);
 }
 
+/* The final "." of a body is a short segment right after large ones:
+ * with Nagle it waits for the server's delayed ACK (40 ms per message,
+ * measured in bench/). Every write here is a whole command or a body
+ * chunk, so nothing is gained by coalescing. Best effort: fails harmlessly
+ * on unix sockets. */
+static void backend_nodelay(int fd)
+{
+	int on = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
+/* Starts a non-blocking connect. Plain TCP waits for nothing but the
+ * greeting: no wake-up for the connect's completion (libevent's connect
+ * adds one, with an epoll_ctl pair and a getsockopt); a refused or failed
+ * connect shows as an error on the greeting's read, a silent server as
+ * its timeout; writing stays disabled, so every command goes straight to
+ * the socket (backend_write_fire). With backend_tls libevent connects and
+ * the EHLO before STARTTLS goes through its write event, as before: with
+ * writing disabled from the start the TLS handshake over this bufferevent
+ * never completed (test_hostile_022; the cause is not pinned down). */
+static int backend_connect(struct backend *b)
+{
+	const struct config *cfg = priv(b)->cfg;
+	if (cfg->backend_tls)
+		return bufferevent_socket_connect(b->bev, (struct sockaddr *)&cfg->backend.ss,
+						  (int)cfg->backend.len);
+	int fd = socket(cfg->backend.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	backend_nodelay(fd);
+	if (connect(fd, (const struct sockaddr *)&cfg->backend.ss, cfg->backend.len) != 0 &&
+	    errno != EINPROGRESS) {
+		close(fd);
+		return -1;
+	}
+	bufferevent_disable(b->bev, EV_WRITE);
+	if (bufferevent_setfd(b->bev, fd) != 0) {
+		close(fd);
+		return -1;
+	}
+	bufferevent_setwatermark(b->bev, EV_WRITE, BACKEND_OUT_LOWAT, 0);
+	return 0;
+}
+
 struct backend *backend_open(struct event_base *base, const struct config *cfg,
 			     SSL_CTX *tls_client, const struct backend_caps *assume,
 			     const struct backend_hooks *hooks, void *hooks_arg)
@@ -326,8 +371,7 @@ struct backend *backend_open(struct event_base *base, const struct config *cfg,
 	struct timeval tv = mstime_tv(cfg->backend_connect_timeout_ms);
 	bufferevent_set_timeouts(b->bev, &tv, &tv);
 	smtp_reply_init(&b->reply);
-	if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&cfg->backend.ss,
-				       (int)cfg->backend.len) != 0) {
+	if (backend_connect(b) != 0) {
 		/* Reported like any other failure, on a later turn. */
 		backend_fail(b, "connect failed");
 		return b;
@@ -479,6 +523,7 @@ static int backend_start_tls(struct backend *b)
 	SSL *ssl = priv(b)->tls_client ? SSL_new(priv(b)->tls_client) : NULL;
 	if (!ssl)
 		return -1;
+
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 		priv(b)->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
 		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -512,14 +557,6 @@ static void backend_handshake_reply(void *arg, const struct smtp_reply *r)
 	case HS_GREETING:
 		if (bp->greeting_only) {
 			b->caps_assumed = true;
-			/* The connect left writing enabled, which the EHLO's
-			 * write would have ended (backend_write_cb): without it
-			 * the first command (XCLIENT) would go through libevent's
-			 * write event (add, wake-up, write, delete) instead of
-			 * straight out (backend_write_fire). Plain TCP only:
-			 * greeting_only never comes with backend_tls. */
-			if (evbuffer_get_length(bufferevent_get_output(b->bev)) == 0)
-				bufferevent_disable(b->bev, EV_WRITE);
 			break;
 		}
 		bp->handshake_step = HS_EHLO;
@@ -655,16 +692,9 @@ static void backend_write_cb(struct bufferevent *bev, void *arg)
 static void backend_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct backend *b = arg;
-	if (what & BEV_EVENT_CONNECTED) {
+	if (what & BEV_EVENT_CONNECTED) { /* backend_tls: libevent connected */
 		bufferevent_setwatermark(bev, EV_WRITE, BACKEND_OUT_LOWAT, 0);
-		/* The final "." of a body is a short segment right after large
-		 * ones: with Nagle it waits for the server's delayed ACK
-		 * (40 ms per message, measured in bench/). Every write here is
-		 * a whole command or a body chunk, so nothing is gained by
-		 * coalescing. Best effort: fails harmlessly on unix sockets. */
-		int on = 1;
-		(void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &on,
-				 sizeof on);
+		backend_nodelay(bufferevent_getfd(bev));
 		return;
 	}
 	if (b->state == BACKEND_CLOSING) {
