@@ -45,8 +45,9 @@
 #     against the pool, WORKERS x POOL.
 #  4. A real Postfix: the private instance of the scenario tests
 #     (tests/scenario/harness.py: own config directory and queue, smtpd on a
-#     free loopback port, XCLIENT allowed for 127.0.0.1 only, which is
-#     sluice's address, not the clients') with virtual_transport = discard:
+#     free loopback port, XCLIENT allowed for 127.0.0.1, which is sluice's
+#     address, never for the clients', and for phase 5's 127.0.0.2) with
+#     virtual_transport = discard:
 #     cleanup writes and fsyncs the queue file before smtpd answers 250,
 #     then the message is discarded. sluice with backend_xclient = yes.
 #     PF_SESSIONS in parallel, PF_MSGS per run; after each run the queue

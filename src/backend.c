@@ -299,7 +299,7 @@ static void backend_nodelay(int fd)
  * adds one, with an epoll_ctl pair and a getsockopt); a refused or failed
  * connect shows as an error on the greeting's read, a silent server as
  * its timeout; writing stays disabled, so every command goes straight to
- * the socket (backend_write_fire). With backend_tls libevent connects and
+ * the socket, by backend_write_fire. With backend_tls libevent connects and
  * the EHLO before STARTTLS goes through its write event, as before: with
  * writing disabled from the start the TLS handshake over this bufferevent
  * never completed (test_hostile_022; the cause is not pinned down). */
