@@ -523,7 +523,6 @@ static int backend_start_tls(struct backend *b)
 	SSL *ssl = priv(b)->tls_client ? SSL_new(priv(b)->tls_client) : NULL;
 	if (!ssl)
 		return -1;
-
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 		priv(b)->base, b->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
 		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);

@@ -1,12 +1,12 @@
 /*
  * backend: one SMTP client connection to the mail server. It opens the
  * connection (greeting, EHLO, STARTTLS when backend_tls asks, EHLO again;
- * or the greeting alone, see backend_open) and then runs commands for whoever holds it, following RFC 2920: a
- * command is written only when no reply is owed, or when PIPELINING was
- * offered and the last command written does not end a group (EHLO, HELO,
- * DATA, XCLIENT, STARTTLS, NOOP, QUIT, VRFY). Replies are matched to
- * commands strictly in order; an unsolicited reply is a desynchronisation
- * and closes the connection.
+ * or the greeting alone, see backend_open) and then runs commands for
+ * whoever holds it, following RFC 2920: a command is written only when no
+ * reply is owed, or when PIPELINING was offered and the last command
+ * written does not end a group (EHLO, HELO, DATA, XCLIENT, STARTTLS, NOOP,
+ * QUIT, VRFY). Replies are matched to commands strictly in order; an
+ * unsolicited reply is a desynchronisation and closes the connection.
  *
  * Owner: the pool owns every backend (hooks given at open) and lends it
  * (pool.h); the borrower runs commands on it, and hears of its failure

@@ -15,9 +15,8 @@
  * what the server offers and a borrower has given a connection back in
  * good order (a server that breaks right after its EHLO teaches nothing),
  * the next ones open with the greeting alone and those capabilities
- * (backend_open's assume): one round trip and one
- * EHLO less for the server per connection, which under Postfix's usual
- * setting is per message. The first error a connection gets before any
+ * (backend_open's assume): one round trip and one EHLO less for the server
+ * per connection, which under Postfix's usual setting is per message. The first error a connection gets before any
  * EHLO of its own ends that for the worker's life (a server that wants
  * EHLO first, or no longer allows XCLIENT): one line in the log.
  *
