@@ -1,0 +1,113 @@
+#!/bin/bash
+# System calls and wake-ups per message of one sluice worker, one client at
+# a time: strace -f on the worker while the load generator sends MSGS
+# messages of 4 KiB over one session after another, after a warm-up. What
+# bench/syscalls.sh counts under load (where one wake-up serves many
+# sessions), here for the path a message takes when nothing else happens:
+# every round trip is a wake-up of its own.
+#
+#   bench/strace-one.sh sink      smtp-sink backend, backend_xclient = no
+#   bench/strace-one.sh postfix   the scenario tests' Postfix (XCLIENT for
+#                                 127.0.0.1 only), backend_xclient = yes
+#
+# Environment: SLUICE=path [./sluice], MSGS [5], KEEP=1 keeps the trace.
+# Prints per message: system calls of the worker's loop thread (without
+# the idle timer's empty epoll_wait returns), epoll_wait returns with
+# events (wake-ups), and the calls by name. strace slows every call, so
+# the counts matter here, not the time. Root, Debian 12; needs strace
+# (apt-get install strace; a bench tool, not in scripts/install-deps.sh),
+# postfix (smtp-sink) and dnsmasq (scripts/install-deps.sh).
+set -u
+cd "$(dirname "$0")/.." || exit 2
+mode=${1:-}
+MSGS=${MSGS:-5}
+sluice_bin=${SLUICE:-./sluice}
+die() { echo "strace-one.sh: $*" >&2; exit 2; }
+case "$mode" in sink) xc=no ;; postfix) xc=yes ;; *) die "usage: bench/strace-one.sh sink|postfix" ;; esac
+[ "$(id -u)" = 0 ] || die "run as root"
+[ -x /usr/bin/strace ] || die "strace missing: apt-get install strace"
+for f in /usr/sbin/smtp-sink /usr/sbin/dnsmasq; do
+	[ -x "$f" ] || die "$f missing: run scripts/install-deps.sh"
+done
+make -s bench-tools >/dev/null || die "make bench-tools failed"
+[ -x "$sluice_bin" ] || die "$sluice_bin missing (make)"
+
+dir=$(mktemp -d /tmp/sluice-strace.XXXXXX) || exit 2
+chmod 755 "$dir"
+pids=() sl_pid='' pf_port=''
+. bench/lib.sh
+pf() { # start|stop: the scenario tests' Postfix in $dir/pf
+	/usr/bin/python3 - "$1" "$dir/pf" "${pf_port:-0}" <<'EOF'
+import sys
+sys.path.insert(0, "tests/scenario")
+import harness
+what, d, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if what == "start":
+    p = harness.Postfix(d, users=harness.USERS + ("sink",),
+                        extra={"virtual_transport": "discard"})
+    p.write_config().start()
+    print(p.port)
+else:
+    harness.Postfix(d, port=port).stop()
+EOF
+}
+cleanup() {
+	stop_pid "$sl_pid"
+	[ -n "$pf_port" ] && pf stop
+	for p in "${pids[@]}"; do stop_pid "$p"; done
+	if [ -n "${KEEP:-}" ]; then echo "work directory kept: $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+dns_port=$(free_port) sl_port=$(free_port)
+start_dnsmasq "$dns_port"
+pids+=("$dns_pid")
+if [ "$mode" = sink ]; then
+	backend_port=$(free_port)
+	start_sink "$backend_port"
+else
+	pf_port=$(pf start) || { pf_port=''; die "postfix did not start"; }
+	backend_port=$pf_port
+fi
+mkdir -p "$dir/spool" "$dir/state"
+echo "127.1.0.0/16" >"$dir/allow"
+"$sluice_bin" -f -c /dev/null -o listen=127.0.0.1:"$sl_port" \
+	-o backend=127.0.0.1:"$backend_port" -o backend_xclient=$xc \
+	-o backend_pool_size=2 -o workers=1 -o myhostname=sluice.bench.test \
+	-o spool_dir="$dir/spool" -o state_dir="$dir/state" \
+	-o dns_servers=127.0.0.1:"$dns_port" -o dns_timeout=2s \
+	-o shutdown_timeout=5s -o user= -o client_connection_limit=100000 \
+	-o cidr_allow_file="$dir/allow" </dev/null 2>"$dir/sluice.log" &
+sl_pid=$!
+wait_port "$sl_port" sluice "$sl_pid"
+sleep 0.5
+worker=$(pgrep -P "$sl_pid" | head -1)
+[ -n "$worker" ] || die "no worker process under $sl_pid"
+send() { # messages
+	timeout 60 build/loadgen --port "$sl_port" --mode throughput --conns 1 --procs 1 \
+		--messages "$1" --size 4096 --per-conn 1 --src 127.1.0.1 --srcs 1 --timeout 50
+}
+send 20 >/dev/null || die "warm-up failed"
+strace -f -o "$dir/trace" -p "$worker" 2>/dev/null &
+st=$!
+sleep 1 # attached
+out=$(send "$MSGS" | paste -sd' ')
+sleep 0.5
+kill -INT "$st"; wait "$st" 2>/dev/null
+[ "$(kv "$out" msgs_ok)" = "$MSGS" ] || die "not every message accepted: $out"
+echo "# bench/strace-one.sh $mode: $sluice_bin (tree $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $MSGS messages, one at a time"
+# The loop thread is the worker's pid; strace -f also shows the pool and
+# log threads (their calls are listed apart). Unfinished/resumed pairs
+# count once.
+awk -v loop="$worker" -v n="$MSGS" '
+	/resumed>/ { next }
+	{ name = $2; sub(/\(.*/, "", name) }
+	$2 ~ /^epoll_wait\(/ && $0 ~ /\[\]/ { next }
+	$1 == loop { calls++; per[name]++; if ($2 ~ /^epoll_wait\(/) wakes++; next }
+	{ other++ }
+	END {
+		printf "syscalls_per_msg=%.1f wakeups_per_msg=%.1f other_threads_per_msg=%.1f\n",
+			calls / n, wakes / n, other / n
+		for (k in per) printf "  %-16s %6.2f\n", k, per[k] / n | "sort -k2 -nr"
+	}' "$dir/trace"
