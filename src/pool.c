@@ -63,14 +63,20 @@ struct pool_conn {
 	unsigned uses;            /* leases so far */
 };
 
+/* Whether new connections may open with the greeting alone (see the top). */
+enum pool_greeting {
+	POOL_GREETING_UNKNOWN, /* no opening EHLO seen yet */
+	POOL_GREETING_SEEN,    /* one seen; no lease has ended cleanly since */
+	POOL_GREETING_ONLY,    /* new connections open with the greeting alone */
+	POOL_GREETING_OFF,     /* one so opened was refused: EHLO first for good */
+};
+
 struct pool {
 	struct event_base *base;
 	const struct config *cfg;
 	SSL_CTX *tls_client;      /* for backend_tls; NULL without */
-	struct backend_caps known; /* the last opening EHLO's, when known_seen */
-	bool known_seen;
-	bool known_set;           /* known_seen, and a lease ended cleanly since */
-	bool greeting_only_off;   /* a connection opened so was refused */
+	struct backend_caps known; /* the last opening EHLO's (not UNKNOWN) */
+	enum pool_greeting greeting; /* pool_set_greeting only */
 	bool smtputf8;            /* the mail server's last EHLO offered it */
 	unsigned long long size_max; /* its SIZE; 0: none given */
 	TAILQ_HEAD(, pool_conn) all;
@@ -89,6 +95,18 @@ struct pool {
 
 static void pool_fill(struct pool *p);
 static void pool_serve(struct pool *p);
+
+/* The one setter: OFF is final, and the only change worth a log line. */
+static void pool_set_greeting(struct pool *p, enum pool_greeting g)
+{
+	if (p->greeting == g || p->greeting == POOL_GREETING_OFF)
+		return;
+	p->greeting = g;
+	if (g == POOL_GREETING_OFF)
+		log_warn("pool: the mail server refused a command on a connection "
+			 "opened without EHLO; every connection sends EHLO first "
+			 "from now on");
+}
 static const struct backend_hooks pool_hooks;
 
 static void pool_fill_cb(evutil_socket_t fd, short what, void *arg)
@@ -308,7 +326,7 @@ static void pool_open_one(struct pool *p)
 	struct pool_conn *c = calloc(1, sizeof *c);
 	if (c) {
 		c->pool = p;
-		bool greet_only = p->known_set && !p->greeting_only_off &&
+		bool greet_only = p->greeting == POOL_GREETING_ONLY &&
 				  p->known.xclient && p->cfg->backend_xclient &&
 				  !p->cfg->backend_tls;
 		c->b = backend_open(p->base, p->cfg, p->tls_client,
@@ -411,8 +429,8 @@ static void pool_take_back(struct pool *p, struct pool_conn *c, bool clean)
 {
 	struct backend *b = c->b;
 	c->lease = NULL;
-	if (clean && p->known_seen)
-		p->known_set = true;
+	if (clean && p->greeting == POOL_GREETING_SEEN)
+		pool_set_greeting(p, POOL_GREETING_ONLY);
 	bool keep = clean && backend_idle(b) && !p->shutting_down &&
 		    c->uses < POOL_MAX_USES && backend_errors(b) < POOL_MAX_ERRORS &&
 		    (backend_caps(b)->xclient || !p->cfg->backend_xclient);
@@ -502,7 +520,8 @@ static void pool_conn_ready(void *arg, struct backend *b)
 	p->size_max = backend_caps(b)->size_max;
 	if (!backend_caps_assumed(b)) {
 		p->known = *backend_caps(b);
-		p->known_seen = true;
+		if (p->greeting == POOL_GREETING_UNKNOWN)
+			pool_set_greeting(p, POOL_GREETING_SEEN);
 	}
 	pool_serve(p);
 	pool_schedule_fill(p);
@@ -548,13 +567,8 @@ static void pool_conn_closed(void *arg, struct backend *b)
 		if (l->state == POOL_LEASE_HELD)
 			l->state = POOL_LEASE_OVER;
 	}
-	if (backend_caps_assumed(b) && backend_errors(b) > 0 &&
-	    !p->greeting_only_off) {
-		p->greeting_only_off = true;
-		log_warn("pool: the mail server refused a command on a connection "
-			 "opened without EHLO; every connection sends EHLO first "
-			 "from now on");
-	}
+	if (backend_caps_assumed(b) && backend_errors(b) > 0)
+		pool_set_greeting(p, POOL_GREETING_OFF);
 	TAILQ_REMOVE(&p->all, c, link);
 	p->open--;
 	if (!backend_ready_seen(b))
