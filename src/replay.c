@@ -575,7 +575,7 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 		return; /* the lease's failed follows */
 	evbuffer_drain(chunk, len);
 	r->body_sent += len;
-	if (r->body_sent >= spool_size(r->txn.body)) {
+	if (r->body_sent >= r->txn.body_size) {
 		/* All of it: the dot goes with the last bytes, in one write,
 		 * not after one more read that can only say "the end". */
 		replay_body_end(r);
