@@ -530,13 +530,14 @@ static void store_lmdb_flush(struct store_lmdb *st)
 
 	if (st->inflight || !b)
 		return;
-	if (st->gap_timer) {
-		int64_t wait = st->last_submit_ms + st->write_gap_ms - mstime_mono();
-		struct timeval tv = mstime_tv(wait > 0 ? wait : 0);
+	int64_t wait = st->gap_timer
+		? st->last_submit_ms + st->write_gap_ms - mstime_mono() : 0;
+	if (wait > 0) {
+		struct timeval tv = mstime_tv(wait);
 		/* Without the timer, submit now rather than wait for a record
 		 * that may never come. */
-		if (wait > 0 && (evtimer_pending(st->gap_timer, NULL) ||
-				 evtimer_add(st->gap_timer, &tv) == 0))
+		if (evtimer_pending(st->gap_timer, NULL) ||
+		    evtimer_add(st->gap_timer, &tv) == 0)
 			return;
 	}
 	st->next = NULL;
