@@ -196,9 +196,10 @@ static void send_line(struct conn *k, const char *text, const char *arg)
 
 static void send_xclient(struct conn *k)
 {
-	static unsigned long n;
+	static unsigned long sent; /* this process's XCLIENTs so far */
 	char line[200];
-	unsigned i = (unsigned)(n++ % o.xclient);
+	unsigned long n = sent++;
+	unsigned i = (unsigned)(n % o.xclient);
 	snprintf(line, sizeof line, "XCLIENT HELO=%s PROTO=ESMTP PORT=%u "
 		 "NAME=[UNAVAILABLE] ADDR=127.1.%u.%u\r\n", o.helo,
 		 40000 + (unsigned)(n % 20000), (1 + i) / 256, (1 + i) % 256);
