@@ -105,24 +105,10 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dir=$(mktemp -d /tmp/sluice-lane.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid='' pf_port=''
-. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, start_sink, proc_tree, cpu_ticks, sink_count, kv
-pf() { # start|stop: the private Postfix of tests/scenario/harness.py in $dir/pf
-	/usr/bin/python3 - "$1" "$dir/pf" "${pf_port:-0}" <<'EOF'
-import sys
-sys.path.insert(0, "tests/scenario")
-import harness
-what, d, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if what == "start":
-    # XCLIENT for sluice's 127.0.0.1, and for the load generator's
-    # 127.0.0.2 in the last runs (clients that name themselves)
-    p = harness.Postfix(d, users=harness.USERS + ("sink",),  # loadgen's RCPT
-                        xclient_hosts="127.0.0.1, 127.0.0.2",
-                        extra={"virtual_transport": "discard"})
-    p.write_config().start()
-    print(p.port)
-else:
-    harness.Postfix(d, port=port).stop()
-EOF
+. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, start_sink, bench_postfix, proc_tree, cpu_ticks, sink_count, kv
+pf() { # start|stop: XCLIENT for sluice's 127.0.0.1, and for the load
+	# generator's 127.0.0.2 in phase 5 (clients that name themselves)
+	bench_postfix "$1" "$dir/pf" "${pf_port:-0}" "127.0.0.1, 127.0.0.2"
 }
 failed=0
 cleanup() {

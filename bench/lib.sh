@@ -98,3 +98,25 @@ net_losses() { # packets the kernel's per-CPU backlog dropped, and TCP segments 
 		$1 == "Tcp:" { print $col["RetransSegs"] }' /proc/net/snmp)
 	echo "$drops $retrans"
 }
+
+# bench_postfix start|stop DIR PORT XCLIENT_HOSTS: the private Postfix of
+# tests/scenario/harness.py in DIR (own config and queue, smtpd on a free
+# loopback port, printed by start; PORT is for stop), virtual_transport =
+# discard: the queue file is written and fsynced, then the message dropped.
+# The load generator's recipient (sink@example.com) exists.
+bench_postfix() {
+	/usr/bin/python3 - "$1" "$2" "$3" "$4" <<'EOF'
+import sys
+sys.path.insert(0, "tests/scenario")
+import harness
+what, d, port, xclient_hosts = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if what == "start":
+    p = harness.Postfix(d, users=harness.USERS + ("sink",),
+                        xclient_hosts=xclient_hosts,
+                        extra={"virtual_transport": "discard"})
+    p.write_config().start()
+    print(p.port)
+else:
+    harness.Postfix(d, port=port).stop()
+EOF
+}

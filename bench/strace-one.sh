@@ -36,21 +36,7 @@ dir=$(mktemp -d /tmp/sluice-strace.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid='' pf_port=''
 . bench/lib.sh
-pf() { # start|stop: the scenario tests' Postfix in $dir/pf
-	/usr/bin/python3 - "$1" "$dir/pf" "${pf_port:-0}" <<'EOF'
-import sys
-sys.path.insert(0, "tests/scenario")
-import harness
-what, d, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if what == "start":
-    p = harness.Postfix(d, users=harness.USERS + ("sink",),
-                        extra={"virtual_transport": "discard"})
-    p.write_config().start()
-    print(p.port)
-else:
-    harness.Postfix(d, port=port).stop()
-EOF
-}
+pf() { bench_postfix "$1" "$dir/pf" "${pf_port:-0}" 127.0.0.1; }
 cleanup() {
 	stop_pid "$sl_pid"
 	[ -n "$pf_port" ] && pf stop
