@@ -4,8 +4,12 @@
  * body is fed whole and in pseudo-random chunks; both must agree byte for
  * byte. With abort(): the end is exactly the first raw CR LF . CR LF, the
  * output is canonical (no bare CR/LF, no terminator inside, dots stuffed),
- * and unstuffing the output gives content_bytes octets.
+ * and unstuffing the output gives content_bytes octets; smtp_data_unstuff
+ * (what BDAT sends) gives them too, whole or in pieces, as many as the
+ * output less the stuffing dots counted, and stuffing them again gives the
+ * output back.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +127,43 @@ static void fuzz_data_check(const char *in, size_t len,
 		abort();
 }
 
+static void fuzz_data_unstuff_check(const struct fuzz_data_run *r, uint32_t seed)
+{
+	size_t n = r->out_len, whole, cut = 0, pos = 0;
+	char *a = malloc(n + 1), *b = malloc(n + 1);
+	bool bol = true;
+
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return;
+	}
+	whole = smtp_data_unstuff(r->out, n, &bol, a);
+	bol = true;
+	while (pos < n) {
+		size_t piece = 1 + fuzz_data_next(&seed) % (n - pos < 16 ? n - pos : 16);
+		cut += smtp_data_unstuff(r->out + pos, piece, &bol, b + cut);
+		pos += piece;
+	}
+	if (whole != cut || memcmp(a, b, whole) != 0 ||
+	    whole != n - r->d.stuffed || whole != r->d.content_bytes)
+		abort();
+	/* stuffed again: the output, byte for byte */
+	bol = true;
+	pos = 0;
+	for (size_t i = 0; i < whole; i++) {
+		if (bol && a[i] == '.' && (pos >= n || r->out[pos++] != '.'))
+			abort();
+		if (pos >= n || r->out[pos++] != a[i])
+			abort();
+		bol = a[i] == '\n';
+	}
+	if (pos != n)
+		abort();
+	free(a);
+	free(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fuzz_data_run a, b;
@@ -146,6 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	fuzz_data_check(in, len, &a);
+	if (smtp_data_ok(&a.d))
+		fuzz_data_unstuff_check(&a, seed | 1);
 	if (a.out_len != b.out_len || memcmp(a.out, b.out, a.out_len) != 0 ||
 	    a.consumed != b.consumed || a.d.done != b.d.done ||
 	    a.d.bare_lf != b.d.bare_lf || a.d.bare_cr != b.d.bare_cr ||

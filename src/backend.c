@@ -514,6 +514,7 @@ void backend_take_caps(struct backend *b, const struct smtp_reply *r)
 	b->caps.smtputf8 = r->has_smtputf8;
 	b->caps.eightbitmime = r->has_8bitmime;
 	b->caps.starttls = r->has_starttls;
+	b->caps.chunking = r->has_chunking;
 	b->caps.size_max = r->size_max > 0 ? (unsigned long long)r->size_max : 0;
 	snprintf(b->caps.xclient_attrs, sizeof b->caps.xclient_attrs, "%s", r->xclient_attrs);
 }

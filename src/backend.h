@@ -42,7 +42,7 @@ typedef void (*backend_reply_fn)(void *arg, const struct smtp_reply *reply);
 
 /* What the last EHLO offered. */
 struct backend_caps {
-	bool pipelining, xclient, smtputf8, eightbitmime, starttls;
+	bool pipelining, xclient, smtputf8, eightbitmime, starttls, chunking;
 	char xclient_attrs[256];
 	unsigned long long size_max; /* SIZE it offered; 0: none given */
 };

@@ -118,6 +118,8 @@ static const struct config_setting config_settings[] = {
 	S_BOOL(backend_xclient, "yes",
 	       "Send XCLIENT with the client's address, name and HELO"),
 	S_BOOL(backend_tls, "no", "Use STARTTLS toward the backend"),
+	S_BOOL(backend_chunking, "yes",
+	       "Send each message as one BDAT when the backend offers CHUNKING (one round trip, not two)"),
 	S_STR(myhostname, CF_HOSTNAME, NULL,
 	      "Name in the greeting and EHLO (default: the system host name)"),
 	S_SIZE(message_size_limit, 1, 4 * GB, "10240000",

@@ -40,6 +40,7 @@ struct config {
 	struct endpoint backend;       /* default 127.0.0.1:10025 */
 	unsigned backend_pool_size;    /* 8 */
 	bool backend_xclient;          /* yes */
+	bool backend_chunking;         /* yes: BDAT when offered */
 	bool backend_tls;              /* no */
 	char myhostname[256];          /* default: gethostname() */
 	unsigned long long message_size_limit; /* 10240000 (Postfix) */

@@ -28,11 +28,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "smtp_data.h"
 #include "spool.h"
 
 #define REPLAY_XCLIENT_LINES 4
 #define REPLAY_BODY_HIGHWAT (256 * 1024)
 #define REPLAY_DOT_LEN 3 /* ".\r\n", the end of data */
+#define REPLAY_HEADER_MAX 1024 /* our Received header (helo, name: 255 each) */
 
 /* RCPT: a recipient check. MESSAGE: a whole message. IDENTIFY: XCLIENT
  * and EHLO on a connection free now, then the connection is handed over
@@ -47,7 +49,7 @@ enum replay_kind { REPLAY_RCPT, REPLAY_MESSAGE, REPLAY_IDENTIFY, REPLAY_BODY };
 	X(REPLAY_STEP_ENVELOPE, "envelope") /* MAIL and RCPT replies owed */\
 	X(REPLAY_STEP_DATA, "data")         /* DATA sent, 354 awaited */    \
 	X(REPLAY_STEP_BODY, "body")         /* the body is being sent */    \
-	X(REPLAY_STEP_DOT, "dot")           /* "." sent, its answer owed */ \
+	X(REPLAY_STEP_DOT, "dot")           /* all sent, its answer owed */ \
 	X(REPLAY_STEP_RSET, "rset")         /* RSET sent */
 
 enum replay_step {
@@ -86,7 +88,13 @@ struct replay {
 	bool fresh_taken;       /* a stale connection was swapped once */
 	enum replay_envelope env;
 	bool body_reading;      /* a spool read is in flight (BODY) */
-	unsigned long long body_sent; /* BODY: bytes given to the connection */
+	unsigned long long body_sent; /* BODY: spool bytes given to the connection */
+	/* BDAT (RFC 3030) instead of DATA: the message goes as one chunk of
+	 * counted octets after the command, without stuffing dots or a
+	 * final ".", and BDAT's answer is the end-of-data answer. */
+	bool chunking;
+	bool body_bol;          /* BDAT: the next spool byte starts a line */
+	unsigned long long octets_left; /* BDAT: announced, not yet given */
 	bool have_result;
 	enum reply_id local;
 	struct smtp_reply result;
@@ -427,6 +435,7 @@ static void replay_rset(struct replay *r)
 }
 
 static void replay_data_reply(void *arg, const struct smtp_reply *reply);
+static void replay_bdat(struct replay *r);
 
 static void replay_envelope_done(struct replay *r)
 {
@@ -440,6 +449,11 @@ static void replay_envelope_done(struct replay *r)
 		r->local = r->env == REPLAY_ENV_MAIL_REFUSED ? REPLY_ENVELOPE_CHANGED
 							    : REPLY_RCPT_CHANGED;
 		replay_rset(r);
+		return;
+	}
+	if (r->cfg->backend_chunking && backend_caps(r->b)->chunking &&
+	    backend_idle(r->b)) {
+		replay_bdat(r);
 		return;
 	}
 	replay_set_step(r, REPLAY_STEP_DATA);
@@ -531,8 +545,10 @@ static void replay_final_reply(void *arg, const struct smtp_reply *reply)
 	 * segment acknowledges everything before: an answer while part of
 	 * the message is still unacknowledged was sent before the server saw
 	 * the end, so it cannot be the answer (an unsolicited mid-body reply
-	 * would otherwise become a 250 for a message never queued). */
-	if (backend_unacked(r->b) > 0) {
+	 * would otherwise become a 250 for a message never queued). BDAT's
+	 * answer is owed from the command on: before the last octet was
+	 * even given to the connection it is early all the more. */
+	if (r->step != REPLAY_STEP_DOT || backend_unacked(r->b) > 0) {
 		log_warn("replay: session=%llu reply %d before the end of data reached the server; "
 			 "closing", r->id->session_id, reply->code);
 		/* A 421 is the server going away, whenever it comes (as an
@@ -550,10 +566,57 @@ static void replay_body_next(struct replay *r);
 
 static void replay_body_end(struct replay *r)
 {
+	if (r->chunking) {
+		if (r->octets_left != 0) {
+			/* Fewer octets than announced: the server would
+			 * wait for the rest. Closing drops the message. */
+			log_err("replay: session=%llu message %llu octets short of its BDAT count; "
+				  "closing", r->id->session_id, r->octets_left);
+			replay_fail(r, REPLY_LOCAL_ERROR);
+			return;
+		}
+		replay_set_step(r, REPLAY_STEP_DOT); /* its answer is owed */
+		return;
+	}
 	replay_set_step(r, REPLAY_STEP_DOT);
 	/* The body always ends in CR LF (smtp_data), so "." starts a line. */
 	replay_send(r, ".", 1, true, r->cfg->backend_data_timeout_ms,
 		    replay_final_reply);
+}
+
+/* BDAT carries the message octets: the spool's stuffing dots are dropped
+ * on the way out, and never more octets than BDAT announced (the server
+ * would read the rest as commands). 0, or -1 when the replay failed (it
+ * is gone) or the connection did (its failed hook follows). */
+static int replay_write_octets(struct replay *r, struct evbuffer *chunk)
+{
+	size_t len = evbuffer_get_length(chunk);
+	const char *in = (const char *)evbuffer_pullup(chunk, -1);
+	struct evbuffer *out = evbuffer_new();
+	struct evbuffer_iovec v;
+	if (!in || !out || evbuffer_reserve_space(out, len, &v, 1) != 1) {
+		if (out)
+			evbuffer_free(out);
+		replay_fail(r, REPLY_LOCAL_ERROR);
+		return -1;
+	}
+	v.iov_len = smtp_data_unstuff(in, len, &r->body_bol, v.iov_base);
+	if (v.iov_len > r->octets_left) {
+		evbuffer_free(out);
+		log_err("replay: session=%llu message longer than its BDAT count; closing",
+			  r->id->session_id);
+		replay_fail(r, REPLY_LOCAL_ERROR);
+		return -1;
+	}
+	r->octets_left -= v.iov_len;
+	if (evbuffer_commit_space(out, &v, 1) != 0) {
+		evbuffer_free(out);
+		replay_fail(r, REPLY_LOCAL_ERROR);
+		return -1;
+	}
+	int rc = backend_write(r->b, out);
+	evbuffer_free(out);
+	return rc;
 }
 
 static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
@@ -571,8 +634,9 @@ static void replay_body_chunk(void *arg, int status, struct evbuffer *chunk)
 		replay_body_end(r);
 		return;
 	}
-	if (backend_write(r->b, chunk) != 0)
-		return; /* the lease's failed follows */
+	if (r->chunking ? replay_write_octets(r, chunk) != 0
+			: backend_write(r->b, chunk) != 0)
+		return; /* failed, or the lease's failed follows */
 	evbuffer_drain(chunk, len);
 	r->body_sent += len;
 	if (r->body_sent >= r->txn.body_size) {
@@ -598,28 +662,65 @@ static void replay_body_drain(void *arg)
 	replay_body_next(arg);
 }
 
-static void replay_received_header(struct replay *r)
+/* Our Received header into hdr (REPLAY_HEADER_MAX bytes): its length, 0
+ * with XCLIENT (then the server writes its own) or when it does not fit. */
+static size_t replay_received_header(const struct replay *r, char *hdr)
 {
 	/* Only without XCLIENT: the server cannot know the client, so the
 	 * trace of it is ours to write (RFC 5321 4.4). */
-	char date[64], hdr[1024];
+	if (r->cfg->backend_xclient)
+		return 0;
+	char date[64];
 	time_t now = time(NULL);
 	struct tm tm;
 	localtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
 	const struct client_identity *id = r->id;
-	int n = snprintf(hdr, sizeof hdr,
+	int n = snprintf(hdr, REPLAY_HEADER_MAX,
 			 "Received: from %s (%s [%s])\r\n\tby %s (sluice) with %s;\r\n\t%s\r\n",
 			 id->helo ? id->helo : "unknown",
 			 id->name_status == DNS_NAME_OK && id->name ? id->name : "unknown",
 			 id->addr, r->cfg->myhostname, id->esmtp ? "ESMTP" : "SMTP",
 			 date);
+	return n > 0 && n < REPLAY_HEADER_MAX ? (size_t)n : 0;
+}
+
+/* The body's read first: an in-memory body comes back on this loop turn,
+ * queued before the connection's write of the header, so that command,
+ * header, body (and dot) leave in one write (one segment, one read for
+ * the server). The header still goes first: it is in the output now. */
+static void replay_body_start(struct replay *r, const char *hdr, size_t hlen)
+{
+	replay_set_step(r, REPLAY_STEP_BODY);
+	r->body_sent = 0;
+	replay_body_next(r);
+	if (hlen == 0)
+		return;
 	struct evbuffer *buf = evbuffer_new();
-	if (buf && n > 0 && (size_t)n < sizeof hdr &&
-	    evbuffer_add(buf, hdr, (size_t)n) == 0)
+	if (buf && evbuffer_add(buf, hdr, hlen) == 0)
 		backend_write(r->b, buf);
 	if (buf)
 		evbuffer_free(buf);
+}
+
+/* One round trip for the message where DATA takes two: the answer to
+ * "BDAT n LAST" is the end-of-data answer. A refusal of it is the
+ * server's verdict on the whole message (it has read it), relayed as
+ * the answer after "." is. */
+static void replay_bdat(struct replay *r)
+{
+	char hdr[REPLAY_HEADER_MAX], line[64];
+	size_t hlen = replay_received_header(r, hdr);
+	int n = snprintf(line, sizeof line, "BDAT %llu LAST",
+			 (unsigned long long)hlen + r->txn.body_octets);
+	r->chunking = true;
+	r->body_bol = true;
+	r->octets_left = r->txn.body_octets;
+	replay_set_step(r, REPLAY_STEP_BODY);
+	if (replay_send(r, line, (size_t)n, true, r->cfg->backend_data_timeout_ms,
+			replay_final_reply) != 0)
+		return;
+	replay_body_start(r, hdr, hlen);
 }
 
 static void replay_data_reply(void *arg, const struct smtp_reply *reply)
@@ -642,15 +743,8 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 		replay_rset(r);
 		return;
 	}
-	replay_set_step(r, REPLAY_STEP_BODY);
-	r->body_sent = 0;
-	/* The read first: an in-memory body comes back on this loop turn,
-	 * queued before the connection's write of the header below, so that
-	 * header, body and dot leave in one write (one segment, one read for
-	 * the server). The header still goes first: it is in the output now. */
-	replay_body_next(r);
-	if (!r->cfg->backend_xclient)
-		replay_received_header(r);
+	char hdr[REPLAY_HEADER_MAX];
+	replay_body_start(r, hdr, replay_received_header(r, hdr));
 }
 
 /* --- start and cancel -------------------------------------------------- */
@@ -829,9 +923,11 @@ void replay_cancel(struct replay *r)
 	if (!r)
 		return;
 	/* The dot (".\r\n") is the last thing written: fewer bytes than
-	 * that still in our buffer means part of it has left. */
+	 * that still in our buffer means part of it has left. BDAT's end is
+	 * its last octet: nothing left in our buffer. */
 	if (r->step == REPLAY_STEP_DOT && r->b &&
-	    backend_output_pending(r->b) < REPLAY_DOT_LEN && replay_orphan(r))
+	    backend_output_pending(r->b) < (r->chunking ? 1 : REPLAY_DOT_LEN) &&
+	    replay_orphan(r))
 		return;
 	pool_return(&r->lease, false);
 	free(r);

@@ -51,8 +51,10 @@ struct replay_txn {
 	const struct smtp_mail_params *params;
 	char *const *rcpts;
 	size_t n_rcpts;
-	struct spool *body;        /* message only */
+	struct spool *body;        /* message only: smtp_data's output */
 	unsigned long long body_size;
+	unsigned long long body_octets; /* body_size less its stuffing dots:
+					   the count BDAT announces */
 };
 
 /* reply: the server's reply to relay (RCPT answer, end-of-data answer);

@@ -159,6 +159,7 @@ static void data_replay_start(struct session *s)
 		.n_rcpts = t->n_rcpts,
 		.body = t->body,
 		.body_size = spool_size(t->body),
+		.body_octets = spool_size(t->body) - t->data.stuffed,
 	};
 	/* On a fast lane the server has the envelope already: DATA and the
 	 * body go on it. */

@@ -1,8 +1,8 @@
 /*
  * smtp_data: the DATA-phase byte machine (see smtp_data.h for the contract).
  *
- * Exports smtp_data_init, smtp_data_feed, smtp_data_ok. No I/O, no
- * allocation: the caller owns both buffers and the struct.
+ * Exports smtp_data_init, smtp_data_feed, smtp_data_ok, smtp_data_unstuff.
+ * No I/O, no allocation: the caller owns both buffers and the struct.
  *
  * Limits: none on line length (bytes are streamed one at a time); output is
  * at most two bytes per input byte, which SMTP_DATA_OUT_MAX covers.
@@ -20,6 +20,8 @@
  * the low bits and one flag saying the output line is still empty.
  */
 #include "smtp_data.h"
+
+#include <string.h>
 
 enum {
 	SMTP_DATA_BOL,        /* line start, previous line ended in CR LF */
@@ -61,8 +63,10 @@ static void smtp_data_byte(struct smtp_data *d, struct smtp_data_out *o,
 	smtp_data_count(d, 1);
 	if (smtp_data_muted(d))
 		return;
-	if (o->bol && c == '.')
+	if (o->bol && c == '.') {
 		o->buf[o->len++] = '.';
+		d->stuffed++;
+	}
 	o->buf[o->len++] = c;
 	o->bol = false;
 }
@@ -179,4 +183,24 @@ bool smtp_data_ok(const struct smtp_data *d)
 {
 	return d->done && !d->bare_cr && !d->too_big &&
 	       !(d->mode == SMTP_BARE_REJECT && d->bare_lf);
+}
+
+size_t smtp_data_unstuff(const char *in, size_t len, bool *bol, char *out)
+{
+	size_t n = 0;
+	while (len > 0) {
+		if (*bol && in[0] == '.') {
+			in++;
+			len--;
+		}
+		/* The rest of this line, or of the piece: copied as it is. */
+		const char *lf = memchr(in, '\n', len);
+		size_t take = lf ? (size_t)(lf - in) + 1 : len;
+		memcpy(out + n, in, take);
+		n += take;
+		in += take;
+		len -= take;
+		*bol = lf != NULL;
+	}
+	return n;
 }

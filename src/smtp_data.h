@@ -35,6 +35,8 @@ struct smtp_data {
 	enum smtp_bare_mode mode;
 	unsigned long long size_limit;
 	unsigned long long content_bytes;
+	unsigned long long stuffed; /* stuffing dots emitted: output bytes
+				       less this are the message octets */
 	bool bare_lf;         /* a bare LF was seen (a signal in any mode) */
 	bool bare_cr;         /* a bare CR was seen: message refused */
 	bool too_big;
@@ -59,5 +61,16 @@ size_t smtp_data_feed(struct smtp_data *d, const char *in, size_t len,
 /* Whether the message may be sent on: done && !bare_cr && !too_big &&
  * !(mode == REJECT && bare_lf). */
 bool smtp_data_ok(const struct smtp_data *d);
+
+/*
+ * smtp_data_unstuff: smtp_data's output back to the message octets (what
+ * BDAT counts and carries, RFC 3030): the first '.' of every line is
+ * dropped. Resumable: *bol says a line starts at in[0] (true before the
+ * first piece) and is updated for the next piece. Input: smtp_data's own
+ * output only (every line ends in CR LF, every '.' at a line start is a
+ * stuffing dot), any length, split anywhere. out must have room for len
+ * bytes; returns the number written (len less the dots dropped).
+ */
+size_t smtp_data_unstuff(const char *in, size_t len, bool *bol, char *out);
 
 #endif

@@ -163,6 +163,8 @@ static void smtp_reply_keyword(struct smtp_reply *r, const char *t, size_t len)
 		r->has_8bitmime = true;
 	else if (smtp_reply_eq_nocase(t, k, "SMTPUTF8"))
 		r->has_smtputf8 = true;
+	else if (smtp_reply_eq_nocase(t, k, "CHUNKING"))
+		r->has_chunking = true;
 	else if (smtp_reply_eq_nocase(t, k, "SIZE"))
 		smtp_reply_size(r, t + k, len - k);
 	else if (smtp_reply_eq_nocase(t, k, "XCLIENT")) {

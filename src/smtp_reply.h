@@ -23,7 +23,7 @@ struct smtp_reply {
 	bool complete;
 	/* EHLO keywords seen (set on any multi-line 250 reply) */
 	bool has_pipelining, has_xclient, has_starttls, has_8bitmime,
-		has_smtputf8, has_size;
+		has_smtputf8, has_size, has_chunking;
 	long long size_max; /* SIZE n, 0 when none or unlimited */
 	char xclient_attrs[256]; /* "NAME ADDR PORT PROTO HELO ..." as offered */
 };

@@ -20,7 +20,7 @@ Postfix) and run by the benchmarks (bench/lane.sh runs this file):
 
 prints one "key=value" summary line (connections, those that issued MAIL
 per message, MAIL commands per message, the share of the connections
-with MAIL that had mail=1 data=1 and no rset) and the commonest counter
+with MAIL that had mail=1, data=1 or bdat=1, and no rset) and the commonest counter
 sets, one a line. Postfix 3.7 logs a successful XCLIENT as "xclient=0/1"
 (the connection then carries the new identity's mail): count issued
 commands (the second number), not successes, for XCLIENT.
@@ -73,10 +73,18 @@ def count(conn, name):
     return conn["counters"].get(name, (0, 0))[1]
 
 
+def ends_of_data(conn):
+    """Messages the connection sent: DATA commands, or BDAT ones when the
+    client chunked (sluice sends each message as one BDAT ... LAST when
+    the server offers CHUNKING; a client that sends several chunks a
+    message is not counted right here)."""
+    return count(conn, "data") + count(conn, "bdat")
+
+
 def one_message(conn):
     """The connection carried one transaction and nothing else: one MAIL,
-    one DATA, no RSET."""
-    return (count(conn, "mail") == 1 and count(conn, "data") == 1
+    one DATA (or BDAT), no RSET."""
+    return (count(conn, "mail") == 1 and ends_of_data(conn) == 1
             and count(conn, "rset") == 0)
 
 
@@ -90,10 +98,11 @@ def signature(conn):
 
 def summary(conns, messages=None):
     """Figures over a list of connections. messages: the messages the
-    caller knows were delivered (default: the DATA commands that
+    caller knows were delivered (default: the DATA and BDAT commands that
     succeeded, as Postfix counted them)."""
     n = len(conns)
-    data_ok = sum(c["counters"].get("data", (0, 0))[0] for c in conns)
+    data_ok = sum(c["counters"].get(k, (0, 0))[0] for c in conns
+                  for k in ("data", "bdat"))
     msgs = messages if messages is not None else data_ok
     s = {
         "connections": n,

@@ -3,7 +3,8 @@
  * split at every offset, split at every pair of offsets (short rows), and
  * one byte at a time; all must agree. The smuggling oracle then throws
  * every short string over {CR, LF, '.', NUL, 'a'} at the body boundary
- * (docs/hostile.md cases 1-7, 57, 58, 60, 61).
+ * (docs/hostile.md cases 1-7, 57, 58, 60, 61). The stuffing round trip
+ * also checks smtp_data_unstuff (BDAT's octets) at every cut.
  */
 #include "unit.h"
 
@@ -372,6 +373,17 @@ static void test_data_stuff_roundtrip(void **unused)
 		assert_int_equal(r.out_len, wlen - 3);
 		assert_memory_equal(r.out, wire, wlen - 3);
 		assert_int_equal(r.d.content_bytes, blen);
+		/* And back (what BDAT sends): the body itself, whole or cut
+		 * anywhere, as many octets as the output less its stuffing. */
+		assert_int_equal(r.out_len - r.d.stuffed, blen);
+		for (size_t cut = 0; cut <= r.out_len; cut++) {
+			char octets[64];
+			bool bol = true;
+			size_t n = smtp_data_unstuff(r.out, cut, &bol, octets);
+			n += smtp_data_unstuff(r.out + cut, r.out_len - cut, &bol, octets + n);
+			assert_int_equal(n, blen);
+			assert_memory_equal(octets, body, blen);
+		}
 		free(r.out);
 	}
 }
