@@ -6,7 +6,8 @@
  * privilege drop. Around it, on the same loop:
  *   - a scripted SMTP backend on a unix socket that answers like Postfix
  *     (220, EHLO with PIPELINING and XCLIENT NAME ADDR PORT PROTO HELO,
- *     XCLIENT 220, MAIL/RCPT 250, DATA 354, "." 250, RSET 250, QUIT 221),
+ *     XCLIENT 220, MAIL/RCPT 250, DATA 354, "." 250, RSET 250, QUIT 221;
+ *     with CHUNKING offered, BDAT's octets counted and answered as "."),
  *     with one fault injected at a chosen stage;
  *   - a DNS server on a loopback UDP port (evdns server) that answers PTR,
  *     A/AAAA and DNSBL queries, or fails them, or never answers;
@@ -22,7 +23,8 @@
  *           peer; bit 3 STARTTLS offered; bit 4 shaping on (fast rate);
  *           bit 5 DNSBL configured; bit 6 bare_newline = reject; bit 7
  *           backend_xclient = no.
- *   byte 2  bits 0-3 chunking seed (0: one write; odd: fast_lane = no);
+ *   byte 2  bits 0-3 chunking seed (0: one write; odd: fast_lane = no;
+ *           bit 1: the backend offers CHUNKING, so sluice sends BDAT);
  *           bits 4-6 largest chunk,
  *           4^n bytes, except 7: lockstep, a client that waits for its
  *           replies where RFC 2920 says so (fuzz_session_group), each
@@ -46,7 +48,9 @@
  * that is not freed within FUZZ_SESSION_FREE_MS although every timer in
  * the configuration is short (a leak or a hang), buffered-message memory
  * not back to zero, a malformed reply line to the client, and toward the
- * backend: a bare CR or LF, a verb sluice never sends, a command written
+ * backend: a bare CR or LF, a verb sluice never sends, BDAT unoffered or
+ * malformed, message octets that are not whole CR LF lines (fewer or more
+ * than BDAT announced show as such or as a bad command), a command written
  * while a reply is owed (RFC 2920), a NUL in a command, or an XCLIENT
  * ADDR/NAME other than the real peer's; and a loop run that never goes
  * idle for FUZZ_SESSION_LIVELOCK_MS (a livelock).
@@ -113,6 +117,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 #define FUZZ_SESSION_REPLY_LINE_MAX 1100 /* relayed lines may reach 1000 */
 #define FUZZ_SESSION_BACKEND_NAME "backend.fuzz.example"
 #define FUZZ_SESSION_PTR_NAME "mail.fuzz.example"
+#define FUZZ_SESSION_EHLO /* the EHLO reply's first lines */                   \
+	"250-" FUZZ_SESSION_BACKEND_NAME "\r\n250-PIPELINING\r\n"              \
+	"250-SIZE 10240000\r\n250-XCLIENT NAME ADDR PORT PROTO HELO\r\n"       \
+	"250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
 #define FUZZ_SESSION_DNSBL "dnsbl.fuzz.example*2 list.fuzz.example=127.0.0.[2..4]*3"
 
 enum fuzz_session_stage {
@@ -157,6 +165,9 @@ struct fuzz_session_conn {
 	struct event *later;        /* FAULT_SPLIT: the rest of a reply */
 	struct evbuffer *later_buf;
 	bool in_data;
+	bool in_bdat;               /* reading BDAT's octets */
+	char bdat_last;             /* the last octet read ('\n' at first) */
+	unsigned long long bdat_left;
 	bool xclient_seen;
 	bool pipelining;            /* offered in the last EHLO reply */
 	bool close_after_write;
@@ -184,6 +195,7 @@ static struct {
 	enum fuzz_session_stage fault_stage;
 	enum fuzz_session_fault fault_kind;
 	enum fuzz_session_dns dns_mode;
+	bool chunking;               /* CHUNKING offered */
 	long long expect_until;      /* a sluice timer is due before then */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
@@ -379,6 +391,7 @@ static enum fuzz_session_stage fuzz_session_verb(struct fuzz_session_conn *c,
 		{"MAIL FROM:", STAGE_MAIL, false},
 		{"RCPT TO:", STAGE_RCPT, false}, {"DATA", STAGE_DATA, true},
 		{"RSET", STAGE_RSET, false},   {"QUIT", STAGE_QUIT, true},
+		{"BDAT ", STAGE_DOT, true},
 		{"NOOP", STAGE_OTHER, true},
 	};
 	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
@@ -395,6 +408,50 @@ static enum fuzz_session_stage fuzz_session_verb(struct fuzz_session_conn *c,
 	}
 	fuzz_session_die("sluice sent the backend a command it never sends", line);
 	return STAGE_OTHER;
+}
+
+/* "BDAT <n> LAST", the only BDAT sluice sends, and only when offered:
+ * its octets are read next (fuzz_session_bdat_octets). */
+static void fuzz_session_bdat(struct fuzz_session_conn *c, const char *line)
+{
+	const char *p = line + 5;
+	char *end;
+	if (!fz.chunking)
+		fuzz_session_die("BDAT without CHUNKING offered", line);
+	if (*p < '0' || *p > '9')
+		fuzz_session_die("malformed BDAT", line);
+	unsigned long long n = strtoull(p, &end, 10);
+	if (strcmp(end, " LAST") != 0)
+		fuzz_session_die("malformed BDAT", line);
+	c->in_bdat = true;
+	c->bdat_last = '\n';
+	c->bdat_left = n;
+}
+
+/* Takes what has come of BDAT's octets: whole CR LF lines, nothing bare.
+ * True once all have come (then nothing may follow before the answer:
+ * BDAT LAST ends its group). */
+static bool fuzz_session_bdat_octets(struct fuzz_session_conn *c,
+				     struct evbuffer *in)
+{
+	size_t have = evbuffer_get_length(in);
+	size_t take = have < c->bdat_left ? have : (size_t)c->bdat_left;
+	const unsigned char *o = take ? evbuffer_pullup(in, (ev_ssize_t)take) : NULL;
+	for (size_t i = 0; i < take; i++) {
+		if ((o[i] == '\n') != (c->bdat_last == '\r'))
+			fuzz_session_die("bare CR or LF in BDAT octets", "");
+		c->bdat_last = (char)o[i];
+	}
+	evbuffer_drain(in, take);
+	c->bdat_left -= take;
+	if (c->bdat_left > 0)
+		return false;
+	if (c->bdat_last != '\n')
+		fuzz_session_die("BDAT octets end inside a line", "");
+	c->in_bdat = false;
+	if (evbuffer_get_length(in) > 0)
+		fuzz_session_die("command pipelined after BDAT LAST", "");
+	return true;
 }
 
 /* XCLIENT carries the real peer and a name sluice confirmed, never the
@@ -428,7 +485,16 @@ static void fuzz_session_backend_read_cb(struct bufferevent *bev, void *arg)
 	size_t len;
 
 	fz.activity++;
-	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT))) {
+	for (;;) {
+		if (c->in_bdat) {
+			if (!fuzz_session_bdat_octets(c, in))
+				return;
+			if (!fuzz_session_answer(c, STAGE_DOT,
+						 "250 2.0.0 Ok: queued as FUZZ\r\n"))
+				return;
+		}
+		if (!(line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT)))
+			break;
 		/* Body lines may carry NUL (Postfix takes it); nothing may
 		 * carry a bare CR or LF, and commands no NUL either. */
 		if (memchr(line, '\r', len) || memchr(line, '\n', len))
@@ -449,6 +515,11 @@ static void fuzz_session_backend_read_cb(struct bufferevent *bev, void *arg)
 		}
 		bool ends_group = true;
 		enum fuzz_session_stage stage = fuzz_session_verb(c, line, &ends_group);
+		if (stage == STAGE_DOT) { /* BDAT: its octets come first */
+			fuzz_session_bdat(c, line);
+			free(line);
+			continue;
+		}
 		/* RFC 2920: nothing may follow a group's last command before
 		 * its reply, nor any command without PIPELINING. */
 		if ((ends_group || !c->pipelining) && evbuffer_get_length(in) > 0)
@@ -459,10 +530,8 @@ static void fuzz_session_backend_read_cb(struct bufferevent *bev, void *arg)
 		case STAGE_EHLO_XCLIENT:
 			reply = strncasecmp(line, "HELO", 4) == 0
 				? "250 " FUZZ_SESSION_BACKEND_NAME "\r\n"
-				: "250-" FUZZ_SESSION_BACKEND_NAME "\r\n250-PIPELINING\r\n"
-				  "250-SIZE 10240000\r\n"
-				  "250-XCLIENT NAME ADDR PORT PROTO HELO\r\n"
-				  "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n";
+				: fz.chunking ? FUZZ_SESSION_EHLO "250-DSN\r\n250 CHUNKING\r\n"
+					      : FUZZ_SESSION_EHLO "250 DSN\r\n";
 			break;
 		case STAGE_XCLIENT:
 			fuzz_session_check_xclient(line);
@@ -1011,6 +1080,7 @@ static void fuzz_session_configure(const uint8_t *h)
 	 * off for odd chunking seeds, so the buffered path alone is covered
 	 * too. */
 	cfg->fast_lane = !(h[2] & 0x01);
+	fz.chunking = h[2] & 0x02;
 	cfg->fast_lane_gap_ms = 20;
 	cfg->fast_lane_body_wait_ms = 40;
 	fz.w.draining = false;

@@ -591,6 +591,8 @@ static void replay_body_end(struct replay *r)
 static int replay_write_octets(struct replay *r, struct evbuffer *chunk)
 {
 	size_t len = evbuffer_get_length(chunk);
+	/* Contiguous: one spool read (SPOOL_READ_CHUNK) or the in-memory
+	 * tail (message_memory_max) at most. */
 	const char *in = (const char *)evbuffer_pullup(chunk, -1);
 	struct evbuffer *out = evbuffer_new();
 	struct evbuffer_iovec v;
