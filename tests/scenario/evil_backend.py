@@ -9,7 +9,8 @@ connection. It speaks like Postfix's smtpd with XCLIENT enabled:
   EHLO      250-PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
             XCLIENT NAME ADDR PORT PROTO HELO (only before XCLIENT, unless
             xclient_reuse: that is Postfix's smtpd_authorized_xclient_hosts
-            re-check against the new address)
+            re-check against the new address), CHUNKING (only with
+            chunking=True)
   XCLIENT   220 (the session starts again: EHLO is needed again); a second
             XCLIENT without xclient_reuse: 550 5.7.0 insufficient
             authorization, as Postfix
@@ -132,7 +133,8 @@ class EvilBackend:
     def __init__(self, host="127.0.0.1", port=0, hostname="pf.evil.test",
                  pipelining=True, xclient=True, xclient_reuse=False,
                  xclient_attrs="NAME ADDR PORT PROTO HELO", size=10240000,
-                 starttls=False, smtputf8=False, require_xclient=True,
+                 starttls=False, smtputf8=False, chunking=False,
+                 require_xclient=True,
                  check_delay=0.01, idle_timeout=300.0, faults=()):
         self.host = host
         self.req_port = port
@@ -145,6 +147,7 @@ class EvilBackend:
         self.size = size
         self.starttls = starttls
         self.smtputf8 = smtputf8
+        self.chunking = chunking
         self.require_xclient = require_xclient
         self.check_delay = check_delay
         self.idle_timeout = idle_timeout
@@ -336,6 +339,7 @@ class _Session:
         self.helo = None
         self.xclient_done = False
         self.pipelining = False
+        self.chunking = False   # CHUNKING offered in the last EHLO reply
         self.reset_txn()
 
     def reset_txn(self):
@@ -510,7 +514,9 @@ class _Session:
             lines.append("SMTPUTF8")
         if self.srv.xclient and (not self.xclient_done or self.srv.xclient_reuse):
             lines.append("XCLIENT " + self.srv.xclient_attrs)
-        lines.append("CHUNKING")
+        self.chunking = bool(self.cap("chunking"))
+        if self.chunking:
+            lines.append("CHUNKING")
         return "".join("250%s%s\r\n" % ("-" if i < len(lines) - 1 else " ", l)
                        for i, l in enumerate(lines))
 
@@ -556,6 +562,7 @@ class _Session:
             self.esmtp = verb == "EHLO"
             conn.helo = self.helo
             self.reset_txn()
+            self.chunking = False  # ehlo_reply sets it again
             normal = (self.ehlo_reply(arg) if verb == "EHLO"
                       else "250 %s\r\n" % srv.hostname)
             return self.reply(stage, normal, group_end=True) or True
@@ -575,6 +582,7 @@ class _Session:
                 conn.xclient_count += 1
                 self.xclient_done = "ADDR" in conn.xclient
                 self.esmtp = False
+                self.chunking = False
                 self.helo = None
                 self.reset_txn()
             return True
