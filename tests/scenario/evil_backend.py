@@ -16,10 +16,17 @@ connection. It speaks like Postfix's smtpd with XCLIENT enabled:
             authorization, as Postfix
   MAIL/RCPT/DATA/RSET/NOOP/QUIT, dot-unstuffing; RCPT to a local part
   starting with "nobody" gets Postfix's 550 5.1.1 "User unknown".
+  BDAT      (RFC 3030, only when CHUNKING was offered) BDAT <n> [LAST]:
+            exactly n octets follow, read (and discarded when there is no
+            MAIL: 503, no valid RCPT: 554) before the reply; chunks add up
+            until LAST; "250 2.0.0 Ok: <n> octets" to the others. The
+            reply to BDAT LAST is the end-of-data verdict, as the reply to
+            the final dot (mid_body and after_dot faults apply the same).
 
 Every message accepted (the moment the server decides to answer 250 to
-the final dot, or to accept and then drop the connection) is recorded
-with its XCLIENT identity, envelope, unstuffed body and Subject.
+the final dot or BDAT LAST, or to accept and then drop the connection) is
+recorded with its XCLIENT identity, envelope, unstuffed body (BDAT: the
+octets as received), Subject and "via" ("DATA" or "BDAT").
 
 Pipelining rules (RFC 2920, and what Postfix 3.9's
 smtpd_forbid_unauth_pipelining enforces) are checked against the client,
@@ -27,7 +34,10 @@ i.e. sluice: bytes before the greeting, anything after EHLO / HELO / DATA
 / XCLIENT / NOOP / QUIT / STARTTLS / VRFY before that command's reply,
 any pipelining when PIPELINING was not offered or the session is not
 ESMTP (after XCLIENT until the next EHLO), MAIL without XCLIENT when
-require_xclient, a bare LF in message data. Each is appended to
+require_xclient, a bare LF or bare CR in message data (BDAT: or a message
+that does not end with CR LF), BDAT when CHUNKING was not offered or with
+a bad argument, DATA after BDAT, a command line that is no SMTP verb
+(what the octets beyond a BDAT's count look like). Each is appended to
 .violations.
 
 Faults (Fault(stage, kind, ...)): at stage
@@ -67,6 +77,15 @@ import time
 
 GROUP_END = {"EHLO", "HELO", "DATA", "XCLIENT", "NOOP", "QUIT", "STARTTLS",
              "VRFY", "EXPN", "TURN"}
+
+# Postfix's smtpd verbs (and a few it answers 502 but that are SMTP); any
+# other command line is a violation: the client is out of step (e.g. sent
+# more octets than its BDAT announced) or talking nonsense.
+KNOWN_VERBS = GROUP_END | {"MAIL", "RCPT", "RSET", "BDAT", "ETRN", "AUTH",
+                           "XFORWARD", "HELP"}
+
+BDAT_RX = re.compile(r"^([0-9]+)(?:[ \t]+(LAST))?$", re.I)
+BDAT_MAX = 64 << 20   # larger chunks: 552 and close
 
 STAGES = ("greeting", "ehlo", "xclient", "ehlo2", "mail", "rcpt", "rset",
           "data", "mid_body", "after_dot")
@@ -115,6 +134,11 @@ class Conn:
     @property
     def open(self):
         return self.closed is None
+
+    @property
+    def verbs(self):
+        """The verb of every command line received, upper case."""
+        return [l.split(" ", 1)[0].upper() for l in self.commands]
 
 
 def xtext_decode(s):
@@ -346,6 +370,7 @@ class _Session:
         self.mail_from = None
         self.rcpts = []
         self.rcpts_tried = []
+        self.chunks = None      # BDAT chunks of the message so far
 
     # -------------------------------------------------------------- I/O
 
@@ -375,29 +400,51 @@ class _Session:
         finally:
             self.cs.settimeout(None)
 
+    def _recv_more(self, deadline):
+        """One read into self.buf, waiting at most until deadline (past it,
+        Postfix's idle 421 and close). Returns whether bytes came in."""
+        left = deadline - time.monotonic()
+        if left <= 0 or self.srv._stop.is_set():
+            try:
+                self.send("421 4.4.2 %s Error: timeout exceeded\r\n"
+                          % self.srv.hostname, "idle")
+            except OSError:
+                pass
+            raise _Closed()
+        self.cs.settimeout(min(left, 0.5))
+        try:
+            d = self.cs.recv(65536)
+        except socket.timeout:
+            return False
+        if not d:
+            raise _Closed()
+        self.buf += d
+        return True
+
     def read_line(self, limit=1 << 20):
         deadline = time.monotonic() + self.srv.idle_timeout
         while b"\n" not in self.buf:
             if len(self.buf) > limit:
                 raise _Closed()
-            left = deadline - time.monotonic()
-            if left <= 0 or self.srv._stop.is_set():
-                try:
-                    self.send("421 4.4.2 %s Error: timeout exceeded\r\n"
-                              % self.srv.hostname, "idle")
-                except OSError:
-                    pass
-                raise _Closed()
-            self.cs.settimeout(min(left, 0.5))
-            try:
-                d = self.cs.recv(65536)
-            except socket.timeout:
-                continue
-            if not d:
-                raise _Closed()
-            self.buf += d
+            self._recv_more(deadline)
         line, self.buf = self.buf.split(b"\n", 1)
         return line + b"\n"
+
+    def read_octets(self, n, first=None):
+        """Exactly n octets (a BDAT chunk), the idle timeout applying to
+        each wait for more. first: called once, as soon as some of them
+        are in (at once when n is 0)."""
+        deadline = time.monotonic() + self.srv.idle_timeout
+        while len(self.buf) < n:
+            if first is not None and self.buf:
+                first()
+                first = None
+            if self._recv_more(deadline):
+                deadline = time.monotonic() + self.srv.idle_timeout
+        if first is not None:
+            first()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
 
     def hang(self):
         """Read and discard until the peer closes (or the server stops)."""
@@ -545,9 +592,15 @@ class _Session:
                 srv.cmd_log.append((time.monotonic(), conn.no, line))
             verb = line.split(" ", 1)[0].upper()
             arg = line[len(verb) + 1:] if " " in line else ""
+            if verb not in KNOWN_VERBS:
+                # also what the octets a BDAT sender sent beyond its count
+                # look like
+                srv._violation(conn, "unknown command (dialogue out of "
+                               "step?): %r" % line[:80])
             # Pipelining without permission: more input already here when
-            # a non-group-ending command is read.
-            if verb not in GROUP_END and self.buf and \
+            # a non-group-ending command is read (BDAT: checked after its
+            # octets).
+            if verb not in GROUP_END and verb != "BDAT" and self.buf and \
                     (not self.pipelining or not self.esmtp):
                 srv._violation(conn, "pipelining without PIPELINING/ESMTP "
                                "after %r: %r" % (line[:40], self.buf[:60]))
@@ -631,6 +684,8 @@ class _Session:
             return False
         if verb == "DATA":
             return self.data()
+        if verb == "BDAT":
+            return self.bdat(arg, line)
         if verb == "STARTTLS":
             self.send("502 5.5.1 Error: command not implemented\r\n", "starttls")
             return True
@@ -639,6 +694,10 @@ class _Session:
 
     def data(self):
         srv, conn = self.srv, self.conn
+        if self.chunks is not None:
+            srv._violation(conn, "DATA after BDAT in one transaction")
+            self.send("503 5.5.1 Error: DATA after BDAT\r\n", "data")
+            return True
         if self.mail_from is None:
             self.reply("data", "503 5.5.1 Error: need RCPT command\r\n",
                        group_end=True)
@@ -652,39 +711,109 @@ class _Session:
             self.reset_txn()
             return True
         body = []
-        mid = None
         first = True
         while True:
             raw = self.read_line()
             if first:
                 first = False
-                mid = srv._match(conn, "mid_body")
-                if mid is not None:
-                    if mid.kind in ("close", "accept_close"):
-                        self.close()
-                    if mid.kind == "rst":
-                        self.close(rst=True)
-                    if mid.kind == "hang":
-                        self.hang()
-                    if mid.kind == "slow":
-                        time.sleep(float(mid.arg))
-                    if mid.kind == "reply":
-                        self.send(mid.arg + "\r\n", "mid_body")
-                        if mid.arg.startswith("421"):
-                            self.close()
-                    if mid.kind == "extra":
-                        self.send("250 2.0.0 unsolicited mid-body reply\r\n",
-                                  "mid_body")
-            if not raw.endswith(b"\r\n"):
-                srv._violation(conn, "bare LF in message data: %r" % raw[-60:])
-            if b"\r" in raw[:-2]:
-                srv._violation(conn, "bare CR in message data: %r" % raw[-60:])
+                self.mid_body()
+            self.check_data_line(raw)
             if raw == b".\r\n":
                 break
             if raw.startswith(b"."):
                 raw = raw[1:]
             body.append(raw)
-        data = b"".join(body)
+        return self.end_of_message(b"".join(body), "DATA")
+
+    def bdat(self, arg, line):
+        """BDAT <size> [LAST] (RFC 3030): exactly size octets follow the
+        command line, no dot-stuffing, no final dot. The octets are read
+        (and discarded when the transaction is wrong, as Postfix) before
+        the reply, so the dialogue stays in step."""
+        srv, conn = self.srv, self.conn
+        if not self.chunking:
+            srv._violation(conn, "BDAT without CHUNKING offered: %r" % line[:80])
+            self.send("502 5.5.2 Error: command not recognized\r\n", "other")
+            return True
+        m = BDAT_RX.match(arg.strip())
+        if m is None:
+            # The octet count is unknown: what follows is out of step.
+            srv._violation(conn, "BDAT syntax: %r" % line[:80])
+            self.send("501 5.5.4 Syntax: BDAT count [LAST]\r\n", "bdat")
+            return True
+        size, last = int(m.group(1)), m.group(2) is not None
+        if size > BDAT_MAX:
+            srv._violation(conn, "BDAT of %d octets" % size)
+            self.send("552 5.3.4 Error: message file too big\r\n", "bdat")
+            self.close()
+        in_txn = self.mail_from is not None and bool(self.rcpts)
+        # The mid_body fault point: the message's first octets are in.
+        first = self.mid_body if in_txn and self.chunks is None else None
+        octets = self.read_octets(size, first)
+        if self.buf and (not self.pipelining or not self.esmtp):
+            srv._violation(conn, "pipelining without PIPELINING/ESMTP after "
+                           "%r and its octets: %r" % (line[:40], self.buf[:60]))
+        if not in_txn:
+            self.chunks = None
+            if self.mail_from is None:
+                self.send("503 5.5.1 Error: need RCPT command\r\n", "bdat")
+            else:
+                self.send("554 5.5.1 Error: no valid recipients\r\n", "bdat")
+            return True
+        if self.chunks is None:
+            self.chunks = []
+        self.chunks.append(octets)
+        if not last:
+            self.send("250 2.0.0 Ok: %d octets\r\n" % size, "bdat")
+            return True
+        data = b"".join(self.chunks)
+        self.check_message_octets(data)
+        return self.end_of_message(data, "BDAT")
+
+    def mid_body(self):
+        """The mid_body fault point (DATA: after the first line of the
+        message; BDAT: as soon as the first octets are in)."""
+        mid = self.srv._match(self.conn, "mid_body")
+        if mid is None:
+            return
+        if mid.kind in ("close", "accept_close"):
+            self.close()
+        if mid.kind == "rst":
+            self.close(rst=True)
+        if mid.kind == "hang":
+            self.hang()
+        if mid.kind == "slow":
+            time.sleep(float(mid.arg))
+        if mid.kind == "reply":
+            self.send(mid.arg + "\r\n", "mid_body")
+            if mid.arg.startswith("421"):
+                self.close()
+        if mid.kind == "extra":
+            self.send("250 2.0.0 unsolicited mid-body reply\r\n", "mid_body")
+
+    def check_data_line(self, raw):
+        """raw: one line of message data as received, up to its LF."""
+        if not raw.endswith(b"\r\n"):
+            self.srv._violation(self.conn, "bare LF in message data: %r"
+                                % raw[-60:])
+        if b"\r" in raw[:-2]:
+            self.srv._violation(self.conn, "bare CR in message data: %r"
+                                % raw[-60:])
+
+    def check_message_octets(self, data):
+        """DATA's line-end checks over a whole message (BDAT)."""
+        lines = data.split(b"\n")
+        for l in lines[:-1]:
+            self.check_data_line(l + b"\n")
+        if lines[-1]:
+            self.srv._violation(self.conn, "message data does not end with "
+                                "CR LF: %r" % lines[-1][-60:])
+
+    def end_of_message(self, data, via):
+        """The whole message is in (after the final dot, or with BDAT
+        LAST): record it as Postfix would queue it, then the verdict or
+        the after_dot fault. via: "DATA" or "BDAT"."""
+        srv, conn = self.srv, self.conn
         m = SUBJECT_RX.search(data.split(b"\r\n\r\n", 1)[0])
         subject = m.group(1).decode("latin-1").strip() if m else ""
         with srv.lock:
@@ -694,7 +823,7 @@ class _Session:
             "conn": conn.no, "xclient": dict(conn.xclient), "helo": self.helo,
             "mail_from": self.mail_from, "rcpts": list(self.rcpts),
             "data": data, "subject": subject, "queue_id": qid,
-            "time": time.monotonic(),
+            "time": time.monotonic(), "via": via,
         }
         normal = "250 2.0.0 Ok: queued as %s\r\n" % qid
         f = srv._match(conn, "after_dot")
