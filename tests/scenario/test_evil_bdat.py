@@ -347,3 +347,154 @@ def test_mid_body_fault_once_per_message(raw):
     assert [cl.reply()[0] for _ in range(3)] == [250, 250, 250]
     assert [x[1] for x in be.fault_log] == ["mid_body"]
     assert be.messages[0]["data"] == msg
+
+
+# ====================================================================
+# Part 2: through sluice, the backend offering CHUNKING
+# ====================================================================
+
+import test_faults as TF  # noqa: E402  (its matrix, outcome classes, FAST)
+
+FAST = TF.FAST
+BOUND = TF.REPLY_BOUND
+
+
+def verbs_seen(be):
+    with be.lock:
+        return [v for c in be.conns for v in c.verbs]
+
+
+def bdat_lines(be):
+    with be.lock:
+        return [l for c in be.conns for l in c.commands
+                if l.split(" ", 1)[0].upper() == "BDAT"]
+
+
+def no_problems(be, sl, results, **kw):
+    problems = check_invariants(be, sl, results, BOUND, **kw)
+    assert not problems, "\n".join(problems) + "\n" + be.summary()
+
+
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("pipelined", [False, True], ids=["lockstep", "pipelined"])
+def test_sluice_sends_one_bdat_last(evil, sluice, pipelined):
+    """Lines starting with "." and "..", and a line that is "." in
+    content (".." on the client's wire), arrive byte-exact in one
+    BDAT <n> LAST: no stuffing, no final dot, no DATA."""
+    be = evil(chunking=True)
+    sl = sluice(be, pool=2, **FAST)
+    tok = token("bdat")
+    res = run_txn(sl, tok, body=DOTS_BODY, pipelined=pipelined, timeout=8)
+    assert res.accepted, res
+    [m] = be.by_token(tok)
+    assert m["data"] == message_bytes(tok, DOTS_BODY)
+    assert m["via"] == "BDAT"
+    assert bdat_lines(be) == ["BDAT %d LAST" % len(m["data"])]
+    assert "DATA" not in verbs_seen(be)
+    no_problems(be, sl, [res])
+
+
+@pytest.mark.deadline(30)
+def test_sluice_backend_chunking_no_uses_data(evil, sluice):
+    be = evil(chunking=True)
+    sl = sluice(be, pool=2, backend_chunking="no", **FAST)
+    tok = token("nochunk")
+    res = run_txn(sl, tok, body=DOTS_BODY, timeout=8)
+    assert res.accepted, res
+    [m] = be.by_token(tok)
+    assert m["data"] == message_bytes(tok, DOTS_BODY)
+    assert m["via"] == "DATA"
+    assert "BDAT" not in verbs_seen(be)
+    no_problems(be, sl, [res])
+
+
+@pytest.mark.deadline(30)
+def test_sluice_chunking_not_offered_uses_data(evil, sluice):
+    be = evil(chunking=False)
+    sl = sluice(be, pool=2, **FAST)
+    tok = token("notoffered")
+    res = run_txn(sl, tok, body=DOTS_BODY, timeout=8)
+    assert res.accepted, res
+    [m] = be.by_token(tok)
+    assert m["data"] == message_bytes(tok, DOTS_BODY) and m["via"] == "DATA"
+    assert "BDAT" not in verbs_seen(be)
+    no_problems(be, sl, [res])
+
+
+@pytest.mark.deadline(30)
+def test_sluice_chunking_per_connection(evil, sluice):
+    """The offer is a property of each backend connection: a message goes
+    by BDAT exactly when its connection offered CHUNKING."""
+    offers = lambda no: no % 2 == 0  # noqa: E731
+    be = evil(chunking=offers)
+    sl = sluice(be, pool=2, **FAST)
+    results = [run_txn(sl, token("perconn"), body=DOTS_BODY, timeout=8)
+               for _ in range(4)]
+    assert all(r.accepted for r in results), results
+    for r in results:
+        [m] = be.by_token(r.tok)
+        assert m["via"] == ("BDAT" if offers(m["conn"]) else "DATA"), m
+    no_problems(be, sl, results)
+
+
+@pytest.mark.deadline(30)
+def test_sluice_bdat_received_header_counted(evil, sluice):
+    """backend_xclient = no: sluice's Received header is part of the n
+    octets."""
+    be = evil(chunking=True, require_xclient=False)
+    sl = sluice(be, pool=2, backend_xclient="no", **FAST)
+    tok = token("received")
+    res = run_txn(sl, tok, body=DOTS_BODY, timeout=8)
+    assert res.accepted, res
+    [m] = be.by_token(tok)
+    msg = message_bytes(tok, DOTS_BODY)
+    assert m["via"] == "BDAT"
+    assert m["data"].startswith(b"Received: "), m["data"][:200]
+    assert m["data"].endswith(msg) and len(m["data"]) > len(msg)
+    assert bdat_lines(be) == ["BDAT %d LAST" % len(m["data"])]
+    assert not be.violations, be.violations
+    assert sl.alive()
+
+
+# The DATA fault matrix's after-the-dot and mid-body scenarios, with the
+# backend offering CHUNKING: the reply to BDAT LAST is the verdict, so the
+# same outcome classes hold (test_faults.py).
+BDAT_SCENARIOS = [p for p in TF.SCENARIOS
+                  if "afterdot" in p.id or "midbody" in p.id]
+# Faults after which the backend has not queued the message.
+NOT_QUEUED = {("after_dot", "close"), ("after_dot", "rst"),
+              ("mid_body", "close"), ("mid_body", "rst")}
+
+
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("faults,where,expect,opt", BDAT_SCENARIOS)
+def test_sluice_bdat_fault_matrix(evil, sluice, faults, where, expect, opt):
+    be = evil(faults=faults, chunking=True,
+              xclient_reuse=opt.get("xclient_reuse", False))
+    sl = sluice(be, pool=2, **FAST)
+    time.sleep(0.15)  # the pool's first connections meet the fault
+    body = TF.BIG_BODY if opt.get("big") else None
+    res = run_txn(sl, token("m"), rcpts=TF.RCPTS, body=body,
+                  pipelined=opt.get("pipelined", False), timeout=8)
+    problems = TF.check_outcome(res, faults, where, expect, be)
+    problems += check_invariants(be, sl, [res], BOUND, allow_dup=True)
+    if any((f.stage, f.kind) in NOT_QUEUED or
+           (f.kind == "reply" and f.arg[:1] in "45") for f in faults):
+        if be.count(res.tok) or res.accepted:
+            problems.append("the backend did not queue %s, yet: recorded %d, "
+                            "client %r" % (res.tok, be.count(res.tok), res.final))
+    be.clear_faults()
+    rec, tries = TF.deliver_after_recovery(be, sl, window=6.0)
+    if not rec.accepted or be.count(rec.tok) != 1:
+        problems.append("pool did not recover within 6 s (%d tries): %r"
+                        % (tries, rec))
+    problems += [p for p in check_invariants(be, sl, [rec], BOUND)
+                 if p not in problems]
+    seen = verbs_seen(be)
+    if "DATA" in seen or "BDAT" not in seen:
+        problems.append("expected BDAT and no DATA at the backend: %r" % seen)
+    for m in be.messages:
+        if m["via"] != "BDAT":
+            problems.append("message %s came by %s" % (m["subject"], m["via"]))
+    assert not problems, "\n".join(problems) + "\n--- client ---\n" + \
+        TF._describe(res) + "\n--- backend ---\n" + be.summary()
