@@ -21,7 +21,9 @@ connection. It speaks like Postfix's smtpd with XCLIENT enabled:
             MAIL: 503, no valid RCPT: 554) before the reply; chunks add up
             until LAST; "250 2.0.0 Ok: <n> octets" to the others. The
             reply to BDAT LAST is the end-of-data verdict, as the reply to
-            the final dot (mid_body and after_dot faults apply the same).
+            the final dot (mid_body and after_dot faults apply the same;
+            the data fault stage is DATA's 354 only). Conn.bdats: per
+            BDAT, (size, last, octets in with the command line).
 
 Every message accepted (the moment the server decides to answer 250 to
 the final dot or BDAT LAST, or to accept and then drop the connection) is
@@ -130,6 +132,9 @@ class Conn:
         self.xclient = {}    # attributes in force
         self.xclient_count = 0
         self.helo = None
+        # per BDAT command: (size, last, octets of it already received
+        # with the command line: all of a small chunk sent in one write)
+        self.bdats = []
 
     @property
     def open(self):
@@ -742,6 +747,8 @@ class _Session:
             self.send("501 5.5.4 Syntax: BDAT count [LAST]\r\n", "bdat")
             return True
         size, last = int(m.group(1)), m.group(2) is not None
+        with srv.lock:
+            conn.bdats.append((size, last, min(len(self.buf), size)))
         if size > BDAT_MAX:
             srv._violation(conn, "BDAT of %d octets" % size)
             self.send("552 5.3.4 Error: message file too big\r\n", "bdat")

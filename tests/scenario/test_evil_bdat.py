@@ -131,6 +131,7 @@ def test_bdat_last_byte_exact(raw):
     assert cl.c.cmd("QUIT")[0] == 221
     [m] = be.by_token(tok)
     assert m["data"] == msg
+    assert be.conns[0].bdats == [(len(msg), True, len(msg))]
     assert m["via"] == "BDAT"
     assert m["rcpts"] == ["alice@example.com"]
     assert m["mail_from"] == "a@example.net"
@@ -155,6 +156,10 @@ def test_bdat_chunks_make_one_message(raw):
     code, lines = cl.reply()
     assert code == 250 and "queued as" in lines[0], lines
     assert [m["data"] for m in be.messages] == [msg]
+    # the first chunk came in its own write, the others pipelined
+    assert [b[:2] for b in be.conns[0].bdats] == [
+        (cut, False), (len(msg) - cut - 3, False), (3, False), (0, True)]
+    assert be.conns[0].bdats[0][2] == cut
     # the next transaction on the connection starts afresh
     tok2 = token("second")
     msg2 = message_bytes(tok2)
@@ -391,6 +396,9 @@ def test_sluice_sends_one_bdat_last(evil, sluice, pipelined):
     assert m["via"] == "BDAT"
     assert bdat_lines(be) == ["BDAT %d LAST" % len(m["data"])]
     assert "DATA" not in verbs_seen(be)
+    # the command and its octets in one write: all in with the command line
+    n = len(m["data"])
+    assert be.conns[m["conn"] - 1].bdats == [(n, True, n)]
     no_problems(be, sl, [res])
 
 
