@@ -396,10 +396,31 @@ def test_sluice_sends_one_bdat_last(evil, sluice, pipelined):
     assert m["via"] == "BDAT"
     assert bdat_lines(be) == ["BDAT %d LAST" % len(m["data"])]
     assert "DATA" not in verbs_seen(be)
-    # the command and its octets in one write: all in with the command line
-    n = len(m["data"])
-    assert be.conns[m["conn"] - 1].bdats == [(n, True, n)]
+    assert [b[:2] for b in be.conns[m["conn"] - 1].bdats] == [(len(m["data"]), True)]
     no_problems(be, sl, [res])
+
+
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("xclient", ["yes", "no"])
+def test_sluice_bdat_octets_in_the_command_write(evil, sluice, xclient):
+    """BDAT n LAST and its n octets leave in one write (small messages):
+    the backend finds all of them in with the command line. A command
+    line flushed before its octets is caught only when the backend reads
+    in between, so several messages (pipelined and not) are sent."""
+    be = evil(chunking=True, require_xclient=False)
+    sl = sluice(be, pool=2, backend_xclient=xclient, **FAST)
+    results = [run_txn(sl, token("onewrite"), body=DOTS_BODY,
+                       pipelined=bool(i % 2), timeout=8) for i in range(12)]
+    assert all(r.accepted for r in results), results
+    with be.lock:
+        bdats = [b for c in be.conns for b in c.bdats]
+    assert len(bdats) == 12, bdats
+    split = [b for b in bdats if b[2] != b[0]]
+    assert not split, ("%d of %d BDAT commands arrived without all their "
+                       "octets (size, LAST, octets with the command): %r"
+                       % (len(split), len(bdats), split))
+    if xclient == "yes":
+        no_problems(be, sl, results)
 
 
 @pytest.mark.deadline(30)
