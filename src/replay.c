@@ -688,14 +688,20 @@ static size_t replay_received_header(const struct replay *r, char *hdr)
 }
 
 /* The body's read first: an in-memory body comes back on this loop turn,
- * queued before the connection's write of the header, so that command,
- * header, body (and dot) leave in one write (one segment, one read for
- * the server). The header still goes first: it is in the output now. */
-static void replay_body_start(struct replay *r, const char *hdr, size_t hlen)
+ * its callback queued before the connection's write (which the command,
+ * when there is one, queues), so that command, header, body (and dot)
+ * leave in one write: one segment, one read for the server. The command
+ * and the header still go first: they are in the output now. */
+static void replay_body_start(struct replay *r, const char *cmd, size_t cmd_len,
+			      backend_reply_fn cmd_reply, const char *hdr,
+			      size_t hlen)
 {
 	replay_set_step(r, REPLAY_STEP_BODY);
 	r->body_sent = 0;
 	replay_body_next(r);
+	if (cmd && replay_send(r, cmd, cmd_len, true, r->cfg->backend_data_timeout_ms,
+			       cmd_reply) != 0)
+		return;
 	if (hlen == 0)
 		return;
 	struct evbuffer *buf = evbuffer_new();
@@ -718,11 +724,7 @@ static void replay_bdat(struct replay *r)
 	r->chunking = true;
 	r->body_bol = true;
 	r->octets_left = r->txn.body_octets;
-	replay_set_step(r, REPLAY_STEP_BODY);
-	if (replay_send(r, line, (size_t)n, true, r->cfg->backend_data_timeout_ms,
-			replay_final_reply) != 0)
-		return;
-	replay_body_start(r, hdr, hlen);
+	replay_body_start(r, line, (size_t)n, replay_final_reply, hdr, hlen);
 }
 
 static void replay_data_reply(void *arg, const struct smtp_reply *reply)
@@ -746,7 +748,7 @@ static void replay_data_reply(void *arg, const struct smtp_reply *reply)
 		return;
 	}
 	char hdr[REPLAY_HEADER_MAX];
-	replay_body_start(r, hdr, replay_received_header(r, hdr));
+	replay_body_start(r, NULL, 0, NULL, hdr, replay_received_header(r, hdr));
 }
 
 /* --- start and cancel -------------------------------------------------- */
