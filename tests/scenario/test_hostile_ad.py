@@ -627,6 +627,10 @@ class World:
             "fast_lane": "no",
             "client_connection_limit": "1000",
         }
+        if use_tap:
+            # the Tap reads DATA's framing (dots, one terminator); BDAT's
+            # count is checked by test_evil_bdat.py and fuzz_session
+            s["backend_chunking"] = "no"
         if opts.pop("tls", False):
             s["tls_cert_file"], s["tls_key_file"] = self.tls_cert
         if opts.pop("v6", False):
