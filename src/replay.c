@@ -571,7 +571,7 @@ static void replay_body_end(struct replay *r)
 			/* Fewer octets than announced: the server would
 			 * wait for the rest. Closing drops the message. */
 			log_err("replay: session=%llu message %llu octets short of its BDAT count; "
-				  "closing", r->id->session_id, r->octets_left);
+				"closing", r->id->session_id, r->octets_left);
 			replay_fail(r, REPLY_LOCAL_ERROR);
 			return;
 		}
@@ -606,7 +606,7 @@ static int replay_write_octets(struct replay *r, struct evbuffer *chunk)
 	if (v.iov_len > r->octets_left) {
 		evbuffer_free(out);
 		log_err("replay: session=%llu message longer than its BDAT count; closing",
-			  r->id->session_id);
+			r->id->session_id);
 		replay_fail(r, REPLY_LOCAL_ERROR);
 		return -1;
 	}
