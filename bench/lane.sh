@@ -371,7 +371,7 @@ print("| Postfix connections with MAIL per message | %s | %s | – | 1 | %s |" %
 print("| Postfix MAIL commands per message (RSET in all) | %s (%s) | %s (%s) | – | 1 (0) | %s |" % (
     f(d, "mail_per_msg"), f(d, "rset"), f(s, "mail_per_msg"), f(s, "rset"),
     met(s and float(s["mail_per_msg"]) == 1)))
-print("| share of Postfix connections with mail that carry mail=1 data=1, no rset | %s | %s | – | 100%% | %s |" % (
+print("| share of Postfix connections with mail that carry mail=1, data=1 or bdat=1, no rset | %s | %s | – | 100%% | %s |" % (
     f(d, "one_message_share"), f(s, "one_message_share"), met(s and float(s["one_message_share"]) == 1)))
 print("| backend connections, $SLOW slow clients (pool $((W * POOL))) | – | $slow_max | – | ≤ $((W * POOL)) | %s |" % (
     met("$slow_max" != "–" and int("$slow_max") <= $((W * POOL)))))
