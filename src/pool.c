@@ -16,9 +16,11 @@
  * good order (a server that breaks right after its EHLO teaches nothing),
  * the next ones open with the greeting alone and those capabilities
  * (backend_open's assume): one round trip and one EHLO less for the server
- * per connection, which under Postfix's usual setting is per message. The first error a connection gets before any
- * EHLO of its own ends that for the worker's life (a server that wants
- * EHLO first, or no longer allows XCLIENT): one line in the log.
+ * per connection, which under Postfix's usual setting is per message. Not
+ * with backend_tls (STARTTLS needs the EHLO) nor when the EHLO did not
+ * offer XCLIENT. The first error a connection gets before any EHLO of its
+ * own ends that for the worker's life (a server that wants EHLO first, or
+ * no longer allows XCLIENT): one line in the log.
  *
  * Identity: a connection whose last EHLO (after XCLIENT) still offered
  * XCLIENT may serve any client; one that did not carries one client only
@@ -65,7 +67,7 @@ struct pool_conn {
 
 /* Whether new connections may open with the greeting alone (see the top). */
 enum pool_greeting {
-	POOL_GREETING_UNKNOWN, /* no opening EHLO seen yet */
+	POOL_GREETING_UNKNOWN, /* no opening EHLO with XCLIENT seen yet */
 	POOL_GREETING_SEEN,    /* one seen; no lease has ended cleanly since */
 	POOL_GREETING_ONLY,    /* new connections open with the greeting alone */
 	POOL_GREETING_OFF,     /* one so opened was refused: EHLO first for good */
@@ -326,11 +328,9 @@ static void pool_open_one(struct pool *p)
 	struct pool_conn *c = calloc(1, sizeof *c);
 	if (c) {
 		c->pool = p;
-		bool greet_only = p->greeting == POOL_GREETING_ONLY &&
-				  p->known.xclient && p->cfg->backend_xclient &&
-				  !p->cfg->backend_tls;
 		c->b = backend_open(p->base, p->cfg, p->tls_client,
-				    greet_only ? &p->known : NULL, &pool_hooks, c);
+				    p->greeting == POOL_GREETING_ONLY ? &p->known : NULL,
+				    &pool_hooks, c);
 	}
 	if (!c || !c->b) {
 		free(c);
@@ -520,7 +520,8 @@ static void pool_conn_ready(void *arg, struct backend *b)
 	p->size_max = backend_caps(b)->size_max;
 	if (!backend_caps_assumed(b)) {
 		p->known = *backend_caps(b);
-		if (p->greeting == POOL_GREETING_UNKNOWN)
+		if (p->greeting == POOL_GREETING_UNKNOWN && p->known.xclient &&
+		    p->cfg->backend_xclient && !p->cfg->backend_tls)
 			pool_set_greeting(p, POOL_GREETING_SEEN);
 	}
 	pool_serve(p);
