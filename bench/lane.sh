@@ -90,22 +90,14 @@ sluice_bin=${SLUICE:-$root/sluice}
 
 die() { echo "lane.sh: $*" >&2; exit 2; }
 [ $# = 0 ] || die "no arguments; settings come from the environment (see the header)"
-[ "$(id -u)" = 0 ] || die "run as root"
-for f in /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/postfix; do
-	[ -x "$f" ] || die "$f missing: run scripts/install-deps.sh"
-done
-if [ -n "${SLUICE:-}" ]; then
-	make -s bench-tools >/dev/null || die "make bench-tools failed"
-	[ -x "$sluice_bin" ] || die "$sluice_bin missing"
-else
-	make -s bench-tools sluice >/dev/null || die "make failed"
-fi
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, bench_postfix, proc_tree, cpu_ticks, sink_count, kv
+[ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
+bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/postfix
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 dir=$(mktemp -d /tmp/sluice-lane.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid='' pf_port=''
-. bench/lib.sh # stop_pid, free_port, wait_port, start_dnsmasq, start_sink, bench_postfix, proc_tree, cpu_ticks, sink_count, kv
 pf() { # start|stop: XCLIENT for sluice's 127.0.0.1, and for the load
 	# generator's 127.0.0.2 in phase 5 (clients that name themselves)
 	bench_postfix "$1" "$dir/pf" "${pf_port:-0}" "127.0.0.1, 127.0.0.2"

@@ -1,5 +1,17 @@
-# bench/lib.sh: shell helpers shared by the bench scripts (sourced, after
-# they set $dir and define die()).
+# bench/lib.sh: shell helpers shared by the bench scripts (sourced after
+# they define die(); the ones that write files use $dir, set before they
+# are called).
+
+bench_ready() { # sluice-binary tool...: root, the tools, build/loadgen, the binary
+	[ "$(id -u)" = 0 ] || die "run as root"
+	local bin=$1 f
+	shift
+	for f; do
+		[ -x "$f" ] || die "$f missing: run scripts/install-deps.sh (strace, perf: apt-get install them)"
+	done
+	make -s bench-tools >/dev/null || die "make bench-tools failed"
+	[ -x "$bin" ] || die "$bin missing (make)"
+}
 
 stop_pid() { # pid: TERM, wait at most 10 s, then KILL
 	local pid=$1

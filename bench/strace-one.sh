@@ -24,18 +24,12 @@ MSGS=${MSGS:-5}
 sluice_bin=${SLUICE:-./sluice}
 die() { echo "strace-one.sh: $*" >&2; exit 2; }
 case "$mode" in sink) xc=no ;; postfix) xc=yes ;; *) die "usage: bench/strace-one.sh sink|postfix" ;; esac
-[ "$(id -u)" = 0 ] || die "run as root"
-[ -x /usr/bin/strace ] || die "strace missing: apt-get install strace"
-for f in /usr/sbin/smtp-sink /usr/sbin/dnsmasq; do
-	[ -x "$f" ] || die "$f missing: run scripts/install-deps.sh"
-done
-make -s bench-tools >/dev/null || die "make bench-tools failed"
-[ -x "$sluice_bin" ] || die "$sluice_bin missing (make)"
+. bench/lib.sh
+bench_ready "$sluice_bin" /usr/bin/strace /usr/sbin/smtp-sink /usr/sbin/dnsmasq
 
 dir=$(mktemp -d /tmp/sluice-strace.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid='' pf_port=''
-. bench/lib.sh
 pf() { bench_postfix "$1" "$dir/pf" "${pf_port:-0}" 127.0.0.1; }
 cleanup() {
 	stop_pid "$sl_pid"

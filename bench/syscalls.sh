@@ -23,17 +23,12 @@ sluice_bin=${SLUICE:-$root/sluice}
 loadgen=$root/build/loadgen
 
 die() { echo "syscalls.sh: $*" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || die "run as root"
-for f in /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/bin/perf; do
-	[ -x "$f" ] || die "$f missing"
-done
-make -s bench-tools >/dev/null || die "make bench-tools failed"
-[ -x "$sluice_bin" ] || die "$sluice_bin missing (make)"
+. bench/lib.sh
+bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/bin/perf
 
 dir=$(mktemp -d /tmp/sluice-sys.XXXXXX) || exit 2
 chmod 755 "$dir"
 pids=() sl_pid=''
-. bench/lib.sh
 cleanup() {
 	stop_pid "$sl_pid"
 	for p in "${pids[@]}"; do stop_pid "$p"; done
