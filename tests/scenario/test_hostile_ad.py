@@ -17,7 +17,9 @@ One world per module (module-scoped fixture `w`), started lazily:
   pf_noxc     Postfix that does not allow XCLIENT from sluice (127.0.0.2)
   Tap         a recording TCP relay between sluice and each backend: every
               command sluice sent and the reply it got, every DATA payload
-              byte for byte; it can also misbehave once on request (answer
+              and every BDAT's octets byte for byte (sluice sends BDAT when
+              Postfix offers CHUNKING, the default); it can also misbehave
+              once on request (answer
               a command itself, rewrite a reply, inject bytes after one,
               close). Cases 7, 8, 22, 26-36 read or use it.
   FakeDns     a tiny authoritative DNS server whose PTR answers may carry
@@ -194,6 +196,7 @@ class TapConn:
         self.down = bytearray()    # backend -> sluice, as the backend sent it
         self.cmds = []             # [command line without CRLF, reply bytes or None]
         self.datas = []            # DATA payloads as sent, terminator included
+        self.bdats = []            # BDAT octets as sent (exactly the count)
         self.unsolicited = []      # replies with no command waiting
         self.greeting = None
         self.faulted = False       # a fault was applied on this connection
@@ -205,6 +208,26 @@ class TapConn:
 
     def xclients(self):
         return [c for c in self.commands() if c.upper().startswith(b"XCLIENT")]
+
+    def messages(self):
+        """Every message as the server read it: DATA payloads unstuffed,
+        without their terminator; BDAT octets as they are."""
+        out = [b"".join(l[1:] if l.startswith(b".") else l
+                        for l in d[:-3].splitlines(keepends=True)) for d in self.datas]
+        return out + list(self.bdats)
+
+
+BDAT_LAST = re.compile(rb"(?i)^BDAT \d+ LAST$")
+
+
+def ends_message(cmd):
+    """The command whose reply is the end-of-data verdict: the Tap's <EOD>
+    after DATA's terminator, or BDAT ... LAST."""
+    return cmd == b"<EOD>" or BDAT_LAST.match(cmd) is not None
+
+
+def sends_message(cmd):
+    return cmd.split(b" ")[0].upper() in (b"DATA", b"BDAT")
 
 
 class Tap:
@@ -286,7 +309,7 @@ class Tap:
             self.socks += [cs, bs]
         st = {"raw": False, "content": None, "pending": collections.deque(),
               "reply": b"", "greeting": True, "upbuf": b"", "downbuf": b"",
-              "dead": False}
+              "dead": False, "octets_left": 0, "octets": b""}
 
         def close_all():
             st["dead"] = True
@@ -303,6 +326,18 @@ class Tap:
                         bs.sendall(st["upbuf"])
                         st["upbuf"] = b""
                     return
+                if st["octets_left"]:
+                    # BDAT's octets: counted, not lines
+                    take = st["upbuf"][:st["octets_left"]]
+                    if not take:
+                        return
+                    st["upbuf"] = st["upbuf"][len(take):]
+                    st["octets"] += take
+                    st["octets_left"] -= len(take)
+                    if not st["octets_left"]:
+                        conn.bdats.append(st["octets"])
+                    bs.sendall(take)
+                    continue
                 i = st["upbuf"].find(b"\n")
                 if i < 0:
                     return
@@ -327,6 +362,11 @@ class Tap:
                     continue
                 conn.cmds.append([cmd, None])
                 st["pending"].append(len(conn.cmds) - 1)
+                m = re.match(rb"(?i)BDAT (\d+)", cmd)
+                if m:
+                    st["octets_left"], st["octets"] = int(m.group(1)), b""
+                    if not st["octets_left"]:
+                        conn.bdats.append(b"")
                 bs.sendall(line)
 
         def process_down():
@@ -426,7 +466,7 @@ class Tap:
                     while j < len(cmds) and cmds[j][0].split(b" ")[0].upper() not in (
                             b"MAIL", b"RSET", b"QUIT", b"XCLIENT"):
                         j += 1
-                        if cmds[j - 1][0] == b"<EOD>":
+                        if ends_message(cmds[j - 1][0]):
                             break
                     out.append((conn, cmds[i:j]))
         return out
@@ -627,10 +667,6 @@ class World:
             "fast_lane": "no",
             "client_connection_limit": "1000",
         }
-        if use_tap:
-            # the Tap reads DATA's framing (dots, one terminator); BDAT's
-            # count is checked by test_evil_bdat.py and fuzz_session
-            s["backend_chunking"] = "no"
         if opts.pop("tls", False):
             s["tls_cert_file"], s["tls_key_file"] = self.tls_cert
         if opts.pop("v6", False):
@@ -733,10 +769,16 @@ def test_hostile_001_dot_transparency(w):
     got = delivered(pf, tok)
     assert len(got) == 1
     assert got[0].body == b"a\n.b\n..\n.\n x\n", got[0].body
-    # what went to Postfix: stuffed again, one terminator
-    data = [d for conn in w.tap("strict").conns_with(tok) for d in conn.datas
-            if tok.encode() in d]
-    assert data and data[0].endswith(b"\r\na\r\n..b\r\n...\r\n..\r\n x\r\n.\r\n"), data
+    # what went to Postfix: the message itself, as one BDAT's octets (the
+    # default: Postfix offers CHUNKING) or as DATA stuffed again with one
+    # terminator
+    conns = w.tap("strict").conns_with(tok)
+    msgs = [m for conn in conns for m in conn.messages() if tok.encode() in m]
+    assert len(msgs) == 1 and msgs[0].endswith(b"\r\na\r\n.b\r\n..\r\n.\r\n x\r\n"), msgs
+    assert [c for conn in conns for c in conn.commands() if BDAT_LAST.match(c)], \
+        "not sent as BDAT although Postfix offers CHUNKING"
+    datas = [d for conn in conns for d in conn.datas if tok.encode() in d]
+    assert all(d.endswith(b"\r\na\r\n..b\r\n...\r\n..\r\n x\r\n.\r\n") for d in datas), datas
 
 
 SMUGGLED = (b"MAIL FROM:<ceo@victim.example>\r\nRCPT TO:<alice@example.com>\r\n"
@@ -910,25 +952,31 @@ def test_hostile_007_canonical_output_to_backend(w):
         got = delivered(w.pf(pfname), tok)
         assert len(got) == 1, (pfname, got)
         bodies[pfname] = got[0].body
-        # the DATA payload as sluice sent it
-        datas = [d for conn in w.tap(pfname).conns_with(tok) for d in conn.datas
-                 if tok.encode() in d]
-        assert len(datas) == 1, datas
-        d = datas[0]
-        assert not has_bare(d), "bare CR/LF sent to the backend: %r" % d
-        assert d.endswith(b"\r\n.\r\n") and d.find(b"\r\n.\r\n") == len(d) - 5, d
-        assert b"\r\n..\r\n...\r\n.. trailing\r\n" in d, d
+        # the message as sluice sent it (BDAT's octets, or DATA's payload
+        # unstuffed) and, for DATA, its framing
+        conns = w.tap(pfname).conns_with(tok)
+        msgs = [m for conn in conns for m in conn.messages() if tok.encode() in m]
+        assert len(msgs) == 1, msgs
+        m = msgs[0]
+        assert not has_bare(m), "bare CR/LF sent to the backend: %r" % m
+        assert m.endswith(b"\r\n") and b"\r\n.\r\n..\r\n. trailing\r\n" in m, m
+        for d in [d for conn in conns for d in conn.datas if tok.encode() in d]:
+            assert d.endswith(b"\r\n.\r\n") and d.find(b"\r\n.\r\n") == len(d) - 5, d
+            assert b"\r\n..\r\n...\r\n.. trailing\r\n" in d, d
     want = b"\n".join(model_normalize(dot_stuff(b"X: y\r\n\r\n" + HOSTILE_BODY)
                                       + b".\r\n")[2:]) + b"\n"
     assert bodies["strict"] == bodies["lenient"], bodies
     assert bodies["strict"] == want, (bodies["strict"], want)
-    # every DATA payload sluice ever sent in this module is canonical
+    # every message sluice ever sent in this module is canonical, and
+    # every DATA payload ends at its one terminator
     for name, tap in w.taps.items():
         for conn in tap.conns:
             for d in conn.datas:
                 assert not has_bare(d), (name, d[:300])
                 assert d.find(b"\r\n.\r\n") in (len(d) - 5, -1) and d.endswith(b".\r\n"), \
                     (name, d[-300:])
+            for m in conn.bdats:
+                assert not has_bare(m) and (not m or m.endswith(b"\r\n")), (name, m[-300:])
     # no backend ever complained about bare newlines
     for name, pf in w.pfs.items():
         assert "bare <LF>" not in pf.maillog(), name
@@ -938,7 +986,7 @@ def test_hostile_007_canonical_output_to_backend(w):
 def test_hostile_008_backend_reply_framing(w):
     sl, pf, tap = w.sluice("lenient"), w.pf("lenient"), w.tap("lenient")
     send_mail(sl, token("008warm"))   # the pool is in use
-    f = tap.arm("inject", rb"^250 2\.0\.0 Ok: queued as",
+    f = tap.arm("inject", rb"^250 2\.0\.0 Ok: (\d+ bytes )?queued as",  # DATA's, BDAT's
                 b"250 2.0.0 Ok: queued as SMUGGLED\r\n")
     tok = token("008")
     r = send_mail(sl, tok)
@@ -948,7 +996,7 @@ def test_hostile_008_backend_reply_framing(w):
     conn = f["conn"]
     assert harness.wait_until(lambda: conn.sluice_eof or conn.closed, 10), \
         "sluice kept the desynchronised backend connection open"
-    after = conn.commands()[[i for i, c in enumerate(conn.commands()) if c == b"<EOD>"][-1] + 1:]
+    after = conn.commands()[[i for i, c in enumerate(conn.commands()) if ends_message(c)][-1] + 1:]
     assert all(c.upper() == b"QUIT" for c in after), \
         "commands sent on a desynchronised connection: %r" % after
     assert harness.wait_until(lambda: "unsolicited reply" in sl.log(), 5), \
@@ -1590,7 +1638,7 @@ def test_hostile_028_xclient_not_offered(w):
         assert_reply(C(c, "RCPT TO:<alice@example.com>", 40), "XCLIENT_FAILED", "local")
     for conn in tap.conns:
         verbs = {c.split(b" ")[0].upper() for c in conn.commands()}
-        assert not verbs & {b"MAIL", b"RCPT", b"DATA"}, conn.commands()
+        assert not verbs & {b"MAIL", b"RCPT", b"DATA", b"BDAT"}, conn.commands()
     assert pf.queue_ids_pending() == [] and pf.messages() == []
     assert "x28@remote.example" not in pf.maillog()
 
@@ -1668,7 +1716,7 @@ def test_hostile_029_connection_reuse_between_clients(w, slname, pfname):
         need_reset = False
         for cmd in conn.commands():
             v = cmd.split(b" ")[0].upper()
-            if cmd == b"<EOD>":
+            if ends_message(cmd):
                 need_reset = True
             elif v in (b"RSET", b"XCLIENT"):
                 need_reset = False
@@ -1917,7 +1965,7 @@ def test_hostile_035_replay_disagrees_with_precheck(w, name, rx, reply):
     conn = f["conn"]
     cmds = conn.commands()
     i = max(k for k, (cmd, rep) in enumerate(conn.cmds) if rep == reply)
-    assert b"DATA" not in [x.upper() for x in cmds[i + 1:]], cmds
+    assert not any(sends_message(x) for x in cmds[i + 1:]), cmds
     time.sleep(1)
     assert not [m for m in pf.messages() if m.subject == tok]
 
@@ -1971,7 +2019,7 @@ def test_hostile_036_address_parsing(w):
         r = C(c, "RCPT TO:x@y.example")
         assert r.code == 501, r
     # replay used the same strings as the pre-checks
-    replay = [cmds for conn, cmds in tap.txn_cmds(sender) if any(x == b"<EOD>" for x, _ in cmds)]
+    replay = [cmds for conn, cmds in tap.txn_cmds(sender) if any(ends_message(x) for x, _ in cmds)]
     assert len(replay) == 1, replay
     rc = [x for x, _ in replay[0] if x.startswith(b"RCPT")]
     assert rc == [("RCPT TO:<%s>" % a).encode() for a in accepted], rc
@@ -2079,7 +2127,7 @@ def test_hostile_040_nul_in_command(w):
         assert_reply(C(c, "RCPT TO:<alice@example.com>"), "NEED_MAIL", "MAIL did not run")
     for conn in tap.conns:
         assert b"c40@d.example" not in bytes(conn.up)
-        assert b"\x00" not in bytes(conn.up).split(b"DATA\r\n")[0]
+        assert not [c for c in conn.commands() if b"\x00" in c], conn.commands()
 
 
 MALFORMED_41 = [
