@@ -90,7 +90,7 @@ sluice_bin=${SLUICE:-$root/sluice}
 
 die() { echo "lane.sh: $*" >&2; exit 2; }
 [ $# = 0 ] || die "no arguments; settings come from the environment (see the header)"
-. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, bench_postfix, proc_tree, cpu_ticks, sink_count, kv
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, bench_postfix, postfix_ticks, proc_tree, cpu_ticks, sink_count, kv
 [ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
 bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/postfix
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -116,17 +116,6 @@ trap 'exit 130' INT TERM
 
 hz=$(getconf CLK_TCK)
 runs=$dir/runs # one key=value line per run
-# Postfix: its master and every process under it, with the children they
-# already reaped (smtpd processes come and go): utime + stime + cutime + cstime
-postfix_ticks() {
-	local m t=0 p
-	m=$(head -1 "$dir/pf/queue/pid/master.pid" 2>/dev/null | tr -d ' ')
-	[ -n "$m" ] || { echo 0; return; }
-	for p in $(proc_tree "$m"); do
-		t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-	done
-	echo "$t"
-}
 # /proc/stat, all CPUs: busy ticks (user nice system irq softirq steal),
 # softirq ticks (loopback TCP is mostly processed there, in no task's
 # account or in whichever task ran), all ticks

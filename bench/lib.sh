@@ -111,6 +111,19 @@ net_losses() { # packets the kernel's per-CPU backlog dropped, and TCP segments 
 	echo "$drops $retrans"
 }
 
+# CPU ticks of the bench Postfix in $dir/pf: its master and every process
+# under it, with the children they already reaped (smtpd processes come
+# and go): utime + stime + cutime + cstime.
+postfix_ticks() {
+	local m t=0 p
+	m=$(head -1 "$dir/pf/queue/pid/master.pid" 2>/dev/null | tr -d ' ')
+	[ -n "$m" ] || { echo 0; return; }
+	for p in $(proc_tree "$m"); do
+		t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+
 # bench_postfix start|stop DIR PORT XCLIENT_HOSTS: the private Postfix of
 # tests/scenario/harness.py in DIR (own config and queue, smtpd on a free
 # loopback port, printed by start; PORT is for stop), virtual_transport =

@@ -1,0 +1,122 @@
+#!/bin/bash
+# Side by side against one real Postfix: the direct path and one or more
+# sluice builds or settings, run after one another in every repetition, so
+# that the machine's drift between runs (a fifth here) hits each alike.
+# The Postfix phase of bench/lane.sh (the scenario tests' Postfix: XCLIENT
+# for sluice's 127.0.0.1 only, virtual_transport = discard; the load
+# generator with SESSIONS in parallel, one 4 KiB message per connection,
+# clients on 200 addresses of 127.1.0.0/16), without the other phases.
+#
+#   bench/postfix-ab.sh 'base:SLUICE=/tmp/sluice-old' 'new:' 'w1:-o workers=1'
+#
+# Each argument is NAME:[SLUICE=binary] [-o key=value ...] and starts one
+# sluice (workers 2, backend_pool_size 8, as lane.sh) beside the others,
+# all idle but the one measured. Per run one line: messages/s, the ratio
+# to the direct run of the same repetition, and the CPU µs a message of
+# that sluice and of Postfix (its process tree with the children it
+# reaped); the queue drains (status=sent for every message) before the
+# next run starts. Environment: REPS [3], MSGS [1500], SESSIONS [20],
+# KEEP=1 keeps the work directory. Root, Debian 12; postfix and dnsmasq
+# (scripts/install-deps.sh). Hold the machine's bench lock.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+REPS=${REPS:-3} MSGS=${MSGS:-1500} SESS=${SESSIONS:-20}
+die() { echo "postfix-ab.sh: $*" >&2; exit 2; }
+[ $# -gt 0 ] || die "usage: bench/postfix-ab.sh NAME:[SLUICE=binary] [-o key=value ...] ..."
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, bench_postfix, postfix_ticks, cpu_ticks, kv
+make -s sluice >/dev/null || die "make failed"
+bench_ready ./sluice /usr/sbin/postfix /usr/sbin/dnsmasq
+
+dir=$(mktemp -d /tmp/sluice-pfab.XXXXXX) || exit 2
+chmod 755 "$dir"
+pids=() pf_port=''
+cleanup() {
+	for p in "${pids[@]}"; do stop_pid "$p"; done
+	[ -n "$pf_port" ] && bench_postfix stop "$dir/pf" "$pf_port" 127.0.0.1
+	if [ -n "${KEEP:-}" ]; then echo "work directory kept: $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+dns_port=$(free_port)
+start_dnsmasq "$dns_port"
+pids+=("$dns_pid")
+pf_port=$(bench_postfix start "$dir/pf" 0 127.0.0.1) || { pf_port=''; die "postfix did not start"; }
+echo "127.1.0.0/16" >"$dir/allow"
+chmod 644 "$dir/allow"
+grep -c 'status=sent' "$dir/pf/maillog" >"$dir/sent"
+
+names=()
+declare -A port pid
+for arg; do
+	name=${arg%%:*} rest=${arg#*:} bin=./sluice opts=()
+	[[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] && [ "$name" != direct ] || die "bad name in $arg"
+	for w in $rest; do
+		case "$w" in SLUICE=*) bin=${w#SLUICE=} ;; *) opts+=("$w") ;; esac
+	done
+	[ -x "$bin" ] || die "$bin missing"
+	p=$(free_port)
+	mkdir -p "$dir/$name/spool" "$dir/$name/state"
+	"$bin" -f -c /dev/null -o listen=127.0.0.1:"$p" -o backend=127.0.0.1:"$pf_port" \
+		-o backend_xclient=yes -o backend_pool_size=8 -o workers=2 \
+		-o myhostname=sluice.bench.test -o spool_dir="$dir/$name/spool" \
+		-o state_dir="$dir/$name/state" -o dns_servers=127.0.0.1:"$dns_port" \
+		-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
+		-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
+		"${opts[@]}" </dev/null 2>"$dir/$name.log" &
+	pid[$name]=$! port[$name]=$p
+	pids+=("$!")
+	wait_port "$p" "sluice $name" "$!"
+	names+=("$name")
+done
+sleep 1 # every worker listening
+hz=$(getconf CLK_TCK)
+
+direct_msgps=0
+run() { # name port
+	local s0=0 s1=0 k0 k1 out n want got msgps
+	k0=$(postfix_ticks)
+	[ "$1" = direct ] || s0=$(cpu_ticks "${pid[$1]}")
+	out=$(timeout 300 build/loadgen --port "$2" --mode throughput --conns "$SESS" --procs 2 \
+		--messages "$MSGS" --size 4096 --per-conn 1 --src 127.1.0.1 --srcs 200 \
+		--timeout 240 | paste -sd' ')
+	[ "$1" = direct ] || s1=$(cpu_ticks "${pid[$1]}")
+	want=$(($(cat "$dir/sent") + MSGS))
+	for _ in $(seq 600); do # the queue drains before the next run
+		got=$(grep -c 'status=sent' "$dir/pf/maillog")
+		[ "$got" -ge "$want" ] && break
+		sleep 0.1
+	done
+	echo "$got" >"$dir/sent"
+	k1=$(postfix_ticks)
+	n=$(kv "$out" msgs_ok) msgps=$(kv "$out" msgps)
+	[ "${n:-0}" = "$MSGS" ] && [ "$got" -ge "$want" ] || echo "  $1: not every message delivered: $out" >&2
+	[ "$1" = direct ] && direct_msgps=$msgps
+	awk -v name="$1" -v r="$rep" -v m="$msgps" -v d="$direct_msgps" -v sl=$((s1 - s0)) \
+		-v pf=$((k1 - k0)) -v n="$MSGS" -v hz="$hz" 'BEGIN {
+		printf "rep=%d run=%s msgps=%s ratio=%.2f sluice_us_per_msg=%.0f postfix_us_per_msg=%.0f\n",
+			r, name, m, (d > 0 ? m / d : 0), sl * 1e6 / hz / n, pf * 1e6 / hz / n }' |
+		tee -a "$dir/runs"
+}
+
+echo "# bench/postfix-ab.sh $*: tree $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $SESS sessions, $MSGS messages a run, $REPS repetitions"
+for rep in $(seq "$REPS"); do
+	run direct "$pf_port"
+	for name in "${names[@]}"; do run "$name" "${port[$name]}"; done
+done
+# medians per run name (the ratio of each repetition to its own direct run)
+/usr/bin/python3 - "$dir/runs" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = dict(w.split("=", 1) for w in line.split())
+    runs.setdefault(r["run"], []).append(r)
+for name, rs in runs.items():
+    def med(k):
+        return statistics.median(float(r[k]) for r in rs)
+    ratios = [float(r["ratio"]) for r in rs]
+    print("median run=%s msgps=%.0f ratio=%.2f (%.2f-%.2f) sluice_us_per_msg=%.0f "
+          "postfix_us_per_msg=%.0f" % (name, med("msgps"), med("ratio"), min(ratios),
+                                       max(ratios), med("sluice_us_per_msg"),
+                                       med("postfix_us_per_msg")))
+EOF
