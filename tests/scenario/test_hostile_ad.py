@@ -19,9 +19,9 @@ One world per module (module-scoped fixture `w`), started lazily:
               command sluice sent and the reply it got, every DATA payload
               and every BDAT's octets byte for byte (sluice sends BDAT when
               Postfix offers CHUNKING, the default); it can also misbehave
-              once on request (answer
-              a command itself, rewrite a reply, inject bytes after one,
-              close). Cases 7, 8, 22, 26-36 read or use it.
+              once on request (answer a command itself, rewrite a reply,
+              inject bytes after one, close). Cases 1, 7, 8, 22, 26-36 and
+              40 read or use it.
   FakeDns     a tiny authoritative DNS server whose PTR answers may carry
               any bytes (CR LF, NUL, spaces, 8-bit, over-long names).
   sluices     "main" (TLS, default normalize) and others, see World.SLUICES.
