@@ -922,16 +922,20 @@ static bool replay_orphan(struct replay *r)
 	return true;
 }
 
+bool replay_committed(const struct replay *r)
+{
+	/* The dot (".\r\n") is the last thing written: fewer bytes than
+	 * that still in our buffer means part of it has left. BDAT's end is
+	 * its last octet: nothing left in our buffer. */
+	return r->step == REPLAY_STEP_DOT && r->b &&
+	       backend_output_pending(r->b) < (r->chunking ? 1 : REPLAY_DOT_LEN);
+}
+
 void replay_cancel(struct replay *r)
 {
 	if (!r)
 		return;
-	/* The dot (".\r\n") is the last thing written: fewer bytes than
-	 * that still in our buffer means part of it has left. BDAT's end is
-	 * its last octet: nothing left in our buffer. */
-	if (r->step == REPLAY_STEP_DOT && r->b &&
-	    backend_output_pending(r->b) < (r->chunking ? 1 : REPLAY_DOT_LEN) &&
-	    replay_orphan(r))
+	if (replay_committed(r) && replay_orphan(r))
 		return;
 	pool_return(&r->lease, false);
 	free(r);

@@ -103,6 +103,11 @@ struct replay *replay_body(struct pool *pool, const struct config *cfg,
 
 void replay_cancel(struct replay *r);
 
+/* Whether part of the end of data (the final dot, BDAT's last octet) has
+ * left: from then on the server may queue the message whatever happens,
+ * and replay_cancel lets the replay run to the answer (an orphan). */
+bool replay_committed(const struct replay *r);
+
 /* "MAIL FROM:<sender>" with SIZE (when size > 0) and the parameters the
  * server offers (caps), into line (max bytes); 0 when it does not fit. */
 size_t replay_mail_line(const struct backend_caps *caps, const char *sender,

@@ -546,8 +546,11 @@ static void session_input_loop(struct session *s)
 				return;
 			continue;
 		}
-		if (evbuffer_get_length(in) == 0)
+		if (evbuffer_get_length(in) == 0) {
+			if (s->client_eof) /* answered, and nothing more will come */
+				session_close_as(s, session_disconnect_names[s->state], true);
 			return;
+		}
 		if (evbuffer_get_length(out) > SESSION_OUT_HIGHWAT)
 			return; /* resumed by the write callback */
 		if (commands++ == SESSION_CMDS_PER_TURN) {
@@ -692,11 +695,22 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* Nothing more can be written to this client. */
 	evbuffer_drain(bufferevent_get_output(bev),
 		       evbuffer_get_length(bufferevent_get_output(bev)));
-	/* The whole message in, its reply not yet due (spooling): the
-	 * client will never read it. A shaped client's close is its hang-up
-	 * in data (evidence: it gave up), reported by session_close_as. */
-	if ((what & BEV_EVENT_EOF) && s->wait == SESSION_WAIT_SPOOL &&
-	    !shape_is_on(&s->shape)) {
+	/* The whole message in, its reply not yet given: a client that
+	 * closes now is a send-and-close bot (session_shape_client_gone),
+	 * and the message is dropped while it still can be: while spooling,
+	 * and while the replay has not let any of the end of data go. Once
+	 * it has, the server may queue the message whatever happens; a FIN
+	 * may be a half-close, so the client gets the answer (and a
+	 * pipelined QUIT its 221) rather than retrying into a duplicate.
+	 * A shaped client's close is its hang-up in data (evidence: it gave
+	 * up), reported by session_close_as. */
+	if ((what & BEV_EVENT_EOF) && !shape_is_on(&s->shape) &&
+	    (s->wait == SESSION_WAIT_SPOOL || s->wait == SESSION_WAIT_REPLAY)) {
+		if (s->wait == SESSION_WAIT_REPLAY && s->replay &&
+		    replay_committed(s->replay)) {
+			s->client_eof = true;
+			return;
+		}
 		session_data_early_close(s);
 		return;
 	}

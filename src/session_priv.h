@@ -150,6 +150,7 @@ struct session {
 	bool counted : 1;         /* in client_limits' per-address count */
 	bool parked : 1;          /* no bufferevent: waits on defer_ev */
 	bool in_input : 1;        /* in the input loop: its replies are written at its end */
+	bool client_eof : 1;      /* FIN read after its message left: close once answered */
 
 	/* classification and shaping (session_shape.c) */
 	bool trusted : 1;            /* allow list or pass cache */

@@ -423,6 +423,70 @@ def test_client_disconnect_matrix(evil, sluice, point, tls, pipelined):
     assert not problems, "\n".join(problems)
 
 
+def _half_close_in_replay(be, sl, tok, stage):
+    """EHLO, MAIL, RCPT, DATA, the message, "." and QUIT in one write; once
+    the backend has reached stage (its fault: a slow answer), SHUT_WR.
+    Returns (replies until sluice closed, whether it closed)."""
+    c = harness.SmtpRaw(sl.host, sl.port, source="127.0.0.23", timeout=8)
+    try:
+        assert c.read_reply()[0] == 220
+        c.ehlo("client23.example")
+        for line, want in ((b"MAIL FROM:<a@example.net>", 250),
+                           (b"RCPT TO:<alice@example.com>", 250), (b"DATA", 354)):
+            c.send(line + b"\r\n")
+            assert c.read_reply()[0] == want, line
+        c.send(dot_stuff(message_bytes(tok)) + b".\r\nQUIT\r\n")
+        assert harness.wait_until(
+            lambda: any(st == stage for _, st, _, _ in be.fault_log), 5), \
+            "the replay never reached %s: %s" % (stage, be.summary())
+        c.sock.shutdown(socket.SHUT_WR)
+        replies = []
+        while True:
+            try:
+                replies.append(c.read_reply(timeout=8)[0])
+            except (harness.SmtpError, ConnectionResetError):
+                return replies, True
+            except socket.timeout:
+                return replies, False
+    finally:
+        c.close()
+
+
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+def test_half_close_after_the_message_left_gets_its_answer(evil, sluice, chunking):
+    """Case 102, the moment made certain: the client sends its message,
+    the dot and QUIT, and half-closes while the server is still answering
+    the end of data (after_dot: slow). The message may be queued whatever
+    happens now, so the client (which can still read) gets the server's
+    250 and its QUIT's 221, rather than nothing and a duplicate on its
+    retry; one delivery, no EARLYCLOSE."""
+    be = evil(chunking=chunking, faults=[Fault("after_dot", "slow", 1.0)])
+    sl = sluice(be, pool=2, **FAST)
+    tok = token("halfclose-left")
+    replies, closed = _half_close_in_replay(be, sl, tok, "after_dot")
+    assert replies == [250, 221] and closed, (replies, closed)
+    assert be.count(tok) == 1
+    assert "EARLYCLOSE" not in sl.log()
+    assert "client gone before the answer" not in sl.log()
+
+
+@pytest.mark.deadline(30)
+def test_half_close_before_the_message_left_drops_it(evil, sluice):
+    """The same client half-closing while the replay waits for DATA's 354
+    (data: slow), before any of the end of data has left: a send-and-close
+    client (session_shape_client_gone), so the message is dropped and
+    EARLYCLOSE logged, as when it closes while the message is spooled."""
+    be = evil(faults=[Fault("data", "slow", 1.0)])
+    sl = sluice(be, pool=2, **FAST)
+    tok = token("halfclose-held")
+    replies, closed = _half_close_in_replay(be, sl, tok, "data")
+    assert replies == [] and closed, (replies, closed)
+    assert harness.wait_until(lambda: "EARLYCLOSE" in sl.log(), 5), sl.log()[-2000:]
+    time.sleep(1.5)  # past the backend's slow 354
+    assert be.count(tok) == 0
+
+
 # ====================================================================
 # G6: crash chaos
 # ====================================================================
