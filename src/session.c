@@ -692,9 +692,6 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	const char *outcome = what & BEV_EVENT_EOF ? session_disconnect_names[s->state]
 						   : session_error_names[s->state];
-	/* Nothing more can be written to this client. */
-	evbuffer_drain(bufferevent_get_output(bev),
-		       evbuffer_get_length(bufferevent_get_output(bev)));
 	/* The whole message in, its reply not yet given: a client that
 	 * closes now is a send-and-close bot (session_shape_client_gone),
 	 * and the message is dropped while it still can be: while spooling,
@@ -704,13 +701,17 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	 * pipelined QUIT its 221) rather than retrying into a duplicate.
 	 * A shaped client's close is its hang-up in data (evidence: it gave
 	 * up), reported by session_close_as. */
-	if ((what & BEV_EVENT_EOF) && !shape_is_on(&s->shape) &&
-	    (s->wait == SESSION_WAIT_SPOOL || s->wait == SESSION_WAIT_REPLAY)) {
-		if (s->wait == SESSION_WAIT_REPLAY && s->replay &&
-		    replay_committed(s->replay)) {
-			s->client_eof = true;
-			return;
-		}
+	bool in_data_end = (what & BEV_EVENT_EOF) && !shape_is_on(&s->shape) &&
+			   (s->wait == SESSION_WAIT_SPOOL || s->wait == SESSION_WAIT_REPLAY);
+	if (in_data_end && s->wait == SESSION_WAIT_REPLAY && s->replay &&
+	    replay_committed(s->replay)) {
+		s->client_eof = true;
+		return;
+	}
+	/* Nothing more can be written to this client. */
+	evbuffer_drain(bufferevent_get_output(bev),
+		       evbuffer_get_length(bufferevent_get_output(bev)));
+	if (in_data_end) {
 		session_data_early_close(s);
 		return;
 	}
