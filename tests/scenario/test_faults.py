@@ -487,6 +487,28 @@ def test_half_close_before_the_message_left_drops_it(evil, sluice):
     assert be.count(tok) == 0
 
 
+@pytest.mark.deadline(30)
+def test_half_close_during_a_recipient_check_is_no_early_close(evil, sluice):
+    """A FIN while a recipient's check is in flight (rcpt: slow) ends the
+    session as a disconnect in RCPT: no message was in, so no EARLYCLOSE
+    line, and nothing is delivered."""
+    be = evil(faults=[Fault("rcpt", "slow", 1.0)])
+    sl = sluice(be, pool=2, **FAST)
+    c = harness.SmtpRaw(sl.host, sl.port, source="127.0.0.23", timeout=8)
+    try:
+        assert c.read_reply()[0] == 220
+        c.ehlo("client23.example")
+        c.send(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<alice@example.com>\r\n")
+        assert harness.wait_until(
+            lambda: any(st == "rcpt" for _, st, _, _ in be.fault_log), 5), be.summary()
+        c.sock.shutdown(socket.SHUT_WR)
+    finally:
+        c.close()
+    assert harness.wait_until(lambda: re.search(r"client=127\.0\.0\.23 .*outcome=", sl.log()), 5)
+    assert "EARLYCLOSE" not in sl.log()
+    assert not be.messages
+
+
 # ====================================================================
 # G6: crash chaos
 # ====================================================================
