@@ -877,23 +877,33 @@ struct replay_orphan {
 	size_t n_rcpts;
 };
 
+void replay_log_client_gone(unsigned long long session_id, const char *addr,
+			    size_t n_rcpts, const struct smtp_reply *reply,
+			    enum reply_id local, bool relayed)
+{
+	if (reply) {
+		metrics_inc(METRIC_ORPHAN_ANSWERS);
+		log_warn("replay: session=%llu client=%s client gone before the answer: "
+			 "server answered %d %s %.200s (nrcpt=%zu; %s)", session_id,
+			 addr, reply->code, reply->enhanced, reply->text, n_rcpts,
+			 relayed ? "relayed to its half-closed connection: if it no "
+				   "longer reads, it will retry, and a 2xx here means a "
+				   "duplicate"
+				 : "the client will retry, a 2xx here means a duplicate");
+	} else {
+		log_warn("replay: session=%llu client=%s client gone before the answer: "
+			 "no answer from the server (%d)", session_id, addr,
+			 reply_code(local));
+	}
+}
+
 static void replay_orphan_done(void *arg, const struct smtp_reply *reply,
 			       enum reply_id local)
 {
 	struct replay_orphan *o = arg;
 
-	if (reply) {
-		metrics_inc(METRIC_ORPHAN_ANSWERS);
-		log_warn("replay: session=%llu client=%s client gone before the answer: "
-			 "server answered %d %s %.200s (nrcpt=%zu; the client will "
-			 "retry, a 2xx here means a duplicate)", o->session_id,
-			 o->addr, reply->code, reply->enhanced, reply->text,
-			 o->n_rcpts);
-	} else {
-		log_warn("replay: session=%llu client=%s client gone before the answer: "
-			 "no answer from the server (%d)", o->session_id, o->addr,
-			 reply_code(local));
-	}
+	replay_log_client_gone(o->session_id, o->addr, o->n_rcpts, reply, local,
+			       false);
 	free(o);
 }
 

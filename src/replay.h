@@ -108,6 +108,14 @@ void replay_cancel(struct replay *r);
  * and replay_cancel lets the replay run to the answer (an orphan). */
 bool replay_committed(const struct replay *r);
 
+/* The server's answer (reply, or NULL and local) to a message whose client
+ * closed once it was committed: logged and counted
+ * (sluice_orphan_answers_total), by the orphaned replay itself or, when
+ * the session stayed to relay it (relayed), by the session. */
+void replay_log_client_gone(unsigned long long session_id, const char *addr,
+			    size_t n_rcpts, const struct smtp_reply *reply,
+			    enum reply_id local, bool relayed);
+
 /* "MAIL FROM:<sender>" with SIZE (when size > 0) and the parameters the
  * server offers (caps), into line (max bytes); 0 when it does not fit. */
 size_t replay_mail_line(const struct backend_caps *caps, const char *sender,

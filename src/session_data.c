@@ -124,6 +124,9 @@ static void data_replayed(void *arg, const struct smtp_reply *reply, enum reply_
 		session_reply_relay(s, reply);
 	else
 		session_reply(s, local);
+	if (s->client_eof) /* it closed once the message had left */
+		replay_log_client_gone(s->ident.session_id, s->ident.addr, t->n_rcpts,
+				       reply, local, true);
 	session_shape_answered(s); /* before the queued reply is written */
 	session_shape_delivered(s, code, reply ? reply->enhanced : "");
 	char sender[120], text[200];

@@ -468,7 +468,10 @@ def test_half_close_after_the_message_left_gets_its_answer(evil, sluice, chunkin
     assert replies == [250, 221] and closed, (replies, closed)
     assert be.count(tok) == 1
     assert "EARLYCLOSE" not in sl.log()
-    assert "client gone before the answer" not in sl.log()
+    # logged and counted as an answer the client may not hear
+    assert harness.wait_until(
+        lambda: "client gone before the answer: server answered 250" in sl.log() and
+        "relayed to its half-closed connection" in sl.log(), 5), sl.log()[-2000:]
 
 
 @pytest.mark.deadline(30)
