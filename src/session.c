@@ -704,8 +704,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	bool in_data_end = (what & BEV_EVENT_EOF) && !shape_is_on(&s->shape) &&
 			   s->txn && s->txn->body && /* not a recipient's check */
 			   (s->wait == SESSION_WAIT_SPOOL || s->wait == SESSION_WAIT_REPLAY);
-	if (in_data_end && s->wait == SESSION_WAIT_REPLAY && s->replay &&
-	    replay_committed(s->replay)) {
+	if (in_data_end && s->replay && replay_committed(s->replay)) {
 		s->client_eof = true;
 		return;
 	}
