@@ -170,6 +170,12 @@ def test_proxy_01_haproxy_v1_and_v2_client_address_reaches_postfix(
     for addr in (V1_CLIENT, V2_CLIENT):
         assert re.search(r"client=\S*\[%s\]" % re.escape(addr), log), \
             "Postfix never saw %s:\n%s" % (addr, log[-3000:])
+    # A session's summary line is written once its client has gone, which
+    # may be after Postfix has already delivered the message.
+    def summarised(addr):
+        return re.search(r"client=%s port=.* outcome=" % re.escape(addr), sl.log())
+    assert harness.wait_until(lambda: all(summarised(a) for a in (V1_CLIENT, V2_CLIENT)), 10), \
+        "no summary line for both clients:\n" + sl.log()[-3000:]
     slog = sl.log()
     assert re.search(r"proxy: peer=127\.0\.0\.1 client=127\.0\.0\.31 port=\d+ version=1", slog)
     assert re.search(r"proxy: peer=127\.0\.0\.1 client=127\.0\.0\.32 port=\d+ version=2", slog)
@@ -285,6 +291,9 @@ def test_proxy_03_client_bytes_after_header_are_the_clients(postfix, sluice):
     assert re.search(r"client=\S*\[127\.0\.0\.43\]", pf.maillog())
     assert harness.wait_until(
         lambda: re.search(r"client=127\.0\.0\.41 .*signals=\S*PREGREET", sl.log()), 10), \
+        sl.log()[-3000:]
+    assert harness.wait_until(
+        lambda: re.search(r"client=127\.0\.0\.43 port=.* outcome=", sl.log()), 10), \
         sl.log()[-3000:]
     polite = [l for l in sl.log().splitlines() if "client=127.0.0.43 port=" in l
               and "outcome=" in l]
