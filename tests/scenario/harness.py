@@ -1017,7 +1017,30 @@ class Sluice:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    LOG_SETTLE_S = 0.05   # the log has not grown for this long ...
+    LOG_SETTLE_MAX_S = 0.5  # ... or this long has passed
+
     def log(self):
+        """The log as written so far, once it has settled. sluice writes
+        its lines from a thread of its own a moment after the event (the
+        log queue's gather pause; longer under the sanitizer on a busy
+        machine), so a line due for what a test has just seen may not be
+        in the file yet: wait until the file has not grown for
+        LOG_SETTLE_S, at most LOG_SETTLE_MAX_S (a log that keeps growing
+        under load is read as it is then)."""
+        t0 = time.monotonic()
+        size, quiet_since = -1, t0
+        while True:
+            try:
+                now_size = os.stat(self.log_path).st_size
+            except OSError:
+                return ""
+            now = time.monotonic()
+            if now_size != size:
+                size, quiet_since = now_size, now
+            elif now - quiet_since >= self.LOG_SETTLE_S or now - t0 >= self.LOG_SETTLE_MAX_S:
+                break
+            time.sleep(0.01)
         try:
             with open(self.log_path, "rb") as f:
                 return f.read().decode("utf-8", errors="replace")
