@@ -145,3 +145,24 @@ else:
     harness.Postfix(d, port=port).stop()
 EOF
 }
+
+# Medians per run name of the "rep=N run=NAME msgps=... ratio=... k=v ..."
+# lines in FILE (the ratio of each repetition to its own direct run): one
+# line per name with msgps, the ratio and its range, and every other
+# numeric key.
+run_medians() { # file
+	/usr/bin/python3 - "$1" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = dict(w.split("=", 1) for w in line.split())
+    runs.setdefault(r["run"], []).append(r)
+for name, rs in runs.items():
+    ratios = [float(r["ratio"]) for r in rs]
+    rest = " ".join("%s=%.0f" % (k, statistics.median(float(r[k]) for r in rs))
+                    for k in rs[0] if k not in ("rep", "run", "msgps", "ratio"))
+    print("median run=%s msgps=%.0f ratio=%.2f (%.2f-%.2f) %s" % (
+        name, statistics.median(float(r["msgps"]) for r in rs),
+        statistics.median(ratios), min(ratios), max(ratios), rest))
+EOF
+}

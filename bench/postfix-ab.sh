@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.." || exit 2
 REPS=${REPS:-3} MSGS=${MSGS:-1500} SESS=${SESSIONS:-20}
 die() { echo "postfix-ab.sh: $*" >&2; exit 2; }
 [ $# -gt 0 ] || die "usage: bench/postfix-ab.sh NAME:[SLUICE=binary] [-o key=value ...] ..."
-. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, bench_postfix, postfix_ticks, cpu_ticks, kv
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, bench_postfix, postfix_ticks, cpu_ticks, kv, run_medians
 make -s sluice >/dev/null || die "make failed"
 bench_ready ./sluice /usr/sbin/postfix /usr/sbin/dnsmasq
 
@@ -105,18 +105,4 @@ for rep in $(seq "$REPS"); do
 	for name in "${names[@]}"; do run "$name" "${port[$name]}"; done
 done
 # medians per run name (the ratio of each repetition to its own direct run)
-/usr/bin/python3 - "$dir/runs" <<'EOF'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    r = dict(w.split("=", 1) for w in line.split())
-    runs.setdefault(r["run"], []).append(r)
-for name, rs in runs.items():
-    def med(k):
-        return statistics.median(float(r[k]) for r in rs)
-    ratios = [float(r["ratio"]) for r in rs]
-    print("median run=%s msgps=%.0f ratio=%.2f (%.2f-%.2f) sluice_us_per_msg=%.0f "
-          "postfix_us_per_msg=%.0f" % (name, med("msgps"), med("ratio"), min(ratios),
-                                       max(ratios), med("sluice_us_per_msg"),
-                                       med("postfix_us_per_msg")))
-EOF
+run_medians "$dir/runs"

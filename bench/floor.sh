@@ -1,0 +1,119 @@
+#!/bin/bash
+# What any proxy costs on this machine: the smtp-sink phase of
+# bench/lane.sh (SESSIONS clients in parallel, one 4 KiB message per
+# connection, clients on 200 addresses of 127.1.0.0/16) run direct,
+# through HAProxy in TCP mode (a byte relay: no SMTP parsing, no spool,
+# no classification; one backend connection per client connection, as
+# many threads as sluice has workers) and through sluice, one after
+# another in every repetition so that the machine's drift hits each
+# alike. HAProxy's ratio is the floor the machine sets for a proxy that
+# holds each client's connection on the same cores as the load generator
+# and the server: the issue 8 target (ratio >= 0.8) read against it.
+#
+#   REPS=5 bench/floor.sh
+#
+# Per run one line: messages/s, the ratio to the direct run of the same
+# repetition, and the CPU µs a message of the proxy, of smtp-sink and of
+# the load generator; then medians. Environment: REPS [3], MSGS [10000],
+# SESSIONS [100], W [2] (sluice's workers, HAProxy's threads), POOL [8],
+# SLUICE [./sluice], KEEP=1 keeps the work directory. Root, Debian 12;
+# postfix (smtp-sink), dnsmasq and haproxy (scripts/install-deps.sh).
+# Hold the machine's bench lock.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+REPS=${REPS:-3} MSGS=${MSGS:-10000} SESS=${SESSIONS:-100} W=${W:-2} POOL=${POOL:-8}
+sluice_bin=${SLUICE:-./sluice}
+die() { echo "floor.sh: $*" >&2; exit 2; }
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, cpu_ticks, sink_count, kv, run_medians
+[ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
+bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/haproxy
+
+dir=$(mktemp -d /tmp/sluice-floor.XXXXXX) || exit 2
+chmod 755 "$dir"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do stop_pid "$p"; done
+	if [ -n "${KEEP:-}" ]; then echo "work directory kept: $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+dns_port=$(free_port) sink_port=$(free_port) ha_port=$(free_port) sl_port=$(free_port)
+start_dnsmasq "$dns_port"
+pids+=("$dns_pid")
+start_sink "$sink_port"
+
+cat >"$dir/haproxy.cfg" <<EOF
+global
+	maxconn 20000
+	nbthread $W
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+frontend smtp
+	bind 127.0.0.1:$ha_port
+	default_backend sink
+backend sink
+	server sink 127.0.0.1:$sink_port
+EOF
+/usr/sbin/haproxy -db -f "$dir/haproxy.cfg" </dev/null >"$dir/haproxy.log" 2>&1 &
+declare -A port pid
+pid[haproxy]=$! port[haproxy]=$ha_port
+pids+=("$!")
+wait_port "$ha_port" haproxy "$!"
+
+mkdir -p "$dir/spool" "$dir/state"
+"$sluice_bin" -f -c /dev/null -o listen=127.0.0.1:"$sl_port" -o backend=127.0.0.1:"$sink_port" \
+	-o backend_xclient=no -o backend_pool_size="$POOL" -o workers="$W" \
+	-o myhostname=sluice.bench.test -o spool_dir="$dir/spool" \
+	-o state_dir="$dir/state" -o dns_servers=127.0.0.1:"$dns_port" \
+	-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
+	-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
+	</dev/null 2>"$dir/sluice.log" &
+pid[sluice]=$! port[sluice]=$sl_port
+pids+=("$!")
+wait_port "$sl_port" sluice "$!"
+sleep 1 # every worker listening
+hz=$(getconf CLK_TCK)
+
+direct_msgps=0
+run() { # name port
+	local p0=0 p1=0 k0 k1 m0 m1 out n msgps lgt
+	k0=$(cpu_ticks "$sink_pid") m0=$(sink_count "$dir/sink.out" mesg)
+	[ "$1" = direct ] || p0=$(cpu_ticks "${pid[$1]}")
+	# the shell's cutime after the wait: the load generator and its children
+	out=$(bash -c '"$@"; rc=$?; awk "{print \"lg_ticks=\" \$16 + \$17}" /proc/$$/stat; exit $rc' \
+		_ timeout 300 build/loadgen --port "$2" --mode throughput --conns "$SESS" --procs 2 \
+		--messages "$MSGS" --size 4096 --per-conn 1 --src 127.1.0.1 --srcs 200 \
+		--timeout 240 | paste -sd' ')
+	[ "$1" = direct ] || p1=$(cpu_ticks "${pid[$1]}")
+	k1=$(cpu_ticks "$sink_pid")
+	for _ in $(seq 50); do # smtp-sink counts right after its 250
+		m1=$(sink_count "$dir/sink.out" mesg)
+		[ $((m1 - m0)) -ge "$MSGS" ] && break
+		sleep 0.1
+	done
+	n=$(kv "$out" msgs_ok) msgps=$(kv "$out" msgps) lgt=$(kv "$out" lg_ticks)
+	[ "${n:-0}" = "$MSGS" ] && [ $((m1 - m0)) = "$MSGS" ] ||
+		echo "  $1: not every message arrived (sink $((m1 - m0))): $out" >&2
+	[ "$1" = direct ] && direct_msgps=$msgps
+	awk -v name="$1" -v r="$rep" -v m="$msgps" -v d="$direct_msgps" -v px=$((p1 - p0)) \
+		-v sk=$((k1 - k0)) -v lg="${lgt:-0}" -v n="$MSGS" -v hz="$hz" 'BEGIN {
+		us = 1e6 / hz / n
+		printf "rep=%d run=%s msgps=%s ratio=%.2f proxy_us_per_msg=%.0f sink_us_per_msg=%.0f loadgen_us_per_msg=%.0f\n",
+			r, name, m, (d > 0 ? m / d : 0), px * us, sk * us, lg * us }' |
+		tee -a "$dir/runs"
+}
+
+echo "# bench/floor.sh: tree $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(/usr/sbin/haproxy -v | head -1 | cut -d' ' -f1-3), $SESS sessions, $MSGS messages a run, $REPS repetitions, $W workers/threads"
+for rep in $(seq "$REPS"); do
+	run direct "$sink_port"
+	run haproxy "$ha_port"
+	run sluice "$sl_port"
+done
+grep -E 'AddressSanitizer|runtime error|error: ' "$dir/sluice.log" | head -5 | grep . >&2 &&
+	echo "sluice logged errors (above)" >&2
+# medians per run name (the ratio of each repetition to its own direct run)
+run_medians "$dir/runs"
