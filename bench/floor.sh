@@ -45,7 +45,7 @@ start_sink "$sink_port"
 
 cat >"$dir/haproxy.cfg" <<EOF
 global
-	maxconn 20000
+	maxconn 8000 # two descriptors a connection, under the 20,000 a process may open
 	nbthread $W
 defaults
 	mode tcp
