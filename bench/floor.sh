@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.." || exit 2
 REPS=${REPS:-3} MSGS=${MSGS:-10000} SESS=${SESSIONS:-100} W=${W:-2} POOL=${POOL:-8}
 sluice_bin=${SLUICE:-./sluice}
 die() { echo "floor.sh: $*" >&2; exit 2; }
-. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, cpu_ticks, sink_count, kv, run_medians
+. bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_sink, start_haproxy, start_bench_sluice, cpu_ticks, sink_count, kv, run_medians
 [ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
 bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/haproxy
 
@@ -43,38 +43,13 @@ start_dnsmasq "$dns_port"
 pids+=("$dns_pid")
 start_sink "$sink_port"
 
-cat >"$dir/haproxy.cfg" <<EOF
-global
-	maxconn 8000 # two descriptors a connection, under the 20,000 a process may open
-	nbthread $W
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-frontend smtp
-	bind 127.0.0.1:$ha_port
-	default_backend sink
-backend sink
-	server sink 127.0.0.1:$sink_port
-EOF
-/usr/sbin/haproxy -db -f "$dir/haproxy.cfg" </dev/null >"$dir/haproxy.log" 2>&1 &
 declare -A port pid
-pid[haproxy]=$! port[haproxy]=$ha_port
-pids+=("$!")
-wait_port "$ha_port" haproxy "$!"
-
-mkdir -p "$dir/spool" "$dir/state"
-"$sluice_bin" -f -c /dev/null -o listen=127.0.0.1:"$sl_port" -o backend=127.0.0.1:"$sink_port" \
-	-o backend_xclient=no -o backend_pool_size="$POOL" -o workers="$W" \
-	-o myhostname=sluice.bench.test -o spool_dir="$dir/spool" \
-	-o state_dir="$dir/state" -o dns_servers=127.0.0.1:"$dns_port" \
-	-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
-	-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
-	</dev/null 2>"$dir/sluice.log" &
-pid[sluice]=$! port[sluice]=$sl_port
-pids+=("$!")
-wait_port "$sl_port" sluice "$!"
+start_haproxy "$ha_port" "$sink_port" "$W"
+pid[haproxy]=$ha_pid port[haproxy]=$ha_port
+pids+=("$ha_pid")
+start_bench_sluice "$sluice_bin" "$sl_port" "$sink_port" no "$W" "$POOL" "$dir/sluice"
+pid[sluice]=$sl_pid port[sluice]=$sl_port
+pids+=("$sl_pid")
 sleep 1 # every worker listening
 hz=$(getconf CLK_TCK)
 

@@ -90,7 +90,7 @@ sluice_bin=${SLUICE:-$root/sluice}
 
 die() { echo "lane.sh: $*" >&2; exit 2; }
 [ $# = 0 ] || die "no arguments; settings come from the environment (see the header)"
-. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, bench_postfix, postfix_ticks, proc_tree, cpu_ticks, sink_count, kv
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, start_bench_sluice, bench_postfix, postfix_ticks, proc_tree, cpu_ticks, sink_count, kv
 [ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
 bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/postfix
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -128,17 +128,8 @@ start_sink "$sink_port"
 
 start_sluice() { # backend_port xclient(yes|no) name: sets sl_pid, sl_port
 	sl_port=$(free_port)
-	rm -rf "$dir/spool" "$dir/state"; mkdir -p "$dir/spool" "$dir/state"
-	"$sluice_bin" -f -c /dev/null \
-		-o listen=127.0.0.1:"$sl_port" -o backend=127.0.0.1:"$1" \
-		-o backend_xclient="$2" -o backend_pool_size="$POOL" -o workers="$W" \
-		-o myhostname=sluice.bench.test -o spool_dir="$dir/spool" \
-		-o state_dir="$dir/state" -o dns_servers=127.0.0.1:"$dns_port" \
-		-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
-		-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
-		${SLUICE_OPTS:-} </dev/null 2>"$dir/sluice.$3.log" &
-	sl_pid=$!
-	wait_port "$sl_port" sluice "$sl_pid"
+	# shellcheck disable=SC2086 # SLUICE_OPTS: several -o settings
+	start_bench_sluice "$sluice_bin" "$sl_port" "$1" "$2" "$W" "$POOL" "$dir/sluice.$3" ${SLUICE_OPTS:-}
 	sleep 0.5 # every worker listening
 }
 stop_sluice() {

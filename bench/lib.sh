@@ -166,3 +166,49 @@ for name, rs in runs.items():
         statistics.median(ratios), min(ratios), max(ratios), rest))
 EOF
 }
+
+# sluice (BINARY) on 127.0.0.1:PORT in front of 127.0.0.1:BACKEND_PORT
+# with the bench's settings: its spool and state under WORKDIR (made
+# afresh), its log in WORKDIR.log, DNS from the bench's dnsmasq on
+# $dns_port, clients from $dir/allow; further arguments are more -o
+# settings. Sets sl_pid and returns once it listens.
+start_bench_sluice() { # binary port backend_port xclient(yes|no) workers pool workdir [-o k=v ...]
+	local bin=$1 port=$2 backend=$3 xclient=$4 workers=$5 pool=$6 wd=$7
+	shift 7
+	rm -rf "$wd"
+	mkdir -p "$wd/spool" "$wd/state"
+	"$bin" -f -c /dev/null -o listen=127.0.0.1:"$port" -o backend=127.0.0.1:"$backend" \
+		-o backend_xclient="$xclient" -o backend_pool_size="$pool" -o workers="$workers" \
+		-o myhostname=sluice.bench.test -o spool_dir="$wd/spool" \
+		-o state_dir="$wd/state" -o dns_servers=127.0.0.1:"$dns_port" \
+		-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
+		-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
+		"$@" </dev/null 2>"$wd.log" &
+	sl_pid=$!
+	wait_port "$port" sluice "$sl_pid"
+}
+
+# HAProxy in TCP mode on 127.0.0.1:PORT relaying to 127.0.0.1:BACKEND_PORT
+# with THREADS threads (config and log in $dir/haproxy.*): a proxy that
+# does no SMTP work at all, the floor for any proxy's cost. Sets ha_pid
+# and returns once it listens.
+start_haproxy() { # port backend_port threads
+	cat >"$dir/haproxy.cfg" <<EOF
+global
+	maxconn 8000 # two descriptors a connection, under the 20,000 a process may open
+	nbthread $3
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+frontend smtp
+	bind 127.0.0.1:$1
+	default_backend server
+backend server
+	server server 127.0.0.1:$2
+EOF
+	/usr/sbin/haproxy -db -f "$dir/haproxy.cfg" </dev/null >"$dir/haproxy.log" 2>&1 &
+	ha_pid=$!
+	wait_port "$1" haproxy "$ha_pid"
+}

@@ -8,13 +8,15 @@
 # clients on 200 addresses of 127.1.0.0/16), without the other phases.
 #
 #   bench/postfix-ab.sh 'base:SLUICE=/tmp/sluice-old' 'new:' 'w1:-o workers=1'
+#   bench/postfix-ab.sh 'sluice:' 'haproxy:HAPROXY'
 #
 # Each argument is NAME:[SLUICE=binary] [-o key=value ...] and starts one
 # sluice (workers 2, backend_pool_size 8, as lane.sh) beside the others,
-# all idle but the one measured. Per run one line: messages/s, the ratio
-# to the direct run of the same repetition, and the CPU µs a message of
-# that sluice and of Postfix (its process tree with the children it
-# reaped); the queue drains (status=sent for every message) before the
+# all idle but the one measured; NAME:HAPROXY starts HAProxy in TCP mode
+# instead (2 threads; Postfix then sees every client as 127.0.0.1), the
+# floor for any proxy's cost. Per run one line: messages/s, the ratio to
+# the direct run of the same repetition, and the CPU µs a message of that
+# proxy and of Postfix (its process tree with the children it reaped); the queue drains (status=sent for every message) before the
 # next run starts. Environment: REPS [3], MSGS [1500], SESSIONS [20],
 # KEEP=1 keeps the work directory. Root, Debian 12; postfix and dnsmasq
 # (scripts/install-deps.sh). Hold the machine's bench lock.
@@ -22,8 +24,8 @@ set -u
 cd "$(dirname "$0")/.." || exit 2
 REPS=${REPS:-3} MSGS=${MSGS:-1500} SESS=${SESSIONS:-20}
 die() { echo "postfix-ab.sh: $*" >&2; exit 2; }
-[ $# -gt 0 ] || die "usage: bench/postfix-ab.sh NAME:[SLUICE=binary] [-o key=value ...] ..."
-. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, bench_postfix, postfix_ticks, cpu_ticks, kv, run_medians
+[ $# -gt 0 ] || die "usage: bench/postfix-ab.sh NAME:[SLUICE=binary] [-o key=value ...] | NAME:HAPROXY ..."
+. bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_haproxy, start_bench_sluice, bench_postfix, postfix_ticks, cpu_ticks, kv, run_medians
 make -s sluice >/dev/null || die "make failed"
 bench_ready ./sluice /usr/sbin/postfix /usr/sbin/dnsmasq
 
@@ -49,24 +51,23 @@ grep -c 'status=sent' "$dir/pf/maillog" >"$dir/sent"
 names=()
 declare -A port pid
 for arg; do
-	name=${arg%%:*} rest=${arg#*:} bin=./sluice opts=()
+	name=${arg%%:*} rest=${arg#*:} bin=./sluice opts=() haproxy=0
 	[[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] && [ "$name" != direct ] || die "bad name in $arg"
 	for w in $rest; do
-		case "$w" in SLUICE=*) bin=${w#SLUICE=} ;; *) opts+=("$w") ;; esac
+		case "$w" in SLUICE=*) bin=${w#SLUICE=} ;; HAPROXY) haproxy=1 ;; *) opts+=("$w") ;; esac
 	done
-	[ -x "$bin" ] || die "$bin missing"
 	p=$(free_port)
-	mkdir -p "$dir/$name/spool" "$dir/$name/state"
-	"$bin" -f -c /dev/null -o listen=127.0.0.1:"$p" -o backend=127.0.0.1:"$pf_port" \
-		-o backend_xclient=yes -o backend_pool_size=8 -o workers=2 \
-		-o myhostname=sluice.bench.test -o spool_dir="$dir/$name/spool" \
-		-o state_dir="$dir/$name/state" -o dns_servers=127.0.0.1:"$dns_port" \
-		-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
-		-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
-		"${opts[@]}" </dev/null 2>"$dir/$name.log" &
-	pid[$name]=$! port[$name]=$p
-	pids+=("$!")
-	wait_port "$p" "sluice $name" "$!"
+	if [ "$haproxy" = 1 ]; then
+		[ -x /usr/sbin/haproxy ] || die "/usr/sbin/haproxy missing"
+		start_haproxy "$p" "$pf_port" 2
+		pid[$name]=$ha_pid
+	else
+		[ -x "$bin" ] || die "$bin missing"
+		start_bench_sluice "$bin" "$p" "$pf_port" yes 2 8 "$dir/$name" "${opts[@]}"
+		pid[$name]=$sl_pid
+	fi
+	port[$name]=$p
+	pids+=("${pid[$name]}")
 	names+=("$name")
 done
 sleep 1 # every worker listening
@@ -94,7 +95,7 @@ run() { # name port
 	[ "$1" = direct ] && direct_msgps=$msgps
 	awk -v name="$1" -v r="$rep" -v m="$msgps" -v d="$direct_msgps" -v sl=$((s1 - s0)) \
 		-v pf=$((k1 - k0)) -v n="$MSGS" -v hz="$hz" 'BEGIN {
-		printf "rep=%d run=%s msgps=%s ratio=%.2f sluice_us_per_msg=%.0f postfix_us_per_msg=%.0f\n",
+		printf "rep=%d run=%s msgps=%s ratio=%.2f proxy_us_per_msg=%.0f postfix_us_per_msg=%.0f\n",
 			r, name, m, (d > 0 ? m / d : 0), sl * 1e6 / hz / n, pf * 1e6 / hz / n }' |
 		tee -a "$dir/runs"
 }

@@ -50,17 +50,8 @@ else
 	pf_port=$(pf start) || { pf_port=''; die "postfix did not start"; }
 	backend_port=$pf_port
 fi
-mkdir -p "$dir/spool" "$dir/state"
 echo "127.1.0.0/16" >"$dir/allow"
-"$sluice_bin" -f -c /dev/null -o listen=127.0.0.1:"$sl_port" \
-	-o backend=127.0.0.1:"$backend_port" -o backend_xclient=$xc \
-	-o backend_pool_size=2 -o workers=1 -o myhostname=sluice.bench.test \
-	-o spool_dir="$dir/spool" -o state_dir="$dir/state" \
-	-o dns_servers=127.0.0.1:"$dns_port" -o dns_timeout=2s \
-	-o shutdown_timeout=5s -o user= -o client_connection_limit=100000 \
-	-o cidr_allow_file="$dir/allow" </dev/null 2>"$dir/sluice.log" &
-sl_pid=$!
-wait_port "$sl_port" sluice "$sl_pid"
+start_bench_sluice "$sluice_bin" "$sl_port" "$backend_port" "$xc" 1 2 "$dir/sluice"
 sleep 0.5
 worker=$(pgrep -P "$sl_pid" | head -1)
 [ -n "$worker" ] || die "no worker process under $sl_pid"

@@ -41,17 +41,7 @@ dns_port=$(free_port) sink_port=$(free_port) sl_port=$(free_port)
 start_dnsmasq "$dns_port"
 pids+=("$dns_pid")
 start_sink "$sink_port"
-mkdir -p "$dir/spool" "$dir/state"
-"$sluice_bin" -f -c /dev/null \
-	-o listen=127.0.0.1:"$sl_port" -o backend=127.0.0.1:"$sink_port" \
-	-o backend_xclient=no -o backend_pool_size="$POOL" -o workers="$W" \
-	-o myhostname=sluice.bench.test -o spool_dir="$dir/spool" \
-	-o state_dir="$dir/state" -o dns_servers=127.0.0.1:"$dns_port" \
-	-o dns_timeout=2s -o shutdown_timeout=5s -o user= \
-	-o client_connection_limit=100000 -o cidr_allow_file="$dir/allow" \
-	</dev/null 2>"$dir/sluice.log" &
-sl_pid=$!
-wait_port "$sl_port" sluice "$sl_pid"
+start_bench_sluice "$sluice_bin" "$sl_port" "$sink_port" no "$W" "$POOL" "$dir/sluice"
 sleep 0.5
 workers=$(pgrep -P "$sl_pid" | paste -sd,)
 [ -n "$workers" ] || die "no worker processes under $sl_pid"
