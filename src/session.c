@@ -534,6 +534,16 @@ static bool session_lane_next(struct session *s, struct evbuffer *in)
 	return session_lane_pipelines(s, line, (size_t)p.pos - 1);
 }
 
+/* A client that closed once its message had left (client_eof) has been
+ * answered and has no complete command left: nothing more will come, and
+ * a part of a line can never end, so the session ends now rather than at
+ * the command deadline. */
+static void session_close_if_ended(struct session *s)
+{
+	if (s->client_eof && s->state != SESSION_CLOSING)
+		session_close_as(s, session_disconnect_names[s->state], true);
+}
+
 static void session_input_loop(struct session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -547,8 +557,7 @@ static void session_input_loop(struct session *s)
 			continue;
 		}
 		if (evbuffer_get_length(in) == 0) {
-			if (s->client_eof) /* answered, and nothing more will come */
-				session_close_as(s, session_disconnect_names[s->state], true);
+			session_close_if_ended(s);
 			return;
 		}
 		if (evbuffer_get_length(out) > SESSION_OUT_HIGHWAT)
@@ -557,8 +566,10 @@ static void session_input_loop(struct session *s)
 			session_resume(s);
 			return;
 		}
-		if (!session_next_line(s, in))
+		if (!session_next_line(s, in)) {
+			session_close_if_ended(s); /* a line without its end */
 			return;
+		}
 	}
 }
 

@@ -423,10 +423,10 @@ def test_client_disconnect_matrix(evil, sluice, point, tls, pipelined):
     assert not problems, "\n".join(problems)
 
 
-def _half_close_in_replay(be, sl, tok, stage):
-    """EHLO, MAIL, RCPT, DATA, the message, "." and QUIT in one write; once
-    the backend has reached stage (its fault: a slow answer), SHUT_WR.
-    Returns (replies until sluice closed, whether it closed)."""
+def _half_close_in_replay(be, sl, tok, stage, after=b"QUIT\r\n"):
+    """EHLO, MAIL, RCPT, DATA, the message, "." and after (QUIT) in one
+    write; once the backend has reached stage (its fault: a slow answer),
+    SHUT_WR. Returns (replies until sluice closed, whether it closed)."""
     c = harness.SmtpRaw(sl.host, sl.port, source="127.0.0.23", timeout=8)
     try:
         assert c.read_reply()[0] == 220
@@ -435,7 +435,7 @@ def _half_close_in_replay(be, sl, tok, stage):
                            (b"RCPT TO:<alice@example.com>", 250), (b"DATA", 354)):
             c.send(line + b"\r\n")
             assert c.read_reply()[0] == want, line
-        c.send(dot_stuff(message_bytes(tok)) + b".\r\nQUIT\r\n")
+        c.send(dot_stuff(message_bytes(tok)) + b".\r\n" + after)
         assert harness.wait_until(
             lambda: any(st == stage for _, st, _, _ in be.fault_log), 5), \
             "the replay never reached %s: %s" % (stage, be.summary())
@@ -472,6 +472,22 @@ def test_half_close_after_the_message_left_gets_its_answer(evil, sluice, chunkin
     assert harness.wait_until(
         lambda: "client gone before the answer: server answered 250" in sl.log() and
         "relayed to its half-closed connection" in sl.log(), 5), sl.log()[-2000:]
+
+
+@pytest.mark.deadline(30)
+def test_half_close_after_the_message_with_half_a_command_closes_once_answered(evil, sluice):
+    """The same, with half a QUIT ("QUI", no line end) before the FIN: the
+    line can never end, so once the 250 is out the session closes then,
+    not at the command deadline (30 s here, past the client's 8 s wait)."""
+    be = evil(faults=[Fault("after_dot", "slow", 1.0)])
+    sl = sluice(be, pool=2, **dict(FAST, smtpd_timeout="30s"))
+    tok = token("halfclose-partial")
+    replies, closed = _half_close_in_replay(be, sl, tok, "after_dot", after=b"QUI")
+    assert replies == [250] and closed, (replies, closed)
+    assert be.count(tok) == 1
+    assert harness.wait_until(
+        lambda: re.search(r"client=127\.0\.0\.23 port=.* outcome=disconnect", sl.log()), 5), \
+        sl.log()[-2000:]
 
 
 @pytest.mark.deadline(30)
