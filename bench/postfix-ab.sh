@@ -13,16 +13,18 @@
 # Each argument is NAME:[SLUICE=binary] [-o key=value ...] and starts one
 # sluice (workers 2, backend_pool_size 8, as lane.sh) beside the others,
 # all idle but the one measured; NAME:HAPROXY starts HAProxy in TCP mode
-# instead (2 threads; Postfix then sees every client as 127.0.0.1), the
-# floor for any proxy's cost. Per run one line: messages/s, the ratio to
-# the direct run of the same repetition, and the CPU µs a message of that
-# proxy and of Postfix (its process tree with the children it reaped); the queue drains (status=sent for every message) before the
-# next run starts. Environment: REPS [3], MSGS [1500], SESSIONS [20],
-# KEEP=1 keeps the work directory. Root, Debian 12; postfix and dnsmasq
-# (scripts/install-deps.sh). Hold the machine's bench lock.
+# instead (HAPROXY_THREADS [2] threads; Postfix then sees every client as
+# 127.0.0.1), the floor for any proxy's cost. Per run one line:
+# messages/s, the ratio to the direct run of the same repetition, and the
+# CPU µs a message of that proxy and of Postfix (its process tree with the
+# children it reaped); the queue drains (status=sent for every message)
+# before the next run starts. Environment: REPS [3], MSGS [1500],
+# SESSIONS [20], KEEP=1 keeps the work directory. Root, Debian 12;
+# postfix, dnsmasq and haproxy (scripts/install-deps.sh). Hold the
+# machine's bench lock.
 set -u
 cd "$(dirname "$0")/.." || exit 2
-REPS=${REPS:-3} MSGS=${MSGS:-1500} SESS=${SESSIONS:-20}
+REPS=${REPS:-3} MSGS=${MSGS:-1500} SESS=${SESSIONS:-20} HA_THREADS=${HAPROXY_THREADS:-2}
 die() { echo "postfix-ab.sh: $*" >&2; exit 2; }
 [ $# -gt 0 ] || die "usage: bench/postfix-ab.sh NAME:[SLUICE=binary] [-o key=value ...] | NAME:HAPROXY ..."
 . bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_haproxy, start_bench_sluice, bench_postfix, postfix_ticks, cpu_ticks, kv, run_medians
@@ -59,7 +61,7 @@ for arg; do
 	p=$(free_port)
 	if [ "$haproxy" = 1 ]; then
 		[ -x /usr/sbin/haproxy ] || die "/usr/sbin/haproxy missing"
-		start_haproxy "$p" "$pf_port" 2
+		start_haproxy "$p" "$pf_port" "$HA_THREADS"
 		pid[$name]=$ha_pid
 	else
 		[ -x "$bin" ] || die "$bin missing"
