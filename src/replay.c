@@ -884,12 +884,12 @@ void replay_log_client_gone(unsigned long long session_id, const char *addr,
 	if (reply) {
 		metrics_inc(METRIC_ORPHAN_ANSWERS);
 		log_warn("replay: session=%llu client=%s client gone before the answer: "
-			 "server answered %d %s %.200s (nrcpt=%zu; %s)", session_id,
-			 addr, reply->code, reply->enhanced, reply->text, n_rcpts,
-			 relayed ? "relayed to its half-closed connection: if it no "
-				   "longer reads, it will retry, and a 2xx here means a "
-				   "duplicate"
-				 : "the client will retry, a 2xx here means a duplicate");
+			 "server answered %d %s %.200s (nrcpt=%zu; %sthe client will "
+			 "retry, a 2xx here means a duplicate)", session_id, addr,
+			 reply->code, reply->enhanced, reply->text, n_rcpts,
+			 relayed ? "relayed to its half-closed connection; if it no "
+				   "longer reads, "
+				 : "");
 	} else {
 		log_warn("replay: session=%llu client=%s client gone before the answer: "
 			 "no answer from the server (%d)", session_id, addr,
