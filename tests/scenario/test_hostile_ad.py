@@ -592,6 +592,9 @@ class World:
         "v6": ("strict", True, "dns", {"v6": True}),
         "btls": ("lenient", True, "dns", {"backend_tls": "yes"}),
         "btls_plain": ("strict", False, "dns", {"backend_tls": "yes"}),
+        # DATA to the backend, as to a server without CHUNKING (the Tap
+        # reads its framing: dots stuffed again, one terminator)
+        "data": ("strict", True, "dns", {"backend_chunking": "no"}),
     }
 
     def __init__(self, base, dns, tls_cert):
@@ -757,8 +760,9 @@ def no_smuggled(pfs):
 # ------------------------------------------------------------ A. endings
 
 @pytest.mark.deadline(60)
-def test_hostile_001_dot_transparency(w):
-    sl, pf = w.sluice("main"), w.pf("strict")
+@pytest.mark.parametrize("slname", ["main", "data"], ids=["bdat", "data"])
+def test_hostile_001_dot_transparency(w, slname):
+    sl, pf = w.sluice(slname), w.pf("strict")
     tok = token("001")
     with connect(sl) as c:
         C(c, "EHLO " + CLIENT23_NAME)
@@ -770,15 +774,18 @@ def test_hostile_001_dot_transparency(w):
     assert len(got) == 1
     assert got[0].body == b"a\n.b\n..\n.\n x\n", got[0].body
     # what went to Postfix: the message itself, as one BDAT's octets (the
-    # default: Postfix offers CHUNKING) or as DATA stuffed again with one
-    # terminator
+    # default: Postfix offers CHUNKING) or, with backend_chunking = no, as
+    # DATA stuffed again with one terminator
     conns = w.tap("strict").conns_with(tok)
     msgs = [m for conn in conns for m in conn.messages() if tok.encode() in m]
     assert len(msgs) == 1 and msgs[0].endswith(b"\r\na\r\n.b\r\n..\r\n.\r\n x\r\n"), msgs
-    assert [c for conn in conns for c in conn.commands() if BDAT_LAST.match(c)], \
-        "not sent as BDAT although Postfix offers CHUNKING"
     datas = [d for conn in conns for d in conn.datas if tok.encode() in d]
-    assert all(d.endswith(b"\r\na\r\n..b\r\n...\r\n..\r\n x\r\n.\r\n") for d in datas), datas
+    if slname == "main":
+        assert not datas and [c for conn in conns for c in conn.commands()
+                              if BDAT_LAST.match(c)], "not sent as BDAT LAST"
+    else:
+        assert len(datas) == 1, datas
+        assert datas[0].endswith(b"\r\na\r\n..b\r\n...\r\n..\r\n x\r\n.\r\n"), datas
 
 
 SMUGGLED = (b"MAIL FROM:<ceo@victim.example>\r\nRCPT TO:<alice@example.com>\r\n"
@@ -945,13 +952,13 @@ HOSTILE_BODY = (b"line one\r\n"
 @pytest.mark.deadline(90)
 def test_hostile_007_canonical_output_to_backend(w):
     bodies = {}
-    for slname, pfname in BACKENDS:
+    for slname, pfname in BACKENDS + [("data", "strict")]:
         tok = token("007")
         r = send_mail(w.sluice(slname), tok, HOSTILE_BODY)
         assert (r.code, r.enh) == (250, "2.0.0"), (slname, r)
         got = delivered(w.pf(pfname), tok)
         assert len(got) == 1, (pfname, got)
-        bodies[pfname] = got[0].body
+        bodies[slname] = got[0].body
         # the message as sluice sent it (BDAT's octets, or DATA's payload
         # unstuffed) and, for DATA, its framing
         conns = w.tap(pfname).conns_with(tok)
@@ -960,13 +967,15 @@ def test_hostile_007_canonical_output_to_backend(w):
         m = msgs[0]
         assert not has_bare(m), "bare CR/LF sent to the backend: %r" % m
         assert m.endswith(b"\r\n") and b"\r\n.\r\n..\r\n. trailing\r\n" in m, m
-        for d in [d for conn in conns for d in conn.datas if tok.encode() in d]:
+        datas = [d for conn in conns for d in conn.datas if tok.encode() in d]
+        assert len(datas) == (slname == "data"), (slname, datas)
+        for d in datas:
             assert d.endswith(b"\r\n.\r\n") and d.find(b"\r\n.\r\n") == len(d) - 5, d
             assert b"\r\n..\r\n...\r\n.. trailing\r\n" in d, d
     want = b"\n".join(model_normalize(dot_stuff(b"X: y\r\n\r\n" + HOSTILE_BODY)
                                       + b".\r\n")[2:]) + b"\n"
-    assert bodies["strict"] == bodies["lenient"], bodies
-    assert bodies["strict"] == want, (bodies["strict"], want)
+    assert len(set(bodies.values())) == 1, bodies
+    assert bodies["main"] == want, (bodies["main"], want)
     # every message sluice ever sent in this module is canonical, and
     # every DATA payload ends at its one terminator
     for name, tap in w.taps.items():
