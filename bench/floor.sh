@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.." || exit 2
 REPS=${REPS:-3} MSGS=${MSGS:-10000} SESS=${SESSIONS:-100} W=${W:-2} POOL=${POOL:-8}
 sluice_bin=${SLUICE:-./sluice}
 die() { echo "floor.sh: $*" >&2; exit 2; }
-. bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_sink, start_haproxy, start_bench_sluice, cpu_ticks, sink_count, kv, run_medians
+. bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_sink, start_haproxy, start_bench_sluice, cpu_ticks, sink_count, kv, run_medians, loadgen_run, sink_wait
 [ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
 bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/haproxy
 
@@ -58,18 +58,11 @@ run() { # name port
 	local p0=0 p1=0 k0 k1 m0 m1 out n msgps lgt
 	k0=$(cpu_ticks "$sink_pid") m0=$(sink_count "$dir/sink.out" mesg)
 	[ "$1" = direct ] || p0=$(cpu_ticks "${pid[$1]}")
-	# the shell's cutime after the wait: the load generator and its children
-	out=$(bash -c '"$@"; rc=$?; awk "{print \"lg_ticks=\" \$16 + \$17}" /proc/$$/stat; exit $rc' \
-		_ timeout 300 build/loadgen --port "$2" --mode throughput --conns "$SESS" --procs 2 \
-		--messages "$MSGS" --size 4096 --per-conn 1 --src 127.1.0.1 --srcs 200 \
-		--timeout 240 | paste -sd' ')
+	out=$(loadgen_run --port "$2" --mode throughput --conns "$SESS" --procs 2 \
+		--messages "$MSGS" --size 4096 --per-conn 1 --src 127.1.0.1 --srcs 200 --timeout 240)
 	[ "$1" = direct ] || p1=$(cpu_ticks "${pid[$1]}")
 	k1=$(cpu_ticks "$sink_pid")
-	for _ in $(seq 50); do # smtp-sink counts right after its 250
-		m1=$(sink_count "$dir/sink.out" mesg)
-		[ $((m1 - m0)) -ge "$MSGS" ] && break
-		sleep 0.1
-	done
+	m1=$(sink_wait "$m0" "$MSGS")
 	n=$(kv "$out" msgs_ok) msgps=$(kv "$out" msgps) lgt=$(kv "$out" lg_ticks)
 	[ "${n:-0}" = "$MSGS" ] && [ $((m1 - m0)) = "$MSGS" ] ||
 		echo "  $1: not every message arrived (sink $((m1 - m0))): $out" >&2

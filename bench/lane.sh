@@ -90,7 +90,7 @@ sluice_bin=${SLUICE:-$root/sluice}
 
 die() { echo "lane.sh: $*" >&2; exit 2; }
 [ $# = 0 ] || die "no arguments; settings come from the environment (see the header)"
-. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, start_bench_sluice, bench_postfix, postfix_ticks, proc_tree, cpu_ticks, sink_count, kv
+. bench/lib.sh # bench_ready, stop_pid, free_port, wait_port, start_dnsmasq, start_sink, start_bench_sluice, bench_postfix, postfix_ticks, proc_tree, cpu_ticks, sink_count, kv, loadgen_run, sink_wait, postfix_sent_since
 [ -n "${SLUICE:-}" ] || make -s sluice >/dev/null || die "make failed"
 bench_ready "$sluice_bin" /usr/sbin/smtp-sink /usr/sbin/dnsmasq /usr/sbin/postfix
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -153,10 +153,9 @@ lg() {
 	# the shell's cutime after the wait: the load generator and its children
 	local src=(--src $SRC --srcs "$SRCS")
 	[ "$mode" = xclient ] && src=(--src 127.0.0.2 --srcs 1 --xclient "$SRCS")
-	out=$(bash -c '"$@"; rc=$?; awk "{print \"lg_ticks=\" \$16 + \$17}" /proc/$$/stat; exit $rc' \
-		_ timeout 300 "$loadgen" --port "$port" --mode throughput --conns "$conns" \
+	out=$(loadgen_run --port "$port" --mode throughput --conns "$conns" \
 		--procs 2 --messages "$msgs" --size "$SIZE" --per-conn 1 "${src[@]}" \
-		--think-ms "${7:-0}" --timeout 240 | paste -sd' ')
+		--think-ms "${7:-0}" --timeout 240)
 	read -r b1 i1 t1 < <(busy_ticks)
 	s1=$( [ "$mode" = sluice ] && cpu_ticks "$sl_pid" || echo 0)
 	if [ "$phase" = postfix ]; then k1=$(postfix_ticks); else k1=$(cpu_ticks "$sink_pid"); fi
@@ -164,25 +163,15 @@ lg() {
 	n=$(kv "$out" msgs_ok) lgt=$(kv "$out" lg_ticks)
 	[ "${n:-0}" = "$msgs" ] && [ "$(kv "$out" msgs_failed)" = 0 ] && ok=yes || ok=no
 	if [ "$phase" != postfix ]; then
-		for _ in $(seq 50); do # smtp-sink counts right after its 250
-			m1=$(sink_count "$dir/sink.out" mesg)
-			[ $((m1 - m0)) -ge "$msgs" ] && break
-			sleep 0.1
-		done
+		m1=$(sink_wait "$m0" "$msgs")
 		q1=$(sink_count "$dir/sink.out" sess)
 		[ $((m1 - m0)) = "$msgs" ] || ok=no
 		recv="sink_received=$((m1 - m0)) backend_sessions=$((q1 - q0))"
 	else
-		local log=$dir/pf/maillog sent0 sent1
-		sent0=$(cat "$dir/pf.sent")
-		for _ in $(seq 600); do # the queue drains before the next run
-			sent1=$(grep -c 'status=sent' "$log")
-			[ $((sent1 - sent0)) -ge "$msgs" ] && break
-			sleep 0.1
-		done
-		echo "$sent1" >"$dir/pf.sent"
-		[ $((sent1 - sent0)) = "$msgs" ] || ok=no
-		recv="postfix_sent=$((sent1 - sent0))"
+		local sent
+		sent=$(postfix_sent_since "$dir/pf.sent" "$msgs")
+		[ "$sent" = "$msgs" ] || ok=no
+		recv="postfix_sent=$sent"
 	fi
 	[ "$ok" = yes ] || failed=1
 	local line

@@ -212,3 +212,39 @@ EOF
 	ha_pid=$!
 	wait_port "$1" haproxy "$ha_pid"
 }
+
+# One throughput run of build/loadgen (at most 300 s) with ARGS: its
+# key=value output on one line, with lg_ticks= (the CPU ticks of it and
+# its children: the shell's cutime after the wait).
+loadgen_run() { # loadgen arguments...
+	bash -c '"$@"; rc=$?; awk "{print \"lg_ticks=\" \$16 + \$17}" /proc/$$/stat; exit $rc' \
+		_ timeout 300 build/loadgen "$@" | paste -sd' '
+}
+
+# Waits (at most 5 s: smtp-sink counts right after its 250) until the
+# messages counter of start_sink's smtp-sink is FROM + MSGS; prints it.
+sink_wait() { # from msgs
+	local m
+	for _ in $(seq 50); do
+		m=$(sink_count "$dir/sink.out" mesg)
+		[ $((m - $1)) -ge "$2" ] && break
+		sleep 0.1
+	done
+	echo "$m"
+}
+
+# Waits (at most 60 s: the queue drains before the next run) until the
+# bench Postfix in $dir/pf has logged status=sent for MSGS more messages
+# than the count kept in FILE; keeps the new count there and prints how
+# many more it logged.
+postfix_sent_since() { # file msgs
+	local before now
+	before=$(cat "$1")
+	for _ in $(seq 600); do
+		now=$(grep -c 'status=sent' "$dir/pf/maillog")
+		[ $((now - before)) -ge "$2" ] && break
+		sleep 0.1
+	done
+	echo "$now" >"$1"
+	echo $((now - before))
+}

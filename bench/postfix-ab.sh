@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.." || exit 2
 REPS=${REPS:-3} MSGS=${MSGS:-1500} SESS=${SESSIONS:-20} HA_THREADS=${HAPROXY_THREADS:-2}
 die() { echo "postfix-ab.sh: $*" >&2; exit 2; }
 [ $# -gt 0 ] || die "usage: bench/postfix-ab.sh NAME:[SLUICE=binary] [-o key=value ...] | NAME:HAPROXY ..."
-. bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_haproxy, start_bench_sluice, bench_postfix, postfix_ticks, cpu_ticks, kv, run_medians
+. bench/lib.sh # bench_ready, stop_pid, free_port, start_dnsmasq, start_haproxy, start_bench_sluice, bench_postfix, postfix_ticks, cpu_ticks, kv, run_medians, postfix_sent_since
 make -s sluice >/dev/null || die "make failed"
 bench_ready ./sluice /usr/sbin/postfix /usr/sbin/dnsmasq
 
@@ -77,23 +77,17 @@ hz=$(getconf CLK_TCK)
 
 direct_msgps=0
 run() { # name port
-	local s0=0 s1=0 k0 k1 out n want got msgps
+	local s0=0 s1=0 k0 k1 out n sent msgps
 	k0=$(postfix_ticks)
 	[ "$1" = direct ] || s0=$(cpu_ticks "${pid[$1]}")
 	out=$(timeout 300 build/loadgen --port "$2" --mode throughput --conns "$SESS" --procs 2 \
 		--messages "$MSGS" --size 4096 --per-conn 1 --src 127.1.0.1 --srcs 200 \
 		--timeout 240 | paste -sd' ')
 	[ "$1" = direct ] || s1=$(cpu_ticks "${pid[$1]}")
-	want=$(($(cat "$dir/sent") + MSGS))
-	for _ in $(seq 600); do # the queue drains before the next run
-		got=$(grep -c 'status=sent' "$dir/pf/maillog")
-		[ "$got" -ge "$want" ] && break
-		sleep 0.1
-	done
-	echo "$got" >"$dir/sent"
+	sent=$(postfix_sent_since "$dir/sent" "$MSGS")
 	k1=$(postfix_ticks)
 	n=$(kv "$out" msgs_ok) msgps=$(kv "$out" msgps)
-	[ "${n:-0}" = "$MSGS" ] && [ "$got" -ge "$want" ] || echo "  $1: not every message delivered: $out" >&2
+	[ "${n:-0}" = "$MSGS" ] && [ "$sent" -ge "$MSGS" ] || echo "  $1: not every message delivered: $out" >&2
 	[ "$1" = direct ] && direct_msgps=$msgps
 	awk -v name="$1" -v r="$rep" -v m="$msgps" -v d="$direct_msgps" -v sl=$((s1 - s0)) \
 		-v pf=$((k1 - k0)) -v n="$MSGS" -v hz="$hz" 'BEGIN {
